@@ -1,0 +1,5 @@
+//! The package stage's repository side: Debian versions, control files, repository indexes,
+//! signature checks, the solver, the download cache and `.deb` reading. Never touches a root tree
+//! except through [`crate::confine`].
+
+pub mod control;

@@ -1,0 +1,12 @@
+//! imgbuild: build Docker/OCI base images from KIWI image descriptions.
+//!
+//! The pipeline runs one way, one module per stage:
+//! `description` → `apt` → `rootfs` (using `sandbox`) → `image` → outputs, with `storage`,
+//! `runtime` and `registry` for running and shipping the results. See `docs/` for the user guide.
+
+pub mod apt;
+pub mod confine;
+pub mod description;
+pub mod image;
+pub mod rootfs;
+pub mod sandbox;
