@@ -1,7 +1,8 @@
 //! Debian control-file (deb822) paragraphs: `Packages`, `Release`, `status` and `.deb` control files.
 //!
 //! Field names are case-insensitive and keep their first spelling; continuation lines (leading space
-//! or tab) are joined with `\n`, and a lone `.` continuation stands for an empty line, as in dpkg.
+//! or tab) are joined with `\n` with that one leading blank removed, and a lone `.` continuation
+//! stands for an empty line, as in dpkg.
 
 use std::fmt;
 
@@ -102,9 +103,11 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, ParseError> {
                     message: "continuation line before any field".into(),
                 });
             };
-            let cont = line.trim();
+            // Only the first blank is the continuation marker: deeper indentation is content
+            // (Description bullet lists) and must survive a rewrite of the status file.
+            let cont = line[1..].trim_end();
             value.push('\n');
-            if cont != "." {
+            if cont.trim() != "." {
                 value.push_str(cont);
             }
             continue;
@@ -161,7 +164,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        let text = "Package: bash\nDescription: GNU shell\n first line\n .\n third\n";
+        let text = "Package: bash\nDescription: GNU shell\n first line\n .\n  - indented\n";
         let p = parse(text).unwrap();
         assert_eq!(p[0].to_string(), text);
         assert_eq!(parse(&p[0].to_string()).unwrap(), p);
