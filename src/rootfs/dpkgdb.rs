@@ -7,10 +7,10 @@
 //! the sandbox then runs the maintainer scripts, installs the conffiles and processes triggers, so
 //! the resulting database is dpkg's own.
 
+use super::write_atomic;
 use crate::apt::control::{self, Paragraph};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -191,7 +191,8 @@ impl DpkgDb {
             }
             text.push_str(&p.to_string());
         }
-        write_atomic(&self.admin.join("status"), text.as_bytes())
+        let path = self.admin.join("status");
+        write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
     }
 
     fn write_info(&self, key: &str, pkg: &UnpackedPackage) -> Result<(), DpkgDbError> {
@@ -201,14 +202,15 @@ impl DpkgDb {
             list.push_str(&list_path(f));
             list.push('\n');
         }
-        write_atomic(&info.join(format!("{key}.list")), list.as_bytes())?;
+        let list_file = info.join(format!("{key}.list"));
+        write_atomic(&list_file, list.as_bytes()).map_err(io_err(&list_file))?;
         for (name, data) in &pkg.members {
             // Member names come from the archive: only plain names become files.
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
                 continue;
             }
             let path = info.join(format!("{key}.{name}"));
-            write_atomic(&path, data)?;
+            write_atomic(&path, data).map_err(io_err(&path))?;
             if SCRIPTS.contains(&name.as_str()) {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
                     .map_err(io_err(&path))?;
@@ -279,18 +281,6 @@ fn status_entry(pkg: &UnpackedPackage, conffiles: &[String]) -> Paragraph {
         out.set("Conffiles", v);
     }
     out
-}
-
-/// Write `data` to `path` through a temporary file in the same directory and a rename.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DpkgDbError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(data).map_err(io_err(path))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]
