@@ -5,6 +5,7 @@
 //! `runtime` and `registry` for running and shipping the results. See `docs/` for the user guide.
 
 pub mod apt;
+pub mod atomic;
 pub mod confine;
 pub mod description;
 pub mod image;

@@ -6,10 +6,8 @@ pub mod dpkgdb;
 pub mod profile;
 pub mod users;
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 /// Errors of the root-tree stage.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +28,4 @@ pub enum RootfsError {
     Cleanup(#[from] cleanup::CleanupError),
 }
 
-/// Write `data` to `path` (mode 0644) through a temporary file in the same directory and a rename,
-/// so a reader never sees a half-written file.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub(crate) use crate::atomic::write as write_atomic;
