@@ -3,3 +3,4 @@
 //! except through [`crate::confine`].
 
 pub mod control;
+pub mod deb;

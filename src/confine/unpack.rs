@@ -318,15 +318,18 @@ impl Unpacker<'_, '_> {
                     _ => NodeKind::Fifo,
                 };
                 let h = entry.header();
-                let major = h
-                    .device_major()
-                    .map_err(io_err("read device number", &rel))?
-                    .unwrap_or(0);
-                let minor = h
-                    .device_minor()
-                    .map_err(io_err("read device number", &rel))?
-                    .unwrap_or(0);
-                self.node(rel, kind, major, minor, &meta)
+                // Read only for devices the policy creates: fifos carry no numbers, and some
+                // writers leave the fields empty.
+                let dev = |rel: &Path| -> Result<(u32, u32)> {
+                    let major = h
+                        .device_major()
+                        .map_err(io_err("read device number", rel))?;
+                    let minor = h
+                        .device_minor()
+                        .map_err(io_err("read device number", rel))?;
+                    Ok((major.unwrap_or(0), minor.unwrap_or(0)))
+                };
+                self.node(rel, kind, dev, &meta)
             }
             other => Err(refused(
                 OP,
@@ -702,25 +705,25 @@ impl Unpacker<'_, '_> {
         &mut self,
         rel: PathBuf,
         kind: NodeKind,
-        major: u32,
-        minor: u32,
+        dev: impl FnOnce(&Path) -> Result<(u32, u32)>,
         meta: &Meta,
     ) -> Result<()> {
-        if kind != NodeKind::Fifo {
+        let (major, minor) = if kind == NodeKind::Fifo {
+            (0, 0)
+        } else {
             match self.opts.devices {
-                DevicePolicy::Create => {}
+                DevicePolicy::Create => dev(&rel)?,
                 DevicePolicy::Skip => {
-                    self.report.notes.push(format!(
-                        "{}: device node {major}:{minor} skipped",
-                        rel.display()
-                    ));
+                    self.report
+                        .notes
+                        .push(format!("{}: device node skipped", rel.display()));
                     return Ok(());
                 }
                 DevicePolicy::Error => {
                     return Err(refused(OP, &rel, "device nodes are not allowed here"));
                 }
             }
-        }
+        };
         let at = self.prepare(&rel)?;
         if at.name.is_none() {
             return Err(refused(OP, &rel, "the root cannot become a device"));
