@@ -3,4 +3,5 @@
 //! except through [`crate::confine`].
 
 pub mod control;
+pub mod deb;
 pub mod lock;
