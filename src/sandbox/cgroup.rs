@@ -201,14 +201,13 @@ pub struct Plan {
 
 const CPU_PERIOD: u64 = 100_000;
 
+/// (file name, value, optional) for one controller on v2 or v1.
+type FileValue = (&'static str, String, bool);
+
 /// Compute the cgroups for `limits`, named `name`, on `host`.
 pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupError> {
     let mut p = Plan::default();
-    let mut need: Vec<(
-        &'static str,
-        Vec<(&'static str, String, bool)>,
-        Vec<(&'static str, String, bool)>,
-    )> = Vec::new();
+    let mut need: Vec<(&'static str, Vec<FileValue>, Vec<FileValue>)> = Vec::new();
     if let Some(m) = limits.memory {
         need.push((
             "memory",

@@ -691,7 +691,7 @@ mod tests {
         i.uid = 1000;
         i.gid = 100;
         i.groups = vec![100, 27];
-        i.rlimits = vec![(libc::RLIMIT_NOFILE as u32, 20000, 20000)];
+        i.rlimits = vec![(libc::RLIMIT_NOFILE, 20000, 20000)];
         let steps = build(&i).unwrap();
         let l = lines(&steps);
         assert!(l.contains(&"ifup lo".to_string()));
