@@ -1,2 +1,809 @@
 //! One way to run a command inside a root tree: namespaces, `/proc` `/dev` `/sys`, `pivot_root`,
 //! capabilities and cgroups, torn down when the command ends.
+//!
+//! ```no_run
+//! use imgbuild::sandbox::{Sandbox, Profile, Stdio};
+//! let out = Sandbox::new("/srv/root", ["dpkg", "--configure", "-a"])
+//!     .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+//!     .profile(Profile::Build)
+//!     .stdout(Stdio::Capture)
+//!     .run()?;
+//! assert_eq!(out.code, 0);
+//! # Ok::<(), imgbuild::sandbox::SandboxError>(())
+//! ```
+//!
+//! The command becomes PID 1 of a new pid namespace, in new mount, UTS and IPC namespaces
+//! (and a new network namespace with [`Network::None`]). How it is built:
+//!
+//! * **No re-exec, no allocation after `clone`.** Everything the child needs (the mount plan
+//!   with its `CString`s, argv, envp, the `PATH` candidates) is prepared before `clone`; the
+//!   child then makes only raw system calls (see `exec.rs`). This keeps the sandbox a plain
+//!   library call usable from any binary and from tests, with no helper executable to find,
+//!   and is safe in multi-threaded callers.
+//! * **Nothing can stay mounted on the host.** The child first makes every mount a slave of
+//!   the host's, so all later mounts exist only in its private mount namespace, which the
+//!   kernel frees when the last process in it exits. The command is PID 1: when it exits, the
+//!   kernel kills the rest of the namespace. The child has `PR_SET_PDEATHSIG(SIGKILL)`, so if
+//!   imgbuild dies, even by SIGKILL, the command dies and its namespaces with it.
+//!   (The death signal follows the *thread* that called [`Sandbox::run`], which blocks until
+//!   the command ends, so it holds.)
+//! * **Signals**: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 received while a
+//!   sandbox runs are forwarded to its command instead of acting on imgbuild.
+
+pub mod caps;
+pub mod cgroup;
+pub mod exec;
+pub mod plan;
+mod signals;
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub use cgroup::Limits;
+pub use plan::{BindMount, Network, Profile};
+
+/// Where one of the command's standard streams goes.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// imgbuild's own stream.
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// Collected into [`Outcome::stdout`] / [`Outcome::stderr`] (not valid for stdin).
+    Capture,
+    /// This file descriptor.
+    Fd(OwnedFd),
+}
+
+/// How the command ended, and what it printed when capturing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code, or 128 + signal number when the command was killed by a signal.
+    pub code: i32,
+    /// The signal that killed the command, if any.
+    pub signal: Option<i32>,
+    /// Captured standard output (with a tty and [`Stdio::Capture`], the terminal's output).
+    pub stdout: Vec<u8>,
+    /// Captured standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    /// True when the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Errors of setting up or running a sandbox. Failures of the command itself are not errors:
+/// they are its [`Outcome::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// No command was given.
+    #[error("sandbox command is empty")]
+    EmptyCommand,
+    /// The root tree is missing or unreadable.
+    #[error("sandbox root {path}: {source}")]
+    Root { path: PathBuf, source: io::Error },
+    /// A mount point the sandbox needs is a symlink in the root tree.
+    #[error("{path} is a symlink; the sandbox mounts its own file system there")]
+    SymlinkMountpoint { path: PathBuf },
+    /// A bind mount source does not exist or cannot be read.
+    #[error("bind mount source {path}: {source}")]
+    BindSource { path: PathBuf, source: io::Error },
+    /// Capture was requested for stdin.
+    #[error("stdin cannot be captured")]
+    CaptureStdin,
+    /// An environment variable name or value, hostname or argument contains a NUL byte.
+    #[error("{what} contains a NUL byte: {value:?}")]
+    Nul { what: &'static str, value: OsString },
+    /// The mount plan could not be built.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// Cgroup setup failed.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    /// Signal forwarding could not be set up.
+    #[error(transparent)]
+    Signals(#[from] signals::SignalError),
+    /// A system call in the parent failed.
+    #[error("cannot {what}: {source}")]
+    Os {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// A setup step inside the sandbox failed.
+    #[error("sandbox setup failed at `{step}` in {root}: {source}")]
+    Setup {
+        step: String,
+        root: PathBuf,
+        source: io::Error,
+    },
+    /// The command could not be executed (not found, not executable, bad interpreter).
+    #[error("cannot execute {program:?} in {root}: {source}")]
+    Exec {
+        program: OsString,
+        root: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn os(what: &'static str) -> impl FnOnce(io::Error) -> SandboxError {
+    move |source| SandboxError::Os { what, source }
+}
+
+/// The default `PATH` used to find the command when the environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Soft and hard `RLIMIT_NOFILE` a [`Profile::Container`] asks for (Docker daemon's usual
+/// limit); clamped to the host's hard limit, since raising it needs CAP_SYS_RESOURCE.
+pub const CONTAINER_NOFILE: u64 = 1_048_576;
+
+/// A command to run inside a root tree, and how. Build with [`Sandbox::new`], configure with
+/// the chained setters, start with [`Sandbox::run`].
+#[derive(Debug)]
+pub struct Sandbox {
+    root: PathBuf,
+    argv: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: PathBuf,
+    hostname: Option<String>,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    binds: Vec<BindMount>,
+    network: Network,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+    tty: bool,
+    profile: Profile,
+    read_only_root: bool,
+    resolv_conf: bool,
+    limits: Limits,
+    rlimits: Vec<(u32, u64, u64)>,
+}
+
+impl Sandbox {
+    /// Run `argv` inside `root`. Defaults: [`Profile::Build`], [`Network::Host`], uid/gid 0,
+    /// cwd `/`, empty environment, inherited stdio, no tty, the host's `resolv.conf` shown
+    /// when the root has `/etc/resolv.conf`, no limits.
+    pub fn new<I, S>(root: impl Into<PathBuf>, argv: I) -> Sandbox
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Sandbox {
+            root: root.into(),
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            hostname: None,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            binds: Vec::new(),
+            network: Network::Host,
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            tty: false,
+            profile: Profile::Build,
+            read_only_root: false,
+            resolv_conf: true,
+            limits: Limits::default(),
+            rlimits: Vec::new(),
+        }
+    }
+
+    /// Set an environment variable (replacing an earlier value of the same name).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// Copy imgbuild's own environment (variables set with [`Sandbox::env`] win).
+    pub fn inherit_env(mut self) -> Self {
+        let explicit = std::mem::take(&mut self.env);
+        self.env = std::env::vars_os().collect();
+        for (k, v) in explicit {
+            self = self.env(k, v);
+        }
+        self
+    }
+
+    /// Working directory inside the root (must exist).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = dir.into();
+        self
+    }
+
+    /// Hostname in the new UTS namespace (default: a copy of the host's).
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = Some(name.into());
+        self
+    }
+
+    /// User and group ids to run as, and supplementary groups.
+    pub fn user(mut self, uid: u32, gid: u32, groups: Vec<u32>) -> Self {
+        self.uid = uid;
+        self.gid = gid;
+        self.groups = groups;
+        self
+    }
+
+    /// Make a host path visible inside the root.
+    pub fn bind(
+        mut self,
+        source: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+        read_only: bool,
+    ) -> Self {
+        self.binds.push(BindMount {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        });
+        self
+    }
+
+    /// The network namespace.
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Where stdin comes from.
+    pub fn stdin(mut self, s: Stdio) -> Self {
+        self.stdin = s;
+        self
+    }
+
+    /// Where stdout goes.
+    pub fn stdout(mut self, s: Stdio) -> Self {
+        self.stdout = s;
+        self
+    }
+
+    /// Where stderr goes.
+    pub fn stderr(mut self, s: Stdio) -> Self {
+        self.stderr = s;
+        self
+    }
+
+    /// Give the command a pseudo-terminal: it becomes its controlling terminal and stdio;
+    /// imgbuild relays it to its stdin (raw mode when that is a terminal) and stdout, and
+    /// copies the window size, also on SIGWINCH.
+    pub fn tty(mut self, tty: bool) -> Self {
+        self.tty = tty;
+        self
+    }
+
+    /// The isolation profile.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Mount the root read-only (bind mounts keep their own mode).
+    pub fn read_only_root(mut self, ro: bool) -> Self {
+        self.read_only_root = ro;
+        self
+    }
+
+    /// Whether to bind the host's `/etc/resolv.conf` over the root's (default true; only
+    /// done when the root has that file, and read-only, so the root never changes).
+    pub fn resolv_conf(mut self, on: bool) -> Self {
+        self.resolv_conf = on;
+        self
+    }
+
+    /// Cgroup limits (memory, pids, cpus).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Set a resource limit (`libc::RLIMIT_*`); clamped to the host's hard limit.
+    pub fn rlimit(mut self, resource: u32, soft: u64, hard: u64) -> Self {
+        self.rlimits.retain(|r| r.0 != resource);
+        self.rlimits.push((resource, soft, hard));
+        self
+    }
+
+    /// Run the command and wait for it. Every mount, cgroup and fd the sandbox made is gone
+    /// when this returns, whatever the outcome.
+    pub fn run(self) -> Result<Outcome, SandboxError> {
+        run(self)
+    }
+}
+
+fn cstr(what: &'static str, s: &OsStr) -> Result<CString, SandboxError> {
+    CString::new(s.as_bytes()).map_err(|_| SandboxError::Nul {
+        what,
+        value: s.to_os_string(),
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the array with two new fds that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(SandboxError::Os {
+            what: "create a pipe",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn host_hard_limit(resource: u32) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills `lim`.
+    if unsafe { libc::getrlimit(resource as _, &mut lim) } == 0 {
+        lim.rlim_max
+    } else {
+        u64::MAX
+    }
+}
+
+/// Clamp requested limits to what the host allows without CAP_SYS_RESOURCE.
+pub fn clamp_rlimits(
+    requested: &[(u32, u64, u64)],
+    host_hard: impl Fn(u32) -> u64,
+) -> Vec<(u32, u64, u64)> {
+    requested
+        .iter()
+        .map(|&(res, soft, hard)| {
+            let hard = hard.min(host_hard(res));
+            (res, soft.min(hard), hard)
+        })
+        .collect()
+}
+
+fn check_mountpoint(root: &Path, name: &str) -> Result<(), SandboxError> {
+    let p = root.join(name);
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.file_type().is_symlink() => Err(SandboxError::SymlinkMountpoint { path: p }),
+        _ => Ok(()),
+    }
+}
+
+/// Exec candidates: the program itself if it has a slash, else each `PATH` entry joined.
+fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Result<Vec<CString>, SandboxError> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(vec![cstr("program", program)?]);
+    }
+    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
+    path.as_bytes()
+        .split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
+            let mut full = dir.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(program.as_bytes());
+            cstr("PATH entry", OsStr::from_bytes(&full))
+        })
+        .collect()
+}
+
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+    slave_path: PathBuf,
+}
+
+fn open_pty() -> Result<Pty, SandboxError> {
+    // SAFETY: posix_openpt returns a new fd or -1.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if master < 0 {
+        return Err(os("open a pseudo-terminal")(io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fd we own.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: plain calls on our master fd; ptsname_r writes into the buffer.
+    let mut name = [0 as libc::c_char; 128];
+    unsafe {
+        if libc::grantpt(master.as_raw_fd()) < 0
+            || libc::unlockpt(master.as_raw_fd()) < 0
+            || libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0
+        {
+            return Err(os("set up a pseudo-terminal")(io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: ptsname_r NUL-terminated the buffer.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let slave_path = PathBuf::from(OsStr::from_bytes(path.to_bytes()));
+    // SAFETY: opening the slave by its path.
+    let slave = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(os("open the pseudo-terminal slave")(
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fresh fd we own.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    Ok(Pty {
+        master,
+        slave,
+        slave_path,
+    })
+}
+
+fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
+    let Some(program) = sb.argv.first().cloned() else {
+        return Err(SandboxError::EmptyCommand);
+    };
+    if matches!(sb.stdin, Stdio::Capture) {
+        return Err(SandboxError::CaptureStdin);
+    }
+    let root = std::fs::canonicalize(&sb.root).map_err(|source| SandboxError::Root {
+        path: sb.root.clone(),
+        source,
+    })?;
+    if !root.is_dir() {
+        return Err(SandboxError::Root {
+            path: root,
+            source: io::Error::from_raw_os_error(libc::ENOTDIR),
+        });
+    }
+    for name in ["proc", "sys", "dev"] {
+        check_mountpoint(&root, name)?;
+    }
+
+    let mut binds = Vec::new();
+    for b in &sb.binds {
+        let meta = std::fs::metadata(&b.source).map_err(|source| SandboxError::BindSource {
+            path: b.source.clone(),
+            source,
+        })?;
+        let target = plan::resolve_in_root(&root, &b.target)?;
+        binds.push((b.clone(), target, meta.is_dir()));
+    }
+    let resolv_conf = if sb.resolv_conf && Path::new("/etc/resolv.conf").exists() {
+        let target = plan::resolve_in_root(&root, Path::new("/etc/resolv.conf"))?;
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_file() => Some((PathBuf::from("/etc/resolv.conf"), target)),
+            _ => None,
+        }
+    } else {
+        None
+    };
+
+    let mut rlimits = sb.rlimits.clone();
+    if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
+        rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
+    }
+    let rlimits = clamp_rlimits(&rlimits, host_hard_limit);
+
+    let pty = if sb.tty { Some(open_pty()?) } else { None };
+
+    let input = plan::PlanInput {
+        root: root.clone(),
+        profile: sb.profile,
+        network: sb.network,
+        hostname: sb.hostname.clone(),
+        binds,
+        resolv_conf,
+        console: pty.as_ref().map(|p| p.slave_path.clone()),
+        read_only_root: sb.read_only_root,
+        cwd: sb.cwd.clone(),
+        uid: sb.uid,
+        gid: sb.gid,
+        groups: sb.groups.clone(),
+        rlimits,
+        last_cap: caps::last_cap(),
+    };
+    let steps = plan::build(&input)?;
+
+    // argv, envp and the PATH search, all before clone.
+    let argv_c: Vec<CString> = sb
+        .argv
+        .iter()
+        .map(|a| cstr("argument", a))
+        .collect::<Result<_, _>>()?;
+    let envp_c: Vec<CString> = sb
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstr("environment variable", OsStr::from_bytes(&kv))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let path_var = sb
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let candidates = exec_candidates(&program, path_var)?;
+
+    // Standard streams.
+    let mut keep: Vec<OwnedFd> = Vec::new(); // child ends, closed in the parent after clone
+    let mut captures: [Option<OwnedFd>; 2] = [None, None];
+    let mut stdio = [-1; 3];
+    let mut tty_input: Option<RawFd> = None;
+    let mut tty_output = TtyOut::Discard;
+    let streams = [sb.stdin, sb.stdout, sb.stderr];
+    let mut user_fds: Vec<OwnedFd> = Vec::new();
+    for (i, s) in streams.into_iter().enumerate() {
+        match s {
+            Stdio::Inherit => {
+                if pty.is_some() {
+                    match i {
+                        0 => tty_input = Some(0),
+                        1 => tty_output = TtyOut::Fd(1),
+                        _ => {}
+                    }
+                }
+            }
+            Stdio::Null => {
+                if pty.is_none() {
+                    let f = std::fs::OpenOptions::new()
+                        .read(i == 0)
+                        .write(i != 0)
+                        .open("/dev/null")
+                        .map_err(os("open /dev/null"))?;
+                    stdio[i] = f.as_raw_fd();
+                    keep.push(f.into());
+                }
+            }
+            Stdio::Capture => {
+                if pty.is_some() {
+                    if i == 1 {
+                        tty_output = TtyOut::Capture;
+                    }
+                } else {
+                    let (r, w) = pipe()?;
+                    stdio[i] = w.as_raw_fd();
+                    keep.push(w);
+                    captures[i - 1] = Some(r);
+                }
+            }
+            Stdio::Fd(fd) => {
+                if pty.is_some() {
+                    match i {
+                        0 => tty_input = Some(fd.as_raw_fd()),
+                        1 => tty_output = TtyOut::Fd(fd.as_raw_fd()),
+                        _ => {}
+                    }
+                } else {
+                    stdio[i] = fd.as_raw_fd();
+                }
+                user_fds.push(fd);
+            }
+        }
+    }
+
+    let cgroups = if sb.limits.is_empty() {
+        None
+    } else {
+        let host = cgroup::Host::detect()?;
+        let p = cgroup::plan(&sb.limits, &host, &cgroup::unique_name())?;
+        Some(cgroup::Cgroups::create(&p)?)
+    };
+
+    let (start_r, start_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let forwarding = signals::Forwarding::start()?;
+
+    let spec = exec::ChildSpec {
+        steps: &steps,
+        start_fd: start_r.as_raw_fd(),
+        parent_end: start_w.as_raw_fd(),
+        error_fd: err_w.as_raw_fd(),
+        io: exec::ChildIo {
+            stdio,
+            tty_slave: pty.as_ref().map_or(-1, |p| p.slave.as_raw_fd()),
+        },
+        exec_candidates: &candidates,
+        argv: &argv_p,
+        envp: &envp_p,
+    };
+
+    let flags = plan::clone_flags(sb.network) as libc::c_long | libc::SIGCHLD as libc::c_long;
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of this
+    // stack and only runs `child_main`, which never returns and does not allocate.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        return Err(os("clone the sandbox process")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: we are the fresh child.
+        unsafe { exec::child_main(&spec) }
+    }
+    let pid = pid as libc::pid_t;
+    let child = ChildGuard { pid, reaped: false };
+
+    drop(keep);
+    drop(start_r);
+    drop(err_w);
+    // The slave stays open only in the child, so reading the master ends when the
+    // sandbox's last process is gone.
+    let pty_master = pty.map(|p| {
+        drop(p.slave);
+        p.master
+    });
+
+    if let Some(cg) = &cgroups {
+        cg.attach(pid)?;
+    }
+    // Go. The write end stays open until the command is reaped: its closing tells a child
+    // still in setup that we died.
+    // SAFETY: writing one byte from the stack.
+    if unsafe { libc::write(start_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+        return Err(os("start the sandbox process")(io::Error::last_os_error()));
+    }
+
+    // Setup errors arrive on the error pipe; EOF means execve succeeded.
+    let mut report = [0u8; 12];
+    let mut got = 0;
+    while got < report.len() {
+        // SAFETY: reading into the rest of a stack buffer.
+        let n = unsafe {
+            libc::read(
+                err_r.as_raw_fd(),
+                report[got..].as_mut_ptr().cast(),
+                report.len() - got,
+            )
+        };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    if got == report.len() {
+        let mut idx = [0u8; 8];
+        idx.copy_from_slice(&report[..8]);
+        let index = u64::from_le_bytes(idx) as usize;
+        let mut e = [0u8; 4];
+        e.copy_from_slice(&report[8..]);
+        let source = io::Error::from_raw_os_error(i32::from_le_bytes(e));
+        drop(child);
+        return Err(if index == steps.len() {
+            SandboxError::Exec {
+                program,
+                root,
+                source,
+            }
+        } else {
+            SandboxError::Setup {
+                step: steps
+                    .get(index)
+                    .map_or("prepare stdio and session".to_string(), |s| s.to_string()),
+                root,
+                source,
+            }
+        });
+    }
+
+    let result = supervise::wait(
+        child,
+        &forwarding,
+        captures,
+        pty_master,
+        tty_input,
+        tty_output,
+    );
+    drop(start_w);
+    drop(cgroups);
+    drop(user_fds);
+    result
+}
+
+/// Where a tty's output goes.
+enum TtyOut {
+    Discard,
+    Capture,
+    Fd(RawFd),
+}
+
+/// Kills and reaps the child if the parent leaves early.
+struct ChildGuard {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                let mut status = 0;
+                while libc::waitpid(self.pid, &mut status, libc::__WALL) < 0
+                    && *libc::__errno_location() == libc::EINTR
+                {}
+            }
+        }
+    }
+}
+
+mod supervise;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_search_candidates() {
+        let c = exec_candidates(OsStr::new("sh"), Some(OsStr::new("/bin:/usr/bin"))).unwrap();
+        assert_eq!(
+            c,
+            vec![
+                CString::new("/bin/sh").unwrap(),
+                CString::new("/usr/bin/sh").unwrap()
+            ]
+        );
+        let c = exec_candidates(OsStr::new("./x"), None).unwrap();
+        assert_eq!(c, vec![CString::new("./x").unwrap()]);
+        let c = exec_candidates(OsStr::new("true"), None).unwrap();
+        assert_eq!(c.len(), DEFAULT_PATH.split(':').count());
+    }
+
+    #[test]
+    fn rlimits_never_exceed_host_hard_limit() {
+        let nofile = libc::RLIMIT_NOFILE;
+        let got = clamp_rlimits(
+            &[(nofile, CONTAINER_NOFILE, CONTAINER_NOFILE), (3, 10, 20)],
+            |r| {
+                if r == nofile { 20000 } else { u64::MAX }
+            },
+        );
+        assert_eq!(got, vec![(nofile, 20000, 20000), (3, 10, 20)]);
+    }
+
+    #[test]
+    fn env_replaces_and_orders() {
+        let sb = Sandbox::new("/", ["true"])
+            .env("A", "1")
+            .env("B", "2")
+            .env("A", "3");
+        assert_eq!(
+            sb.env,
+            vec![
+                (OsString::from("B"), OsString::from("2")),
+                (OsString::from("A"), OsString::from("3"))
+            ]
+        );
+    }
+
+    #[test]
+    fn config_errors_before_anything_runs() {
+        assert!(matches!(
+            Sandbox::new("/", Vec::<String>::new()).run(),
+            Err(SandboxError::EmptyCommand)
+        ));
+        assert!(matches!(
+            Sandbox::new("/nonexistent-root-dir", ["true"]).run(),
+            Err(SandboxError::Root { .. })
+        ));
+        assert!(matches!(
+            Sandbox::new("/", ["true"]).stdin(Stdio::Capture).run(),
+            Err(SandboxError::CaptureStdin)
+        ));
+    }
+}

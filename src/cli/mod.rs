@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
 use clap::{Parser, Subcommand};
+
+mod sandbox_init;
 use std::process::ExitCode;
 
 /// Build Docker/OCI base images from KIWI image descriptions.
@@ -16,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and the features this build supports.
     Version,
+    /// Run a command in a sandbox (debugging aid).
+    #[command(name = "sandbox-run", hide = true)]
+    SandboxRun(sandbox_init::SandboxRunArgs),
 }
 
 /// Run the parsed command; the exit code is the command's.
@@ -25,5 +30,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("imgbuild {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::SandboxRun(args) => sandbox_init::run(args),
     }
 }

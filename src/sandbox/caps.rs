@@ -1,0 +1,84 @@
+//! Capability sets: Docker's default set and reading `/proc/<pid>/status` masks.
+
+/// The capabilities Docker (moby `oci/caps/defaults.go`) gives a container by default:
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+/// NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub const DOCKER_DEFAULT: u64 = bit(0) // CAP_CHOWN
+    | bit(1) // CAP_DAC_OVERRIDE
+    | bit(3) // CAP_FOWNER
+    | bit(4) // CAP_FSETID
+    | bit(5) // CAP_KILL
+    | bit(6) // CAP_SETGID
+    | bit(7) // CAP_SETUID
+    | bit(8) // CAP_SETPCAP
+    | bit(10) // CAP_NET_BIND_SERVICE
+    | bit(13) // CAP_NET_RAW
+    | bit(18) // CAP_SYS_CHROOT
+    | bit(27) // CAP_MKNOD
+    | bit(29) // CAP_AUDIT_WRITE
+    | bit(31); // CAP_SETFCAP
+
+/// The names of [`DOCKER_DEFAULT`] as an OCI runtime spec lists them.
+pub const DOCKER_DEFAULT_NAMES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
+const fn bit(n: u32) -> u64 {
+    1 << n
+}
+
+/// Read a capability mask line (`CapBnd`, `CapEff`, …) from the text of `/proc/<pid>/status`.
+pub fn status_mask(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        if key == field {
+            u64::from_str_radix(value.trim(), 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// The highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_default_matches_dockers_capbnd() {
+        // `docker run --rm debian grep CapBnd /proc/self/status` prints 00000000a80425fb.
+        assert_eq!(DOCKER_DEFAULT, 0xa80425fb);
+        assert_eq!(
+            DOCKER_DEFAULT.count_ones() as usize,
+            DOCKER_DEFAULT_NAMES.len()
+        );
+    }
+
+    #[test]
+    fn parses_status_masks() {
+        let s = "Name:\tsh\nCapInh:\t0000000000000000\nCapBnd:\t00000000a80425fb\n";
+        assert_eq!(status_mask(s, "CapBnd"), Some(0xa80425fb));
+        assert_eq!(status_mask(s, "CapInh"), Some(0));
+        assert_eq!(status_mask(s, "CapAmb"), None);
+    }
+}

@@ -1,0 +1,557 @@
+//! Resource limits through cgroups, v2 or v1, chosen per controller.
+//!
+//! A controller is used on the unified (v2) hierarchy when that hierarchy can enable it for
+//! our cgroup, otherwise on its v1 hierarchy. So a pure v2 host, a pure v1 host and a hybrid
+//! one (v1 controllers plus an empty `unified` mount) all work. The sandbox's cgroups are
+//! created below the cgroup imgbuild itself runs in, so limits set on imgbuild still apply.
+//! What to create and write is computed as data ([`plan`]) and unit-tested on fake hosts.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Errors of cgroup setup and removal.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No hierarchy offers a controller a limit needs.
+    #[error("cgroup controller `{controller}` is available neither on cgroup v2 nor v1")]
+    Unavailable { controller: &'static str },
+    /// A cgroup file or directory could not be read or written.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Resource limits for the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes (swap included where the kernel accounts it).
+    pub memory: Option<u64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time as a number of CPUs (`1.5` = 150 ms per 100 ms period).
+    pub cpus: Option<f64>,
+}
+
+impl Limits {
+    /// True when no limit is set (no cgroup is created then).
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
+    }
+}
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Where it is mounted.
+    pub mount: PathBuf,
+    /// v1 controllers bound to it; empty for the v2 hierarchy.
+    pub controllers: Vec<String>,
+    /// True for cgroup2.
+    pub unified: bool,
+}
+
+/// The host's cgroup layout as seen by this process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    pub hierarchies: Vec<Hierarchy>,
+    /// Our cgroup path per v1 controller (from `/proc/self/cgroup`).
+    pub v1_paths: Vec<(String, String)>,
+    /// Our cgroup path in the v2 hierarchy.
+    pub v2_path: Option<String>,
+    /// Controllers the v2 hierarchy offers at our cgroup (`cgroup.controllers`).
+    pub v2_controllers: Vec<String>,
+}
+
+/// Parse `/proc/self/mountinfo` for cgroup mounts.
+pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let rfields: Vec<&str> = right.split(' ').collect();
+        let (Some(mount), Some(fstype)) = (fields.get(4), rfields.first()) else {
+            continue;
+        };
+        let mount = PathBuf::from(mount.replace("\\040", " "));
+        match *fstype {
+            "cgroup2" => out.push(Hierarchy {
+                mount,
+                controllers: Vec::new(),
+                unified: true,
+            }),
+            "cgroup" => {
+                let opts = rfields.get(2).copied().unwrap_or("");
+                let controllers = opts
+                    .split(',')
+                    .filter(|o| {
+                        matches!(
+                            *o,
+                            "memory"
+                                | "pids"
+                                | "cpu"
+                                | "cpuacct"
+                                | "cpuset"
+                                | "blkio"
+                                | "devices"
+                                | "freezer"
+                                | "hugetlb"
+                                | "net_cls"
+                                | "net_prio"
+                                | "perf_event"
+                                | "rdma"
+                                | "misc"
+                        )
+                    })
+                    .map(str::to_string)
+                    .collect();
+                out.push(Hierarchy {
+                    mount,
+                    controllers,
+                    unified: false,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Parse `/proc/self/cgroup`: (v1 controller → path) pairs and the v2 path.
+pub fn parse_proc_cgroup(text: &str) -> (Vec<(String, String)>, Option<String>) {
+    let mut v1 = Vec::new();
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if id == "0" && ctrls.is_empty() {
+            v2 = Some(path.to_string());
+        } else {
+            for c in ctrls.split(',') {
+                v1.push((c.to_string(), path.to_string()));
+            }
+        }
+    }
+    (v1, v2)
+}
+
+impl Host {
+    /// Read this process's cgroup layout.
+    pub fn detect() -> Result<Host, CgroupError> {
+        let mi = Path::new("/proc/self/mountinfo");
+        let pc = Path::new("/proc/self/cgroup");
+        let hierarchies = parse_mountinfo(&std::fs::read_to_string(mi).map_err(io(mi))?);
+        let (v1_paths, v2_path) = parse_proc_cgroup(&std::fs::read_to_string(pc).map_err(io(pc))?);
+        let mut host = Host {
+            hierarchies,
+            v1_paths,
+            v2_path,
+            v2_controllers: Vec::new(),
+        };
+        if let Some(dir) = host.v2_dir() {
+            let f = dir.join("cgroup.controllers");
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                host.v2_controllers = text.split_whitespace().map(str::to_string).collect();
+            }
+        }
+        Ok(host)
+    }
+
+    fn v2_dir(&self) -> Option<PathBuf> {
+        let h = self.hierarchies.iter().find(|h| h.unified)?;
+        let path = self.v2_path.as_deref().unwrap_or("/");
+        Some(join_cgroup(&h.mount, path))
+    }
+}
+
+fn join_cgroup(mount: &Path, path: &str) -> PathBuf {
+    mount.join(path.trim_start_matches('/'))
+}
+
+/// One file write into a cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub file: PathBuf,
+    pub value: String,
+    /// Missing files are skipped (e.g. swap accounting turned off).
+    pub optional: bool,
+}
+
+/// What to create for one sandbox: directories (the process joins each), preparatory writes
+/// into parents (enabling v2 controllers), and limit writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub enable: Vec<Write>,
+    pub dirs: Vec<PathBuf>,
+    pub writes: Vec<Write>,
+}
+
+const CPU_PERIOD: u64 = 100_000;
+
+/// (file name, value, optional) for one controller on v2 or v1.
+type FileValue = (&'static str, String, bool);
+
+/// Compute the cgroups for `limits`, named `name`, on `host`.
+pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupError> {
+    let mut p = Plan::default();
+    let mut need: Vec<(&'static str, Vec<FileValue>, Vec<FileValue>)> = Vec::new();
+    if let Some(m) = limits.memory {
+        need.push((
+            "memory",
+            vec![
+                ("memory.max", m.to_string(), false),
+                ("memory.swap.max", "0".into(), true),
+            ],
+            vec![
+                ("memory.limit_in_bytes", m.to_string(), false),
+                ("memory.memsw.limit_in_bytes", m.to_string(), true),
+            ],
+        ));
+    }
+    if let Some(n) = limits.pids {
+        need.push((
+            "pids",
+            vec![("pids.max", n.to_string(), false)],
+            vec![("pids.max", n.to_string(), false)],
+        ));
+    }
+    if let Some(c) = limits.cpus {
+        let quota = ((c * CPU_PERIOD as f64).round() as u64).max(1000);
+        need.push((
+            "cpu",
+            vec![("cpu.max", format!("{quota} {CPU_PERIOD}"), false)],
+            vec![
+                ("cpu.cfs_period_us", CPU_PERIOD.to_string(), false),
+                ("cpu.cfs_quota_us", quota.to_string(), false),
+            ],
+        ));
+    }
+    let v2 = host
+        .hierarchies
+        .iter()
+        .find(|h| h.unified)
+        .map(|h| (h, host.v2_path.as_deref().unwrap_or("/")));
+    for (controller, v2_writes, v1_writes) in need {
+        let on_v2 = v2.filter(|_| host.v2_controllers.iter().any(|c| c == controller));
+        let (dir, writes) = if let Some((h, path)) = on_v2 {
+            let parent = join_cgroup(&h.mount, path);
+            p.enable.push(Write {
+                file: parent.join("cgroup.subtree_control"),
+                value: format!("+{controller}"),
+                optional: false,
+            });
+            (parent.join(name), v2_writes)
+        } else {
+            let h = host
+                .hierarchies
+                .iter()
+                .find(|h| !h.unified && h.controllers.iter().any(|c| c == controller))
+                .ok_or(CgroupError::Unavailable { controller })?;
+            let path = host
+                .v1_paths
+                .iter()
+                .find(|(c, _)| c == controller)
+                .map_or("/", |(_, p)| p.as_str());
+            (join_cgroup(&h.mount, path).join(name), v1_writes)
+        };
+        if !p.dirs.contains(&dir) {
+            p.dirs.push(dir.clone());
+        }
+        for (file, value, optional) in writes {
+            p.writes.push(Write {
+                file: dir.join(file),
+                value,
+                optional,
+            });
+        }
+    }
+    Ok(p)
+}
+
+/// Live cgroups of one sandbox; removed on drop (after killing anything left in them).
+#[derive(Debug)]
+pub struct Cgroups {
+    dirs: Vec<PathBuf>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique on this host for the lifetime of this process.
+pub fn unique_name() -> String {
+    format!(
+        "imgbuild-sandbox-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn write(w: &Write) -> Result<(), CgroupError> {
+    match std::fs::write(&w.file, &w.value) {
+        Err(e) if w.optional && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(io(&w.file)),
+    }
+}
+
+impl Cgroups {
+    /// Create the cgroups of `plan` and write the limits. On error, whatever was created is
+    /// removed again.
+    pub fn create(plan: &Plan) -> Result<Cgroups, CgroupError> {
+        for w in &plan.enable {
+            // Enabling an already enabled controller is fine; the kernel accepts it again.
+            write(w)?;
+        }
+        let mut made = Cgroups { dirs: Vec::new() };
+        for d in &plan.dirs {
+            std::fs::create_dir(d).map_err(io(d))?;
+            made.dirs.push(d.clone());
+        }
+        for w in &plan.writes {
+            write(w)?;
+        }
+        Ok(made)
+    }
+
+    /// Move `pid` into every cgroup.
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            let f = d.join("cgroup.procs");
+            std::fs::write(&f, pid.to_string()).map_err(io(&f))?;
+        }
+        Ok(())
+    }
+
+    /// The directories, for inspection.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    fn remove_one(dir: &Path) {
+        for attempt in 0..200 {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => {
+                    // Processes still in it (the kernel is tearing the pid namespace down,
+                    // or something escaped our wait): kill them and retry.
+                    let kill = dir.join("cgroup.kill");
+                    if kill.exists() {
+                        let _ = std::fs::write(&kill, "1");
+                    } else if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                        for pid in text
+                            .split_whitespace()
+                            .filter_map(|p| p.parse::<i32>().ok())
+                        {
+                            // SAFETY: sending a signal has no memory effects.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(if attempt < 20 { 5 } else { 25 }));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            Cgroups::remove_one(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw
+32 30 0:28 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+33 30 0:29 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
+34 30 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+35 30 0:31 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+";
+    const HYBRID_CGROUP: &str =
+        "5:pids:/\n4:memory:/jobs/a\n3:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n";
+
+    fn hybrid(v2_controllers: &[&str]) -> Host {
+        let (v1_paths, v2_path) = parse_proc_cgroup(HYBRID_CGROUP);
+        Host {
+            hierarchies: parse_mountinfo(HYBRID_MOUNTINFO),
+            v1_paths,
+            v2_path,
+            v2_controllers: v2_controllers.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_hybrid_host() {
+        let h = hybrid(&[]);
+        assert_eq!(h.hierarchies.len(), 5);
+        assert!(h.hierarchies[0].unified);
+        assert_eq!(h.hierarchies[3].controllers, vec!["cpu", "cpuacct"]);
+        assert!(
+            h.hierarchies[4].controllers.is_empty(),
+            "name=systemd has no controller"
+        );
+        assert_eq!(h.v2_path.as_deref(), Some("/"));
+        assert!(h.v1_paths.contains(&("memory".into(), "/jobs/a".into())));
+    }
+
+    #[test]
+    fn hybrid_with_empty_unified_uses_v1() {
+        let limits = Limits {
+            memory: Some(64 << 20),
+            pids: Some(20),
+            cpus: Some(0.5),
+        };
+        let p = plan(&limits, &hybrid(&[]), "x").unwrap();
+        assert!(p.enable.is_empty());
+        assert_eq!(
+            p.dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory/jobs/a/x"),
+                PathBuf::from("/sys/fs/cgroup/pids/x"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/x"),
+            ]
+        );
+        let w: Vec<(String, String)> = p
+            .writes
+            .iter()
+            .map(|w| (w.file.display().to_string(), w.value.clone()))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (
+                    "/sys/fs/cgroup/memory/jobs/a/x/memory.limit_in_bytes".into(),
+                    "67108864".into()
+                ),
+                (
+                    "/sys/fs/cgroup/memory/jobs/a/x/memory.memsw.limit_in_bytes".into(),
+                    "67108864".into()
+                ),
+                ("/sys/fs/cgroup/pids/x/pids.max".into(), "20".into()),
+                (
+                    "/sys/fs/cgroup/cpu,cpuacct/x/cpu.cfs_period_us".into(),
+                    "100000".into()
+                ),
+                (
+                    "/sys/fs/cgroup/cpu,cpuacct/x/cpu.cfs_quota_us".into(),
+                    "50000".into()
+                ),
+            ]
+        );
+        assert!(
+            p.writes[1].optional,
+            "memsw exists only with swap accounting"
+        );
+    }
+
+    #[test]
+    fn pure_v2_host() {
+        let mountinfo = "25 1 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let (v1_paths, v2_path) = parse_proc_cgroup("0::/user.slice/job\n");
+        let host = Host {
+            hierarchies: parse_mountinfo(mountinfo),
+            v1_paths,
+            v2_path,
+            v2_controllers: vec!["cpu".into(), "memory".into(), "pids".into()],
+        };
+        let limits = Limits {
+            memory: Some(1 << 30),
+            pids: Some(100),
+            cpus: Some(2.0),
+        };
+        let p = plan(&limits, &host, "sb").unwrap();
+        let dir = PathBuf::from("/sys/fs/cgroup/user.slice/job/sb");
+        assert_eq!(p.dirs, vec![dir.clone()]);
+        assert_eq!(
+            p.enable
+                .iter()
+                .map(|w| w.value.as_str())
+                .collect::<Vec<_>>(),
+            vec!["+memory", "+pids", "+cpu"]
+        );
+        assert!(
+            p.enable.iter().all(
+                |w| w.file == Path::new("/sys/fs/cgroup/user.slice/job/cgroup.subtree_control")
+            )
+        );
+        let w: Vec<(PathBuf, &str)> = p
+            .writes
+            .iter()
+            .map(|w| (w.file.clone(), w.value.as_str()))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (dir.join("memory.max"), "1073741824"),
+                (dir.join("memory.swap.max"), "0"),
+                (dir.join("pids.max"), "100"),
+                (dir.join("cpu.max"), "200000 100000"),
+            ]
+        );
+    }
+
+    #[test]
+    fn hybrid_prefers_v2_per_controller() {
+        // pids bound to cgroup2, memory still on v1.
+        let p = plan(
+            &Limits {
+                memory: Some(1 << 20),
+                pids: Some(5),
+                cpus: None,
+            },
+            &hybrid(&["pids"]),
+            "y",
+        )
+        .unwrap();
+        assert_eq!(
+            p.dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory/jobs/a/y"),
+                PathBuf::from("/sys/fs/cgroup/unified/y"),
+            ]
+        );
+        assert_eq!(
+            p.writes.last().unwrap().file,
+            Path::new("/sys/fs/cgroup/unified/y/pids.max")
+        );
+    }
+
+    #[test]
+    fn missing_controller_is_a_clear_error() {
+        let host = Host {
+            hierarchies: parse_mountinfo(HYBRID_MOUNTINFO)
+                .into_iter()
+                .filter(|h| !h.controllers.contains(&"pids".to_string()))
+                .collect(),
+            ..hybrid(&[])
+        };
+        let err = plan(
+            &Limits {
+                pids: Some(1),
+                ..Limits::default()
+            },
+            &host,
+            "z",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`pids`"));
+    }
+}

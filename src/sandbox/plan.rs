@@ -1,0 +1,831 @@
+//! The sandbox's setup as data: which mounts, in which order, with which flags, then the
+//! identity and privilege changes. Computed by pure code in the parent (so it is unit-tested
+//! without root) and applied step by step in the child by [`super::exec::execute`].
+
+use std::collections::VecDeque;
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::caps;
+
+/// Mount flags used by the plan (`libc::MS_*`).
+pub type MountFlags = libc::c_ulong;
+
+/// One setup action performed inside the child, before `execve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// `sethostname` in the new UTS namespace.
+    SetHostname(CString),
+    /// Bring `lo` up in a new network namespace.
+    LoopbackUp,
+    /// `mount(2)`.
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: MountFlags,
+        data: Option<CString>,
+    },
+    /// `mkdir(2)`; an existing directory is fine.
+    Mkdir { path: CString, mode: u32 },
+    /// Create an empty file as a bind-mount target; an existing file is fine.
+    CreateFile { path: CString, mode: u32 },
+    /// `symlink(target, link)`.
+    Symlink { target: CString, link: CString },
+    /// Hide a path: bind `null_device` over a file, an empty read-only tmpfs over a directory;
+    /// skipped when the path does not exist on this kernel.
+    MaskPath { path: CString, null_device: CString },
+    /// Bind a path onto itself and remount it read-only; skipped when it does not exist.
+    ReadonlyPath { path: CString },
+    /// `pivot_root(new_root, new_root)` then detach the old root; `chroot` where the current
+    /// root cannot be pivoted (an initramfs `rootfs`).
+    PivotRoot { new_root: CString },
+    /// Remount the (already pivoted) root read-only.
+    RemountRootReadonly,
+    /// `chdir(2)`.
+    Chdir(CString),
+    /// `setrlimit(2)`, already clamped to the host's hard limit.
+    SetRlimit { resource: u32, soft: u64, hard: u64 },
+    /// Drop every capability not in `keep` from the bounding set.
+    DropBounding { keep: u64, last_cap: u32 },
+    /// `setgroups(2)`.
+    SetGroups(Vec<libc::gid_t>),
+    /// `setgid(2)`.
+    SetGid(libc::gid_t),
+    /// `setuid(2)`.
+    SetUid(libc::uid_t),
+    /// `capset(2)` for the calling process.
+    SetCaps {
+        permitted: u64,
+        effective: u64,
+        inheritable: u64,
+    },
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`.
+    NoNewPrivs,
+}
+
+fn lossy(c: &CString) -> String {
+    c.to_string_lossy().into_owned()
+}
+
+fn flag_names(flags: MountFlags) -> String {
+    const NAMES: &[(MountFlags, &str)] = &[
+        (libc::MS_RDONLY, "ro"),
+        (libc::MS_NOSUID, "nosuid"),
+        (libc::MS_NODEV, "nodev"),
+        (libc::MS_NOEXEC, "noexec"),
+        (libc::MS_REMOUNT, "remount"),
+        (libc::MS_BIND, "bind"),
+        (libc::MS_REC, "rec"),
+        (libc::MS_PRIVATE, "private"),
+        (libc::MS_SLAVE, "slave"),
+        (libc::MS_STRICTATIME, "strictatime"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    names.join(",")
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::SetHostname(h) => write!(f, "sethostname {}", lossy(h)),
+            Step::LoopbackUp => write!(f, "ifup lo"),
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => {
+                write!(
+                    f,
+                    "mount {} on {} type {} ({})",
+                    source.as_ref().map_or("none".into(), lossy),
+                    lossy(target),
+                    fstype.as_ref().map_or("none".into(), lossy),
+                    flag_names(*flags)
+                )?;
+                if let Some(d) = data {
+                    write!(f, " [{}]", lossy(d))?;
+                }
+                Ok(())
+            }
+            Step::Mkdir { path, mode } => write!(f, "mkdir {} {mode:o}", lossy(path)),
+            Step::CreateFile { path, mode } => write!(f, "touch {} {mode:o}", lossy(path)),
+            Step::Symlink { target, link } => write!(f, "ln -s {} {}", lossy(target), lossy(link)),
+            Step::MaskPath { path, .. } => write!(f, "mask {}", lossy(path)),
+            Step::ReadonlyPath { path } => write!(f, "readonly {}", lossy(path)),
+            Step::PivotRoot { new_root } => write!(f, "pivot_root {}", lossy(new_root)),
+            Step::RemountRootReadonly => write!(f, "remount / read-only"),
+            Step::Chdir(p) => write!(f, "chdir {}", lossy(p)),
+            Step::SetRlimit {
+                resource,
+                soft,
+                hard,
+            } => write!(f, "setrlimit {resource} {soft}:{hard}"),
+            Step::DropBounding { keep, .. } => write!(f, "bounding set {keep:#x}"),
+            Step::SetGroups(g) => write!(f, "setgroups {g:?}"),
+            Step::SetGid(g) => write!(f, "setgid {g}"),
+            Step::SetUid(u) => write!(f, "setuid {u}"),
+            Step::SetCaps {
+                permitted,
+                effective,
+                inheritable,
+            } => write!(
+                f,
+                "capset permitted {permitted:#x} effective {effective:#x} inheritable {inheritable:#x}"
+            ),
+            Step::NoNewPrivs => write!(f, "no_new_privs"),
+        }
+    }
+}
+
+/// Errors of plan building: paths that cannot be expressed or resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A path contains a NUL byte.
+    #[error("path {path:?} contains a NUL byte")]
+    Nul { path: PathBuf },
+    /// Too many symlinks while resolving a path inside the root.
+    #[error("too many levels of symbolic links resolving {path} inside {root}")]
+    SymlinkLoop { root: PathBuf, path: PathBuf },
+    /// Reading the root tree failed while resolving a path.
+    #[error("resolving {path} inside the root: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A bind mount target that would cover a filesystem the sandbox mounts itself.
+    #[error("bind mount target {path} lies under /proc or /sys, which the sandbox mounts itself")]
+    ReservedTarget { path: PathBuf },
+}
+
+pub(crate) fn cstring(path: &Path) -> Result<CString, PlanError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| PlanError::Nul {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Resolve `path` (interpreted as seen from inside `root`) to a host path under `root`,
+/// following symlinks as the sandboxed process would: absolute links restart at `root`, `..`
+/// never climbs above it. Components that do not exist are taken literally.
+pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, PlanError> {
+    let mut pending: VecDeque<OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == OsStr::new("..") {
+            resolved.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(resolved.iter());
+        candidate.push(&part);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(PlanError::SymlinkLoop {
+                        root: root.to_path_buf(),
+                        path: path.to_path_buf(),
+                    });
+                }
+                let target = std::fs::read_link(&candidate).map_err(|source| PlanError::Io {
+                    path: candidate.clone(),
+                    source,
+                })?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                let mut parts: Vec<OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(n.to_os_string()),
+                        Component::ParentDir => Some(OsString::from("..")),
+                        _ => None,
+                    })
+                    .collect();
+                while let Some(p) = parts.pop() {
+                    pending.push_front(p);
+                }
+            }
+            Ok(_) => resolved.push(part),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => resolved.push(part),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => resolved.push(part),
+            Err(source) => {
+                return Err(PlanError::Io {
+                    path: candidate,
+                    source,
+                });
+            }
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(resolved.iter());
+    Ok(out)
+}
+
+/// The isolation profile decides namespaces, devices, capabilities and hardening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// For package maintainer scripts and build hooks: full root capabilities, writable root.
+    #[default]
+    Build,
+    /// For running images: Docker's default capabilities, `no_new_privs`, masked and read-only
+    /// `/proc` paths, clamped rlimits.
+    Container,
+}
+
+/// Which network the command sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Share the host's network namespace (builds download and resolve names).
+    #[default]
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+/// A host path made visible inside the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Path on the host (file or directory).
+    pub source: PathBuf,
+    /// Path inside the root; created (as an empty file or directory) when missing.
+    pub target: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// The paths Docker hides under `/proc` and `/sys` (moby `oci/defaults.go`).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths Docker makes read-only under `/proc`.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Host device nodes bind-mounted into the sandbox's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Everything the plan depends on, gathered (with any file system reads) by the caller.
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    /// Canonical host path of the root tree.
+    pub root: PathBuf,
+    pub profile: Profile,
+    pub network: Network,
+    pub hostname: Option<String>,
+    /// Bind mounts with targets already resolved to host paths under `root`, and whether the
+    /// source is a directory.
+    pub binds: Vec<(BindMount, PathBuf, bool)>,
+    /// Where to bind the host's `resolv.conf` (resolved inside the root), when the root has one.
+    pub resolv_conf: Option<(PathBuf, PathBuf)>,
+    /// The pty slave to show as `/dev/console`.
+    pub console: Option<PathBuf>,
+    pub read_only_root: bool,
+    /// Working directory inside the root.
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// `(resource, soft, hard)`, already clamped to the host's hard limits.
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// Highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
+    pub last_cap: u32,
+}
+
+/// The clone flags (namespaces) for this input.
+pub fn clone_flags(network: Network) -> libc::c_int {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags
+}
+
+struct Builder {
+    steps: Vec<Step>,
+}
+
+impl Builder {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MountFlags,
+        data: Option<&str>,
+    ) -> Result<(), PlanError> {
+        let source = source.map(cstring).transpose()?;
+        let step = Step::Mount {
+            source,
+            target: cstring(target)?,
+            fstype: fstype.map(|s| CString::new(s).unwrap_or_default()),
+            flags,
+            data: data.map(|s| CString::new(s).unwrap_or_default()),
+        };
+        self.steps.push(step);
+        Ok(())
+    }
+    fn mkdir(&mut self, path: &Path, mode: u32) -> Result<(), PlanError> {
+        self.steps.push(Step::Mkdir {
+            path: cstring(path)?,
+            mode,
+        });
+        Ok(())
+    }
+    /// `mkdir -p` for the components of `path` below `root`.
+    fn mkdir_all(&mut self, root: &Path, path: &Path) -> Result<(), PlanError> {
+        let Ok(rel) = path.strip_prefix(root) else {
+            return Ok(());
+        };
+        let mut cur = root.to_path_buf();
+        for c in rel.components() {
+            cur.push(c);
+            self.mkdir(&cur, 0o755)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_under(path: &Path, prefix: &str) -> bool {
+    path.starts_with(prefix)
+}
+
+/// Compute the ordered setup steps for a sandbox.
+pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
+    let root = &input.root;
+    let mut b = Builder { steps: Vec::new() };
+    let container = input.profile == Profile::Container;
+
+    if let Some(h) = &input.hostname {
+        b.steps
+            .push(Step::SetHostname(CString::new(h.as_bytes()).map_err(
+                |_| PlanError::Nul {
+                    path: PathBuf::from(h),
+                },
+            )?));
+    }
+    if input.network == Network::None {
+        b.steps.push(Step::LoopbackUp);
+    }
+
+    // Nothing mounted from here on may reach the host: every mount becomes a slave of the
+    // host's (host changes still arrive, ours never leave), then the root becomes a mount
+    // point of its own, which pivot_root requires.
+    b.mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_SLAVE,
+        None,
+    )?;
+    b.mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let proc_dir = root.join("proc");
+    b.mkdir(&proc_dir, 0o555)?;
+    b.mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    let sys_dir = root.join("sys");
+    b.mkdir(&sys_dir, 0o555)?;
+    b.mount(
+        Some(Path::new("sysfs")),
+        &sys_dir,
+        Some("sysfs"),
+        nosuid_nodev_noexec | libc::MS_RDONLY,
+        None,
+    )?;
+
+    let dev = root.join("dev");
+    b.mkdir(&dev, 0o755)?;
+    b.mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        b.steps.push(Step::CreateFile {
+            path: cstring(&target)?,
+            mode: 0o666,
+        });
+        b.mount(
+            Some(&Path::new("/dev").join(name)),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
+        )?;
+    }
+    b.mkdir(&dev.join("pts"), 0o755)?;
+    b.mount(
+        Some(Path::new("devpts")),
+        &dev.join("pts"),
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    b.mkdir(&dev.join("shm"), 0o1777)?;
+    b.mount(
+        Some(Path::new("shm")),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )?;
+    b.mkdir(&dev.join("mqueue"), 0o755)?;
+    b.mount(
+        Some(Path::new("mqueue")),
+        &dev.join("mqueue"),
+        Some("mqueue"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        b.steps.push(Step::Symlink {
+            target: cstring(Path::new(target))?,
+            link: cstring(&dev.join(link))?,
+        });
+    }
+    if let Some(console) = &input.console {
+        let target = dev.join("console");
+        b.steps.push(Step::CreateFile {
+            path: cstring(&target)?,
+            mode: 0o620,
+        });
+        b.mount(Some(console), &target, None, libc::MS_BIND, None)?;
+    }
+
+    if let Some((host, target)) = &input.resolv_conf {
+        b.mount(Some(host), target, None, libc::MS_BIND, None)?;
+        b.mount(
+            None,
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            None,
+        )?;
+    }
+
+    for (bind, target, is_dir) in &input.binds {
+        if is_under(target, &proc_dir.to_string_lossy())
+            || is_under(target, &sys_dir.to_string_lossy())
+        {
+            return Err(PlanError::ReservedTarget {
+                path: bind.target.clone(),
+            });
+        }
+        if let Some(parent) = target.parent() {
+            b.mkdir_all(root, parent)?;
+        }
+        if *is_dir {
+            b.mkdir(target, 0o755)?;
+        } else {
+            b.steps.push(Step::CreateFile {
+                path: cstring(target)?,
+                mode: 0o644,
+            });
+        }
+        b.mount(
+            Some(&bind.source),
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        if bind.read_only {
+            b.mount(
+                None,
+                target,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+                None,
+            )?;
+        }
+    }
+
+    if container {
+        for p in MASKED_PATHS {
+            b.steps.push(Step::MaskPath {
+                path: cstring(&root.join(&p[1..]))?,
+                null_device: cstring(Path::new("/dev/null"))?,
+            });
+        }
+        for p in READONLY_PATHS {
+            b.steps.push(Step::ReadonlyPath {
+                path: cstring(&root.join(&p[1..]))?,
+            });
+        }
+    }
+
+    b.steps.push(Step::PivotRoot {
+        new_root: cstring(root)?,
+    });
+    if input.read_only_root {
+        b.steps.push(Step::RemountRootReadonly);
+    }
+    b.steps.push(Step::Chdir(cstring(&input.cwd)?));
+
+    for &(resource, soft, hard) in &input.rlimits {
+        b.steps.push(Step::SetRlimit {
+            resource,
+            soft,
+            hard,
+        });
+    }
+    if container {
+        b.steps.push(Step::DropBounding {
+            keep: caps::DOCKER_DEFAULT,
+            last_cap: input.last_cap,
+        });
+    }
+    b.steps.push(Step::SetGroups(input.groups.clone()));
+    b.steps.push(Step::SetGid(input.gid));
+    b.steps.push(Step::SetUid(input.uid));
+    if container {
+        // Only root keeps capabilities across setuid; Docker gives root its default set and
+        // an empty inheritable set.
+        let set = if input.uid == 0 {
+            caps::DOCKER_DEFAULT
+        } else {
+            0
+        };
+        b.steps.push(Step::SetCaps {
+            permitted: set,
+            effective: set,
+            inheritable: 0,
+        });
+        b.steps.push(Step::NoNewPrivs);
+    }
+    Ok(b.steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(root: &Path, profile: Profile) -> PlanInput {
+        PlanInput {
+            root: root.to_path_buf(),
+            profile,
+            network: Network::Host,
+            hostname: Some("box".into()),
+            binds: Vec::new(),
+            resolv_conf: None,
+            console: None,
+            read_only_root: false,
+            cwd: PathBuf::from("/"),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            rlimits: Vec::new(),
+            last_cap: 40,
+        }
+    }
+
+    fn lines(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn position(lines: &[String], needle: &str) -> usize {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no step containing {needle:?} in {lines:#?}"))
+    }
+
+    #[test]
+    fn build_profile_order_and_flags() {
+        let steps = build(&input(Path::new("/r"), Profile::Build)).unwrap();
+        let l = lines(&steps);
+        assert_eq!(l[0], "sethostname box");
+        assert_eq!(l[1], "mount none on / type none (rec,slave)");
+        assert_eq!(l[2], "mount /r on /r type none (bind,rec)");
+        assert!(l.contains(&"mount proc on /r/proc type proc (nosuid,nodev,noexec)".to_string()));
+        assert!(
+            l.contains(&"mount sysfs on /r/sys type sysfs (ro,nosuid,nodev,noexec)".to_string())
+        );
+        assert!(l.contains(
+            &"mount devpts on /r/dev/pts type devpts (nosuid,noexec) [newinstance,ptmxmode=0666,mode=0620,gid=5]"
+                .to_string()
+        ));
+        assert!(l.contains(&"ln -s pts/ptmx /r/dev/ptmx".to_string()));
+        assert!(l.contains(&"ln -s /proc/self/fd /r/dev/fd".to_string()));
+        for d in DEVICES {
+            let touch = position(&l, &format!("touch /r/dev/{d} "));
+            let bind = position(
+                &l,
+                &format!("mount /dev/{d} on /r/dev/{d} type none (bind)"),
+            );
+            assert!(touch < bind);
+            assert!(position(&l, "type tmpfs (nosuid,strictatime) [mode=755") < touch);
+        }
+        // The root is bound before anything is mounted into it, and pivoted after.
+        let pivot = position(&l, "pivot_root /r");
+        assert!(position(&l, "/r/dev/mqueue type mqueue") < pivot);
+        assert!(pivot < position(&l, "chdir /"));
+        // Build keeps every capability: no bounding set, capset or no_new_privs steps.
+        assert!(
+            !l.iter()
+                .any(|s| s.starts_with("bounding") || s.starts_with("capset"))
+        );
+        assert!(
+            !l.iter()
+                .any(|s| s == "no_new_privs" || s.starts_with("mask"))
+        );
+        assert!(!l.iter().any(|s| s == "ifup lo"));
+        assert_eq!(l.last().unwrap(), "setuid 0");
+    }
+
+    #[test]
+    fn container_profile_hardening() {
+        let mut i = input(Path::new("/r"), Profile::Container);
+        i.network = Network::None;
+        i.read_only_root = true;
+        i.uid = 1000;
+        i.gid = 100;
+        i.groups = vec![100, 27];
+        i.rlimits = vec![(libc::RLIMIT_NOFILE, 20000, 20000)];
+        let steps = build(&i).unwrap();
+        let l = lines(&steps);
+        assert!(l.contains(&"ifup lo".to_string()));
+        for p in MASKED_PATHS {
+            assert!(l.contains(&format!("mask /r{p}")), "{p}");
+        }
+        for p in READONLY_PATHS {
+            assert!(l.contains(&format!("readonly /r{p}")), "{p}");
+        }
+        let pivot = position(&l, "pivot_root");
+        assert!(position(&l, "mask /r/proc/kcore") < pivot);
+        assert!(pivot < position(&l, "remount / read-only"));
+        let bounding = position(&l, "bounding set 0xa80425fb");
+        let setuid = position(&l, "setuid 1000");
+        assert!(
+            bounding < setuid,
+            "bounding set is dropped while still root"
+        );
+        assert!(position(&l, "setgroups [100, 27]") < position(&l, "setgid 100"));
+        assert!(position(&l, "setgid 100") < setuid);
+        assert!(l.contains(&"capset permitted 0x0 effective 0x0 inheritable 0x0".to_string()));
+        assert_eq!(l.last().unwrap(), "no_new_privs");
+        assert!(position(&l, "setrlimit 7 20000:20000") < setuid);
+        assert_eq!(
+            clone_flags(Network::None) & libc::CLONE_NEWNET,
+            libc::CLONE_NEWNET
+        );
+        assert_eq!(clone_flags(Network::Host) & libc::CLONE_NEWNET, 0);
+    }
+
+    #[test]
+    fn container_root_keeps_docker_default_caps() {
+        let steps = build(&input(Path::new("/r"), Profile::Container)).unwrap();
+        assert!(steps.contains(&Step::SetCaps {
+            permitted: caps::DOCKER_DEFAULT,
+            effective: caps::DOCKER_DEFAULT,
+            inheritable: 0
+        }));
+    }
+
+    #[test]
+    fn binds_create_targets_and_remount_readonly() {
+        let mut i = input(Path::new("/r"), Profile::Build);
+        i.binds = vec![
+            (
+                BindMount {
+                    source: "/host/cache".into(),
+                    target: "/var/cache/apt".into(),
+                    read_only: true,
+                },
+                PathBuf::from("/r/var/cache/apt"),
+                true,
+            ),
+            (
+                BindMount {
+                    source: "/host/file".into(),
+                    target: "/etc/hosts".into(),
+                    read_only: false,
+                },
+                PathBuf::from("/r/etc/hosts"),
+                false,
+            ),
+        ];
+        i.resolv_conf = Some(("/etc/resolv.conf".into(), "/r/etc/resolv.conf".into()));
+        let l = lines(&build(&i).unwrap());
+        let mk = position(&l, "mkdir /r/var/cache/apt ");
+        assert!(position(&l, "mkdir /r/var ") < mk);
+        let bind = position(
+            &l,
+            "mount /host/cache on /r/var/cache/apt type none (bind,rec)",
+        );
+        assert!(mk < bind);
+        assert!(
+            bind < position(
+                &l,
+                "mount none on /r/var/cache/apt type none (ro,remount,bind,rec)"
+            )
+        );
+        assert!(
+            position(&l, "touch /r/etc/hosts") < position(&l, "mount /host/file on /r/etc/hosts")
+        );
+        assert!(
+            !l.iter()
+                .any(|s| s.contains("on /r/etc/hosts type none (ro"))
+        );
+        assert!(
+            l.contains(&"mount none on /r/etc/resolv.conf type none (ro,remount,bind)".to_string())
+        );
+        assert!(position(&l, "/r/etc/resolv.conf") < position(&l, "pivot_root"));
+    }
+
+    #[test]
+    fn bind_under_proc_is_refused() {
+        let mut i = input(Path::new("/r"), Profile::Build);
+        i.binds = vec![(
+            BindMount {
+                source: "/x".into(),
+                target: "/proc/x".into(),
+                read_only: false,
+            },
+            PathBuf::from("/r/proc/x"),
+            true,
+        )];
+        assert!(matches!(build(&i), Err(PlanError::ReservedTarget { .. })));
+    }
+
+    #[test]
+    fn resolve_follows_links_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/etc/../../../host", root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../../../outside", root.join("usr/up")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, Path::new("/bin/sh")).unwrap(),
+            root.join("usr/bin/sh")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/escape/x")).unwrap(),
+            root.join("host/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("usr/up")).unwrap(),
+            root.join("outside")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/../../etc")).unwrap(),
+            root.join("etc")
+        );
+        assert!(matches!(
+            resolve_in_root(root, Path::new("/loop")),
+            Err(PlanError::SymlinkLoop { .. })
+        ));
+    }
+}

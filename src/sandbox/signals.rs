@@ -1,0 +1,149 @@
+//! Forwarding of the signals imgbuild receives to the sandboxed commands.
+//!
+//! A process-wide handler (installed while at least one sandbox runs, the previous
+//! dispositions restored afterwards) writes each signal number into the self-pipe of every
+//! running sandbox; each sandbox's wait loop reads its pipe and `kill`s its command. The pipes
+//! live for the whole process and are only ever claimed and released, never closed, so the
+//! handler can never write into an fd that was closed and reused meanwhile.
+
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// Signals forwarded to the command.
+pub const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Also caught: resizes the sandbox's pty (the kernel then signals the command itself).
+pub const WINCH: libc::c_int = libc::SIGWINCH;
+
+const SLOTS: usize = 64;
+
+static WRITE_FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+static CLAIMED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+
+struct Installed {
+    users: usize,
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+    read_fds: [RawFd; SLOTS],
+}
+
+static STATE: Mutex<Installed> = Mutex::new(Installed {
+    users: 0,
+    previous: Vec::new(),
+    read_fds: [-1; SLOTS],
+});
+
+extern "C" fn handler(sig: libc::c_int) {
+    // SAFETY: errno is thread-local; write(2) on a pipe is async-signal-safe.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let byte = sig as u8;
+        for (slot, fd) in WRITE_FDS.iter().enumerate() {
+            let fd = fd.load(Ordering::Acquire);
+            if fd >= 0 && CLAIMED[slot].load(Ordering::Acquire) {
+                libc::write(fd, (&byte as *const u8).cast(), 1);
+            }
+        }
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// Errors setting up forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("more than {SLOTS} sandboxes running at once")]
+    TooMany,
+    #[error("cannot set up signal forwarding: {0}")]
+    Os(std::io::Error),
+}
+
+/// One sandbox's claim on the forwarding: read the pipe to learn of signals.
+pub struct Forwarding {
+    slot: usize,
+    read_fd: RawFd,
+}
+
+impl Forwarding {
+    /// Claim a slot and make sure the handlers are installed.
+    pub fn start() -> Result<Forwarding, SignalError> {
+        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (0..SLOTS)
+            .find(|&i| !CLAIMED[i].load(Ordering::Acquire))
+            .ok_or(SignalError::TooMany)?;
+        if state.read_fds[slot] < 0 {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills the two-element array.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+                return Err(SignalError::Os(std::io::Error::last_os_error()));
+            }
+            state.read_fds[slot] = fds[0];
+            WRITE_FDS[slot].store(fds[1], Ordering::Release);
+        }
+        let read_fd = state.read_fds[slot];
+        // Drop anything a previous user left unread.
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a stack buffer from our non-blocking pipe.
+        while unsafe { libc::read(read_fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        CLAIMED[slot].store(true, Ordering::Release);
+        if state.users == 0 {
+            let mut previous = Vec::new();
+            for &sig in FORWARDED.iter().chain(std::iter::once(&WINCH)) {
+                // SAFETY: installing a handler that only does async-signal-safe work.
+                unsafe {
+                    let mut act: libc::sigaction = std::mem::zeroed();
+                    act.sa_sigaction = handler as *const () as libc::sighandler_t;
+                    act.sa_flags = libc::SA_RESTART;
+                    libc::sigemptyset(&mut act.sa_mask);
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, &act, &mut old) == 0 {
+                        previous.push((sig, old));
+                    }
+                }
+            }
+            state.previous = previous;
+        }
+        state.users += 1;
+        Ok(Forwarding { slot, read_fd })
+    }
+
+    /// The fd to poll for readability.
+    pub fn fd(&self) -> RawFd {
+        self.read_fd
+    }
+
+    /// Signals received since the last call.
+    pub fn take(&self) -> Vec<libc::c_int> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reading into a stack buffer from our non-blocking pipe.
+            let n = unsafe { libc::read(self.read_fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend(buf[..n as usize].iter().map(|&b| libc::c_int::from(b)));
+        }
+        out
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        CLAIMED[self.slot].store(false, Ordering::Release);
+        state.users -= 1;
+        if state.users == 0 {
+            for (sig, old) in state.previous.drain(..) {
+                // SAFETY: restoring the disposition saved when we installed ours.
+                unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+            }
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! The sandbox against a real root tree: a busybox-static tree built once from the host's
+//! Debian mirror into the test target dir. Needs root; skips clearly without it or without
+//! the mirror.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use imgbuild::sandbox::caps::{self, DOCKER_DEFAULT};
+use imgbuild::sandbox::{Limits, Network, Outcome, Profile, Sandbox, SandboxError, Stdio};
+
+/// Sandboxes of different tests would see each other's cgroups in the leak checks, and the
+/// signal tests signal processes by marker: run one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+fn build_busybox_root(dest: &Path) -> Result<(), String> {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(tmp).map_err(|e| e.to_string())?;
+    let work = tempfile::tempdir_in(tmp).map_err(|e| e.to_string())?;
+    let out = Command::new("apt-get")
+        .args(["download", "busybox-static"])
+        .current_dir(work.path())
+        .output()
+        .map_err(|e| format!("apt-get: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-get download busybox-static failed (mirror unreachable?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let deb = std::fs::read_dir(work.path())
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("no .deb downloaded")?;
+    let root = work.path().join("root");
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("dpkg-deb -x failed".into());
+    }
+    let list = Command::new(root.join("bin/busybox"))
+        .arg("--list")
+        .output()
+        .map_err(|e| e.to_string())?;
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(|e| e.to_string())?;
+        }
+    }
+    for d in ["etc", "proc", "sys", "dev", "root", "tmp", "work"] {
+        std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        root.join("etc/resolv.conf"),
+        "# the root's own resolv.conf\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\ntty:x:5:\n").map_err(|e| e.to_string())?;
+    match std::fs::rename(&root, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.join("bin/busybox").exists() => Ok(()),
+        Err(e) => Err(format!("rename to {}: {e}", dest.display())),
+    }
+}
+
+/// The cached test root, or `None` (after printing why) when the test must skip.
+fn setup(test: &str) -> Option<(PathBuf, MutexGuard<'static, ()>)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: {test} needs root");
+        return None;
+    }
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = ROOT.get_or_init(|| {
+        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-busybox-root");
+        if dest.join("bin/busybox").exists() {
+            return Some(dest);
+        }
+        match build_busybox_root(&dest) {
+            Ok(()) => Some(dest),
+            Err(e) => {
+                eprintln!("cannot build the busybox test root: {e}");
+                None
+            }
+        }
+    });
+    match root {
+        Some(r) => Some((r.clone(), guard)),
+        None => {
+            eprintln!("SKIP: {test} needs the busybox-static test root (Debian mirror)");
+            None
+        }
+    }
+}
+
+fn mountinfo() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Cgroup directories this process's sandboxes made and left behind.
+fn leftover_cgroups() -> Vec<PathBuf> {
+    let prefix = format!("imgbuild-sandbox-{}-", std::process::id());
+    walkdir::WalkDir::new("/sys/fs/cgroup")
+        .max_depth(6)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// Checks after each test that the host gained no mount and no cgroup.
+struct Clean {
+    root: PathBuf,
+    before: BTreeSet<String>,
+}
+
+impl Clean {
+    fn new(root: &Path) -> Clean {
+        Clean {
+            root: root.to_path_buf(),
+            before: mountinfo(),
+        }
+    }
+}
+
+impl Drop for Clean {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let after = mountinfo();
+        let root = self.root.to_string_lossy().to_string();
+        let new: Vec<&String> = after
+            .difference(&self.before)
+            .filter(|m| m.contains(&root) || m.contains(" - proc ") || m.contains(" - devpts "))
+            .collect();
+        assert!(new.is_empty(), "mounts left on the host: {new:#?}");
+        assert!(
+            !after.iter().any(|m| m.contains(&root)),
+            "the test root is mounted on the host"
+        );
+        assert_eq!(
+            leftover_cgroups(),
+            Vec::<PathBuf>::new(),
+            "cgroups left behind"
+        );
+    }
+}
+
+fn sh(root: &Path, script: &str) -> Sandbox {
+    Sandbox::new(root, ["/bin/sh", "-c", script])
+        .env("PATH", "/bin")
+        .stdout(Stdio::Capture)
+        .stderr(Stdio::Capture)
+}
+
+fn text(o: &Outcome) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn run_ok(sb: Sandbox) -> String {
+    let o = sb.run().expect("sandbox runs");
+    assert_eq!(
+        o.code,
+        0,
+        "stdout: {}\nstderr: {}",
+        text(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text(&o)
+}
+
+fn host_mask(field: &str) -> u64 {
+    caps::status_mask(
+        &std::fs::read_to_string("/proc/self/status").unwrap(),
+        field,
+    )
+    .unwrap()
+}
+
+#[test]
+fn command_is_pid1_with_own_hostname_and_no_host_processes() {
+    let Some((root, _g)) = setup("command_is_pid1_with_own_hostname_and_no_host_processes") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    for profile in [Profile::Build, Profile::Container] {
+        let out = run_ok(
+            sh(
+                &root,
+                "echo $$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'",
+            )
+            .hostname("sbx-test")
+            .profile(profile),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "1", "{profile:?}: {out}");
+        assert_eq!(lines[1], "sbx-test");
+        assert!(
+            lines[2].starts_with("/bin/sh -c"),
+            "pid 1 is the command: {out}"
+        );
+        // sh, ls and grep: nothing of the host's.
+        let procs: usize = lines[3].parse().unwrap();
+        assert!(procs <= 4, "host processes visible: {procs}");
+    }
+}
+
+#[test]
+fn build_profile_has_full_capabilities() {
+    let Some((root, _g)) = setup("build_profile_has_full_capabilities") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let status = run_ok(sh(&root, "cat /proc/self/status"));
+    assert_eq!(
+        caps::status_mask(&status, "CapBnd"),
+        Some(host_mask("CapBnd"))
+    );
+    assert_eq!(
+        caps::status_mask(&status, "CapEff"),
+        Some(host_mask("CapBnd"))
+    );
+    assert!(status.contains("NoNewPrivs:\t0"));
+    // Maintainer scripts mount things: it works, and stays inside.
+    run_ok(sh(&root, "mount -t tmpfs scratch /tmp && touch /tmp/x"));
+    assert!(!root.join("tmp/x").exists());
+}
+
+#[test]
+fn container_profile_has_docker_capabilities_and_cannot_mount() {
+    let Some((root, _g)) = setup("container_profile_has_docker_capabilities_and_cannot_mount")
+    else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let status = run_ok(sh(&root, "cat /proc/self/status").profile(Profile::Container));
+    assert_eq!(caps::status_mask(&status, "CapBnd"), Some(DOCKER_DEFAULT));
+    assert_eq!(caps::status_mask(&status, "CapEff"), Some(DOCKER_DEFAULT));
+    assert_eq!(caps::status_mask(&status, "CapInh"), Some(0));
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let o = sh(&root, "mount -t tmpfs scratch /tmp")
+        .profile(Profile::Container)
+        .run()
+        .unwrap();
+    assert_ne!(o.code, 0, "mount must fail in a container");
+    // A non-root user has no capabilities at all.
+    let status = run_ok(
+        sh(&root, "cat /proc/self/status; id -u; id -G")
+            .profile(Profile::Container)
+            .user(1000, 1000, vec![5]),
+    );
+    assert_eq!(caps::status_mask(&status, "CapEff"), Some(0));
+    assert!(status.contains("\n1000\n1000 5\n"), "{status}");
+}
+
+#[test]
+fn sys_is_readonly_and_proc_is_masked_in_containers() {
+    let Some((root, _g)) = setup("sys_is_readonly_and_proc_is_masked_in_containers") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    for profile in [Profile::Build, Profile::Container] {
+        let o = sh(&root, "mkdir /sys/x").profile(profile).run().unwrap();
+        assert_ne!(o.code, 0, "{profile:?}: /sys writable");
+        let mounts = run_ok(sh(&root, "cat /proc/mounts").profile(profile));
+        let sys = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some("/sys"))
+            .unwrap();
+        assert!(sys.split(' ').nth(3).unwrap().starts_with("ro,"), "{sys}");
+    }
+    let out = run_ok(
+        sh(
+            &root,
+            "for p in /proc/kcore /proc/keys /proc/timer_list; do [ -e $p ] && echo $p $(wc -c < $p); done; \
+             cat /proc/mounts; echo 1 > /proc/sys/kernel/domainname && echo sys-writable; true",
+        )
+        .profile(Profile::Container),
+    );
+    let mut checked = 0;
+    for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list"] {
+        if Path::new(p).exists() {
+            assert!(out.contains(&format!("{p} 0\n")), "{p} not masked: {out}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no maskable path exists on this kernel");
+    assert!(!out.contains("sys-writable"), "/proc/sys writable: {out}");
+    // Build mode masks nothing.
+    let out = run_ok(sh(&root, "wc -c < /proc/keys"));
+    if Path::new("/proc/keys").exists() {
+        let host = std::fs::read("/proc/keys").unwrap().len();
+        assert!(
+            host == 0 || out.trim() != "0",
+            "build profile masked /proc/keys"
+        );
+    }
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let Some((root, _g)) = setup("exit_codes_and_signals") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let o = sh(&root, "exit 42").run().unwrap();
+    assert_eq!((o.code, o.signal), (42, None));
+    // Killed from outside with SIGKILL: 137.
+    let marker = format!("killme-{}", std::process::id());
+    let script = "while :; do sleep 1; done";
+    let handle = {
+        let root = root.clone();
+        let marker = marker.clone();
+        std::thread::spawn(move || {
+            Sandbox::new(&root, ["/bin/sh", "-c", script, &marker])
+                .env("PATH", "/bin")
+                .run()
+        })
+    };
+    let pid = wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    let o = handle.join().unwrap().unwrap();
+    assert_eq!((o.code, o.signal), (137, Some(9)));
+}
+
+#[test]
+fn stdio_capture_env_cwd_and_errors() {
+    let Some((root, _g)) = setup("stdio_capture_env_cwd_and_errors") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let o = sh(
+        &root,
+        "echo out; echo err >&2; pwd; echo $FOO; env | cut -d= -f1 | sort | tr '\\n' ' '",
+    )
+    .env("FOO", "bar")
+    .cwd("/etc")
+    .run()
+    .unwrap();
+    // Nothing of imgbuild's environment: only what was set, and what sh adds itself.
+    assert_eq!(text(&o), "out\n/etc\nbar\nFOO PATH PWD SHLVL ");
+    assert_eq!(o.stderr, b"err\n");
+    match sh(&root, "true").cwd("/no/such/dir").run() {
+        Err(SandboxError::Setup { step, .. }) => assert!(step.contains("chdir"), "{step}"),
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+    match Sandbox::new(&root, ["no-such-program"])
+        .env("PATH", "/bin")
+        .run()
+    {
+        Err(SandboxError::Exec { source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT))
+        }
+        other => panic!("expected an exec error, got {other:?}"),
+    }
+    // PATH search finds the program.
+    let o = Sandbox::new(&root, ["true"])
+        .env("PATH", "/nonexistent:/bin")
+        .run()
+        .unwrap();
+    assert_eq!(o.code, 0);
+}
+
+#[test]
+fn dev_resolv_conf_and_binds() {
+    let Some((root, _g)) = setup("dev_resolv_conf_and_binds") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let out = run_ok(sh(
+        &root,
+        "ls /dev | tr '\\n' ' '; echo; readlink /dev/ptmx; head -c 5 /dev/urandom | wc -c; echo x > /dev/null; \
+         grep ' /dev/pts ' /proc/mounts",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin",
+        "stdout", "stderr",
+    ] {
+        assert!(
+            lines[0].split(' ').any(|x| x == d),
+            "/dev/{d} missing: {}",
+            lines[0]
+        );
+    }
+    assert_eq!(lines[1], "pts/ptmx");
+    assert_eq!(lines[2], "5");
+    assert!(lines[3].contains("ptmxmode=666"), "{}", lines[3]);
+
+    // The host's resolv.conf is shown read-only; the root's file never changes.
+    let before = std::fs::read(root.join("etc/resolv.conf")).unwrap();
+    let o = sh(
+        &root,
+        "cat /etc/resolv.conf; echo hacked > /etc/resolv.conf",
+    )
+    .run()
+    .unwrap();
+    assert_ne!(o.code, 0, "resolv.conf must be read-only");
+    assert_eq!(o.stdout, std::fs::read("/etc/resolv.conf").unwrap());
+    assert_eq!(std::fs::read(root.join("etc/resolv.conf")).unwrap(), before);
+    let o = sh(&root, "cat /etc/resolv.conf")
+        .resolv_conf(false)
+        .run()
+        .unwrap();
+    assert_eq!(o.stdout, before);
+
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from host\n").unwrap();
+    let ro = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        sh(
+            &root,
+            "cat /work/rw/in; echo back > /work/rw/out; touch /mnt/ro/x 2>/dev/null && echo ro-writable; true",
+        )
+        .bind(host.path(), "/work/rw", false)
+        .bind(ro.path(), "/mnt/ro", true),
+    );
+    assert_eq!(out, "from host\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "back\n"
+    );
+    assert!(!ro.path().join("x").exists());
+    let _ = std::fs::remove_dir(root.join("mnt/ro"));
+    let _ = std::fs::remove_dir(root.join("mnt"));
+    let _ = std::fs::remove_dir(root.join("work/rw"));
+}
+
+#[test]
+fn read_only_root_and_rlimits() {
+    let Some((root, _g)) = setup("read_only_root_and_rlimits") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let o = sh(&root, "touch /tmp/ro-test")
+        .profile(Profile::Container)
+        .read_only_root(true)
+        .run()
+        .unwrap();
+    assert_ne!(o.code, 0);
+    assert!(!root.join("tmp/ro-test").exists());
+    let out = run_ok(sh(&root, "ulimit -n; ulimit -Hn").profile(Profile::Container));
+    let host_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    let expect = host_hard.min(imgbuild::sandbox::CONTAINER_NOFILE);
+    assert_eq!(out, format!("{expect}\n{expect}\n"));
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let Some((root, _g)) = setup("network_none_has_only_loopback") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let script = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/flags";
+    let out = run_ok(sh(&root, script).network(Network::None));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "lo", "{out}");
+    let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up");
+    assert_eq!(lines.len(), 2, "only lo: {out}");
+    let host = run_ok(sh(&root, "tail -n +3 /proc/net/dev | wc -l").network(Network::Host));
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    assert_eq!(host.trim(), host_ifaces.to_string());
+}
+
+#[test]
+fn tty_is_allocated_and_sized() {
+    let Some((root, _g)) = setup("tty_is_allocated_and_sized") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let o = sh(
+        &root,
+        "test -t 0 && test -t 1 && echo tty-ok; stty size; test -c /dev/console && echo console",
+    )
+    .tty(true)
+    .stdin(Stdio::Null)
+    .run()
+    .unwrap();
+    let out = text(&o).replace('\r', "");
+    assert_eq!(o.code, 0, "{out}");
+    assert_eq!(out, "tty-ok\n24 80\nconsole\n");
+}
+
+#[test]
+fn memory_and_pids_limits_on_cgroups() {
+    let Some((root, _g)) = setup("memory_and_pids_limits_on_cgroups") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let o = sh(&root, "dd if=/dev/zero of=/dev/null bs=256M count=1")
+        .profile(Profile::Container)
+        .limits(Limits {
+            memory: Some(64 << 20),
+            ..Limits::default()
+        })
+        .run()
+        .unwrap();
+    assert_eq!(o.code, 137, "allocator not OOM-killed: {o:?}");
+    // Without the limit the same command succeeds.
+    run_ok(sh(
+        &root,
+        "dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null",
+    ));
+
+    // The subshell forks until the limit stops it (busybox sh then gives up); the sleeps it
+    // started stay, and pid 1 counts them with builtins alone.
+    let bomb = "(i=0; while [ $i -lt 60 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; \
+                set -- /proc/[0-9]*; echo $#";
+    let o = sh(&root, bomb)
+        .profile(Profile::Container)
+        .limits(Limits {
+            pids: Some(20),
+            ..Limits::default()
+        })
+        .run()
+        .unwrap();
+    let count: usize = text(&o).trim().parse().unwrap();
+    assert!(count <= 20, "pids limit not enforced: {count} processes");
+    assert!(count >= 10, "the fork bomb did not run: {count}");
+    let cpus = run_ok(sh(&root, "cat /proc/self/cgroup").limits(Limits {
+        cpus: Some(0.5),
+        ..Limits::default()
+    }));
+    assert!(cpus.contains("imgbuild-sandbox-"), "{cpus}");
+    // A setup failure removes the cgroups too (checked by `Clean`).
+    let err = sh(&root, "true")
+        .cwd("/no/such/dir")
+        .limits(Limits {
+            pids: Some(10),
+            memory: Some(64 << 20),
+            cpus: None,
+        })
+        .run();
+    assert!(matches!(err, Err(SandboxError::Setup { .. })), "{err:?}");
+}
+
+fn wait_for_marker(marker: &str, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(p) = find_marker(marker) {
+            return Some(p);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn find_marker(marker: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let mut cmd = Vec::new();
+        if std::fs::File::open(e.path().join("cmdline"))
+            .and_then(|mut f| f.read_to_end(&mut cmd))
+            .is_ok()
+            && cmd.starts_with(b"/bin/sh\0")
+            && cmd.split(|&b| b == 0).any(|a| a == marker.as_bytes())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn imgbuild_sandbox(root: &Path, script: &str, marker: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(["sandbox-run", "--container"])
+        .arg(root)
+        .args(["/bin/sh", "-c", script, marker])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_to_imgbuild_reaches_the_command() {
+    let Some((root, _g)) = setup("sigterm_to_imgbuild_reaches_the_command") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let marker = format!("term-{}", std::process::id());
+    let script = "trap 'echo got-term; exit 7' TERM; while :; do sleep 1 & wait $!; done";
+    let mut child = imgbuild_sandbox(&root, script, &marker);
+    wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
+    // The trap is set before the loop starts; give sh a moment to get there.
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(st.code(), Some(7), "{out}");
+    assert_eq!(out, "got-term\n");
+}
+
+#[test]
+fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
+    let Some((root, _g)) = setup("sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts")
+    else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let marker = format!("orphan-{}", std::process::id());
+    let mut child = imgbuild_sandbox(&root, "while :; do sleep 1; done", &marker);
+    let inner = wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
+    // The sandbox's mounts exist only in its own mount namespace.
+    let ns = std::fs::read_to_string(format!("/proc/{inner}/mountinfo")).unwrap();
+    assert!(ns.contains(" /proc "), "sandbox has its own /proc");
+    assert!(
+        !mountinfo()
+            .iter()
+            .any(|m| m.contains(&root.to_string_lossy().to_string()))
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while find_marker(&marker).is_some() {
+        assert!(Instant::now() < deadline, "sandbox outlived imgbuild");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
