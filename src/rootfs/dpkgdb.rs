@@ -63,7 +63,7 @@ pub struct UnpackedPackage {
     pub control: Paragraph,
     /// The other control members by name (`md5sums`, `conffiles`, `postinst`, ...).
     pub members: BTreeMap<String, Vec<u8>>,
-    /// Paths in the data archive, in archive order, as the tar names them (`./`, `./usr/bin/x`).
+    /// Paths in the data archive, in archive order (`./usr/bin/x` or root-relative `usr/bin/x`).
     pub files: Vec<String>,
 }
 
@@ -105,15 +105,15 @@ impl UnpackedPackage {
     }
 }
 
-/// Convert a data-archive member name to dpkg's `.list` form: `./` → `/.`, `./usr/` → `/usr`.
+/// Convert a path as the data archive or [`crate::confine::UnpackReport`] names it to dpkg's
+/// `.list` form: `./` or `.` → `/.`, `./usr/` or `usr` → `/usr`.
 pub fn list_path(member: &str) -> String {
-    let trimmed = member.trim_start_matches('.').trim_end_matches('/');
-    if trimmed.is_empty() {
+    let p = member.strip_prefix("./").unwrap_or(member);
+    let p = p.trim_start_matches('/').trim_end_matches('/');
+    if p.is_empty() || p == "." {
         "/.".to_string()
-    } else if trimmed.starts_with('/') {
-        trimmed.to_string()
     } else {
-        format!("/{trimmed}")
+        format!("/{p}")
     }
 }
 
@@ -303,6 +303,9 @@ mod tests {
         assert_eq!(list_path("./"), "/.");
         assert_eq!(list_path("./usr/"), "/usr");
         assert_eq!(list_path("./usr/bin/x"), "/usr/bin/x");
+        assert_eq!(list_path("."), "/.");
+        assert_eq!(list_path("usr/.hidden"), "/usr/.hidden");
+        assert_eq!(list_path(".hidden"), "/.hidden");
     }
 
     #[test]

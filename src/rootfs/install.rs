@@ -1,0 +1,324 @@
+//! Installing `.deb` files into a root tree.
+//!
+//! The data of every package is unpacked natively and in parallel through [`crate::confine`]
+//! (no path can escape the root), each package is recorded in dpkg's database as dpkg
+//! `--unpack` would have left it ([`super::dpkgdb`]), and then one sandboxed shell runs the
+//! `preinst install` scripts (base-passwd's first, since the others need its `/etc/passwd`),
+//! `dpkg --configure -a` (dpkg orders the `postinst` runs by dependencies and installs the
+//! conffiles), and the trigger activations of the new packages. This is the order KIWI and
+//! mmdebstrap use for the essential set, applied to every phase: the result is dpkg's own
+//! database, checked clean by `dpkg --audit` and `dpkg -V`.
+
+use super::dpkgdb::{DpkgDb, UnpackedPackage};
+use super::profile::shell_quote;
+use super::RootfsError;
+use crate::apt::deb::{Deb, DebError};
+use crate::confine::{EntryKind, Root, UnpackOptions};
+use crate::sandbox::{Outcome, Profile, Sandbox, SandboxError, Stdio};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Errors while installing packages.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A package could not be read or unpacked.
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    /// The root could not be opened.
+    #[error("{path}: {source}")]
+    Root {
+        /// The root tree.
+        path: PathBuf,
+        /// The underlying error.
+        source: crate::confine::ConfineError,
+    },
+    /// A file of the root could not be written.
+    #[error(transparent)]
+    Rootfs(#[from] Box<RootfsError>),
+    /// The sandbox could not run the configure step.
+    #[error("configuring packages in {root}: {source}")]
+    Sandbox {
+        /// The root tree.
+        root: PathBuf,
+        /// The underlying error.
+        source: SandboxError,
+    },
+    /// A maintainer script or `dpkg --configure` failed.
+    #[error("configuring packages in {root} failed (exit {code}):\n{output}")]
+    Configure {
+        /// The root tree.
+        root: PathBuf,
+        /// The exit code of the configure shell.
+        code: i32,
+        /// The last lines the scripts printed.
+        output: String,
+    },
+}
+
+impl From<super::dpkgdb::DpkgDbError> for InstallError {
+    fn from(e: super::dpkgdb::DpkgDbError) -> Self {
+        InstallError::Rootfs(Box::new(RootfsError::DpkgDb(e)))
+    }
+}
+
+/// The environment maintainer scripts run with: no prompts, C locale, a plain PATH.
+pub const SCRIPT_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    ("DEBIAN_FRONTEND", "noninteractive"),
+    ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
+    ("LC_ALL", "C"),
+    ("LANGUAGE", "C"),
+    ("LANG", "C"),
+    ("HOME", "/root"),
+];
+
+/// What an install did.
+#[derive(Debug, Clone, Default)]
+pub struct InstallReport {
+    /// Packages installed, by dpkg key, in the order given.
+    pub packages: Vec<String>,
+    /// Paths shipped by more than one of the packages (the later package's copy was kept).
+    pub overlaps: Vec<String>,
+    /// Notes from unpacking (skipped devices, attributes the kernel refused).
+    pub notes: Vec<String>,
+}
+
+/// Install `debs` (in dependency order: Pre-Depends first) into the root at `root`, which must
+/// already hold a usable `dpkg` or receive one among `debs`.
+pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallError> {
+    let opened: Vec<Deb> = debs
+        .par_iter()
+        .map(Deb::open)
+        .collect::<Result<_, DebError>>()?;
+    let open_root = || {
+        Root::open(root).map_err(|source| InstallError::Root {
+            path: root.to_path_buf(),
+            source,
+        })
+    };
+    // dpkg leaves existing directories alone and follows directory symlinks (merged /usr).
+    let dpkg_like = || UnpackOptions {
+        update_existing_dirs: false,
+        keep_directory_symlinks: true,
+        ..UnpackOptions::default()
+    };
+    let mut reports = opened
+        .par_iter()
+        .map(|deb| {
+            let r = open_root()?;
+            Ok(deb.unpack_data(&r, &dpkg_like())?)
+        })
+        .collect::<Result<Vec<_>, InstallError>>()?;
+
+    // Parallel unpacking leaves a path shipped by two packages in a racy state: unpack the
+    // packages involved again, in order, so the later one wins as it would under dpkg.
+    let mut owners: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+    for (i, rep) in reports.iter().enumerate() {
+        for e in &rep.entries {
+            if e.kind != EntryKind::Dir {
+                owners.entry(e.path.as_path()).or_default().push(i);
+            }
+        }
+    }
+    let mut again: Vec<usize> = Vec::new();
+    let mut overlaps = Vec::new();
+    for (path, pkgs) in &owners {
+        if pkgs.len() > 1 {
+            overlaps.push(path.to_string_lossy().into_owned());
+            again.extend(pkgs);
+        }
+    }
+    again.sort_unstable();
+    again.dedup();
+    if !again.is_empty() {
+        let r = open_root()?;
+        for &i in &again {
+            reports[i] = opened[i].unpack_data(&r, &dpkg_like())?;
+        }
+    }
+
+    let mut notes = Vec::new();
+    let mut unpacked = Vec::with_capacity(opened.len());
+    for (deb, rep) in opened.iter().zip(reports) {
+        notes.extend(rep.notes.iter().map(|n| format!("{}: {n}", deb.path().display())));
+        unpacked.push(UnpackedPackage {
+            control: deb.control().clone(),
+            members: deb
+                .control_members()
+                .filter(|(name, _)| *name != "control")
+                .map(|(name, data)| (name.to_string(), data.to_vec()))
+                .collect(),
+            files: rep
+                .entries
+                .iter()
+                .filter(|e| e.kind != EntryKind::Whiteout && e.kind != EntryKind::Opaque)
+                .map(|e| e.path.to_string_lossy().into_owned())
+                .collect(),
+        });
+    }
+    let db = DpkgDb::new(root);
+    db.register_unpacked(&unpacked)?;
+    let script = configure_script(root, &unpacked)?;
+    run_script(root, &script)?;
+    Ok(InstallReport {
+        packages: unpacked
+            .iter()
+            .map(|p| p.db_key())
+            .collect::<Result<_, _>>()?,
+        overlaps,
+        notes,
+    })
+}
+
+/// The shell run in the sandbox after unpacking: preinsts, `dpkg --configure -a`, then the
+/// trigger activations dpkg would have recorded while unpacking, processed at once.
+fn configure_script(root: &Path, pkgs: &[UnpackedPackage]) -> Result<String, InstallError> {
+    let mut s = String::from(
+        "set -e\n\
+         DPKG_RUNNING_VERSION=$(dpkg-query -W -f='${Version}' dpkg 2>/dev/null || true)\n\
+         export DPKG_RUNNING_VERSION DPKG_ROOT=\n",
+    );
+    let mut with_preinst: Vec<&UnpackedPackage> = pkgs
+        .iter()
+        .filter(|p| p.members.contains_key("preinst"))
+        .collect();
+    // base-passwd's preinst writes /etc/passwd and /etc/group, which other scripts need.
+    with_preinst.sort_by_key(|p| p.name().map(|n| n != "base-passwd").unwrap_or(true));
+    for p in with_preinst {
+        let key = p.db_key()?;
+        let arch = p.control.get("Architecture").unwrap_or("all");
+        s.push_str(&format!(
+            "DPKG_MAINTSCRIPT_PACKAGE={} DPKG_MAINTSCRIPT_ARCH={} DPKG_MAINTSCRIPT_NAME=preinst /var/lib/dpkg/info/{}.preinst install\n",
+            shell_quote(p.name()?),
+            shell_quote(arch),
+            shell_quote(&key)
+        ));
+    }
+    s.push_str("dpkg --configure -a\n");
+    let activations = trigger_activations(root, pkgs)?;
+    if !activations.is_empty() {
+        for (pkg, trigger) in &activations {
+            s.push_str(&format!(
+                "dpkg-trigger --no-await --by-package={} {}\n",
+                shell_quote(pkg),
+                shell_quote(trigger)
+            ));
+        }
+        s.push_str("dpkg --triggers-only --pending\n");
+    }
+    Ok(s)
+}
+
+/// Triggers the new packages activate: explicit `activate*` lines of their `triggers` member,
+/// and file triggers (`/var/lib/dpkg/triggers/File`) that one of their paths falls under.
+fn trigger_activations(
+    root: &Path,
+    pkgs: &[UnpackedPackage],
+) -> Result<Vec<(String, String)>, InstallError> {
+    let interests_path = root.join("var/lib/dpkg/triggers/File");
+    let interests: Vec<String> = match std::fs::read_to_string(&interests_path) {
+        Ok(text) => text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(InstallError::Rootfs(Box::new(RootfsError::Io {
+                path: interests_path,
+                source,
+            })));
+        }
+    };
+    let mut out = Vec::new();
+    for p in pkgs {
+        let name = p.name()?.to_string();
+        if let Some(t) = p.members.get("triggers") {
+            for line in String::from_utf8_lossy(t).lines() {
+                let mut w = line.split_whitespace();
+                if let (Some(kind), Some(trigger)) = (w.next(), w.next())
+                    && kind.starts_with("activate")
+                {
+                    out.push((name.clone(), trigger.to_string()));
+                }
+            }
+        }
+        for interest in &interests {
+            let hit = p.files.iter().any(|f| {
+                let f = super::dpkgdb::list_path(f);
+                f == *interest || f.starts_with(&format!("{interest}/"))
+            });
+            if hit {
+                out.push((name.clone(), interest.clone()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Run `script` with `sh` in the build sandbox of `root`, with services kept from starting.
+fn run_script(root: &Path, script: &str) -> Result<(), InstallError> {
+    let policy = root.join("usr/sbin/policy-rc.d");
+    let had_policy = policy.symlink_metadata().is_ok();
+    if !had_policy {
+        write_policy_rc(root)?;
+    }
+    let result = run_in_sandbox(root, script);
+    if !had_policy {
+        let _ = std::fs::remove_file(&policy);
+    }
+    let out = result?;
+    if out.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+    Err(InstallError::Configure {
+        root: root.to_path_buf(),
+        code: out.code,
+        output: tail,
+    })
+}
+
+/// `policy-rc.d` exiting 101 tells invoke-rc.d not to start services during the build.
+fn write_policy_rc(root: &Path) -> Result<(), InstallError> {
+    let r = Root::open(root).map_err(|source| InstallError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let wrap = |source| InstallError::Root {
+        path: root.join("usr/sbin/policy-rc.d"),
+        source,
+    };
+    r.create_dir_all("usr/sbin", 0o755).map_err(wrap)?;
+    let mut f = r.create_file("usr/sbin/policy-rc.d", 0o755).map_err(wrap)?;
+    std::io::Write::write_all(&mut f, b"#!/bin/sh\nexit 101\n").map_err(|source| {
+        InstallError::Rootfs(Box::new(RootfsError::Io {
+            path: root.join("usr/sbin/policy-rc.d"),
+            source,
+        }))
+    })?;
+    r.chmod("usr/sbin/policy-rc.d", 0o755).map_err(wrap)?;
+    Ok(())
+}
+
+/// Run a shell script in the build sandbox of `root`, capturing its output.
+pub fn run_in_sandbox(root: &Path, script: &str) -> Result<Outcome, InstallError> {
+    let mut sb = Sandbox::new(root, ["/bin/sh", "-c", script])
+        .profile(Profile::Build)
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Capture)
+        .stderr(Stdio::Capture);
+    for (k, v) in SCRIPT_ENV {
+        sb = sb.env(*k, *v);
+    }
+    sb.run().map_err(|source| InstallError::Sandbox {
+        root: root.to_path_buf(),
+        source,
+    })
+}
