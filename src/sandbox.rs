@@ -595,6 +595,12 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         }
     }
 
+    if let Some(p) = &pty {
+        // Sized before the command starts, so its first look at the terminal is right.
+        let sources = supervise::size_sources(tty_input, &tty_output);
+        supervise::copy_winsize(&sources, p.master.as_raw_fd());
+    }
+
     let cgroups = if sb.limits.is_empty() {
         None
     } else {
