@@ -659,3 +659,54 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn tty_copies_the_terminal_size_and_restores_its_mode() {
+    let Some((root, _g)) = setup("tty_copies_the_terminal_size_and_restores_its_mode") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    // A terminal standing in for the user's: 33 rows, 99 columns, cooked mode.
+    let ws = nix::pty::Winsize {
+        ws_row: 33,
+        ws_col: 99,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let term = nix::pty::openpty(&ws, None).unwrap();
+    let before = nix::sys::termios::tcgetattr(&term.slave).unwrap();
+    let o = sh(&root, "stty size; stty -a | grep -c -- -icanon; true")
+        .tty(true)
+        .stdin(Stdio::Fd(term.slave.try_clone().unwrap()))
+        .run()
+        .unwrap();
+    let out = text(&o).replace('\r', "");
+    assert_eq!(o.code, 0, "{out}");
+    // The command's own pty is cooked (icanon on), whatever imgbuild's terminal is set to.
+    assert_eq!(out, "33 99\n0\n");
+    let after = nix::sys::termios::tcgetattr(&term.slave).unwrap();
+    assert_eq!(before.local_flags, after.local_flags, "terminal mode restored");
+    assert_eq!(before.input_flags, after.input_flags);
+}
+
+#[test]
+fn output_to_a_given_fd() {
+    let Some((root, _g)) = setup("output_to_a_given_fd") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let file = tempfile::tempfile().unwrap();
+    let mut reader = file.try_clone().unwrap();
+    let o = Sandbox::new(&root, ["/bin/sh", "-c", "echo to-file; echo to-null >&2"])
+        .stdout(Stdio::Fd(file.into()))
+        .stderr(Stdio::Null)
+        .run()
+        .unwrap();
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+    use std::io::Seek;
+    reader.rewind().unwrap();
+    let mut s = String::new();
+    reader.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "to-file\n");
+}
