@@ -685,7 +685,10 @@ fn tty_copies_the_terminal_size_and_restores_its_mode() {
     // The command's own pty is cooked (icanon on), whatever imgbuild's terminal is set to.
     assert_eq!(out, "33 99\n0\n");
     let after = nix::sys::termios::tcgetattr(&term.slave).unwrap();
-    assert_eq!(before.local_flags, after.local_flags, "terminal mode restored");
+    assert_eq!(
+        before.local_flags, after.local_flags,
+        "terminal mode restored"
+    );
     assert_eq!(before.input_flags, after.input_flags);
 }
 
