@@ -594,9 +594,15 @@ fn find_marker(marker: &str) -> Option<i32> {
     None
 }
 
-fn imgbuild_sandbox(root: &Path, script: &str, marker: &str) -> std::process::Child {
+fn imgbuild_sandbox(
+    root: &Path,
+    script: &str,
+    marker: &str,
+    extra: &[&str],
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_imgbuild"))
         .args(["sandbox-run", "--container"])
+        .args(extra)
         .arg(root)
         .args(["/bin/sh", "-c", script, marker])
         .stdout(std::process::Stdio::piped())
@@ -612,7 +618,7 @@ fn sigterm_to_imgbuild_reaches_the_command() {
     let _c = Clean::new(&root);
     let marker = format!("term-{}", std::process::id());
     let script = "trap 'echo got-term; exit 7' TERM; while :; do sleep 1 & wait $!; done";
-    let mut child = imgbuild_sandbox(&root, script, &marker);
+    let mut child = imgbuild_sandbox(&root, script, &marker, &[]);
     wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
     // The trap is set before the loop starts; give sh a moment to get there.
     std::thread::sleep(Duration::from_millis(200));
@@ -641,7 +647,12 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
     };
     let _c = Clean::new(&root);
     let marker = format!("orphan-{}", std::process::id());
-    let mut child = imgbuild_sandbox(&root, "while :; do sleep 1; done", &marker);
+    let mut child = imgbuild_sandbox(
+        &root,
+        "while :; do sleep 1; done",
+        &marker,
+        &["--memory", "268435456"],
+    );
     let inner = wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
     // The sandbox's mounts exist only in its own mount namespace.
     let ns = std::fs::read_to_string(format!("/proc/{inner}/mountinfo")).unwrap();
@@ -658,6 +669,25 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
         assert!(Instant::now() < deadline, "sandbox outlived imgbuild");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Its cgroup could not be removed by the killed imgbuild; the next sandbox with limits
+    // sweeps it away.
+    let stale = || {
+        walkdir::WalkDir::new("/sys/fs/cgroup")
+            .max_depth(6)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                imgbuild::sandbox::cgroup::owner_pid(&e.file_name().to_string_lossy())
+                    == Some(child.id())
+            })
+            .count()
+    };
+    assert_eq!(stale(), 1, "the killed imgbuild's cgroup");
+    run_ok(sh(&root, "true").limits(Limits {
+        memory: Some(256 << 20),
+        ..Limits::default()
+    }));
+    assert_eq!(stale(), 0, "stale cgroup swept");
 }
 
 #[test]

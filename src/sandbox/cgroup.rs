@@ -289,13 +289,40 @@ pub struct Cgroups {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+const NAME_PREFIX: &str = "imgbuild-sandbox-";
+
 /// A name unique on this host for the lifetime of this process.
 pub fn unique_name() -> String {
     format!(
-        "imgbuild-sandbox-{}-{}",
+        "{NAME_PREFIX}{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The pid of the imgbuild process that named a sandbox cgroup, if `name` is one.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let (pid, counter) = rest.split_once('-')?;
+    counter.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Remove sandbox cgroups under `parent` left by imgbuild processes that no longer exist
+/// (killed with SIGKILL, so their cleanup never ran; the kernel already killed the processes
+/// inside). `rmdir` only succeeds on a cgroup without processes, so nothing live is touched.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = owner_pid(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }
 
 fn write(w: &Write) -> Result<(), CgroupError> {
@@ -315,6 +342,9 @@ impl Cgroups {
         }
         let mut made = Cgroups { dirs: Vec::new() };
         for d in &plan.dirs {
+            if let Some(parent) = d.parent() {
+                sweep_stale(parent);
+            }
             std::fs::create_dir(d).map_err(io(d))?;
             made.dirs.push(d.clone());
         }
@@ -532,6 +562,15 @@ mod tests {
             p.writes.last().unwrap().file,
             Path::new("/sys/fs/cgroup/unified/y/pids.max")
         );
+    }
+
+    #[test]
+    fn owner_pid_of_sandbox_cgroups_only() {
+        let name = unique_name();
+        assert_eq!(owner_pid(&name), Some(std::process::id()));
+        assert_eq!(owner_pid("imgbuild-sandbox-42-7"), Some(42));
+        assert_eq!(owner_pid("imgbuild-sandbox-42"), None);
+        assert_eq!(owner_pid("docker-42-7"), None);
     }
 
     #[test]
