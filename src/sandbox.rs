@@ -604,9 +604,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     let cgroups = if sb.limits.is_empty() {
         None
     } else {
-        let host = cgroup::Host::detect()?;
-        let p = cgroup::plan(&sb.limits, &host, &cgroup::unique_name())?;
-        Some(cgroup::Cgroups::create(&p)?)
+        Some(cgroup::setup(&sb.limits)?)
     };
 
     let (start_r, start_w) = pipe()?;

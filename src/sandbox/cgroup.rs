@@ -170,6 +170,19 @@ impl Host {
         Ok(host)
     }
 
+    /// The same host with the sandbox cgroups placed at the root of the v2 hierarchy: the
+    /// fallback when our own cgroup cannot delegate controllers (see [`setup`]).
+    pub fn at_v2_root(&self) -> Host {
+        let mut host = self.clone();
+        host.v2_path = Some("/".to_string());
+        host.v2_controllers = host
+            .v2_dir()
+            .and_then(|d| std::fs::read_to_string(d.join("cgroup.controllers")).ok())
+            .map(|t| t.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        host
+    }
+
     fn v2_dir(&self) -> Option<PathBuf> {
         let h = self.hierarchies.iter().find(|h| h.unified)?;
         let path = self.v2_path.as_deref().unwrap_or("/");
@@ -279,6 +292,26 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
         }
     }
     Ok(p)
+}
+
+/// Create the cgroups for `limits` on this host.
+///
+/// On cgroup v2 a controller can only be enabled for the children of a cgroup that has no
+/// processes of its own (the root excepted); imgbuild usually sits in such a cgroup (a
+/// systemd service or session scope). When enabling fails for that reason (`EBUSY`), the
+/// sandbox's cgroup goes below the v2 root instead, as container engines' cgroupfs drivers do.
+pub fn setup(limits: &Limits) -> Result<Cgroups, CgroupError> {
+    let host = Host::detect()?;
+    let name = unique_name();
+    match Cgroups::create(&plan(limits, &host, &name)?) {
+        Err(CgroupError::Io { source, .. })
+            if source.raw_os_error() == Some(libc::EBUSY)
+                && host.v2_path.as_deref().is_some_and(|p| p != "/") =>
+        {
+            Cgroups::create(&plan(limits, &host.at_v2_root(), &name)?)
+        }
+        other => other,
+    }
 }
 
 /// Live cgroups of one sandbox; removed on drop (after killing anything left in them).
@@ -535,6 +568,31 @@ mod tests {
                 (dir.join("pids.max"), "100"),
                 (dir.join("cpu.max"), "200000 100000"),
             ]
+        );
+    }
+
+    #[test]
+    fn v2_root_fallback_places_the_cgroup_at_the_root() {
+        let mountinfo = "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let host = Host {
+            hierarchies: parse_mountinfo(mountinfo),
+            v1_paths: Vec::new(),
+            v2_path: Some("/".into()),
+            v2_controllers: vec!["memory".into()],
+        };
+        let p = plan(
+            &Limits {
+                memory: Some(1 << 20),
+                ..Limits::default()
+            },
+            &host,
+            "sb",
+        )
+        .unwrap();
+        assert_eq!(p.dirs, vec![PathBuf::from("/sys/fs/cgroup/sb")]);
+        assert_eq!(
+            p.enable[0].file,
+            Path::new("/sys/fs/cgroup/cgroup.subtree_control")
         );
     }
 
