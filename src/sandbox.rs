@@ -32,7 +32,7 @@
 
 pub mod caps;
 pub mod cgroup;
-pub mod exec;
+mod exec;
 pub mod plan;
 mod signals;
 
