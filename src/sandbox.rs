@@ -32,7 +32,7 @@
 
 pub mod caps;
 pub mod cgroup;
-pub mod exec;
+mod exec;
 pub mod plan;
 mod signals;
 
@@ -595,12 +595,16 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         }
     }
 
+    if let Some(p) = &pty {
+        // Sized before the command starts, so its first look at the terminal is right.
+        let sources = supervise::size_sources(tty_input, &tty_output);
+        supervise::copy_winsize(&sources, p.master.as_raw_fd());
+    }
+
     let cgroups = if sb.limits.is_empty() {
         None
     } else {
-        let host = cgroup::Host::detect()?;
-        let p = cgroup::plan(&sb.limits, &host, &cgroup::unique_name())?;
-        Some(cgroup::Cgroups::create(&p)?)
+        Some(cgroup::setup(&sb.limits)?)
     };
 
     let (start_r, start_w) = pipe()?;

@@ -11,8 +11,8 @@ use imgbuild::sandbox::caps::{self, DOCKER_DEFAULT_NAMES};
 use imgbuild::sandbox::{Profile, Sandbox, Stdio};
 
 fn busybox_root() -> Option<PathBuf> {
-    // Built (and cached) by the sandbox_run tests; build it the same way when missing.
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-busybox-root");
+    // A minimal tree of its own (sh and cat), cached beside sandbox_run's full one.
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-busybox-min-root");
     if dest.join("bin/busybox").exists() {
         return Some(dest);
     }

@@ -594,9 +594,15 @@ fn find_marker(marker: &str) -> Option<i32> {
     None
 }
 
-fn imgbuild_sandbox(root: &Path, script: &str, marker: &str) -> std::process::Child {
+fn imgbuild_sandbox(
+    root: &Path,
+    script: &str,
+    marker: &str,
+    extra: &[&str],
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_imgbuild"))
         .args(["sandbox-run", "--container"])
+        .args(extra)
         .arg(root)
         .args(["/bin/sh", "-c", script, marker])
         .stdout(std::process::Stdio::piped())
@@ -612,7 +618,7 @@ fn sigterm_to_imgbuild_reaches_the_command() {
     let _c = Clean::new(&root);
     let marker = format!("term-{}", std::process::id());
     let script = "trap 'echo got-term; exit 7' TERM; while :; do sleep 1 & wait $!; done";
-    let mut child = imgbuild_sandbox(&root, script, &marker);
+    let mut child = imgbuild_sandbox(&root, script, &marker, &[]);
     wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
     // The trap is set before the loop starts; give sh a moment to get there.
     std::thread::sleep(Duration::from_millis(200));
@@ -641,7 +647,12 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
     };
     let _c = Clean::new(&root);
     let marker = format!("orphan-{}", std::process::id());
-    let mut child = imgbuild_sandbox(&root, "while :; do sleep 1; done", &marker);
+    let mut child = imgbuild_sandbox(
+        &root,
+        "while :; do sleep 1; done",
+        &marker,
+        &["--memory", "268435456"],
+    );
     let inner = wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
     // The sandbox's mounts exist only in its own mount namespace.
     let ns = std::fs::read_to_string(format!("/proc/{inner}/mountinfo")).unwrap();
@@ -658,4 +669,77 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
         assert!(Instant::now() < deadline, "sandbox outlived imgbuild");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Its cgroup could not be removed by the killed imgbuild; the next sandbox with limits
+    // sweeps it away.
+    let stale = || {
+        walkdir::WalkDir::new("/sys/fs/cgroup")
+            .max_depth(6)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                imgbuild::sandbox::cgroup::owner_pid(&e.file_name().to_string_lossy())
+                    == Some(child.id())
+            })
+            .count()
+    };
+    assert_eq!(stale(), 1, "the killed imgbuild's cgroup");
+    run_ok(sh(&root, "true").limits(Limits {
+        memory: Some(256 << 20),
+        ..Limits::default()
+    }));
+    assert_eq!(stale(), 0, "stale cgroup swept");
+}
+
+#[test]
+fn tty_copies_the_terminal_size_and_restores_its_mode() {
+    let Some((root, _g)) = setup("tty_copies_the_terminal_size_and_restores_its_mode") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    // A terminal standing in for the user's: 33 rows, 99 columns, cooked mode.
+    let ws = nix::pty::Winsize {
+        ws_row: 33,
+        ws_col: 99,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let term = nix::pty::openpty(&ws, None).unwrap();
+    let before = nix::sys::termios::tcgetattr(&term.slave).unwrap();
+    let o = sh(&root, "stty size; stty -a | grep -c -- -icanon; true")
+        .tty(true)
+        .stdin(Stdio::Fd(term.slave.try_clone().unwrap()))
+        .run()
+        .unwrap();
+    let out = text(&o).replace('\r', "");
+    assert_eq!(o.code, 0, "{out}");
+    // The command's own pty is cooked (icanon on), whatever imgbuild's terminal is set to.
+    assert_eq!(out, "33 99\n0\n");
+    let after = nix::sys::termios::tcgetattr(&term.slave).unwrap();
+    assert_eq!(
+        before.local_flags, after.local_flags,
+        "terminal mode restored"
+    );
+    assert_eq!(before.input_flags, after.input_flags);
+}
+
+#[test]
+fn output_to_a_given_fd() {
+    let Some((root, _g)) = setup("output_to_a_given_fd") else {
+        return;
+    };
+    let _c = Clean::new(&root);
+    let file = tempfile::tempfile().unwrap();
+    let mut reader = file.try_clone().unwrap();
+    let o = Sandbox::new(&root, ["/bin/sh", "-c", "echo to-file; echo to-null >&2"])
+        .stdout(Stdio::Fd(file.into()))
+        .stderr(Stdio::Null)
+        .run()
+        .unwrap();
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+    use std::io::Seek;
+    reader.rewind().unwrap();
+    let mut s = String::new();
+    reader.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "to-file\n");
 }

@@ -170,6 +170,19 @@ impl Host {
         Ok(host)
     }
 
+    /// The same host with the sandbox cgroups placed at the root of the v2 hierarchy: the
+    /// fallback when our own cgroup cannot delegate controllers (see [`setup`]).
+    pub fn at_v2_root(&self) -> Host {
+        let mut host = self.clone();
+        host.v2_path = Some("/".to_string());
+        host.v2_controllers = host
+            .v2_dir()
+            .and_then(|d| std::fs::read_to_string(d.join("cgroup.controllers")).ok())
+            .map(|t| t.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        host
+    }
+
     fn v2_dir(&self) -> Option<PathBuf> {
         let h = self.hierarchies.iter().find(|h| h.unified)?;
         let path = self.v2_path.as_deref().unwrap_or("/");
@@ -281,6 +294,26 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
     Ok(p)
 }
 
+/// Create the cgroups for `limits` on this host.
+///
+/// On cgroup v2 a controller can only be enabled for the children of a cgroup that has no
+/// processes of its own (the root excepted); imgbuild usually sits in such a cgroup (a
+/// systemd service or session scope). When enabling fails for that reason (`EBUSY`), the
+/// sandbox's cgroup goes below the v2 root instead, as container engines' cgroupfs drivers do.
+pub fn setup(limits: &Limits) -> Result<Cgroups, CgroupError> {
+    let host = Host::detect()?;
+    let name = unique_name();
+    match Cgroups::create(&plan(limits, &host, &name)?) {
+        Err(CgroupError::Io { source, .. })
+            if source.raw_os_error() == Some(libc::EBUSY)
+                && host.v2_path.as_deref().is_some_and(|p| p != "/") =>
+        {
+            Cgroups::create(&plan(limits, &host.at_v2_root(), &name)?)
+        }
+        other => other,
+    }
+}
+
 /// Live cgroups of one sandbox; removed on drop (after killing anything left in them).
 #[derive(Debug)]
 pub struct Cgroups {
@@ -289,13 +322,40 @@ pub struct Cgroups {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+const NAME_PREFIX: &str = "imgbuild-sandbox-";
+
 /// A name unique on this host for the lifetime of this process.
 pub fn unique_name() -> String {
     format!(
-        "imgbuild-sandbox-{}-{}",
+        "{NAME_PREFIX}{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The pid of the imgbuild process that named a sandbox cgroup, if `name` is one.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let (pid, counter) = rest.split_once('-')?;
+    counter.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Remove sandbox cgroups under `parent` left by imgbuild processes that no longer exist
+/// (killed with SIGKILL, so their cleanup never ran; the kernel already killed the processes
+/// inside). `rmdir` only succeeds on a cgroup without processes, so nothing live is touched.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = owner_pid(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }
 
 fn write(w: &Write) -> Result<(), CgroupError> {
@@ -315,6 +375,9 @@ impl Cgroups {
         }
         let mut made = Cgroups { dirs: Vec::new() };
         for d in &plan.dirs {
+            if let Some(parent) = d.parent() {
+                sweep_stale(parent);
+            }
             std::fs::create_dir(d).map_err(io(d))?;
             made.dirs.push(d.clone());
         }
@@ -509,6 +572,31 @@ mod tests {
     }
 
     #[test]
+    fn v2_root_fallback_places_the_cgroup_at_the_root() {
+        let mountinfo = "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let host = Host {
+            hierarchies: parse_mountinfo(mountinfo),
+            v1_paths: Vec::new(),
+            v2_path: Some("/".into()),
+            v2_controllers: vec!["memory".into()],
+        };
+        let p = plan(
+            &Limits {
+                memory: Some(1 << 20),
+                ..Limits::default()
+            },
+            &host,
+            "sb",
+        )
+        .unwrap();
+        assert_eq!(p.dirs, vec![PathBuf::from("/sys/fs/cgroup/sb")]);
+        assert_eq!(
+            p.enable[0].file,
+            Path::new("/sys/fs/cgroup/cgroup.subtree_control")
+        );
+    }
+
+    #[test]
     fn hybrid_prefers_v2_per_controller() {
         // pids bound to cgroup2, memory still on v1.
         let p = plan(
@@ -532,6 +620,15 @@ mod tests {
             p.writes.last().unwrap().file,
             Path::new("/sys/fs/cgroup/unified/y/pids.max")
         );
+    }
+
+    #[test]
+    fn owner_pid_of_sandbox_cgroups_only() {
+        let name = unique_name();
+        assert_eq!(owner_pid(&name), Some(std::process::id()));
+        assert_eq!(owner_pid("imgbuild-sandbox-42-7"), Some(42));
+        assert_eq!(owner_pid("imgbuild-sandbox-42"), None);
+        assert_eq!(owner_pid("docker-42-7"), None);
     }
 
     #[test]

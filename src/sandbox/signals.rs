@@ -147,3 +147,32 @@ impl Drop for Forwarding {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_reach_every_claimant_and_handlers_are_restored() {
+        let current = || {
+            // SAFETY: reading the current disposition only.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut old);
+                old.sa_sigaction
+            }
+        };
+        let before = current();
+        let a = Forwarding::start().unwrap();
+        let b = Forwarding::start().unwrap();
+        assert_ne!(a.fd(), b.fd());
+        // SAFETY: raising a signal whose handler is ours.
+        unsafe { libc::raise(libc::SIGUSR2) };
+        assert_eq!(a.take(), vec![libc::SIGUSR2]);
+        assert_eq!(b.take(), vec![libc::SIGUSR2]);
+        assert!(a.take().is_empty());
+        drop(a);
+        drop(b);
+        assert_eq!(current(), before);
+    }
+}

@@ -41,7 +41,8 @@ impl Drop for RawMode {
     }
 }
 
-fn copy_winsize(from: &[RawFd], master: RawFd) {
+/// Copy the window size of the first terminal among `from` (else 24×80) to the pty.
+pub(super) fn copy_winsize(from: &[RawFd], master: RawFd) {
     // SAFETY: winsize is a plain C struct; the ioctls read/write it.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
@@ -124,6 +125,17 @@ fn exit_code(status: libc::c_int) -> (i32, Option<i32>) {
     }
 }
 
+/// The terminals whose size the pty copies.
+pub(super) fn size_sources(tty_input: Option<RawFd>, tty_output: &TtyOut) -> Vec<RawFd> {
+    tty_input
+        .into_iter()
+        .chain(match tty_output {
+            TtyOut::Fd(fd) => Some(*fd),
+            _ => None,
+        })
+        .collect()
+}
+
 /// After the command exits, how long to wait for the last output before giving up on a pipe
 /// something outside the sandbox still holds.
 const DRAIN_TIMEOUT_MS: libc::c_int = 2000;
@@ -155,16 +167,9 @@ pub(super) fn wait(
         (Some(_), Some(fd)) => RawMode::enter(fd),
         _ => None,
     };
-    let size_sources: Vec<RawFd> = tty_input
-        .into_iter()
-        .chain(match tty_output {
-            TtyOut::Fd(fd) => Some(fd),
-            _ => None,
-        })
-        .collect();
+    let size_sources = size_sources(tty_input, &tty_output);
     if let Some(m) = &master {
         set_nonblocking(m.as_raw_fd());
-        copy_winsize(&size_sources, m.as_raw_fd());
     }
     let mut pending: Vec<u8> = Vec::new();
     let mut status: Option<libc::c_int> = None;

@@ -1,0 +1,100 @@
+//! The build profile on a real Debian root (`mmdebstrap --variant=minbase bookworm` from the
+//! host's apt sources, built once into the test target dir): dpkg and apt work inside, and
+//! maintainer-script style work (users, ownership) succeeds. Needs root and the mirror; skips
+//! clearly otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgbuild::sandbox::{Sandbox, Stdio};
+
+fn debian_root() -> Result<PathBuf, String> {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dest = tmp.join("sandbox-debian-root");
+    if dest.join("var/lib/dpkg/status").exists() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(tmp).map_err(|e| e.to_string())?;
+    let work = tempfile::tempdir_in(tmp).map_err(|e| e.to_string())?;
+    let staging = work.path().join("root");
+    // No mirror argument: mmdebstrap uses the host's apt sources.
+    let out = Command::new("mmdebstrap")
+        .args(["--variant=minbase", "--quiet", "bookworm"])
+        .arg(&staging)
+        .output()
+        .map_err(|e| format!("mmdebstrap: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mmdebstrap failed (mirror unreachable?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    match std::fs::rename(&staging, &dest) {
+        Ok(()) => Ok(dest),
+        Err(_) if dest.join("var/lib/dpkg/status").exists() => Ok(dest),
+        Err(e) => Err(format!("rename to {}: {e}", dest.display())),
+    }
+}
+
+fn run(root: &Path, script: &str) -> (i32, String, String) {
+    let o = Sandbox::new(root, ["/bin/sh", "-c", script])
+        .env("PATH", imgbuild::sandbox::DEFAULT_PATH)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .hostname("debian-build")
+        .stdout(Stdio::Capture)
+        .stderr(Stdio::Capture)
+        .run()
+        .expect("sandbox runs");
+    (
+        o.code,
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dpkg_apt_and_user_tools_work_in_a_debian_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: dpkg_apt_and_user_tools_work_in_a_debian_root needs root");
+        return;
+    }
+    let root = match debian_root() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("SKIP: dpkg_apt_and_user_tools_work_in_a_debian_root: {e}");
+            return;
+        }
+    };
+    let (code, out, err) = run(&root, "set -e; dpkg --audit; apt-get check -qq; dpkg -V");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "", "dpkg --audit, apt-get check or dpkg -V complained");
+    let (code, out, _) = run(&root, "hostname; echo $$; stat -c %U:%G /etc/shadow");
+    assert_eq!(code, 0);
+    assert_eq!(out, "debian-build\n1\nroot:shadow\n");
+
+    // What a postinst does: add a system user, chown its home. On a copy, so the cached root
+    // stays pristine.
+    let copy = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", root.display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, out, err) = run(
+        copy.path(),
+        "useradd --system --create-home --home-dir /var/lib/svc svc && \
+         chown -R svc:svc /var/lib/svc && stat -c %U /var/lib/svc && \
+         su -s /bin/sh -c 'id -un' svc",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "svc\nsvc\n");
+    let passwd = std::fs::read_to_string(copy.path().join("etc/passwd")).unwrap();
+    assert!(passwd.contains("\nsvc:"), "user written into the root");
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("\nsvc:x")
+    );
+}
