@@ -491,10 +491,7 @@ pub fn fetch_metadata(
     // (url of the Release text, raw bytes, detached signature)
     let (text_url, raw, detached) = match ctx.cache.mode() {
         CacheMode::Online => match ctx.fetcher.get_bytes(&inrelease_url, creds, METADATA_LIMIT) {
-            Ok(b) => {
-                remember(ctx.cache, &inrelease_url, &b)?;
-                (inrelease_url.clone(), b, None)
-            }
+            Ok(b) => (inrelease_url.clone(), b, None),
             Err(e) if e.is_not_found() => {
                 let rel = match ctx.fetcher.get_bytes(&release_url, creds, METADATA_LIMIT) {
                     Ok(b) => b,
@@ -508,10 +505,6 @@ pub fn fetch_metadata(
                     Err(e) if e.is_not_found() => None,
                     Err(e) => return Err(e.into()),
                 };
-                remember(ctx.cache, &release_url, &rel)?;
-                if let Some(s) = &sig {
-                    remember(ctx.cache, &gpg_url, s)?;
-                }
                 (release_url.clone(), rel, sig)
             }
             Err(e) => return Err(e.into()),
@@ -561,6 +554,15 @@ pub fn fetch_metadata(
         && ctx.cache.mode() == CacheMode::Online;
     if check_expiry {
         release.check_valid_until(ctx.now, &text_url)?;
+    }
+
+    // Only metadata that passed the signature check (or was explicitly trusted) enters the cache,
+    // where offline builds find it again.
+    if ctx.cache.mode() == CacheMode::Online {
+        remember(ctx.cache, &text_url, &raw)?;
+        if let Some(sig) = &detached {
+            remember(ctx.cache, &gpg_url, sig)?;
+        }
     }
 
     let archs: Vec<String> = if spec.architectures.is_empty() {
