@@ -165,6 +165,14 @@ impl Cache {
         }
         let lock_path = root.join("lock");
         let lock = open_lock_file(&lock_path)?;
+        // When nobody else has the cache open, temporary files are leftovers of a killed build:
+        // remove them. Otherwise they may be another build's writes in progress.
+        if fs4::FileExt::try_lock(&lock).is_ok() {
+            for sub in ["blobs/sha256", "refs"] {
+                remove_temp_files(&root.join(sub))?;
+            }
+            fs4::FileExt::unlock(&lock).map_err(io_err(&lock_path))?;
+        }
         fs4::FileExt::lock_shared(&lock).map_err(io_err(&lock_path))?;
         Ok(Cache {
             root,
@@ -351,6 +359,22 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+fn remove_temp_files(dir: &Path) -> Result<(), CacheError> {
+    let rd = fs::read_dir(dir).map_err(io_err(dir))?;
+    for entry in rd {
+        let entry = entry.map_err(io_err(dir))?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let p = entry.path();
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn open_lock_file(path: &Path) -> Result<File, CacheError> {
