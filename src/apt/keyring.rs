@@ -2,11 +2,13 @@
 //!
 //! A keyring file may be binary (`.gpg`, several keys concatenated) or armored (`.asc`). As with
 //! apt's `gpgv`, a key is trusted because it is in a keyring given for the repository; signing
-//! subkeys are used only when their binding to the primary key verifies.
+//! subkeys are used only when their binding to the primary key verifies. A revoked key never
+//! counts; an expired key counts only for signatures made before it expired (so metadata from a
+//! snapshot archive stays verifiable after the archive key's expiry).
 
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::{PublicSubkey, Signature};
-use pgp::types::KeyDetails;
+use pgp::packet::{PublicSubkey, Signature, SignatureType};
+use pgp::types::{KeyDetails, Tag};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -55,7 +57,77 @@ pub enum KeyringError {
 #[derive(Debug, Clone)]
 struct TrustedKey {
     primary: SignedPublicKey,
-    signing_subkeys: Vec<PublicSubkey>,
+    /// Unix time after which the primary key is expired (None: never).
+    expires: Option<u64>,
+    revoked: bool,
+    /// Subkeys with a valid binding, and their expiry.
+    signing_subkeys: Vec<(PublicSubkey, Option<u64>)>,
+}
+
+/// Expiry of a key created at `created` according to the newest of `sigs` (None: never).
+fn expiry_from(created: u32, sigs: &[&Signature]) -> Option<u64> {
+    let newest = sigs
+        .iter()
+        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))?;
+    let secs = newest.key_expiration_time()?.as_secs();
+    // Zero means "does not expire".
+    (secs != 0).then(|| u64::from(created) + u64::from(secs))
+}
+
+impl TrustedKey {
+    fn new(key: SignedPublicKey) -> TrustedKey {
+        let primary = &key.primary_key;
+        let revoked = key
+            .details
+            .revocation_signatures
+            .iter()
+            .any(|s| s.verify_key(primary).is_ok());
+        // Self-certifications that verify carry the primary key's expiry.
+        let mut certs: Vec<&Signature> = Vec::new();
+        for user in &key.details.users {
+            for sig in &user.signatures {
+                if sig
+                    .verify_certification(primary, Tag::UserId, &user.id)
+                    .is_ok()
+                {
+                    certs.push(sig);
+                }
+            }
+        }
+        // Direct-key signatures often only name revocation keys; they count for the expiry only
+        // when they set one.
+        let direct: Vec<&Signature> = key
+            .details
+            .direct_signatures
+            .iter()
+            .filter(|s| s.key_expiration_time().is_some() && s.verify_key(primary).is_ok())
+            .collect();
+        let created = primary.created_at().as_secs();
+        let expires = expiry_from(created, &certs).or_else(|| expiry_from(created, &direct));
+        let signing_subkeys = key
+            .public_subkeys
+            .iter()
+            .filter(|sk| sk.verify_bindings(primary).is_ok())
+            .filter(|sk| {
+                !sk.signatures
+                    .iter()
+                    .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
+            })
+            .map(|sk| {
+                let bindings: Vec<&Signature> = sk.signatures.iter().collect();
+                (
+                    sk.key.clone(),
+                    expiry_from(sk.key.created_at().as_secs(), &bindings),
+                )
+            })
+            .collect();
+        TrustedKey {
+            primary: key,
+            expires,
+            revoked,
+            signing_subkeys,
+        }
+    }
 }
 
 /// A set of trusted public keys.
@@ -106,16 +178,7 @@ impl Keyring {
         for key in iter {
             // One unparsable key (an algorithm this build lacks) must not hide the others.
             let Ok(key) = key else { continue };
-            let signing_subkeys = key
-                .public_subkeys
-                .iter()
-                .filter(|sk| sk.verify_bindings(&key.primary_key).is_ok())
-                .map(|sk| sk.key.clone())
-                .collect();
-            self.keys.push(TrustedKey {
-                primary: key,
-                signing_subkeys,
-            });
+            self.keys.push(TrustedKey::new(key));
             added += 1;
         }
         if added == 0 {
@@ -181,11 +244,13 @@ impl Keyring {
     }
 
     fn verify_one(&self, sig: &Signature, data: &[u8]) -> bool {
-        self.keys.iter().any(|k| {
-            sig.verify(&k.primary.primary_key, data).is_ok()
+        let made = sig.created().map(|t| u64::from(t.as_secs())).unwrap_or(0);
+        let alive = |expires: Option<u64>| expires.is_none_or(|e| made <= e);
+        self.keys.iter().filter(|k| !k.revoked).any(|k| {
+            (alive(k.expires) && sig.verify(&k.primary.primary_key, data).is_ok())
                 || k.signing_subkeys
                     .iter()
-                    .any(|sk| sig.verify(sk, data).is_ok())
+                    .any(|(sk, exp)| alive(*exp) && sig.verify(sk, data).is_ok())
         })
     }
 
@@ -240,19 +305,13 @@ impl Keyring {
     }
 
     fn bad_signature(&self, name: &str, sigs: &[Signature]) -> KeyringError {
-        let known: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| format!("{:?}", k.primary.fingerprint()))
-            .collect();
         let message = if self.keys.is_empty() {
             format!("{}; the keyring is empty", Self::describe_signers(sigs))
         } else {
             format!(
-                "{}; {} trusted key(s): {}",
+                "{}; {} trusted key(s)",
                 Self::describe_signers(sigs),
-                known.len(),
-                known.join(", ")
+                self.keys.len()
             )
         };
         KeyringError::BadSignature {
@@ -264,5 +323,45 @@ impl Keyring {
                 self.sources.join(", ")
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_or_garbage_keys_are_rejected() {
+        let mut k = Keyring::new();
+        let e = k
+            .add_bytes(b"not a key", Path::new("/k/bad.gpg"))
+            .unwrap_err();
+        assert!(e.to_string().contains("/k/bad.gpg"), "{e}");
+        assert!(k.is_empty());
+        let e = k
+            .verify_cleartext("http://r/InRelease", b"Origin: x\n")
+            .unwrap_err();
+        assert!(matches!(e, KeyringError::NotSigned { .. }), "{e}");
+    }
+
+    #[test]
+    fn reads_expiry_of_real_archive_keys() {
+        // Debian's archive keys carry an expiry date about eight years after creation.
+        let path = Path::new("/usr/share/keyrings/debian-archive-bookworm-automatic.gpg");
+        if !path.is_file() {
+            eprintln!(
+                "SKIP: reads_expiry_of_real_archive_keys needs {}",
+                path.display()
+            );
+            return;
+        }
+        let mut k = Keyring::new();
+        k.add_file(path).unwrap();
+        let key = &k.keys[0];
+        assert!(!key.revoked);
+        let created = u64::from(key.primary.primary_key.created_at().as_secs());
+        let expires = key.expires.expect("archive keys expire");
+        let years = (expires - created) / (365 * 86400);
+        assert!((5..=12).contains(&years), "{years}");
     }
 }
