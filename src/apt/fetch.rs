@@ -231,6 +231,8 @@ impl Fetcher {
             .timeout_recv_response(Some(opts.timeout))
             .timeout_per_read(Some(opts.timeout))
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+            // Repository files are compressed already and their digests are of the bytes served.
+            .accept_encoding("identity")
             .build();
         Fetcher {
             agent: config.new_agent(),

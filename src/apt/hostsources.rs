@@ -392,7 +392,7 @@ pub fn resolve(
     }
     match best {
         Some((_, s)) => Ok(Resolved {
-            uri: join(&s.uri),
+            uri: join(&expand_mirror_list(&s.uri, &s.file)?),
             signed_by: s.signed_by.clone(),
             check_valid_until: s.check_valid_until,
             trusted: s.trusted,
@@ -407,6 +407,26 @@ pub fn resolve(
             env: env_name,
         }),
     }
+}
+
+/// apt's `mirror+file:/path` method names a file listing mirrors (Debian's cloud images use it):
+/// take its first mirror. Other URIs are returned unchanged.
+fn expand_mirror_list(uri: &str, source_file: &Path) -> Result<String, HostSourcesError> {
+    let Some(rest) = uri.strip_prefix("mirror+file:") else {
+        return Ok(uri.to_string());
+    };
+    let path = PathBuf::from(rest.strip_prefix("//").unwrap_or(rest));
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.split_whitespace().next())
+        .map(|u| u.trim_end_matches('/').to_string())
+        .ok_or_else(|| HostSourcesError::Parse {
+            path: source_file.to_path_buf(),
+            line: 0,
+            message: format!("{uri}: the mirror list {} is empty", path.display()),
+        })
 }
 
 /// Read the host's sources under `apt_dir` and resolve `apt-host:/<path>` for `distribution`, with
@@ -440,6 +460,24 @@ mod tests {
         assert_eq!(v[0].check_valid_until, Some(false));
         let e = parse_one_line("deb http://only-uri\n", Path::new("y.list")).unwrap_err();
         assert!(e.to_string().starts_with("y.list:1:"), "{e}");
+    }
+
+    #[test]
+    fn mirror_list_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("debian.list");
+        std::fs::write(
+            &list,
+            "# mirrors\nhttp://m1.test/debian/ priority:1\nhttp://m2.test/debian\n",
+        )
+        .unwrap();
+        let text = format!(
+            "Types: deb\nURIs: mirror+file://{}\nSuites: bookworm\nComponents: main\n",
+            list.display()
+        );
+        let src = parse_deb822(&text, Path::new("d.sources")).unwrap();
+        let r = resolve("/", "trixie", &src, dir.path(), |_| None).unwrap();
+        assert_eq!(r.uri, "http://m1.test/debian");
     }
 
     #[test]
