@@ -253,3 +253,73 @@ fn clear_empties_the_cache() {
             .is_none()
     );
 }
+
+#[test]
+fn killed_download_leaves_no_partial_file() {
+    let repo = FakeRepo::build(RepoOptions {
+        debs: 12,
+        ..RepoOptions::default()
+    });
+    let server = Server::start(repo.root());
+    // About 50 chunks of 16 KiB, 20 ms apart: the child is caught mid-download.
+    server.throttle(Duration::from_millis(20));
+    let big = &repo.debs[11];
+    let dl = &downloads(&repo, &server.base)[11];
+    let cdir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "{}\n{} {} {}",
+        cdir.path().display(),
+        dl.url,
+        dl.expected.sha256.to_hex(),
+        big.data.len()
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_populates_cache", "--ignored", "--quiet"])
+        .env(CHILD_ENV, &spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let blob_dir = cdir.path().join("blobs/sha256");
+    let temp_files = || -> Vec<String> {
+        std::fs::read_dir(&blob_dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while temp_files().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let expected = Expected {
+        sha256: big.sha256(),
+        size: Some(big.data.len() as u64),
+    };
+    // Nothing under the real name; the partial write is only a temporary file.
+    let final_path = blob_dir.join(big.sha256().to_hex());
+    assert!(!final_path.exists());
+    assert_eq!(temp_files().len(), 1);
+    // The next build cleans up and downloads the file whole.
+    let cache = Cache::open(cdir.path(), CacheMode::Online).unwrap();
+    assert!(temp_files().is_empty());
+    let p = fetcher()
+        .fetch_to_cache(&cache, &dl.url, None, &expected)
+        .unwrap();
+    assert_eq!(std::fs::read(p).unwrap(), big.data);
+}

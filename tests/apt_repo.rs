@@ -361,6 +361,54 @@ fn retries_transient_errors_but_not_404() {
 }
 
 #[test]
+fn connection_cut_mid_body_is_retried() {
+    let repo = FakeRepo::build(RepoOptions::default());
+    let server = Server::start(repo.root());
+    let cdir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cdir.path(), CacheMode::Online).unwrap();
+    let f = fetcher();
+    let d = &repo.debs[2];
+    server.cut(&format!("/{}", d.filename), 2);
+    let url = format!("{}/{}", server.base, d.filename);
+    let expected = imgbuild::apt::cache::Expected {
+        sha256: d.sha256(),
+        size: Some(d.data.len() as u64),
+    };
+    let p = f.fetch_to_cache(&cache, &url, None, &expected).unwrap();
+    assert_eq!(std::fs::read(p).unwrap(), d.data);
+    assert_eq!(server.count(&d.filename), 3);
+    assert_eq!(blobs(cdir.path()), vec![d.sha256().to_hex()]);
+}
+
+#[test]
+fn credentials_are_sent_and_never_printed() {
+    let repo = FakeRepo::build(RepoOptions::default());
+    let server = Server::start(repo.root());
+    let cdir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cdir.path(), CacheMode::Online).unwrap();
+    let f = fetcher();
+    let empty = tempfile::tempdir().unwrap();
+    let mut spec = spec_for(&repo, &server.base);
+    spec.credentials = Some(imgbuild::apt::fetch::Credentials::parse("bob:pa55word").unwrap());
+    let md = fetch_metadata(&spec, &amd64(), &ctx(&cache, &f, empty.path())).unwrap();
+    let d = &repo.debs[0];
+    let dl = md.download(&d.filename, d.sha256(), d.data.len() as u64);
+    f.fetch_many(&cache, &[dl.clone()]).unwrap();
+    let auth = server.auth();
+    // InRelease, Packages.xz and the package.
+    assert_eq!(auth.len(), 3, "{auth:?}");
+    assert!(
+        auth.iter().all(|a| a == "Basic Ym9iOnBhNTV3b3Jk"),
+        "{auth:?}"
+    );
+    assert!(!format!("{dl:?}").contains("pa55word"));
+    // A failure message does not carry the password either.
+    let missing = md.download("pool/none.deb", d.sha256(), 1);
+    let err = f.fetch_many(&cache, &[missing]).unwrap_err();
+    assert!(!err.to_string().contains("pa55word"), "{err}");
+}
+
+#[test]
 fn release_gpg_and_by_hash() {
     let repo = FakeRepo::build(RepoOptions {
         inrelease: false,

@@ -259,6 +259,12 @@ pub struct ServerState {
     pub log: Vec<String>,
     /// Per path: statuses to answer with (first one first) before serving the file.
     pub fail: HashMap<String, Vec<u16>>,
+    /// Per path: how many times to send only half of the body and drop the connection.
+    pub cut: HashMap<String, usize>,
+    /// Pause between 16 KiB chunks of every body (to catch a client mid-download).
+    pub throttle: Option<std::time::Duration>,
+    /// `Authorization` header values received.
+    pub auth: Vec<String>,
 }
 
 /// A tiny HTTP/1.1 server for files under a root directory (one thread per connection,
@@ -304,6 +310,25 @@ impl Server {
         self.state.lock().unwrap().log.clear();
     }
 
+    /// Send only half of the body of the next `times` responses for `path`, then hang up.
+    pub fn cut(&self, path: &str, times: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .cut
+            .insert(path.to_string(), times);
+    }
+
+    /// Pause between body chunks of every response.
+    pub fn throttle(&self, pause: std::time::Duration) {
+        self.state.lock().unwrap().throttle = Some(pause);
+    }
+
+    /// `Authorization` headers received so far.
+    pub fn auth(&self) -> Vec<String> {
+        self.state.lock().unwrap().auth.clone()
+    }
+
     /// Answer the next requests for `path` with `statuses`.
     pub fn fail(&self, path: &str, statuses: &[u16]) {
         self.state
@@ -320,17 +345,38 @@ fn handle(conn: TcpStream, root: &Path, state: &Mutex<ServerState>) {
     if reader.read_line(&mut first).is_err() {
         return;
     }
+    let mut auth = None;
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    auth = Some(v.trim().to_string());
+                }
+            }
         }
     }
     let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (cut, throttle) = {
+        let mut st = state.lock().unwrap();
+        let cut = match st.cut.get_mut(&path) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        (cut, st.throttle)
+    };
     let forced = {
         let mut st = state.lock().unwrap();
+        if let Some(a) = auth {
+            st.auth.push(a);
+        }
         st.log.push(path.clone());
         st.fail.get_mut(&path).and_then(|v| {
             if v.is_empty() {
@@ -371,6 +417,22 @@ fn handle(conn: TcpStream, root: &Path, state: &Mutex<ServerState>) {
         body.len()
     );
     let _ = conn.write_all(head.as_bytes());
-    let _ = conn.write_all(&body);
+    let send = if cut {
+        &body[..body.len() / 2]
+    } else {
+        &body[..]
+    };
+    for chunk in send.chunks(16 * 1024) {
+        if conn.write_all(chunk).is_err() {
+            return;
+        }
+        if let Some(p) = throttle {
+            let _ = conn.flush();
+            std::thread::sleep(p);
+        }
+    }
     let _ = conn.flush();
+    if cut {
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    }
 }
