@@ -393,7 +393,7 @@ fn credentials_are_sent_and_never_printed() {
     let md = fetch_metadata(&spec, &amd64(), &ctx(&cache, &f, empty.path())).unwrap();
     let d = &repo.debs[0];
     let dl = md.download(&d.filename, d.sha256(), d.data.len() as u64);
-    f.fetch_many(&cache, &[dl.clone()]).unwrap();
+    f.fetch_many(&cache, std::slice::from_ref(&dl)).unwrap();
     let auth = server.auth();
     // InRelease, Packages.xz and the package.
     assert_eq!(auth.len(), 3, "{auth:?}");
