@@ -684,9 +684,24 @@ fn real_bookworm_metadata() {
         ..FetchOptions::default()
     });
     let probe = format!("{}InRelease", resolved.dist_url());
-    if let Err(e) = f.get_bytes(&probe, None, 16 << 20) {
-        eprintln!("SKIP: real_bookworm_metadata: mirror unreachable: {e}");
-        return;
+    let inrelease = match f.get_bytes(&probe, None, 16 << 20) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIP: real_bookworm_metadata: mirror unreachable: {e}");
+            return;
+        }
+    };
+    // The host's default trust (trusted.gpg.d) verifies it too, and a changed byte breaks it.
+    let host = imgbuild::apt::keyring::Keyring::host_default(apt_dir).unwrap();
+    if !host.is_empty() {
+        let text = host.verify_cleartext(&probe, &inrelease).unwrap();
+        assert!(text.contains("Codename: bookworm"));
+        let tampered = String::from_utf8(inrelease.clone()).unwrap().replacen(
+            "Codename: bookworm",
+            "Codename: bookwork",
+            1,
+        );
+        assert!(host.verify_cleartext(&probe, tampered.as_bytes()).is_err());
     }
     let cdir = tempfile::tempdir().unwrap();
     let cache = Cache::open(cdir.path(), CacheMode::Online).unwrap();
