@@ -264,7 +264,7 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
     };
     let offset = match parts.get(4).copied() {
         None | Some("UTC" | "GMT" | "Z" | "UT") => 0,
-        Some(z) if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+        Some(z) if z.len() == 5 && z.is_ascii() && (z.starts_with('+') || z.starts_with('-')) => {
             let sign = if z.starts_with('-') { -1 } else { 1 };
             let hh: i64 = z[1..3].parse().ok()?;
             let mm: i64 = z[3..5].parse().ok()?;
@@ -272,7 +272,12 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    if !(1..=31).contains(&day) || !(0..24).contains(&h) || !(0..60).contains(&mi) {
+    if !(1..=31).contains(&day)
+        || !(1900..=9999).contains(&year)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&mi)
+        || !(0..=60).contains(&sec)
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86400 + h * 3600 + mi * 60 + sec - offset)
@@ -780,6 +785,35 @@ mod tests {
             Some(1_686_387_242)
         );
         assert_eq!(parse_rfc2822("yesterday"), None);
+        assert_eq!(
+            parse_rfc2822("Sat, 10 Jun 99999999999999 08:54:02 UTC"),
+            None
+        );
+        assert_eq!(parse_rfc2822("Sat, 10 Jun 2023 08:54:02 +0é0"), None);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A small deterministic generator over the characters these formats care about.
+        let alphabet: Vec<char> = "ab0123456789 :,+-\n\t.é{}/SHA256".chars().collect();
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..3000 {
+            let len = (x % 60) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = parse_rfc2822(&s);
+            let _ = Release::parse(&s, "u");
+            let _ = Release::parse(&format!("SHA256:\n {s}\n"), "u");
+            let _ = RepoSpec::parse_tuple(&s);
+            let _ = hostsources::parse_one_line(&s, Path::new("x"));
+            let _ = hostsources::parse_deb822(&s, Path::new("x"));
+        }
     }
 
     #[test]
