@@ -714,3 +714,57 @@ fn real_bookworm_metadata() {
     assert!(text.contains("\nPackage: bash\n"));
     assert!(text.len() > 10_000_000, "{}", text.len());
 }
+
+#[test]
+fn several_repositories_at_once() {
+    let a = FakeRepo::build(RepoOptions::default());
+    let b = FakeRepo::build(RepoOptions {
+        dist: None,
+        debs: 1,
+        ..RepoOptions::default()
+    });
+    let server = Server::start(a.root());
+    let cdir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cdir.path(), CacheMode::Online).unwrap();
+    let f = fetcher();
+    let empty = tempfile::tempdir().unwrap();
+    let mut flat = spec_for(&b, &format!("file://{}", b.root().display()));
+    flat.alias = Some("flat".into());
+    flat.repository_gpgcheck = Some(false);
+    let specs = vec![spec_for(&a, &server.base), flat];
+    let mds = imgbuild::apt::release::fetch_all_metadata(
+        &specs,
+        &amd64(),
+        &ctx(&cache, &f, empty.path()),
+    )
+    .unwrap();
+    assert_eq!(mds.len(), 2);
+    assert_eq!(mds[0].packages[0].read().unwrap(), a.packages.as_bytes());
+    assert_eq!(mds[1].packages[0].read().unwrap(), b.packages.as_bytes());
+    assert_eq!(
+        mds[0]
+            .repo
+            .sources_entry(Some("/usr/share/keyrings/test.gpg")),
+        format!(
+            "Types: deb\nURIs: {}\nSuites: test\nComponents: main\nSigned-By: /usr/share/keyrings/test.gpg\n",
+            server.base
+        )
+    );
+    assert_eq!(
+        mds[1].repo.sources_entry(None),
+        format!(
+            "Types: deb\nURIs: file://{}\nSuites: ./\nTrusted: yes\n",
+            b.root().display()
+        )
+    );
+    // A failing repository fails the whole set, named.
+    let mut bad = spec_for(&a, &server.base);
+    bad.distribution = Some("nosuch".into());
+    let err = imgbuild::apt::release::fetch_all_metadata(
+        &[specs[0].clone(), bad],
+        &amd64(),
+        &ctx(&cache, &f, empty.path()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/dists/nosuch/InRelease"), "{err}");
+}

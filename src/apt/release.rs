@@ -413,6 +413,36 @@ impl ResolvedRepo {
         Ok(k)
     }
 
+    /// This repository as a deb822 apt sources paragraph (for `imageinclude` repositories written
+    /// into the image). `keyring_in_image` is the `Signed-By` path inside the image, if any.
+    pub fn sources_entry(&self, keyring_in_image: Option<&str>) -> String {
+        let mut out = String::from("Types: deb\n");
+        out.push_str(&format!("URIs: {}\n", self.base_uri));
+        if self.spec.is_flat() {
+            out.push_str("Suites: ./\n");
+        } else {
+            let dist = self.spec.distribution.as_deref().unwrap_or_default();
+            out.push_str(&format!("Suites: {dist}\n"));
+            out.push_str(&format!("Components: {}\n", self.spec.components.join(" ")));
+        }
+        if !self.spec.architectures.is_empty() {
+            out.push_str(&format!(
+                "Architectures: {}\n",
+                self.spec.architectures.join(" ")
+            ));
+        }
+        if let Some(k) = keyring_in_image {
+            out.push_str(&format!("Signed-By: {k}\n"));
+        }
+        if !self.spec.gpgcheck() {
+            out.push_str("Trusted: yes\n");
+        }
+        if !self.check_valid_until {
+            out.push_str("Check-Valid-Until: no\n");
+        }
+        out
+    }
+
     /// URL of a file named by a Packages `Filename` field.
     pub fn file_url(&self, filename: &str) -> String {
         format!("{}/{}", self.base_uri, filename.trim_start_matches("./"))
@@ -629,6 +659,34 @@ pub fn fetch_metadata(
         release,
         packages,
     })
+}
+
+/// [`fetch_metadata`] for several repositories at once (their InRelease round trips overlap).
+/// Results are in the order of `specs`; the first failure in that order is returned.
+pub fn fetch_all_metadata(
+    specs: &[RepoSpec],
+    architectures: &[String],
+    ctx: &RepoContext<'_>,
+) -> Result<Vec<RepoMetadata>, ReleaseError> {
+    let results: Vec<Result<RepoMetadata, ReleaseError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|spec| s.spawn(move || fetch_metadata(spec, architectures, ctx)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(specs)
+            .map(|(h, spec)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ReleaseError::Parse {
+                        url: spec.source.clone(),
+                        message: "metadata worker panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 fn remember(cache: &Cache, url: &str, data: &[u8]) -> Result<(), CacheError> {
