@@ -440,7 +440,16 @@ impl Fetcher {
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = match r.read(&mut buf) {
-                    Ok(0) => return Ok(Ok(w)),
+                    // A body that ends early is a broken transfer, worth another attempt.
+                    Ok(0) => match expected.size {
+                        Some(size) if w.written() < size => {
+                            return Ok(Err(format!(
+                                "the transfer ended after {} of {size} bytes",
+                                w.written()
+                            )));
+                        }
+                        _ => return Ok(Ok(w)),
+                    },
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Ok(Err(e.to_string())),
