@@ -2,6 +2,12 @@
 //! signature checks, the solver, the download cache and `.deb` reading. Never touches a root tree
 //! except through [`crate::confine`].
 
+pub mod cache;
 pub mod control;
 pub mod deb;
+pub mod fetch;
+pub mod hostsources;
+pub mod keyring;
 pub mod lock;
+pub mod release;
+pub mod repo;

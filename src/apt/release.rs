@@ -1,0 +1,895 @@
+//! Repository metadata: fetch and verify `InRelease` (or `Release` + `Release.gpg`), parse it, and
+//! fetch the `Packages` indexes it pins, checked against its sha256 sums and handed on decompressed.
+//!
+//! A warm build makes one request per repository (InRelease): every index is looked up in the cache
+//! by the sha256 the signed Release gives, including the decompressed form when Release lists it.
+
+use crate::apt::cache::{Cache, CacheError, CacheMode, Expected, Sha256Digest};
+use crate::apt::control;
+use crate::apt::fetch::{Credentials, Download, FetchError, Fetcher, METADATA_LIMIT};
+use crate::apt::hostsources::{self, HostSourcesError, SignedBy};
+use crate::apt::keyring::{Keyring, KeyringError};
+use crate::apt::repo::{APT_HOST_SCHEME, RepoError, RepoSpec};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Environment variable that turns the `Valid-Until` check off (`0`, `no`, `false`) or forces it on.
+pub const ENV_CHECK_VALID_UNTIL: &str = "IMGBUILD_CHECK_VALID_UNTIL";
+
+/// Errors reading a repository's metadata. Each names the URL (and cache path) involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The repository specification is unusable.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// `apt-host:/` could not be resolved.
+    #[error(transparent)]
+    HostSources(#[from] HostSourcesError),
+    /// Key loading or signature checking failed.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// A download failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The cache failed or (offline) lacks a file.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The repository publishes no signature and checking is on.
+    #[error(
+        "{url}: the repository metadata is not signed (no InRelease, no Release.gpg); refused (set repository_gpgcheck=\"false\" to accept unsigned metadata)"
+    )]
+    Unsigned {
+        /// The Release URL.
+        url: String,
+    },
+    /// Neither InRelease nor Release exists.
+    #[error("{url}: no InRelease or Release file found")]
+    NoRelease {
+        /// The InRelease URL.
+        url: String,
+    },
+    /// Release is malformed.
+    #[error("{url}: {message}")]
+    Parse {
+        /// The Release URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Release file's `Valid-Until` has passed.
+    #[error(
+        "{url}: the metadata expired (Valid-Until {valid_until}); a snapshot mirror needs the check off: repository check_valid_until false, the host's check-valid-until=no, or {env}=0"
+    )]
+    Expired {
+        /// The Release URL.
+        url: String,
+        /// The Valid-Until value.
+        valid_until: String,
+        /// The environment override.
+        env: &'static str,
+    },
+    /// Release does not list a wanted index.
+    #[error("{url}: Release lists no {path} (Packages, Packages.xz or Packages.gz)")]
+    MissingIndex {
+        /// The Release URL.
+        url: String,
+        /// The index path wanted.
+        path: String,
+    },
+    /// A component is not in the Release's `Components`.
+    #[error("{url}: component {component:?} is not in the repository (Components: {available})")]
+    MissingComponent {
+        /// The Release URL.
+        url: String,
+        /// The component wanted.
+        component: String,
+        /// What Release lists.
+        available: String,
+    },
+    /// An architecture is not in the Release's `Architectures`.
+    #[error("{url}: architecture {arch:?} is not in the repository (Architectures: {available})")]
+    MissingArchitecture {
+        /// The Release URL.
+        url: String,
+        /// The architecture wanted.
+        arch: String,
+        /// What Release lists.
+        available: String,
+    },
+    /// A compressed index could not be decompressed.
+    #[error("{url}: cannot decompress {path}: {source}")]
+    Decompress {
+        /// The index URL.
+        url: String,
+        /// The cached compressed file.
+        path: PathBuf,
+        /// The decoder error.
+        source: io::Error,
+    },
+}
+
+/// One file listed in the Release's SHA256 section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// sha256 of the file.
+    pub sha256: Sha256Digest,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl IndexEntry {
+    /// As an [`Expected`] for the cache.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            sha256: self.sha256,
+            size: Some(self.size),
+        }
+    }
+}
+
+/// A parsed Release file (the parts imgbuild uses).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Release {
+    /// `Origin`.
+    pub origin: Option<String>,
+    /// `Suite`.
+    pub suite: Option<String>,
+    /// `Codename`.
+    pub codename: Option<String>,
+    /// `Architectures`.
+    pub architectures: Vec<String>,
+    /// `Components`.
+    pub components: Vec<String>,
+    /// `Acquire-By-Hash: yes`.
+    pub acquire_by_hash: bool,
+    /// `Date`, as given.
+    pub date: Option<String>,
+    /// `Valid-Until`, as given.
+    pub valid_until: Option<String>,
+    /// The SHA256 section: path relative to the Release file → entry.
+    pub sha256: BTreeMap<String, IndexEntry>,
+}
+
+impl Release {
+    /// Parse Release text; `url` names it in errors.
+    pub fn parse(text: &str, url: &str) -> Result<Release, ReleaseError> {
+        let perr = |message: String| ReleaseError::Parse {
+            url: url.to_string(),
+            message,
+        };
+        let paragraphs = control::parse(text).map_err(|e| perr(e.to_string()))?;
+        let Some(p) = paragraphs.first() else {
+            return Err(perr("empty Release file".into()));
+        };
+        let words = |f: &str| -> Vec<String> {
+            p.get(f)
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        let mut sha256 = BTreeMap::new();
+        let Some(section) = p.get("SHA256") else {
+            return Err(perr(
+                "no SHA256 section (MD5/SHA1-only repositories are not accepted)".into(),
+            ));
+        };
+        for (i, line) in section.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let [hash, size, path] = parts[..] else {
+                return Err(perr(format!(
+                    "SHA256 line {}: expected 'sha256 size path', found {line:?}",
+                    i + 1
+                )));
+            };
+            let sha = hash
+                .parse::<Sha256Digest>()
+                .map_err(|e| perr(format!("SHA256 entry {path}: {e}")))?;
+            let size = size
+                .parse::<u64>()
+                .map_err(|_| perr(format!("SHA256 entry {path}: bad size {size:?}")))?;
+            sha256.insert(path.to_string(), IndexEntry { sha256: sha, size });
+        }
+        Ok(Release {
+            origin: p.get("Origin").map(str::to_string),
+            suite: p.get("Suite").map(str::to_string),
+            codename: p.get("Codename").map(str::to_string),
+            architectures: words("Architectures"),
+            components: words("Components"),
+            acquire_by_hash: p
+                .get("Acquire-By-Hash")
+                .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            date: p.get("Date").map(str::to_string),
+            valid_until: p.get("Valid-Until").map(str::to_string),
+            sha256,
+        })
+    }
+
+    /// Fail when `Valid-Until` is before `now`.
+    pub fn check_valid_until(&self, now: SystemTime, url: &str) -> Result<(), ReleaseError> {
+        let Some(v) = &self.valid_until else {
+            return Ok(());
+        };
+        let until = parse_rfc2822(v).ok_or_else(|| ReleaseError::Parse {
+            url: url.to_string(),
+            message: format!("Valid-Until {v:?} is not a date"),
+        })?;
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if now > until {
+            return Err(ReleaseError::Expired {
+                url: url.to_string(),
+                valid_until: v.clone(),
+                env: ENV_CHECK_VALID_UNTIL,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch for a Release date such as `Sat, 10 Jun 2023 08:54:02 UTC`.
+pub fn parse_rfc2822(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.split_once(',').map(|(_, r)| r.trim()).unwrap_or(s);
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() < 4 {
+        return None;
+    }
+    let day: i64 = parts[0].parse().ok()?;
+    let months = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = months
+        .iter()
+        .position(|m| parts[1].to_ascii_lowercase().starts_with(m))? as i64
+        + 1;
+    let year: i64 = parts[2].parse().ok()?;
+    let hms: Vec<i64> = parts[3]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (h, mi, sec) = match hms[..] {
+        [h, m, s] => (h, m, s),
+        [h, m] => (h, m, 0),
+        _ => return None,
+    };
+    let offset = match parts.get(4).copied() {
+        None | Some("UTC" | "GMT" | "Z" | "UT") => 0,
+        Some(z) if z.len() == 5 && z.is_ascii() && (z.starts_with('+') || z.starts_with('-')) => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let hh: i64 = z[1..3].parse().ok()?;
+            let mm: i64 = z[3..5].parse().ok()?;
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return None,
+    };
+    if !(1..=31).contains(&day)
+        || !(1900..=9999).contains(&year)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&mi)
+        || !(0..=60).contains(&sec)
+    {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+// Howard Hinnant's days-from-civil algorithm (proleptic Gregorian calendar).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// Settings shared by every repository of a build.
+#[derive(Debug, Clone)]
+pub struct RepoContext<'a> {
+    /// The download cache.
+    pub cache: &'a Cache,
+    /// The downloader.
+    pub fetcher: &'a Fetcher,
+    /// The host's apt directory (`/etc/apt`): sources for `apt-host:/`, default trusted keys.
+    pub apt_dir: PathBuf,
+    /// The time Valid-Until is checked against.
+    pub now: SystemTime,
+    /// Global Valid-Until override (the [`ENV_CHECK_VALID_UNTIL`] variable); `None` keeps each
+    /// repository's own setting.
+    pub check_valid_until: Option<bool>,
+}
+
+impl<'a> RepoContext<'a> {
+    /// A context using the host's `/etc/apt`, the current time and the environment override.
+    pub fn new(cache: &'a Cache, fetcher: &'a Fetcher) -> RepoContext<'a> {
+        RepoContext {
+            cache,
+            fetcher,
+            apt_dir: PathBuf::from(hostsources::DEFAULT_APT_DIR),
+            now: SystemTime::now(),
+            check_valid_until: std::env::var(ENV_CHECK_VALID_UNTIL).ok().and_then(|v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "0" | "no" | "false" | "off" => Some(false),
+                    "1" | "yes" | "true" | "on" => Some(true),
+                    _ => None,
+                }
+            }),
+        }
+    }
+}
+
+/// A repository with its location resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedRepo {
+    /// The specification.
+    pub spec: RepoSpec,
+    /// The archive root URI (where `dists/` and `pool/` are, or the flat repository's directory),
+    /// without trailing slash.
+    pub base_uri: String,
+    /// Keyring files to trust (empty: the host default).
+    pub keyrings: Vec<PathBuf>,
+    /// An inline key block from the host's sources.
+    pub inline_key: Option<String>,
+    /// Whether to check Valid-Until.
+    pub check_valid_until: bool,
+}
+
+impl ResolvedRepo {
+    /// Resolve `spec` (`apt-host:/` through the host's sources under `apt_dir`).
+    pub fn resolve(spec: &RepoSpec, apt_dir: &Path) -> Result<ResolvedRepo, ReleaseError> {
+        spec.check_supported()?;
+        let mut keyrings = spec.signing_key_paths()?;
+        let mut inline_key = None;
+        let mut check = spec.check_valid_until;
+        let base_uri = if let Some(path) = spec.source.strip_prefix(APT_HOST_SCHEME) {
+            let dist = spec.distribution.clone().unwrap_or_default();
+            let r = hostsources::resolve_from_host(path, &dist, apt_dir)?;
+            if keyrings.is_empty() {
+                match r.signed_by {
+                    Some(SignedBy::Files(f)) => keyrings = f,
+                    Some(SignedBy::Inline(k)) => inline_key = Some(k),
+                    None => {}
+                }
+            }
+            check = check.or(r.check_valid_until);
+            r.uri
+        } else {
+            let base = spec.source.trim_end_matches('/').to_string();
+            if keyrings.is_empty() {
+                // Trust what the host's sources say for the same archive, as apt would.
+                let host = hostsources::read_host_sources(apt_dir).unwrap_or_default();
+                for h in host.iter().filter(|h| h.uri == base) {
+                    if let Some(SignedBy::Files(f)) = &h.signed_by {
+                        keyrings.extend(f.iter().cloned());
+                    }
+                    check = check.or(h.check_valid_until);
+                }
+                keyrings.sort();
+                keyrings.dedup();
+            }
+            base
+        };
+        Ok(ResolvedRepo {
+            spec: spec.clone(),
+            base_uri,
+            keyrings,
+            inline_key,
+            check_valid_until: check.unwrap_or(true),
+        })
+    }
+
+    /// The directory URL holding (In)Release, with trailing slash.
+    pub fn dist_url(&self) -> String {
+        match &self.spec.distribution {
+            Some(d) if !self.spec.is_flat() => format!("{}/dists/{}/", self.base_uri, d),
+            _ => format!("{}/", self.base_uri),
+        }
+    }
+
+    /// The keys trusted for this repository.
+    pub fn keyring(&self, apt_dir: &Path) -> Result<Keyring, KeyringError> {
+        let mut k = if self.keyrings.is_empty() && self.inline_key.is_none() {
+            Keyring::host_default(apt_dir)?
+        } else {
+            Keyring::new()
+        };
+        for f in &self.keyrings {
+            k.add_file(f)?;
+        }
+        if let Some(inline) = &self.inline_key {
+            k.add_bytes(inline.as_bytes(), Path::new("inline Signed-By key"))?;
+        }
+        Ok(k)
+    }
+
+    /// This repository as a deb822 apt sources paragraph (for `imageinclude` repositories written
+    /// into the image). `keyring_in_image` is the `Signed-By` path inside the image, if any.
+    pub fn sources_entry(&self, keyring_in_image: Option<&str>) -> String {
+        let mut out = String::from("Types: deb\n");
+        out.push_str(&format!("URIs: {}\n", self.base_uri));
+        if self.spec.is_flat() {
+            out.push_str("Suites: ./\n");
+        } else {
+            let dist = self.spec.distribution.as_deref().unwrap_or_default();
+            out.push_str(&format!("Suites: {dist}\n"));
+            out.push_str(&format!("Components: {}\n", self.spec.components.join(" ")));
+        }
+        if !self.spec.architectures.is_empty() {
+            out.push_str(&format!(
+                "Architectures: {}\n",
+                self.spec.architectures.join(" ")
+            ));
+        }
+        if let Some(k) = keyring_in_image {
+            out.push_str(&format!("Signed-By: {k}\n"));
+        }
+        if !self.spec.gpgcheck() {
+            out.push_str("Trusted: yes\n");
+        }
+        if !self.check_valid_until {
+            out.push_str("Check-Valid-Until: no\n");
+        }
+        out
+    }
+
+    /// URL of a file named by a Packages `Filename` field.
+    pub fn file_url(&self, filename: &str) -> String {
+        format!("{}/{}", self.base_uri, filename.trim_start_matches("./"))
+    }
+}
+
+/// A verified, decompressed Packages index in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagesIndex {
+    /// Component (`main`); empty for flat repositories.
+    pub component: String,
+    /// Architecture (`amd64`).
+    pub architecture: String,
+    /// The URL of the index as listed in Release (uncompressed name).
+    pub url: String,
+    /// The decompressed Packages file in the cache.
+    pub path: PathBuf,
+}
+
+impl PackagesIndex {
+    /// The index text.
+    pub fn read(&self) -> Result<Vec<u8>, CacheError> {
+        std::fs::read(&self.path).map_err(|source| CacheError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// A repository whose metadata has been fetched and verified.
+#[derive(Debug, Clone)]
+pub struct RepoMetadata {
+    /// Where the repository is.
+    pub repo: ResolvedRepo,
+    /// The URL the Release text came from.
+    pub release_url: String,
+    /// sha256 of the (In)Release file as fetched.
+    pub release_digest: Sha256Digest,
+    /// Whether a signature was checked (false only with `repository_gpgcheck=false`).
+    pub verified: bool,
+    /// The parsed Release.
+    pub release: Release,
+    /// The Packages indexes, one per component and architecture, in that order.
+    pub packages: Vec<PackagesIndex>,
+}
+
+impl RepoMetadata {
+    /// A download for a package file named by its Packages `Filename`, `SHA256` and `Size`.
+    pub fn download(&self, filename: &str, sha256: Sha256Digest, size: u64) -> Download {
+        Download {
+            url: self.repo.file_url(filename),
+            expected: Expected {
+                sha256,
+                size: Some(size),
+            },
+            credentials: self.repo.spec.credentials.clone(),
+        }
+    }
+}
+
+enum Compression {
+    Xz,
+    Gz,
+    None,
+}
+
+/// Fetch (or, offline, read from the cache) and verify a repository's Release and its Packages
+/// indexes for `architectures` (the spec's own list wins when it has one).
+pub fn fetch_metadata(
+    spec: &RepoSpec,
+    architectures: &[String],
+    ctx: &RepoContext<'_>,
+) -> Result<RepoMetadata, ReleaseError> {
+    let repo = ResolvedRepo::resolve(spec, &ctx.apt_dir)?;
+    let creds = spec.credentials.as_ref();
+    let dist_url = repo.dist_url();
+    let inrelease_url = format!("{dist_url}InRelease");
+    let release_url = format!("{dist_url}Release");
+    let gpg_url = format!("{dist_url}Release.gpg");
+
+    // (url of the Release text, raw bytes, detached signature)
+    let (text_url, raw, detached) = match ctx.cache.mode() {
+        CacheMode::Online => match ctx.fetcher.get_bytes(&inrelease_url, creds, METADATA_LIMIT) {
+            Ok(b) => (inrelease_url.clone(), b, None),
+            Err(e) if e.is_not_found() => {
+                let rel = match ctx.fetcher.get_bytes(&release_url, creds, METADATA_LIMIT) {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => {
+                        return Err(ReleaseError::NoRelease { url: inrelease_url });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let sig = match ctx.fetcher.get_bytes(&gpg_url, creds, METADATA_LIMIT) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
+                };
+                (release_url.clone(), rel, sig)
+            }
+            Err(e) => return Err(e.into()),
+        },
+        CacheMode::Offline => {
+            if let Some(b) = ctx.cache.read_ref(&inrelease_url)? {
+                (inrelease_url.clone(), b, None)
+            } else if let Some(b) = ctx.cache.read_ref(&release_url)? {
+                let sig = ctx.cache.read_ref(&gpg_url)?;
+                (release_url.clone(), b, sig)
+            } else {
+                return Err(CacheError::Missing {
+                    name: inrelease_url.clone(),
+                    path: ctx.cache.ref_location(&inrelease_url),
+                }
+                .into());
+            }
+        }
+    };
+    let release_digest = Sha256Digest::of(&raw);
+
+    let gpgcheck = spec.gpgcheck();
+    let text = if text_url == inrelease_url {
+        if gpgcheck {
+            let keyring = repo.keyring(&ctx.apt_dir)?;
+            keyring.verify_cleartext(&text_url, &raw)?
+        } else {
+            unverified_cleartext(&text_url, &raw)?
+        }
+    } else {
+        if gpgcheck {
+            let Some(sig) = &detached else {
+                return Err(ReleaseError::Unsigned { url: release_url });
+            };
+            let keyring = repo.keyring(&ctx.apt_dir)?;
+            keyring.verify_detached(&text_url, &raw, sig)?;
+        }
+        String::from_utf8(raw.clone()).map_err(|e| ReleaseError::Parse {
+            url: text_url.clone(),
+            message: e.to_string(),
+        })?
+    };
+    let release = Release::parse(&text, &text_url)?;
+    // Offline builds reuse metadata that was checked when it was fetched; an expiry date that has
+    // passed since must not break a hermetic rebuild.
+    let check_expiry = ctx.check_valid_until.unwrap_or(repo.check_valid_until)
+        && ctx.cache.mode() == CacheMode::Online;
+    if check_expiry {
+        release.check_valid_until(ctx.now, &text_url)?;
+    }
+
+    // Only metadata that passed the signature check (or was explicitly trusted) enters the cache,
+    // where offline builds find it again.
+    if ctx.cache.mode() == CacheMode::Online {
+        remember(ctx.cache, &text_url, &raw)?;
+        if let Some(sig) = &detached {
+            remember(ctx.cache, &gpg_url, sig)?;
+        }
+    }
+
+    let archs: Vec<String> = if spec.architectures.is_empty() {
+        architectures.to_vec()
+    } else {
+        spec.architectures.clone()
+    };
+    let flat = spec.is_flat();
+    let components: Vec<String> = if flat {
+        vec![String::new()]
+    } else {
+        spec.components.clone()
+    };
+    if !flat {
+        for c in &components {
+            if !release.components.is_empty() && !release.components.iter().any(|rc| rc == c) {
+                return Err(ReleaseError::MissingComponent {
+                    url: text_url.clone(),
+                    component: c.clone(),
+                    available: release.components.join(" "),
+                });
+            }
+        }
+        for a in &archs {
+            if !release.architectures.is_empty()
+                && a != "all"
+                && !release.architectures.iter().any(|ra| ra == a)
+            {
+                return Err(ReleaseError::MissingArchitecture {
+                    url: text_url.clone(),
+                    arch: a.clone(),
+                    available: release.architectures.join(" "),
+                });
+            }
+        }
+    }
+
+    let mut packages = Vec::new();
+    for comp in &components {
+        for arch in &archs {
+            let dir = if flat {
+                String::new()
+            } else {
+                format!("{comp}/binary-{arch}/")
+            };
+            let idx = fetch_packages(ctx, &repo, &release, &text_url, &dist_url, &dir)?;
+            packages.push(PackagesIndex {
+                component: comp.clone(),
+                architecture: arch.clone(),
+                ..idx
+            });
+        }
+    }
+    Ok(RepoMetadata {
+        repo,
+        release_url: text_url,
+        release_digest,
+        verified: gpgcheck,
+        release,
+        packages,
+    })
+}
+
+/// [`fetch_metadata`] for several repositories at once (their InRelease round trips overlap).
+/// Results are in the order of `specs`; the first failure in that order is returned.
+pub fn fetch_all_metadata(
+    specs: &[RepoSpec],
+    architectures: &[String],
+    ctx: &RepoContext<'_>,
+) -> Result<Vec<RepoMetadata>, ReleaseError> {
+    let results: Vec<Result<RepoMetadata, ReleaseError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|spec| s.spawn(move || fetch_metadata(spec, architectures, ctx)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(specs)
+            .map(|(h, spec)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ReleaseError::Parse {
+                        url: spec.source.clone(),
+                        message: "metadata worker panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+fn remember(cache: &Cache, url: &str, data: &[u8]) -> Result<(), CacheError> {
+    let (digest, _) = cache.insert_bytes(url, data)?;
+    cache.set_ref(url, &digest)
+}
+
+/// The Release text inside an InRelease file without checking the signature
+/// (`repository_gpgcheck=false`).
+fn unverified_cleartext(url: &str, raw: &[u8]) -> Result<String, ReleaseError> {
+    let text = std::str::from_utf8(raw).map_err(|e| ReleaseError::Parse {
+        url: url.to_string(),
+        message: e.to_string(),
+    })?;
+    match pgp::composed::CleartextSignedMessage::from_string(text) {
+        Ok((msg, _)) => Ok(msg.signed_text().replace("\r\n", "\n")),
+        // Some unsigned repositories publish plain Release text as InRelease.
+        Err(_) if !text.contains("-----BEGIN PGP") => Ok(text.to_string()),
+        Err(e) => Err(ReleaseError::Parse {
+            url: url.to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Fetch one Packages index under `dir` (`main/binary-amd64/` or empty for flat repositories).
+fn fetch_packages(
+    ctx: &RepoContext<'_>,
+    repo: &ResolvedRepo,
+    release: &Release,
+    release_url: &str,
+    dist_url: &str,
+    dir: &str,
+) -> Result<PackagesIndex, ReleaseError> {
+    let plain_rel = format!("{dir}Packages");
+    let url = format!("{dist_url}{plain_rel}");
+    let plain = release.sha256.get(&plain_rel).copied();
+    // Warm path: the decompressed index is pinned by Release and already cached.
+    if let Some(p) = plain
+        && let Some(path) = ctx.cache.get(&p.expected())?
+    {
+        return Ok(PackagesIndex {
+            component: String::new(),
+            architecture: String::new(),
+            url,
+            path,
+        });
+    }
+    let choice = [
+        (".xz", Compression::Xz),
+        (".gz", Compression::Gz),
+        ("", Compression::None),
+    ]
+    .into_iter()
+    .find_map(|(ext, c)| {
+        let rel = format!("{plain_rel}{ext}");
+        release.sha256.get(&rel).map(|e| (rel, *e, c))
+    });
+    let Some((rel, entry, compression)) = choice else {
+        return Err(ReleaseError::MissingIndex {
+            url: release_url.to_string(),
+            path: plain_rel,
+        });
+    };
+    let creds = repo.spec.credentials.as_ref();
+    let file_url = format!("{dist_url}{rel}");
+    let compressed = fetch_index_file(ctx, release, dist_url, dir, &file_url, creds, &entry)?;
+    let path = match compression {
+        Compression::None => compressed,
+        Compression::Xz | Compression::Gz => {
+            let file = File::open(&compressed).map_err(|source| CacheError::Io {
+                path: compressed.clone(),
+                source,
+            })?;
+            let mut reader: Box<dyn Read> = match compression {
+                Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+                    io::BufReader::new(file),
+                )),
+                _ => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file))),
+            };
+            let derr = |source| ReleaseError::Decompress {
+                url: file_url.clone(),
+                path: compressed.clone(),
+                source,
+            };
+            match plain {
+                // Release pins the decompressed form too: verify it on the way into the cache.
+                Some(p) => {
+                    let mut w = ctx.cache.writer(&url, p.expected())?;
+                    copy_decoded(&mut reader, &mut w).map_err(derr)?;
+                    w.commit()?
+                }
+                None => {
+                    let mut data = Vec::new();
+                    reader.read_to_end(&mut data).map_err(derr)?;
+                    ctx.cache.insert_bytes(&url, &data)?.1
+                }
+            }
+        }
+    };
+    Ok(PackagesIndex {
+        component: String::new(),
+        architecture: String::new(),
+        url,
+        path,
+    })
+}
+
+fn copy_decoded(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<()> {
+    io::copy(r, w).map(|_| ())
+}
+
+/// Fetch an index file pinned by Release, through `by-hash/` when the repository offers it.
+fn fetch_index_file(
+    ctx: &RepoContext<'_>,
+    release: &Release,
+    dist_url: &str,
+    dir: &str,
+    file_url: &str,
+    creds: Option<&Credentials>,
+    entry: &IndexEntry,
+) -> Result<PathBuf, ReleaseError> {
+    let expected = entry.expected();
+    if release.acquire_by_hash && ctx.cache.mode() == CacheMode::Online {
+        let by_hash = format!("{dist_url}{dir}by-hash/SHA256/{}", entry.sha256.to_hex());
+        match ctx
+            .fetcher
+            .fetch_to_cache(ctx.cache, &by_hash, creds, &expected)
+        {
+            Ok(p) => return Ok(p),
+            // Mirrors may lag on by-hash; the plain name is checked against the same digest.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(ctx
+        .fetcher
+        .fetch_to_cache(ctx.cache, file_url, creds, &expected)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(
+            parse_rfc2822("Sat, 10 Jun 2023 08:54:02 UTC"),
+            Some(1_686_387_242)
+        );
+        assert_eq!(
+            parse_rfc2822("Sat, 10 Jun 2023 10:54:02 +0200"),
+            Some(1_686_387_242)
+        );
+        assert_eq!(parse_rfc2822("yesterday"), None);
+        assert_eq!(
+            parse_rfc2822("Sat, 10 Jun 99999999999999 08:54:02 UTC"),
+            None
+        );
+        assert_eq!(parse_rfc2822("Sat, 10 Jun 2023 08:54:02 +0é0"), None);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A small deterministic generator over the characters these formats care about.
+        let alphabet: Vec<char> = "ab0123456789 :,+-\n\t.é{}/SHA256".chars().collect();
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..3000 {
+            let len = (x % 60) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = parse_rfc2822(&s);
+            let _ = Release::parse(&s, "u");
+            let _ = Release::parse(&format!("SHA256:\n {s}\n"), "u");
+            let _ = RepoSpec::parse_tuple(&s);
+            let _ = hostsources::parse_one_line(&s, Path::new("x"));
+            let _ = hostsources::parse_deb822(&s, Path::new("x"));
+        }
+    }
+
+    #[test]
+    fn parses_release() {
+        let text = "Origin: Debian\nSuite: stable\nCodename: bookworm\nDate: Sat, 10 Jun 2023 08:54:02 UTC\nValid-Until: Sat, 17 Jun 2023 08:54:02 UTC\nAcquire-By-Hash: yes\nArchitectures: all amd64 arm64\nComponents: main contrib\nMD5Sum:\n 0123 10 main/binary-amd64/Packages\nSHA256:\n ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad 3 main/binary-amd64/Packages\n ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad     3 main/binary-amd64/Packages.xz\n";
+        let r = Release::parse(text, "u").unwrap();
+        assert_eq!(r.codename.as_deref(), Some("bookworm"));
+        assert!(r.acquire_by_hash);
+        assert_eq!(r.architectures, vec!["all", "amd64", "arm64"]);
+        assert_eq!(r.sha256.len(), 2);
+        assert_eq!(r.sha256["main/binary-amd64/Packages.xz"].size, 3);
+        let before = UNIX_EPOCH + std::time::Duration::from_secs(1_686_387_242);
+        r.check_valid_until(before, "u").unwrap();
+        let after = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let e = r.check_valid_until(after, "u").unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        assert!(Release::parse("Origin: x\n", "u").is_err());
+        let e = Release::parse("SHA256:\n zz 1 a\n", "http://r/Release").unwrap_err();
+        assert!(e.to_string().starts_with("http://r/Release"), "{e}");
+    }
+}
