@@ -141,6 +141,40 @@ fn mount_relative(cwd: &Path, target: &Path, data: &str) -> Result<()> {
     }
 }
 
+/// Mount an overlay on `target` with `lowers` (top first), `upper` and `work` given relative to
+/// `base`. Absolute paths are used while the options fit in the page mount(2) copies (NUL
+/// included); beyond that the mount is made from a child whose working directory is `base`.
+fn mount_overlay(
+    base: &Path,
+    target: &Path,
+    lowers: &[String],
+    upper: &str,
+    work: &str,
+) -> Result<()> {
+    let abs = mount_options(&format!("{}/", base.display()), lowers, upper, work);
+    if abs.len() < page_size() {
+        return nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(abs.as_str()),
+        )
+        .map_err(|e| StorageError::sys("mount overlay", target, e));
+    }
+    let relative = mount_options("", lowers, upper, work);
+    if relative.len() >= page_size() {
+        return Err(StorageError::invalid(
+            target.display().to_string(),
+            format!(
+                "{} layers do not fit in one overlay mount's options",
+                lowers.len()
+            ),
+        ));
+    }
+    mount_relative(base, target, &relative)
+}
+
 fn unmount(target: &Path) -> Result<()> {
     match nix::mount::umount2(target, MntFlags::empty()) {
         // Not a mount point (never mounted, or already released).
@@ -163,21 +197,8 @@ pub(crate) fn probe(root: &Path) -> Result<()> {
     for d in ["lower", "upper", "work", "merged"] {
         std::fs::create_dir(p.join(d)).map_err(|e| StorageError::io(p.join(d), e))?;
     }
-    let data = mount_options(
-        &format!("{}/", p.display()),
-        &["lower".to_string()],
-        "upper",
-        "work",
-    );
     let merged = p.join("merged");
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| StorageError::sys("probe-mount overlay", &merged, e))?;
+    mount_overlay(p, &merged, &["lower".to_string()], "upper", "work")?;
     unmount(&merged)
 }
 
@@ -240,30 +261,7 @@ impl Driver for Overlay {
             }
             let upper = format!("{rel}/upper");
             let work = format!("{rel}/work");
-            let abs = mount_options(&format!("{}/", self.dir.display()), &lowers, &upper, &work);
-            // mount(2) copies at most one page of option data, NUL included.
-            if abs.len() < page_size() {
-                nix::mount::mount(
-                    Some("overlay"),
-                    &merged,
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(abs.as_str()),
-                )
-                .map_err(|e| StorageError::sys("mount overlay", &merged, e))
-            } else {
-                let relative = mount_options("", &lowers, &upper, &work);
-                if relative.len() >= page_size() {
-                    return Err(StorageError::invalid(
-                        format!("layer {top}"),
-                        format!(
-                            "{} layers do not fit in one overlay mount's options",
-                            lowers.len()
-                        ),
-                    ));
-                }
-                mount_relative(&self.dir, &merged, &relative)
-            }
+            mount_overlay(&self.dir, &merged, &lowers, &upper, &work)
         })();
         match result {
             Ok(()) => Ok(merged),
