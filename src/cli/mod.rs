@@ -1,12 +1,27 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+pub mod store;
 
 /// Build Docker/OCI base images from KIWI image descriptions.
 #[derive(Parser, Debug)]
 #[command(name = "imgbuild", version, about)]
 pub struct Cli {
+    /// Root directory of the local image store [default: /var/lib/imgbuild].
+    #[arg(long, global = true, value_name = "DIR", env = "IMGBUILD_STORAGE_ROOT")]
+    pub storage_root: Option<PathBuf>,
+    /// Storage driver: vfs, overlay, btrfs or devicemapper [default: the store's own, for a new
+    /// store overlay where it mounts, else vfs].
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "IMGBUILD_STORAGE_DRIVER"
+    )]
+    pub storage_driver: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -16,6 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and the features this build supports.
     Version,
+    /// The local image store: images, inspect, rmi, tag.
+    #[command(flatten)]
+    Store(store::StoreCommand),
 }
 
 /// Run the parsed command; the exit code is the command's.
@@ -25,5 +43,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("imgbuild {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Store(cmd) => store::run(
+            cmd,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
     }
 }

@@ -562,28 +562,27 @@ impl Store {
                 })
                 .collect()
         };
+        let is_hex = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit());
         let matches = if let Some(hex) = reference.strip_prefix("sha256:") {
-            by_prefix(hex)
+            if is_hex(hex) {
+                by_prefix(&hex.to_ascii_lowercase())
+            } else {
+                Vec::new()
+            }
         } else {
             let tagged: Vec<&ImageRecord> = match normalize_tag(reference) {
                 Ok(tag) => images.iter().filter(|i| i.tags.contains(&tag)).collect(),
                 Err(_) => Vec::new(),
             };
-            if tagged.is_empty()
-                && !reference.is_empty()
-                && reference.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if tagged.is_empty() && is_hex(reference) {
                 by_prefix(&reference.to_ascii_lowercase())
             } else {
                 tagged
             }
         };
-        let hex_ok = reference
-            .strip_prefix("sha256:")
-            .is_none_or(|h| !h.is_empty());
         match matches.as_slice() {
-            [one] if hex_ok => Ok((*one).clone()),
-            [] | [_] => Err(StorageError::ImageNotFound(reference.to_string())),
+            [one] => Ok((*one).clone()),
+            [] => Err(StorageError::ImageNotFound(reference.to_string())),
             many => Err(StorageError::AmbiguousReference {
                 reference: reference.to_string(),
                 count: many.len(),
