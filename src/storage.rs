@@ -23,7 +23,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 pub use digest::{chain_ids, sha256_digest};
-pub use driver::{Driver, DriverKind};
+pub use driver::{Driver, DriverKind, FillLayer};
 pub use reference::normalize_tag;
 pub use store::{
     Container, DEFAULT_ROOT, ImageDetails, ImageLayer, ImageRecord, Removal, Store, StoreOptions,
@@ -58,6 +58,21 @@ pub trait LayerApplier: Send + Sync {
     ) -> Result<(), ApplyError>;
 }
 
+/// Any function of the right shape is an applier, so the crate's extraction plugs in directly.
+impl<F> LayerApplier for F
+where
+    F: Fn(&mut dyn Read, &std::path::Path, ApplyMode) -> Result<(), ApplyError> + Send + Sync,
+{
+    fn apply(
+        &self,
+        layer: &mut dyn Read,
+        target: &std::path::Path,
+        mode: ApplyMode,
+    ) -> Result<(), ApplyError> {
+        self(layer, target, mode)
+    }
+}
+
 /// One layer blob handed to [`Store::load`] or returned by [`Store::export`].
 pub struct LayerBlob {
     /// `sha256:<hex>` of the blob bytes as stored (compressed or not).
@@ -78,7 +93,8 @@ impl std::fmt::Debug for LayerBlob {
 }
 
 /// An image as the store takes and gives it: the archive readers and writers convert to and from
-/// this, so the store never parses archive formats.
+/// this, so the store never parses archive formats. A docker-archive reader supplies an OCI
+/// manifest it derives from the archive (layer digests then being those of the layer tars).
 #[derive(Debug)]
 pub struct StoreInput {
     /// The OCI (or Docker schema 2) image manifest, byte for byte.

@@ -370,3 +370,66 @@ fn cli_images_inspect_tag_rmi() {
     );
     assert_empty(root);
 }
+
+#[test]
+fn applier_errors_leave_nothing_behind() {
+    if !root_or_skip("applier_errors_leave_nothing_behind") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = open(&root);
+    // A layer whose entry climbs out of the layer directory; tar::Builder refuses to write
+    // such a name, so the header is filled in by hand.
+    let mut h = tar::Header::new_old();
+    let name = b"../../escape";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.set_cksum();
+    let mut bad = h.as_bytes().to_vec();
+    bad.extend_from_slice(&[b'x'; 512]);
+    bad.extend_from_slice(&[0u8; 1024]);
+    let base = layer_tar(&base_layer());
+    let blobs: Vec<(String, Vec<u8>)> = [base.clone(), bad.clone()]
+        .into_iter()
+        .map(|t| (sha256_digest(&t), t))
+        .collect();
+    let img = TestImage::assemble(
+        vec![sha256_digest(&base), sha256_digest(&bad)],
+        blobs,
+        "escape",
+    );
+    let err = store
+        .load(img.input(), &["esc".into()], &TestApplier)
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Apply { .. }), "{err}");
+    assert!(err.to_string().contains("escapes"), "{err}");
+    assert!(!dir.path().join("escape").exists());
+    assert!(!root.join("escape").exists());
+    assert_empty(&root);
+}
+
+#[test]
+fn zstd_and_uncompressed_layers_load() {
+    if !root_or_skip("zstd_and_uncompressed_layers_load") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let base = layer_tar(&base_layer());
+    let top = layer_tar(&top_layer());
+    let zst = zstd::encode_all(&top[..], 3).unwrap();
+    let img = TestImage::assemble(
+        vec![sha256_digest(&base), sha256_digest(&top)],
+        vec![(sha256_digest(&base), base), (sha256_digest(&zst), zst)],
+        "zstd",
+    );
+    store
+        .load(img.input(), &["z".into()], &TestApplier)
+        .unwrap();
+    let c = store.create_container("z").unwrap();
+    assert_merged_view(&c.rootfs);
+    store.release_container(&c.id).unwrap();
+}

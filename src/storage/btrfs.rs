@@ -8,7 +8,7 @@
 //! errors come back as errno values tied to the path involved.
 
 use super::driver::{Driver, DriverKind, FillLayer};
-use super::fsutil::{create_private_dir, remove_any};
+use super::fsutil::{create_private_dir, remove_any, set_root_attrs};
 use super::{ApplyMode, Result, StorageError};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
@@ -158,7 +158,8 @@ impl Driver for Btrfs {
         destroy(&self.subvolumes, &staging)?;
         let result = match parent {
             Some(p) => snapshot(&self.subvolumes.join(p), &self.subvolumes, &staging),
-            None => subvol_create(&self.subvolumes, &staging),
+            None => subvol_create(&self.subvolumes, &staging)
+                .and_then(|()| set_root_attrs(&self.subvolumes.join(&staging), None)),
         }
         .and_then(|()| fill(&self.subvolumes.join(&staging)))
         .and_then(|()| {

@@ -74,6 +74,26 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
         .map_err(|e| StorageError::io(path, e))
 }
 
+/// Give a fresh layer root the owner and mode of `like` (its parent layer's root), or
+/// root:root 0755 for a base layer, as Docker does: the root of an image is not private.
+pub(crate) fn set_root_attrs(dir: &Path, like: Option<&Path>) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (uid, gid, mode) = match like {
+        Some(p) => {
+            let m = std::fs::metadata(p).map_err(|e| StorageError::io(p, e))?;
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        }
+        None => (0, 0, 0o755),
+    };
+    let own = std::fs::metadata(dir).map_err(|e| StorageError::io(dir, e))?;
+    if (own.uid(), own.gid()) != (uid, gid) {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| StorageError::io(dir, e))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| StorageError::io(dir, e))
+}
+
 /// 64 random hex digits from the kernel's random source (container ids).
 pub(crate) fn random_hex_id() -> Result<String> {
     let path = Path::new("/dev/urandom");

@@ -11,7 +11,7 @@
 //! process that changed into the driver directory, with relative paths.
 
 use super::driver::{Driver, DriverKind, FillLayer};
-use super::fsutil::{create_private_dir, remove_any};
+use super::fsutil::{create_private_dir, remove_any, set_root_attrs};
 use super::{ApplyMode, Result, StorageError};
 use nix::mount::{MntFlags, MsFlags};
 use sha2::{Digest as _, Sha256};
@@ -218,6 +218,8 @@ impl Driver for Overlay {
         let result = (|| {
             let diff = staging.join("diff");
             create_private_dir(&diff)?;
+            let parent_diff = parent.map(|p| self.dir.join(p).join("diff"));
+            set_root_attrs(&diff, parent_diff.as_deref())?;
             let lower = match parent {
                 Some(p) => self.lower_chain(p)?.join(":"),
                 None => String::new(),
@@ -259,6 +261,8 @@ impl Driver for Overlay {
             for d in ["upper", "work", "merged"] {
                 create_private_dir(&cdir.join(d))?;
             }
+            // The merged root takes the upper directory's owner and mode.
+            set_root_attrs(&cdir.join("upper"), Some(&self.dir.join(top).join("diff")))?;
             let upper = format!("{rel}/upper");
             let work = format!("{rel}/work");
             mount_overlay(&self.dir, &merged, &lowers, &upper, &work)

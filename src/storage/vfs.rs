@@ -4,7 +4,7 @@
 
 use super::copy::copy_tree;
 use super::driver::{Driver, DriverKind, FillLayer};
-use super::fsutil::{create_private_dir, remove_any};
+use super::fsutil::{create_private_dir, remove_any, set_root_attrs};
 use super::{ApplyMode, Result, StorageError};
 use std::path::{Path, PathBuf};
 
@@ -40,7 +40,9 @@ impl Driver for Vfs {
         remove_any(&staging)?;
         let made = match parent {
             Some(p) => copy_tree(&self.layers.join(p), &staging),
-            None => std::fs::create_dir(&staging).map_err(|e| StorageError::io(&staging, e)),
+            None => std::fs::create_dir(&staging)
+                .map_err(|e| StorageError::io(&staging, e))
+                .and_then(|()| set_root_attrs(&staging, None)),
         };
         let done = made.and_then(|()| fill(&staging)).and_then(|()| {
             let dest = self.layers.join(id);

@@ -227,6 +227,9 @@ pub fn other_top_layer() -> Vec<E> {
 /// Assert that `root` shows the two-layer image's merged view.
 pub fn assert_merged_view(root: &Path) {
     use std::os::unix::fs::MetadataExt;
+    let top = std::fs::metadata(root).unwrap();
+    assert_eq!(top.mode() & 0o7777, 0o755, "root directory mode");
+    assert_eq!((top.uid(), top.gid()), (0, 0));
     assert_eq!(
         std::fs::read(root.join("etc/os-release")).unwrap(),
         b"ID=imgbuild-test\n"
