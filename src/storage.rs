@@ -146,6 +146,13 @@ pub enum StorageError {
     NotBtrfs { path: PathBuf, found: String },
     #[error("storage driver 'devicemapper' is unavailable: {0}")]
     DeviceMapper(String),
+    #[error("blob {digest}: storing it in {path}: {source}")]
+    BlobWrite {
+        digest: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("blob {expected}: content hashes to {actual}; refusing corrupt blob")]
     BlobDigestMismatch { expected: String, actual: String },
     #[error(

@@ -141,9 +141,34 @@ fn mount_relative(cwd: &Path, target: &Path, data: &str) -> Result<()> {
     }
 }
 
-/// Mount an overlay on `target` with `lowers` (top first), `upper` and `work` given relative to
-/// `base`. Absolute paths are used while the options fit in the page mount(2) copies (NUL
-/// included); beyond that the mount is made from a child whose working directory is `base`.
+/// How an overlay mount's options are given to mount(2).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MountPlan {
+    /// Absolute paths fit in one page.
+    Absolute(String),
+    /// Only paths relative to the driver directory fit: mount from a child that changed into it.
+    Relative(String),
+}
+
+/// Choose the options for `lowers` (top first), `upper` and `work`, given relative to `base`:
+/// absolute paths while they fit in `page` bytes (NUL included, the most mount(2) copies),
+/// else relative ones; `None` when even those do not fit.
+pub(crate) fn plan_mount(
+    base: &Path,
+    lowers: &[String],
+    upper: &str,
+    work: &str,
+    page: usize,
+) -> Option<MountPlan> {
+    let abs = mount_options(&format!("{}/", base.display()), lowers, upper, work);
+    if abs.len() < page {
+        return Some(MountPlan::Absolute(abs));
+    }
+    let relative = mount_options("", lowers, upper, work);
+    (relative.len() < page).then_some(MountPlan::Relative(relative))
+}
+
+/// Mount an overlay on `target` as [`plan_mount`] decides.
 fn mount_overlay(
     base: &Path,
     target: &Path,
@@ -151,28 +176,24 @@ fn mount_overlay(
     upper: &str,
     work: &str,
 ) -> Result<()> {
-    let abs = mount_options(&format!("{}/", base.display()), lowers, upper, work);
-    if abs.len() < page_size() {
-        return nix::mount::mount(
+    match plan_mount(base, lowers, upper, work, page_size()) {
+        Some(MountPlan::Absolute(data)) => nix::mount::mount(
             Some("overlay"),
             target,
             Some("overlay"),
             MsFlags::empty(),
-            Some(abs.as_str()),
+            Some(data.as_str()),
         )
-        .map_err(|e| StorageError::sys("mount overlay", target, e));
-    }
-    let relative = mount_options("", lowers, upper, work);
-    if relative.len() >= page_size() {
-        return Err(StorageError::invalid(
+        .map_err(|e| StorageError::sys("mount overlay", target, e)),
+        Some(MountPlan::Relative(data)) => mount_relative(base, target, &data),
+        None => Err(StorageError::invalid(
             target.display().to_string(),
             format!(
                 "{} layers do not fit in one overlay mount's options",
                 lowers.len()
             ),
-        ));
+        )),
     }
-    mount_relative(base, target, &relative)
 }
 
 fn unmount(target: &Path) -> Result<()> {
@@ -299,6 +320,19 @@ mod tests {
             mount_options("", &lowers, "u", "w"),
             "lowerdir=l/a:l/b,upperdir=u,workdir=w"
         );
+        let base = Path::new("/var/lib/imgbuild/overlay");
+        assert!(matches!(
+            plan_mount(base, &lowers, "u", "w", 4096),
+            Some(MountPlan::Absolute(o)) if o.starts_with("lowerdir=/var/lib/imgbuild/overlay/l/a:")
+        ));
+        // 100 layers: absolute paths exceed a page, the relative short names do not.
+        let many: Vec<String> = (0..100).map(|i| format!("l/{:026}", i)).collect();
+        assert!(matches!(
+            plan_mount(base, &many, "c/1/upper", "c/1/work", 4096),
+            Some(MountPlan::Relative(o)) if o.starts_with("lowerdir=l/")
+        ));
+        let too_many: Vec<String> = (0..200).map(|i| format!("l/{:026}", i)).collect();
+        assert_eq!(plan_mount(base, &too_many, "u", "w", 4096), None);
         let s = short_name("abc");
         assert_eq!(s.len(), 26);
         assert_eq!(s, short_name("abc"));

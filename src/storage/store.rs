@@ -290,11 +290,14 @@ impl Store {
         }
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)
             .map_err(|e| StorageError::io(&self.tmp, e))?;
+        let blob_err = |path: &Path, e| StorageError::BlobWrite {
+            digest: expected.to_string(),
+            path: path.to_path_buf(),
+            source: e,
+        };
         let mut reader = HashingReader::new(data);
-        std::io::copy(&mut reader, &mut tmp).map_err(|e| StorageError::io(tmp.path(), e))?;
-        let (actual, len) = reader
-            .finish()
-            .map_err(|e| StorageError::io(tmp.path(), e))?;
+        std::io::copy(&mut reader, &mut tmp).map_err(|e| blob_err(tmp.path(), e))?;
+        let (actual, len) = reader.finish().map_err(|e| blob_err(tmp.path(), e))?;
         if actual != expected {
             return Err(StorageError::BlobDigestMismatch {
                 expected: expected.to_string(),
