@@ -433,3 +433,32 @@ fn zstd_and_uncompressed_layers_load() {
     assert_merged_view(&c.rootfs);
     store.release_container(&c.id).unwrap();
 }
+
+#[test]
+fn concurrent_tag_commands_lose_nothing() {
+    if !root_or_skip("concurrent_tag_commands_lose_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = two_layer("tags");
+    open(dir.path())
+        .load(img.input(), &["t:0".into()], &TestApplier)
+        .unwrap();
+    // Each command reads, changes and rewrites the same image record; without the store lock
+    // some of these updates would be lost.
+    let children: Vec<_> = (1..=8)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+                .arg("--storage-root")
+                .arg(dir.path())
+                .args(["tag", "t:0", &format!("t:{i}")])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let tags = open(dir.path()).image("t:0").unwrap().tags;
+    assert_eq!(tags.len(), 9, "{tags:?}");
+}
