@@ -203,4 +203,50 @@ mod tests {
         fs::write(dst.join("sub/f"), b"changed").unwrap();
         assert_eq!(fs::read(src.join("sub/f")).unwrap(), b"data");
     }
+
+    #[test]
+    fn copies_devices_fifos_owners_and_xattrs() {
+        use std::os::unix::fs::FileTypeExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: copies_devices_fifos_owners_and_xattrs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let mk = |name: &str, mode: libc::mode_t, dev: libc::dev_t| {
+            let c = cstring(&src.join(name)).unwrap();
+            assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0);
+        };
+        mk("null", libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+        mk("fifo", libc::S_IFIFO | 0o640, 0);
+        fs::write(src.join("owned"), b"x").unwrap();
+        std::os::unix::fs::lchown(src.join("owned"), Some(1234), Some(5678)).unwrap();
+        fs::set_permissions(src.join("owned"), fs::Permissions::from_mode(0o6750)).unwrap();
+        xattr::set(src.join("owned"), "user.test", b"v").unwrap();
+        xattr::set(src.join("owned"), "trusted.test", b"t").unwrap();
+        let dst = dir.path().join("dst");
+        copy_tree(&src, &dst).unwrap();
+        let null = fs::symlink_metadata(dst.join("null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), libc::makedev(1, 3));
+        let fifo = fs::symlink_metadata(dst.join("fifo")).unwrap();
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!(fifo.mode() & 0o7777, 0o640);
+        let owned = fs::symlink_metadata(dst.join("owned")).unwrap();
+        assert_eq!((owned.uid(), owned.gid()), (1234, 5678));
+        assert_eq!(
+            owned.mode() & 0o7777,
+            0o6750,
+            "chown must not clear setuid/setgid"
+        );
+        assert_eq!(
+            xattr::get(dst.join("owned"), "user.test").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            xattr::get(dst.join("owned"), "trusted.test").unwrap(),
+            Some(b"t".to_vec())
+        );
+    }
 }
