@@ -11,3 +11,4 @@ pub mod description;
 pub mod image;
 pub mod rootfs;
 pub mod sandbox;
+pub mod storage;

@@ -1,0 +1,208 @@
+//! `images`, `inspect`, `rmi` and `tag`: the local image store's commands.
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use imgbuild::storage::{DEFAULT_ROOT, ImageRecord, Removal, Store, StoreOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Output formats of `images`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, one line per tag.
+    Table,
+    /// The image records as a JSON array.
+    Json,
+}
+
+/// The store's subcommands.
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// List the images in the local store.
+    Images {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show an image's record, config and manifest as JSON.
+    Inspect {
+        /// `name[:tag]`, image id, unique id prefix or manifest digest.
+        image: String,
+    },
+    /// Remove images: a name that is one of several tags of an image is only untagged.
+    Rmi {
+        /// Images to remove.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Give an image another name.
+    Tag {
+        /// The image to tag.
+        source: String,
+        /// The new `name[:tag]`.
+        target: String,
+    },
+}
+
+/// Open the store the global options name.
+pub fn open_store(root: Option<&Path>, driver: Option<&str>) -> anyhow::Result<Store> {
+    let root = root.map_or_else(|| PathBuf::from(DEFAULT_ROOT), Path::to_path_buf);
+    let driver = driver.map(str::parse).transpose()?;
+    Store::open(&StoreOptions {
+        root: root.clone(),
+        driver,
+    })
+    .with_context(|| format!("opening the image store at {}", root.display()))
+}
+
+fn human_size(bytes: u64) -> String {
+    // Decimal units, as `docker images` prints them.
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
+    }
+}
+
+fn table(images: &[ImageRecord]) -> String {
+    let mut rows = vec![[
+        "REPOSITORY".to_string(),
+        "TAG".to_string(),
+        "IMAGE ID".to_string(),
+        "CREATED".to_string(),
+        "SIZE".to_string(),
+    ]];
+    for img in images {
+        let id = img.id.trim_start_matches("sha256:");
+        let short = id.get(..12).unwrap_or(id).to_string();
+        let created = img.created.clone().unwrap_or_else(|| "-".to_string());
+        let size = human_size(img.size);
+        let names: Vec<(String, String)> = if img.tags.is_empty() {
+            vec![("<none>".to_string(), "<none>".to_string())]
+        } else {
+            img.tags
+                .iter()
+                .map(|t| {
+                    let (n, tag) = t.rsplit_once(':').unwrap_or((t.as_str(), ""));
+                    (n.to_string(), tag.to_string())
+                })
+                .collect()
+        };
+        for (name, tag) in names {
+            rows.push([name, tag, short.clone(), created.clone(), size.clone()]);
+        }
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Run a store command against the store the global options name.
+pub fn run(
+    command: StoreCommand,
+    root: Option<&Path>,
+    driver: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(root, driver)?;
+    match command {
+        StoreCommand::Images { format } => {
+            let images = store.images()?;
+            match format {
+                Format::Table => print!("{}", table(&images)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&images)?),
+            }
+        }
+        StoreCommand::Inspect { image } => {
+            let details = store.inspect(&image)?;
+            println!("{}", serde_json::to_string_pretty(&[details])?);
+        }
+        StoreCommand::Rmi { images } => {
+            let mut failed = false;
+            for image in images {
+                match store.remove_image(&image) {
+                    Ok(done) => {
+                        for r in done {
+                            match r {
+                                Removal::Untagged(t) => println!("Untagged: {t}"),
+                                Removal::Deleted(id) => println!("Deleted: {id}"),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("imgbuild: error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        StoreCommand::Tag { source, target } => {
+            store.tag(&source, &target)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(12_345_678), "12.346MB");
+    }
+
+    #[test]
+    fn table_lists_one_line_per_tag() {
+        let img = ImageRecord {
+            id: format!("sha256:{}", "ab".repeat(32)),
+            manifest_digest: String::new(),
+            manifest_media_type: String::new(),
+            tags: vec!["a:1".into(), "localhost:5000/b:2".into()],
+            architecture: None,
+            os: None,
+            created: None,
+            size: 2000,
+            layers: vec![],
+        };
+        let t = table(&[img]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[2].starts_with("localhost:5000/b   2     abababababab"),
+            "{t}"
+        );
+    }
+}

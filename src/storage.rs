@@ -1,0 +1,222 @@
+//! The local image store and its storage drivers.
+//!
+//! A [`Store`] keeps content-addressed blobs (manifests, configs, compressed layers), unpacked
+//! layers keyed by chain id (so images sharing a base store it once), image records by id, tag
+//! and digest, and the writable container root trees made from them. Unpacked layers live in a
+//! [`Driver`]: `vfs` (full copies), `overlay` (one diff directory per layer, stacked with
+//! overlayfs), `btrfs` (subvolume snapshots) and `devicemapper` (refused clearly where the kernel
+//! lacks dm-thin). Archive formats are read elsewhere: the store takes a [`StoreInput`] and a
+//! [`LayerApplier`] that unpacks one layer tar into a directory.
+
+mod btrfs;
+mod copy;
+mod devicemapper;
+mod digest;
+mod driver;
+mod fsutil;
+mod overlay;
+mod reference;
+mod store;
+mod vfs;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+pub use digest::{chain_ids, sha256_digest};
+pub use driver::{Driver, DriverKind, FillLayer};
+pub use reference::normalize_tag;
+pub use store::{
+    Container, DEFAULT_ROOT, ImageDetails, ImageLayer, ImageRecord, Removal, Store, StoreOptions,
+};
+
+/// How a layer's whiteouts must be written into the directory it is unpacked into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Whiteouts applied: `.wh.NAME` deletes `NAME` below, `.wh..wh..opq` empties the directory
+    /// of what lower layers put there. The directory already holds the parent layer (vfs, btrfs).
+    Apply,
+    /// Whiteouts kept in overlayfs form: `.wh.NAME` becomes a 0/0 character device `NAME`,
+    /// `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory. The directory starts
+    /// empty (overlay).
+    OverlayFs,
+}
+
+/// The error a [`LayerApplier`] reports; the store wraps it with the layer's digest.
+pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Unpacks one uncompressed layer tar stream into a directory, never writing outside it.
+///
+/// This is the seam to the crate's safe extraction: the store decompresses and verifies the
+/// layer, the applier writes it.
+pub trait LayerApplier: Send + Sync {
+    /// Unpack `layer` (an uncompressed tar stream) into `target` with whiteouts in `mode`.
+    fn apply(
+        &self,
+        layer: &mut dyn Read,
+        target: &std::path::Path,
+        mode: ApplyMode,
+    ) -> Result<(), ApplyError>;
+}
+
+/// Any function of the right shape is an applier, so the crate's extraction plugs in directly.
+impl<F> LayerApplier for F
+where
+    F: Fn(&mut dyn Read, &std::path::Path, ApplyMode) -> Result<(), ApplyError> + Send + Sync,
+{
+    fn apply(
+        &self,
+        layer: &mut dyn Read,
+        target: &std::path::Path,
+        mode: ApplyMode,
+    ) -> Result<(), ApplyError> {
+        self(layer, target, mode)
+    }
+}
+
+/// One layer blob handed to [`Store::load`] or returned by [`Store::export`].
+pub struct LayerBlob {
+    /// `sha256:<hex>` of the blob bytes as stored (compressed or not).
+    pub digest: String,
+    /// The manifest's media type for the blob.
+    pub media_type: String,
+    /// The blob bytes; read once and verified against `digest`.
+    pub data: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for LayerBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerBlob")
+            .field("digest", &self.digest)
+            .field("media_type", &self.media_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An image as the store takes and gives it: the archive readers and writers convert to and from
+/// this, so the store never parses archive formats. A docker-archive reader supplies an OCI
+/// manifest it derives from the archive (layer digests then being those of the layer tars).
+#[derive(Debug)]
+pub struct StoreInput {
+    /// The OCI (or Docker schema 2) image manifest, byte for byte.
+    pub manifest: Vec<u8>,
+    /// The image config JSON, byte for byte (its sha256 is the image id).
+    pub config: Vec<u8>,
+    /// The layer blobs, bottom first, in the manifest's order.
+    pub layers: Vec<LayerBlob>,
+}
+
+/// Errors of the image store and its drivers; every variant names the path, digest or
+/// reference involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("unknown storage driver '{0}' (known: vfs, overlay, btrfs, devicemapper)")]
+    UnknownDriver(String),
+    #[error(
+        "the store at {root} was created with the '{recorded}' storage driver; it cannot be used \
+         with '{requested}' (use --storage-driver {recorded}, or another --storage-root)"
+    )]
+    DriverMismatch {
+        root: PathBuf,
+        recorded: DriverKind,
+        requested: DriverKind,
+    },
+    #[error("storage driver '{driver}' is not usable at {path}: {reason}")]
+    DriverUnavailable {
+        driver: DriverKind,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{path}: the btrfs storage driver needs the store on a btrfs filesystem (found {found})"
+    )]
+    NotBtrfs { path: PathBuf, found: String },
+    #[error("storage driver 'devicemapper' is unavailable: {0}")]
+    DeviceMapper(String),
+    #[error("blob {digest}: storing it in {path}: {source}")]
+    BlobWrite {
+        digest: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob {expected}: content hashes to {actual}; refusing corrupt blob")]
+    BlobDigestMismatch { expected: String, actual: String },
+    #[error(
+        "layer {blob}: uncompressed content hashes to {actual}, the config's diff_id is {expected}"
+    )]
+    DiffIdMismatch {
+        blob: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("layer {blob}: {source}")]
+    Apply {
+        blob: String,
+        #[source]
+        source: ApplyError,
+    },
+    #[error("invalid reference '{reference}': {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("no such image: {0}")]
+    ImageNotFound(String),
+    #[error("image reference '{reference}' is ambiguous: it matches {count} images")]
+    AmbiguousReference { reference: String, count: usize },
+    #[error("image {image} is in use by container {container}")]
+    ImageInUse { image: String, container: String },
+    #[error("no such container: {0}")]
+    ContainerNotFound(String),
+    #[error("{op} {path}: {source}")]
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{path}: cannot take the store lock: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for the storage module.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(op: &'static str, path: impl Into<PathBuf>, source: nix::Error) -> Self {
+        StorageError::Sys {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        StorageError::Invalid {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}

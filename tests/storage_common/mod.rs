@@ -1,0 +1,480 @@
+//! Shared pieces of the storage tests: a small layer applier, synthetic images, a loop-mounted
+//! btrfs that always goes away, and leak checks.
+#![allow(dead_code)]
+
+use imgbuild::storage::{
+    ApplyError, ApplyMode, LayerApplier, LayerBlob, StoreInput, sha256_digest,
+};
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+/// True when running as root; otherwise prints the SKIP line for `test`.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("SKIP: {test} needs root");
+        false
+    }
+}
+
+/// A layer entry of a synthetic image.
+#[derive(Clone)]
+pub enum E {
+    Dir(&'static str, u32),
+    File(&'static str, &'static [u8], u32, u32, u32),
+    Symlink(&'static str, &'static str),
+    /// `.wh.NAME` for the path given.
+    Whiteout(&'static str),
+    /// `DIR/.wh..wh..opq` for the directory given.
+    Opaque(&'static str),
+}
+
+/// The tar bytes of a layer.
+pub fn layer_tar(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str,
+                   kind: tar::EntryType,
+                   mode: u32,
+                   uid: u32,
+                   gid: u32,
+                   data: &[u8],
+                   link: Option<&str>| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid.into());
+        h.set_gid(gid.into());
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    for e in entries {
+        match e {
+            E::Dir(p, m) => add(p, tar::EntryType::Directory, *m, 0, 0, b"", None),
+            E::File(p, d, m, u, g) => add(p, tar::EntryType::Regular, *m, *u, *g, d, None),
+            E::Symlink(p, t) => add(p, tar::EntryType::Symlink, 0o777, 0, 0, b"", Some(t)),
+            E::Whiteout(p) => {
+                let path = Path::new(p);
+                let name = format!(".wh.{}", path.file_name().unwrap().to_string_lossy());
+                let wh = path.parent().unwrap().join(name);
+                add(
+                    wh.to_str().unwrap(),
+                    tar::EntryType::Regular,
+                    0o644,
+                    0,
+                    0,
+                    b"",
+                    None,
+                )
+            }
+            E::Opaque(d) => add(
+                &format!("{d}/.wh..wh..opq"),
+                tar::EntryType::Regular,
+                0o644,
+                0,
+                0,
+                b"",
+                None,
+            ),
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A synthetic OCI image held in memory.
+#[derive(Clone)]
+pub struct TestImage {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    /// (digest, gzip bytes), bottom first.
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+impl TestImage {
+    /// An image of the given layers; `label` goes into the config so otherwise equal images
+    /// get distinct ids.
+    pub fn new(layers: &[Vec<E>], label: &str) -> TestImage {
+        let mut diff_ids = Vec::new();
+        let mut blobs = Vec::new();
+        for l in layers {
+            let tar = layer_tar(l);
+            diff_ids.push(sha256_digest(&tar));
+            let gz = gzip(&tar);
+            blobs.push((sha256_digest(&gz), gz));
+        }
+        Self::assemble(diff_ids, blobs, label)
+    }
+
+    /// Build manifest and config around given diff ids and blobs (which may disagree, for
+    /// corruption tests).
+    pub fn assemble(
+        diff_ids: Vec<String>,
+        blobs: Vec<(String, Vec<u8>)>,
+        label: &str,
+    ) -> TestImage {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2026-01-01T00:00:00Z",
+            "config": {"Labels": {"test": label}, "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let layers: Vec<_> = blobs
+            .iter()
+            .map(
+                |(d, b)| serde_json::json!({"mediaType": LAYER_GZIP, "digest": d, "size": b.len()}),
+            )
+            .collect();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_digest(&config),
+                "size": config.len(),
+            },
+            "layers": layers,
+        }))
+        .unwrap();
+        TestImage {
+            manifest,
+            config,
+            blobs,
+        }
+    }
+
+    /// The image id (the config's digest).
+    pub fn id(&self) -> String {
+        sha256_digest(&self.config)
+    }
+
+    /// A fresh input for `Store::load`.
+    pub fn input(&self) -> StoreInput {
+        StoreInput {
+            manifest: self.manifest.clone(),
+            config: self.config.clone(),
+            layers: self
+                .blobs
+                .iter()
+                .map(|(d, b)| LayerBlob {
+                    digest: d.clone(),
+                    media_type: LAYER_GZIP.to_string(),
+                    data: Box::new(std::io::Cursor::new(b.clone())),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The base layer of the test images.
+pub fn base_layer() -> Vec<E> {
+    vec![
+        E::Dir("bin", 0o755),
+        E::Dir("etc", 0o755),
+        E::File("etc/os-release", b"ID=imgbuild-test\n", 0o644, 0, 0),
+        E::File("etc/gone", b"deleted by the next layer\n", 0o644, 0, 0),
+        E::Symlink("etc/link", "os-release"),
+        E::File("bin/su", b"#!/bin/true\n", 0o4755, 0, 0),
+        E::Dir("opq", 0o755),
+        E::File("opq/old1", b"1", 0o644, 0, 0),
+        E::File("opq/old2", b"2", 0o644, 0, 0),
+        E::Dir("keep", 0o755),
+        E::File("keep/a", b"a", 0o644, 0, 0),
+    ]
+}
+
+/// The second layer: a whiteout, an opaque directory, a setgid file of another owner, an
+/// absolute symlink.
+pub fn top_layer() -> Vec<E> {
+    vec![
+        E::Dir("etc", 0o755),
+        E::Whiteout("etc/gone"),
+        E::Symlink("etc/abs", "/etc/os-release"),
+        E::Dir("opq", 0o750),
+        E::Opaque("opq"),
+        E::File("opq/new", b"new", 0o600, 0, 0),
+        E::Dir("bin", 0o755),
+        E::File("bin/tool", b"tool", 0o2755, 1000, 1000),
+    ]
+}
+
+/// Another second layer, for an image sharing only the base.
+pub fn other_top_layer() -> Vec<E> {
+    vec![
+        E::Dir("srv", 0o755),
+        E::File("srv/other", b"other", 0o644, 0, 0),
+    ]
+}
+
+/// Assert that `root` shows the two-layer image's merged view.
+pub fn assert_merged_view(root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let top = std::fs::metadata(root).unwrap();
+    assert_eq!(top.mode() & 0o7777, 0o755, "root directory mode");
+    assert_eq!((top.uid(), top.gid()), (0, 0));
+    assert_eq!(
+        std::fs::read(root.join("etc/os-release")).unwrap(),
+        b"ID=imgbuild-test\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(root.join("etc/gone")).is_err(),
+        "whiteout did not hide etc/gone"
+    );
+    let opq: Vec<String> = std::fs::read_dir(root.join("opq"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        opq,
+        vec!["new".to_string()],
+        "opaque dir shows lower entries"
+    );
+    assert_eq!(std::fs::read(root.join("keep/a")).unwrap(), b"a");
+    let su = std::fs::symlink_metadata(root.join("bin/su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o4755, "setuid bit lost");
+    assert_eq!((su.uid(), su.gid()), (0, 0));
+    let tool = std::fs::symlink_metadata(root.join("bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o2755, "setgid bit lost");
+    assert_eq!((tool.uid(), tool.gid()), (1000, 1000));
+    assert_eq!(
+        std::fs::read_link(root.join("etc/link")).unwrap(),
+        Path::new("os-release")
+    );
+    assert_eq!(
+        std::fs::read(root.join("etc/link")).unwrap(),
+        b"ID=imgbuild-test\n"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/abs")).unwrap(),
+        Path::new("/etc/os-release")
+    );
+}
+
+/// Mount points at or below `path` (from /proc/mounts).
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let prefix = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .collect()
+}
+
+/// Loop devices backed by `file` (`losetup -j`).
+pub fn loops_for(file: &Path) -> String {
+    let out = Command::new("losetup")
+        .arg("-j")
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A btrfs filesystem in a sparse file on a loop device, mounted in a temp dir; unmounted,
+/// detached and deleted on drop, also when the test fails.
+pub struct BtrfsLoop {
+    pub dir: tempfile::TempDir,
+    pub image: PathBuf,
+    pub mnt: PathBuf,
+    loopdev: Option<String>,
+    mounted: bool,
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl BtrfsLoop {
+    pub fn new() -> Result<BtrfsLoop, String> {
+        // On the root filesystem, not a tmpfs: the loop file needs real backing.
+        let dir = tempfile::Builder::new()
+            .prefix("imgbuild-btrfs-test")
+            .tempdir_in("/var/tmp")
+            .map_err(|e| e.to_string())?;
+        let mut g = BtrfsLoop {
+            image: dir.path().join("btrfs.img"),
+            mnt: dir.path().join("mnt"),
+            dir,
+            loopdev: None,
+            mounted: false,
+        };
+        let f = std::fs::File::create(&g.image).map_err(|e| e.to_string())?;
+        f.set_len(512 << 20).map_err(|e| e.to_string())?;
+        drop(f);
+        std::fs::create_dir(&g.mnt).map_err(|e| e.to_string())?;
+        run(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&g.image))?;
+        g.loopdev = Some(run(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&g.image))?);
+        run(Command::new("mount")
+            .args(["-t", "btrfs"])
+            .arg(g.loopdev.as_deref().unwrap_or_default())
+            .arg(&g.mnt))?;
+        g.mounted = true;
+        Ok(g)
+    }
+
+    /// `btrfs subvolume list` paths.
+    pub fn subvolumes(&self) -> Vec<String> {
+        run(Command::new("btrfs")
+            .args(["subvolume", "list"])
+            .arg(&self.mnt))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(" path ").nth(1))
+        .map(str::to_string)
+        .collect()
+    }
+}
+
+impl Drop for BtrfsLoop {
+    fn drop(&mut self) {
+        if self.mounted && run(Command::new("umount").arg(&self.mnt)).is_err() {
+            let _ = run(Command::new("umount").arg("-l").arg(&self.mnt));
+        }
+        if let Some(dev) = &self.loopdev {
+            let _ = run(Command::new("losetup").arg("-d").arg(dev));
+        }
+    }
+}
+
+/// A layer applier for the tests: regular files, directories, symlinks, owners, modes
+/// (setuid/setgid), whiteouts and opaque directories in both modes. Paths are checked
+/// lexically only; the crate's real applier does the full confinement.
+pub struct TestApplier;
+
+fn clean(p: &Path) -> Result<PathBuf, ApplyError> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            _ => return Err(format!("{}: path escapes the layer", p.display()).into()),
+        }
+    }
+    Ok(out)
+}
+
+fn remove(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(_) => Ok(()),
+    }
+}
+
+fn mknod_whiteout(p: &Path) -> Result<(), ApplyError> {
+    let c = CString::new(p.as_os_str().as_bytes())?;
+    // SAFETY: valid path string.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) } != 0 {
+        return Err(format!("{}: {}", p.display(), std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+impl LayerApplier for TestApplier {
+    fn apply(
+        &self,
+        layer: &mut dyn Read,
+        target: &Path,
+        mode: ApplyMode,
+    ) -> Result<(), ApplyError> {
+        let mut ar = tar::Archive::new(layer);
+        let mut written = BTreeSet::new();
+        let mut opaque = Vec::new();
+        for entry in ar.entries()? {
+            let mut e = entry?;
+            let rel = clean(&e.path()?)?;
+            let name = rel
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+            if name == ".wh..wh..opq" {
+                match mode {
+                    ApplyMode::Apply => opaque.push(parent),
+                    ApplyMode::OverlayFs => {
+                        std::fs::create_dir_all(target.join(&parent))?;
+                        xattr::set(target.join(&parent), "trusted.overlay.opaque", b"y")?;
+                    }
+                }
+                continue;
+            }
+            if let Some(orig) = name.strip_prefix(".wh.") {
+                let victim = target.join(&parent).join(orig);
+                remove(&victim)?;
+                if mode == ApplyMode::OverlayFs {
+                    std::fs::create_dir_all(target.join(&parent))?;
+                    mknod_whiteout(&victim)?;
+                }
+                continue;
+            }
+            let dest = target.join(&rel);
+            if let Some(p) = dest.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            let h = e.header().clone();
+            match h.entry_type() {
+                tar::EntryType::Directory => {
+                    if !std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                        remove(&dest)?;
+                        std::fs::create_dir(&dest)?;
+                    }
+                }
+                tar::EntryType::Regular => {
+                    remove(&dest)?;
+                    let mut f = std::fs::File::create(&dest)?;
+                    std::io::copy(&mut e, &mut f)?;
+                }
+                tar::EntryType::Symlink => {
+                    remove(&dest)?;
+                    let t = h.link_name()?.ok_or("symlink without target")?;
+                    std::os::unix::fs::symlink(t, &dest)?;
+                }
+                other => return Err(format!("unsupported entry type {other:?}").into()),
+            }
+            std::os::unix::fs::lchown(&dest, Some(h.uid()? as u32), Some(h.gid()? as u32))?;
+            if h.entry_type() != tar::EntryType::Symlink {
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(h.mode()?))?;
+            }
+            written.insert(rel);
+        }
+        for d in opaque {
+            for child in std::fs::read_dir(target.join(&d))? {
+                let child = child?;
+                if !written.contains(&d.join(child.file_name())) {
+                    remove(&child.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
