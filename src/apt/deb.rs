@@ -119,7 +119,12 @@ impl Compression {
             Compression::None => Box::new(BufReader::with_capacity(128 * 1024, r)),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::new(r)?;
+                // Accept `zstd --long` streams (dpkg-deb may write them), as dpkg does.
+                d.window_log_max(31)?;
+                Box::new(d)
+            }
             Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(r)),
         })
     }

@@ -175,21 +175,25 @@ pub fn unpack(root: &Root, reader: impl Read, opts: &UnpackOptions) -> Result<Un
         written: HashSet::new(),
         dirs: Vec::new(),
         buf: vec![0; 256 * 1024],
+        prefix: PathBuf::new(),
         report: UnpackReport::default(),
     };
-    let mut last: Option<PathBuf> = None;
+    // The last good entry's name, kept in one reused buffer: only errors need it.
+    let mut last: Vec<u8> = Vec::new();
     for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|source| ConfineError::Archive {
-            after: last.take(),
+            after: (index > 0).then(|| PathBuf::from(OsStr::from_bytes(&last))),
             source,
         })?;
-        let name = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
-        u.entry(&mut entry).map_err(|e| ConfineError::Entry {
-            index: index as u64,
-            path: name.clone(),
-            source: Box::new(e),
-        })?;
-        last = Some(name);
+        if let Err(e) = u.entry(&mut entry) {
+            return Err(ConfineError::Entry {
+                index: index as u64,
+                path: PathBuf::from(OsStr::from_bytes(&entry.path_bytes())),
+                source: Box::new(e),
+            });
+        }
+        last.clear();
+        last.extend_from_slice(&entry.path_bytes());
     }
     u.finish_dirs()?;
     Ok(u.report)
@@ -217,6 +221,8 @@ struct Unpacker<'r, 'o> {
     /// Directories whose mode and mtime are applied after their contents.
     dirs: Vec<(PathBuf, u32, i64, u32)>,
     buf: Vec<u8>,
+    /// Scratch path for parent checks (reused: no allocation per entry).
+    prefix: PathBuf,
     report: UnpackReport,
 }
 
@@ -273,8 +279,7 @@ impl Unpacker<'_, '_> {
         ) {
             return Ok(());
         }
-        let raw = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
-        let mut rel = entry_path(&raw)?;
+        let mut rel = entry_path(Path::new(OsStr::from_bytes(&entry.path_bytes())))?;
         if let Some(map) = self.opts.map {
             match map(&rel) {
                 Some(p) => rel = entry_path(&p)?,
@@ -391,24 +396,31 @@ impl Unpacker<'_, '_> {
         let Some(parent) = rel.parent() else {
             return Ok(());
         };
-        let mut prefix = PathBuf::new();
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        let r = self.check_prefixes(rel, parent, &mut prefix);
+        self.prefix = prefix;
+        r
+    }
+
+    fn check_prefixes(&mut self, rel: &Path, parent: &Path, prefix: &mut PathBuf) -> Result<()> {
         for c in parent.components() {
             prefix.push(c);
-            if self.verified.contains(&prefix) {
+            if self.verified.contains(prefix) {
                 continue;
             }
-            let at = match self.root.at(&prefix) {
+            let at = match self.root.at(prefix) {
                 Ok(at) => at,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_err("open parent", &prefix)(e)),
+                Err(e) => return Err(io_err("open parent", prefix)(e)),
             };
             let st = match lstat_at(&at) {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_err("lstat", &prefix)(e)),
+                Err(e) => return Err(io_err("lstat", prefix)(e)),
             };
             if stat_is_symlink(&st) {
-                if self.archive_symlinks.contains(&prefix) {
+                if self.archive_symlinks.contains(prefix) {
                     return Err(refused(
                         OP,
                         rel,
@@ -418,8 +430,8 @@ impl Unpacker<'_, '_> {
                         ),
                     ));
                 }
-                let target = readlink_at(&at).map_err(io_err("read link", &prefix))?;
-                if climbs_out(&prefix, &target) {
+                let target = readlink_at(&at).map_err(io_err("read link", prefix))?;
+                if climbs_out(prefix, &target) {
                     return Err(refused(
                         OP,
                         rel,
