@@ -805,3 +805,52 @@ fn concurrent_symlink_swap_never_escapes() {
         }
     }
 }
+
+#[test]
+fn whiteout_of_dot_or_dotdot_is_refused() {
+    let s = Scene::new();
+    fs::create_dir_all(s.root.join("a/b")).unwrap();
+    let root = Root::open(&s.root).unwrap();
+    for name in ["a/b/.wh..", "a/b/.wh..."] {
+        let err = unpack(
+            &root,
+            Tar::new().file(name, b"").bytes().as_slice(),
+            &UnpackOptions::for_layer(Whiteouts::Apply),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("whiteout of"), "{err}");
+        assert!(s.root.join("a/b").is_dir());
+    }
+}
+
+#[test]
+fn package_options_leave_existing_directories_alone() {
+    let s = Scene::new();
+    fs::create_dir(s.root.join("usr")).unwrap();
+    fs::set_permissions(s.root.join("usr"), fs::Permissions::from_mode(0o711)).unwrap();
+    let root = Root::open(&s.root).unwrap();
+    let bytes = Tar::new()
+        .dir("./usr/", 0o755)
+        .dir("./usr/new/", 0o750)
+        .bytes();
+    unpack(&root, bytes.as_slice(), &UnpackOptions::for_package()).unwrap();
+    assert_eq!(
+        fs::metadata(s.root.join("usr")).unwrap().mode() & 0o7777,
+        0o711
+    );
+    assert_eq!(
+        fs::metadata(s.root.join("usr/new")).unwrap().mode() & 0o7777,
+        0o750
+    );
+    // tar and layers do apply the entry's attributes.
+    unpack(
+        &root,
+        bytes.as_slice(),
+        &UnpackOptions::for_layer(Whiteouts::Apply),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::metadata(s.root.join("usr")).unwrap().mode() & 0o7777,
+        0o755
+    );
+}

@@ -96,6 +96,27 @@ impl Default for UnpackOptions<'_> {
     }
 }
 
+impl UnpackOptions<'_> {
+    /// Options for a package's data tarball, as dpkg unpacks it: existing directories (shared
+    /// with other packages) keep their attributes, directory symlinks (merged-usr) are kept.
+    pub fn for_package() -> Self {
+        UnpackOptions {
+            update_existing_dirs: false,
+            ..Default::default()
+        }
+    }
+
+    /// Options for an image layer applied over earlier ones: whiteouts in the given form,
+    /// directories replace symlinks and take the layer's attributes.
+    pub fn for_layer(whiteouts: Whiteouts) -> Self {
+        UnpackOptions {
+            whiteouts,
+            keep_directory_symlinks: false,
+            ..Default::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for UnpackOptions<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnpackOptions")
@@ -764,7 +785,11 @@ impl Unpacker<'_, '_> {
         if name == b".wh..opq" {
             return self.opaque(dir);
         }
-        if name.starts_with(b".wh.") || name.is_empty() {
+        if name.is_empty() || name == b"." || name == b".." {
+            // `.wh..` would whiteout the directory itself, `.wh...` its parent.
+            return Err(refused(OP, rel, "whiteout of `.` or `..`"));
+        }
+        if name.starts_with(b".wh.") {
             // aufs bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`): not part of the tree.
             self.report
                 .notes
