@@ -24,7 +24,7 @@ use tar::EntryType;
 
 /// A hook mapping an entry's root-relative path to where it should go: `None` skips the entry,
 /// `Some(path)` writes it there (strip a prefix, relocate). Hardlink targets are mapped too.
-pub type PathMap<'a> = &'a (dyn Fn(&Path) -> Option<PathBuf> + 'a);
+pub type PathMap<'a> = &'a (dyn Fn(&Path) -> Option<PathBuf> + Sync + 'a);
 
 /// How OCI whiteout files (`.wh.NAME`, `.wh..wh..opq`) are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -599,9 +599,21 @@ impl Unpacker<'_, '_> {
                 true
             }
         };
+        let mut created = created;
         if created {
             // Owner-writable while it is filled; the archive's mode is applied at the end.
-            mkdir_at(&at, 0o700).map_err(io_err("create dir", &rel))?;
+            match mkdir_at(&at, 0o700) {
+                Ok(()) => {}
+                // Another unpack into the same root (packages unpacked in parallel) made it
+                // first: it is an existing directory now.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EEXIST)
+                        && lstat_at(&at).is_ok_and(|st| stat_is_dir(&st)) =>
+                {
+                    created = false;
+                }
+                Err(e) => return Err(io_err("create dir", &rel)(e)),
+            }
         }
         self.archive_symlinks.remove(&rel);
         self.verified.insert(rel.clone());
