@@ -854,3 +854,28 @@ fn package_options_leave_existing_directories_alone() {
         0o755
     );
 }
+
+#[test]
+fn opaque_marker_never_prunes_through_a_symlink() {
+    let s = Scene::new();
+    fs::create_dir_all(s.root.join("usr/lib")).unwrap();
+    fs::write(s.root.join("usr/lib/libc.so"), b"c").unwrap();
+    std::os::unix::fs::symlink("usr/lib", s.root.join("lib")).unwrap();
+    let root = Root::open(&s.root).unwrap();
+    let opts = UnpackOptions::for_layer(Whiteouts::Apply);
+    let r = unpack(
+        &root,
+        Tar::new().file("lib/.wh..wh..opq", b"").bytes().as_slice(),
+        &opts,
+    )
+    .unwrap();
+    assert!(s.root.join("usr/lib/libc.so").exists());
+    assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+    // An opaque marker for a directory that does not exist is a no-op.
+    unpack(
+        &root,
+        Tar::new().file("nope/.wh..wh..opq", b"").bytes().as_slice(),
+        &opts,
+    )
+    .unwrap();
+}

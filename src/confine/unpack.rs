@@ -842,17 +842,26 @@ impl Unpacker<'_, '_> {
         match self.opts.whiteouts {
             Whiteouts::Apply => {
                 self.check_parents(&dir.join("x"))?;
-                match self.root.at(&dir) {
-                    Ok(_) => self.prune(&dir)?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("open parent", &dir)(e)),
+                let at = self.root.at(&dir).map_err(io_err("open parent", &dir));
+                match at.and_then(|at| lstat_at(&at).map_err(io_err("lstat", &dir))) {
+                    Ok(st) if stat_is_dir(&st) => self.prune(&dir)?,
+                    // Never prune through a symlink: the layer's own directory entry replaces
+                    // it; without one there is nothing of this directory to hide.
+                    Ok(_) => self.report.notes.push(format!(
+                        "{}: opaque marker on a non-directory ignored",
+                        dir.display()
+                    )),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
                 }
             }
             Whiteouts::OverlayFs => {
-                let at = self.prepare(&dir.join("x"))?;
-                let dat = self.root.at(&dir).map_err(io_err("open dir", &dir))?;
-                drop(at);
-                lsetxattr_at(&dat, c"trusted.overlay.opaque", b"y").map_err(|source| {
+                self.check_parents(&dir.join("x"))?;
+                self.root
+                    .mkdir_all(&dir, 0o755)
+                    .map_err(io_err("create dir", &dir))?;
+                let at = self.root.at(&dir).map_err(io_err("open dir", &dir))?;
+                lsetxattr_at(&at, c"trusted.overlay.opaque", b"y").map_err(|source| {
                     ConfineError::Io {
                         op: "set xattr",
                         path: dir.join("[trusted.overlay.opaque]"),
