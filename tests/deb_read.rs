@@ -397,6 +397,13 @@ fn real_debs() -> Option<&'static (tempfile::TempDir, Vec<PathBuf>)> {
         let dir = tempfile::tempdir().ok()?;
         let pkgs = ["coreutils", "iputils-ping", "passwd", "bzip2"];
         let out = Command::new("apt-get")
+            // Fail fast when the mirror is unreachable, so the tests skip instead of hanging.
+            .args([
+                "-o",
+                "Acquire::http::Timeout=20",
+                "-o",
+                "Acquire::Retries=0",
+            ])
             .arg("download")
             .args(pkgs)
             .current_dir(dir.path())
