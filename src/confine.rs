@@ -1154,4 +1154,28 @@ mod tests {
         root.chown("l", 7, 7).unwrap();
         assert_eq!(root.lstat("l").unwrap().uid(), 7);
     }
+
+    #[test]
+    fn open_file_follows_symlinks_inside_the_root() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let rootdir = tmp.path().join("root");
+        std::fs::create_dir_all(rootdir.join("etc")).unwrap();
+        std::fs::write(rootdir.join("etc/real"), b"inside").unwrap();
+        std::fs::write(tmp.path().join("real"), b"outside").unwrap();
+        std::os::unix::fs::symlink("/etc/real", rootdir.join("etc/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../etc/real", rootdir.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), rootdir.join("etc/host")).unwrap();
+        for root in roots(&rootdir) {
+            for link in ["etc/abs", "etc/rel"] {
+                let mut s = String::new();
+                root.open_file(link)
+                    .unwrap()
+                    .read_to_string(&mut s)
+                    .unwrap();
+                assert_eq!(s, "inside", "{link} {:?}", root.resolver());
+            }
+            assert!(root.open_file("etc/host").unwrap_err().is_not_found());
+        }
+    }
 }
