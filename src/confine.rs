@@ -1110,4 +1110,72 @@ mod tests {
         assert!(!rootdir.join("d").exists());
         assert!(outside.join("keep").exists());
     }
+
+    #[test]
+    fn attributes_and_nodes() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::open(tmp.path()).unwrap();
+        root.create_dir_all("usr/bin", 0o755).unwrap();
+        drop(root.create_file("usr/bin/su", 0o755).unwrap());
+        let root_user = nix::unistd::geteuid().is_root();
+        if root_user {
+            root.chown("usr/bin/su", 0, 42).unwrap();
+        }
+        root.chmod("usr/bin/su", 0o4755).unwrap();
+        root.set_mtime("usr/bin/su", 1_000_000, 5).unwrap();
+        let m = root.lstat("usr/bin/su").unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o4755);
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000, 5));
+        root.mkfifo("usr/fifo", 0o620).unwrap();
+        let m = root.lstat("usr/fifo").unwrap();
+        assert!(m.file_type().is_fifo());
+        assert_eq!(m.mode() & 0o777, 0o620);
+        let e = root.chmod("nope/x", 0o644).unwrap_err();
+        assert!(e.to_string().contains("chmod `nope/x`"), "{e}");
+        if !root_user {
+            eprintln!("SKIP: attributes_and_nodes (owners, capabilities, devices) needs root");
+            return;
+        }
+        assert_eq!(root.lstat("usr/bin/su").unwrap().gid(), 42);
+        let cap = [
+            0u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        root.set_xattr("usr/bin/su", "security.capability", &cap)
+            .unwrap();
+        let got = xattr::get(tmp.path().join("usr/bin/su"), "security.capability").unwrap();
+        assert_eq!(got.as_deref(), Some(&cap[..]));
+        root.mknod("dev-null", NodeKind::Char, 0o666, 1, 3).unwrap();
+        let m = root.lstat("dev-null").unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), libc::makedev(1, 3));
+        root.set_xattr("dev-null", "trusted.x", b"1").unwrap();
+        root.symlink("/nowhere", "l").unwrap();
+        root.chown("l", 7, 7).unwrap();
+        assert_eq!(root.lstat("l").unwrap().uid(), 7);
+    }
+
+    #[test]
+    fn open_file_follows_symlinks_inside_the_root() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let rootdir = tmp.path().join("root");
+        std::fs::create_dir_all(rootdir.join("etc")).unwrap();
+        std::fs::write(rootdir.join("etc/real"), b"inside").unwrap();
+        std::fs::write(tmp.path().join("real"), b"outside").unwrap();
+        std::os::unix::fs::symlink("/etc/real", rootdir.join("etc/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../etc/real", rootdir.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), rootdir.join("etc/host")).unwrap();
+        for root in roots(&rootdir) {
+            for link in ["etc/abs", "etc/rel"] {
+                let mut s = String::new();
+                root.open_file(link)
+                    .unwrap()
+                    .read_to_string(&mut s)
+                    .unwrap();
+                assert_eq!(s, "inside", "{link} {:?}", root.resolver());
+            }
+            assert!(root.open_file("etc/host").unwrap_err().is_not_found());
+        }
+    }
 }

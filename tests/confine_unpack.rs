@@ -718,3 +718,164 @@ fn many_entries_unpack_quickly() {
         start.elapsed()
     );
 }
+
+#[test]
+fn hardlink_to_a_symlink_links_the_symlink_itself() {
+    let s = Scene::new();
+    let root = Root::open(&s.root).unwrap();
+    let target = s.outside.join("etc/passwd");
+    let bytes = Tar::new()
+        .symlink("l", target.to_str().unwrap())
+        .hardlink("h", "l")
+        .bytes();
+    unpack(&root, bytes.as_slice(), &UnpackOptions::default()).unwrap();
+    assert_eq!(fs::read_link(s.root.join("h")).unwrap(), target);
+    assert_eq!(fs::metadata(&target).unwrap().nlink(), 1);
+}
+
+/// A concurrent attacker swaps a directory inside the root for a symlink to the outside while
+/// files are written below it: nothing may ever land outside.
+#[test]
+fn concurrent_symlink_swap_never_escapes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for resolver in [None, Some(Resolver::Openat2), Some(Resolver::Walk)] {
+        for target in ["abs", "rel"] {
+            let s = Scene::new();
+            fs::create_dir(s.root.join("d")).unwrap();
+            let link_target = if target == "abs" {
+                s.outside.join("etc")
+            } else {
+                PathBuf::from("../outside/etc")
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let attacker = {
+                let (root, stop) = (s.root.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let (d, link) = (root.join("d"), root.join("d.link"));
+                    std::os::unix::fs::symlink(&link_target, &link).unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        // Atomically exchange d (dir) and d.link (symlink): `d` is always one
+                        // of the two.
+                        let _ = nix::fcntl::renameat2(
+                            nix::fcntl::AT_FDCWD,
+                            &d,
+                            nix::fcntl::AT_FDCWD,
+                            &link,
+                            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                        );
+                        std::thread::yield_now();
+                    }
+                })
+            };
+            // Keep writing until enough writes raced the swaps (a loaded machine may starve
+            // either thread for a while).
+            let (mut written, mut attempts) = (0, 0);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while (written < 200 || attempts < 2000) && std::time::Instant::now() < deadline {
+                let ok = match &resolver {
+                    Some(r) => {
+                        let root = Root::open_with(&s.root, *r).unwrap();
+                        root.create_file(format!("d/f{attempts}"), 0o644).is_ok()
+                    }
+                    // The control: plain host-path writes, which the swap does redirect.
+                    None => fs::File::create(s.root.join(format!("d/f{attempts}"))).is_ok(),
+                };
+                written += ok as u32;
+                attempts += 1;
+                if resolver.is_none() && fs::read_dir(s.outside.join("etc")).unwrap().count() > 1 {
+                    break;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            attacker.join().unwrap();
+            let names: Vec<_> = fs::read_dir(s.outside.join("etc"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            if resolver.is_some() {
+                assert_eq!(names, ["passwd"], "{resolver:?} {target}: escaped");
+                if written == 0 {
+                    eprintln!("note: {resolver:?} {target}: no write won the race on this run");
+                }
+            } else {
+                // Proof that the attack is live on this machine.
+                assert!(names.len() > 1, "the race never redirected a plain write");
+            }
+        }
+    }
+}
+
+#[test]
+fn whiteout_of_dot_or_dotdot_is_refused() {
+    let s = Scene::new();
+    fs::create_dir_all(s.root.join("a/b")).unwrap();
+    let root = Root::open(&s.root).unwrap();
+    for name in ["a/b/.wh..", "a/b/.wh..."] {
+        let err = unpack(
+            &root,
+            Tar::new().file(name, b"").bytes().as_slice(),
+            &UnpackOptions::for_layer(Whiteouts::Apply),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("whiteout of"), "{err}");
+        assert!(s.root.join("a/b").is_dir());
+    }
+}
+
+#[test]
+fn package_options_leave_existing_directories_alone() {
+    let s = Scene::new();
+    fs::create_dir(s.root.join("usr")).unwrap();
+    fs::set_permissions(s.root.join("usr"), fs::Permissions::from_mode(0o711)).unwrap();
+    let root = Root::open(&s.root).unwrap();
+    let bytes = Tar::new()
+        .dir("./usr/", 0o755)
+        .dir("./usr/new/", 0o750)
+        .bytes();
+    unpack(&root, bytes.as_slice(), &UnpackOptions::for_package()).unwrap();
+    assert_eq!(
+        fs::metadata(s.root.join("usr")).unwrap().mode() & 0o7777,
+        0o711
+    );
+    assert_eq!(
+        fs::metadata(s.root.join("usr/new")).unwrap().mode() & 0o7777,
+        0o750
+    );
+    // tar and layers do apply the entry's attributes.
+    unpack(
+        &root,
+        bytes.as_slice(),
+        &UnpackOptions::for_layer(Whiteouts::Apply),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::metadata(s.root.join("usr")).unwrap().mode() & 0o7777,
+        0o755
+    );
+}
+
+#[test]
+fn opaque_marker_never_prunes_through_a_symlink() {
+    let s = Scene::new();
+    fs::create_dir_all(s.root.join("usr/lib")).unwrap();
+    fs::write(s.root.join("usr/lib/libc.so"), b"c").unwrap();
+    std::os::unix::fs::symlink("usr/lib", s.root.join("lib")).unwrap();
+    let root = Root::open(&s.root).unwrap();
+    let opts = UnpackOptions::for_layer(Whiteouts::Apply);
+    let r = unpack(
+        &root,
+        Tar::new().file("lib/.wh..wh..opq", b"").bytes().as_slice(),
+        &opts,
+    )
+    .unwrap();
+    assert!(s.root.join("usr/lib/libc.so").exists());
+    assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+    // An opaque marker for a directory that does not exist is a no-op.
+    unpack(
+        &root,
+        Tar::new().file("nope/.wh..wh..opq", b"").bytes().as_slice(),
+        &opts,
+    )
+    .unwrap();
+}

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
 
 /// Names of the control members dpkg knows (others are kept too).
 pub const CONTROL_MEMBERS: &[&str] = &[
@@ -114,12 +115,17 @@ impl Compression {
     }
 
     /// Wrap `r` in the matching decompressor.
-    pub fn reader<'a>(self, r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    pub fn reader<'a>(self, r: impl Read + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
             Compression::None => Box::new(BufReader::with_capacity(128 * 1024, r)),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::new(r)?;
+                // Accept `zstd --long` streams (dpkg-deb may write them), as dpkg does.
+                d.window_log_max(31)?;
+                Box::new(d)
+            }
             Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(r)),
         })
     }
@@ -305,7 +311,9 @@ impl Deb {
             })
     }
 
-    /// Run `f` on the decompressed data tarball stream.
+    /// Run `f` on the decompressed data tarball stream. Decompression runs on its own thread,
+    /// a few chunks ahead of `f`, so that inflating and writing the tree overlap (as dpkg-deb's
+    /// decompressor process and tar extractor do).
     pub fn with_data<T>(&self, f: impl FnOnce(&mut dyn Read) -> T) -> Result<T, DebError> {
         let io_err = |source| DebError::Io {
             path: self.path.clone(),
@@ -315,8 +323,84 @@ impl Deb {
         let file = File::open(&self.path).map_err(io_err)?;
         let mut ar = ar::Archive::new(file);
         let entry = ar.jump_to_entry(self.data_index).map_err(io_err)?;
-        let mut reader = self.data_compression.reader(entry).map_err(io_err)?;
-        Ok(f(&mut reader))
+        let reader = self.data_compression.reader(entry).map_err(io_err)?;
+        Ok(std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+            scope.spawn(move || produce(reader, tx));
+            let mut pipe = ChunkReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            // Dropping the receiver (also when `f` stops early) ends the producer.
+            f(&mut pipe)
+        }))
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Read `r` in chunks into `tx` until EOF, an error, or the receiver hangs up.
+fn produce(mut r: impl Read, tx: mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        if tx.send(Ok(buf)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The consuming end of [`produce`].
+struct ChunkReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                // The producer finished (EOF).
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -325,7 +409,7 @@ fn read_control_tar(
     path: &Path,
     member: &str,
     c: Compression,
-    r: &mut dyn Read,
+    r: &mut (dyn Read + Send),
 ) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
     let io_err = |source| DebError::Io {
         path: path.to_path_buf(),

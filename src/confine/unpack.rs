@@ -24,7 +24,7 @@ use tar::EntryType;
 
 /// A hook mapping an entry's root-relative path to where it should go: `None` skips the entry,
 /// `Some(path)` writes it there (strip a prefix, relocate). Hardlink targets are mapped too.
-pub type PathMap<'a> = &'a (dyn Fn(&Path) -> Option<PathBuf> + 'a);
+pub type PathMap<'a> = &'a (dyn Fn(&Path) -> Option<PathBuf> + Sync + 'a);
 
 /// How OCI whiteout files (`.wh.NAME`, `.wh..wh..opq`) are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +92,27 @@ impl Default for UnpackOptions<'_> {
             keep_directory_symlinks: true,
             update_existing_dirs: true,
             map: None,
+        }
+    }
+}
+
+impl UnpackOptions<'_> {
+    /// Options for a package's data tarball, as dpkg unpacks it: existing directories (shared
+    /// with other packages) keep their attributes, directory symlinks (merged-usr) are kept.
+    pub fn for_package() -> Self {
+        UnpackOptions {
+            update_existing_dirs: false,
+            ..Default::default()
+        }
+    }
+
+    /// Options for an image layer applied over earlier ones: whiteouts in the given form,
+    /// directories replace symlinks and take the layer's attributes.
+    pub fn for_layer(whiteouts: Whiteouts) -> Self {
+        UnpackOptions {
+            whiteouts,
+            keep_directory_symlinks: false,
+            ..Default::default()
         }
     }
 }
@@ -175,21 +196,25 @@ pub fn unpack(root: &Root, reader: impl Read, opts: &UnpackOptions) -> Result<Un
         written: HashSet::new(),
         dirs: Vec::new(),
         buf: vec![0; 256 * 1024],
+        prefix: PathBuf::new(),
         report: UnpackReport::default(),
     };
-    let mut last: Option<PathBuf> = None;
+    // The last good entry's name, kept in one reused buffer: only errors need it.
+    let mut last: Vec<u8> = Vec::new();
     for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|source| ConfineError::Archive {
-            after: last.take(),
+            after: (index > 0).then(|| PathBuf::from(OsStr::from_bytes(&last))),
             source,
         })?;
-        let name = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
-        u.entry(&mut entry).map_err(|e| ConfineError::Entry {
-            index: index as u64,
-            path: name.clone(),
-            source: Box::new(e),
-        })?;
-        last = Some(name);
+        if let Err(e) = u.entry(&mut entry) {
+            return Err(ConfineError::Entry {
+                index: index as u64,
+                path: PathBuf::from(OsStr::from_bytes(&entry.path_bytes())),
+                source: Box::new(e),
+            });
+        }
+        last.clear();
+        last.extend_from_slice(&entry.path_bytes());
     }
     u.finish_dirs()?;
     Ok(u.report)
@@ -217,6 +242,8 @@ struct Unpacker<'r, 'o> {
     /// Directories whose mode and mtime are applied after their contents.
     dirs: Vec<(PathBuf, u32, i64, u32)>,
     buf: Vec<u8>,
+    /// Scratch path for parent checks (reused: no allocation per entry).
+    prefix: PathBuf,
     report: UnpackReport,
 }
 
@@ -273,8 +300,7 @@ impl Unpacker<'_, '_> {
         ) {
             return Ok(());
         }
-        let raw = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
-        let mut rel = entry_path(&raw)?;
+        let mut rel = entry_path(Path::new(OsStr::from_bytes(&entry.path_bytes())))?;
         if let Some(map) = self.opts.map {
             match map(&rel) {
                 Some(p) => rel = entry_path(&p)?,
@@ -391,24 +417,31 @@ impl Unpacker<'_, '_> {
         let Some(parent) = rel.parent() else {
             return Ok(());
         };
-        let mut prefix = PathBuf::new();
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        let r = self.check_prefixes(rel, parent, &mut prefix);
+        self.prefix = prefix;
+        r
+    }
+
+    fn check_prefixes(&mut self, rel: &Path, parent: &Path, prefix: &mut PathBuf) -> Result<()> {
         for c in parent.components() {
             prefix.push(c);
-            if self.verified.contains(&prefix) {
+            if self.verified.contains(prefix) {
                 continue;
             }
-            let at = match self.root.at(&prefix) {
+            let at = match self.root.at(prefix) {
                 Ok(at) => at,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_err("open parent", &prefix)(e)),
+                Err(e) => return Err(io_err("open parent", prefix)(e)),
             };
             let st = match lstat_at(&at) {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_err("lstat", &prefix)(e)),
+                Err(e) => return Err(io_err("lstat", prefix)(e)),
             };
             if stat_is_symlink(&st) {
-                if self.archive_symlinks.contains(&prefix) {
+                if self.archive_symlinks.contains(prefix) {
                     return Err(refused(
                         OP,
                         rel,
@@ -418,8 +451,8 @@ impl Unpacker<'_, '_> {
                         ),
                     ));
                 }
-                let target = readlink_at(&at).map_err(io_err("read link", &prefix))?;
-                if climbs_out(&prefix, &target) {
+                let target = readlink_at(&at).map_err(io_err("read link", prefix))?;
+                if climbs_out(prefix, &target) {
                     return Err(refused(
                         OP,
                         rel,
@@ -566,9 +599,21 @@ impl Unpacker<'_, '_> {
                 true
             }
         };
+        let mut created = created;
         if created {
             // Owner-writable while it is filled; the archive's mode is applied at the end.
-            mkdir_at(&at, 0o700).map_err(io_err("create dir", &rel))?;
+            match mkdir_at(&at, 0o700) {
+                Ok(()) => {}
+                // Another unpack into the same root (packages unpacked in parallel) made it
+                // first: it is an existing directory now.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EEXIST)
+                        && lstat_at(&at).is_ok_and(|st| stat_is_dir(&st)) =>
+                {
+                    created = false;
+                }
+                Err(e) => return Err(io_err("create dir", &rel)(e)),
+            }
         }
         self.archive_symlinks.remove(&rel);
         self.verified.insert(rel.clone());
@@ -752,7 +797,11 @@ impl Unpacker<'_, '_> {
         if name == b".wh..opq" {
             return self.opaque(dir);
         }
-        if name.starts_with(b".wh.") || name.is_empty() {
+        if name.is_empty() || name == b"." || name == b".." {
+            // `.wh..` would whiteout the directory itself, `.wh...` its parent.
+            return Err(refused(OP, rel, "whiteout of `.` or `..`"));
+        }
+        if name.starts_with(b".wh.") {
             // aufs bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`): not part of the tree.
             self.report
                 .notes
@@ -793,17 +842,26 @@ impl Unpacker<'_, '_> {
         match self.opts.whiteouts {
             Whiteouts::Apply => {
                 self.check_parents(&dir.join("x"))?;
-                match self.root.at(&dir) {
-                    Ok(_) => self.prune(&dir)?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("open parent", &dir)(e)),
+                let at = self.root.at(&dir).map_err(io_err("open parent", &dir));
+                match at.and_then(|at| lstat_at(&at).map_err(io_err("lstat", &dir))) {
+                    Ok(st) if stat_is_dir(&st) => self.prune(&dir)?,
+                    // Never prune through a symlink: the layer's own directory entry replaces
+                    // it; without one there is nothing of this directory to hide.
+                    Ok(_) => self.report.notes.push(format!(
+                        "{}: opaque marker on a non-directory ignored",
+                        dir.display()
+                    )),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
                 }
             }
             Whiteouts::OverlayFs => {
-                let at = self.prepare(&dir.join("x"))?;
-                let dat = self.root.at(&dir).map_err(io_err("open dir", &dir))?;
-                drop(at);
-                lsetxattr_at(&dat, c"trusted.overlay.opaque", b"y").map_err(|source| {
+                self.check_parents(&dir.join("x"))?;
+                self.root
+                    .mkdir_all(&dir, 0o755)
+                    .map_err(io_err("create dir", &dir))?;
+                let at = self.root.at(&dir).map_err(io_err("open dir", &dir))?;
+                lsetxattr_at(&at, c"trusted.overlay.opaque", b"y").map_err(|source| {
                     ConfineError::Io {
                         op: "set xattr",
                         path: dir.join("[trusted.overlay.opaque]"),
