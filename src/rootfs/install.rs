@@ -98,11 +98,7 @@ pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallEr
         })
     };
     // dpkg leaves existing directories alone and follows directory symlinks (merged /usr).
-    let dpkg_like = || UnpackOptions {
-        update_existing_dirs: false,
-        keep_directory_symlinks: true,
-        ..UnpackOptions::default()
-    };
+    let dpkg_like = UnpackOptions::for_package;
     let mut reports = opened
         .par_iter()
         .map(|deb| {
