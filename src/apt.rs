@@ -3,3 +3,6 @@
 //! except through [`crate::confine`].
 
 pub mod control;
+pub mod index;
+pub mod solver;
+pub mod version;
