@@ -295,7 +295,10 @@ mod tests {
             ("1 0", VersionError::EmbeddedSpace("1 0".into())),
             (":1", VersionError::EmptyEpoch(":1".into())),
             ("a:1", VersionError::EpochNotNumber("a:1".into())),
-            ("9999999999:1", VersionError::EpochTooBig("9999999999:1".into())),
+            (
+                "9999999999:1",
+                VersionError::EpochTooBig("9999999999:1".into()),
+            ),
             ("1:", VersionError::EmptyUpstream("1:".into())),
             ("1.0-", VersionError::EmptyRevision("1.0-".into())),
             ("-1", VersionError::EmptyUpstream("-1".into())),
@@ -308,8 +311,12 @@ mod tests {
             Err(VersionError::InvalidChar { ch: '_', .. })
         ));
         assert!(matches!(
-            Version::parse("1.0-1:2"),
-            Err(VersionError::InvalidChar { ch: ':', part: "revision", .. })
+            Version::parse("1.0-1_2"),
+            Err(VersionError::InvalidChar {
+                ch: '_',
+                part: "revision",
+                ..
+            })
         ));
     }
 }
