@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use imgbuild::apt::control::{self, Paragraph};
 use imgbuild::apt::index::parse_packages;
-use imgbuild::apt::solver::{PackageId, Request, Universe};
+use imgbuild::apt::solver::{PackageId, Request, SolveError, Universe};
 
 /// One `Packages` index of the host's apt configuration.
 struct Target {
@@ -113,10 +113,15 @@ impl IsolatedApt {
     }
 
     /// `(name, version)` of every package apt would install or upgrade.
-    fn simulate(&self, names: &[String]) -> BTreeSet<(String, String)> {
+    fn simulate(&self, names: &[String], recommends: bool) -> BTreeSet<(String, String)> {
         let out = Command::new("apt-get")
             .env("APT_CONFIG", self.dir.path().join("apt.conf"))
-            .args(["install", "--simulate", "--no-install-recommends", "-q"])
+            .args(["install", "--simulate", "-q"])
+            .arg(if recommends {
+                "--install-recommends"
+            } else {
+                "--no-install-recommends"
+            })
             .args(names)
             .output()
             .expect("run apt-get");
@@ -239,7 +244,7 @@ fn matches_apt_on_host_indexes() {
         start.elapsed()
     );
     let ours = pairs(&u, minbase.packages.iter().copied());
-    let apts = apt.simulate(&names);
+    let apts = apt.simulate(&names, false);
     assert!(ours.len() > 50, "minbase is a real set");
     assert_eq!(
         ours,
@@ -257,23 +262,50 @@ fn matches_apt_on_host_indexes() {
     }
 
     apt.set_status(&status_text(&u, &minbase.packages, &raw));
-    for want in ["python3", "openssh-server", "build-essential"] {
+    for (want, recommends) in [
+        ("python3", false),
+        ("openssh-server", false),
+        ("build-essential", false),
+        ("python3", true),
+        ("openssh-server", true),
+    ] {
         let mut req = Request::install(&[want]).unwrap();
         req.installed = minbase.packages.clone();
+        req.with_recommends = recommends;
         let res = u.solve(&req).unwrap_or_else(|e| panic!("{want}: {e}"));
         let before = pairs(&u, minbase.packages.iter().copied());
         let ours: BTreeSet<_> = pairs(&u, res.packages.iter().copied())
             .difference(&before)
             .cloned()
             .collect();
-        let apts = apt.simulate(&[want.to_string()]);
+        let apts = apt.simulate(&[want.to_string()], recommends);
         assert!(!ours.is_empty(), "{want} adds packages");
         assert_eq!(
             ours,
             apts,
-            "{want} differs from apt:\n{}",
+            "{want} (recommends: {recommends}) differs from apt:\n{}",
             diff(&ours, &apts)
         );
-        eprintln!("{want}: {} new packages, same as apt", ours.len());
+        eprintln!(
+            "{want} (recommends: {recommends}): {} new packages, same as apt",
+            ours.len()
+        );
+    }
+
+    // Two mail transport agents exclude each other: the explanation names both.
+    let mut req = Request::install(&["postfix", "exim4-daemon-heavy"]).unwrap();
+    req.installed = minbase.packages.clone();
+    match u.solve(&req) {
+        Err(SolveError::Unsolvable {
+            explanation,
+            involved,
+        }) => {
+            eprintln!("unsolvable as expected:\n{explanation}");
+            for name in ["postfix", "exim4-daemon-heavy"] {
+                assert!(involved.iter().any(|n| n == name), "{name} in {involved:?}");
+                assert!(explanation.contains(name), "{name} in:\n{explanation}");
+            }
+        }
+        other => panic!("postfix with exim4 should be unsolvable, got {other:?}"),
     }
 }

@@ -424,16 +424,18 @@ impl Universe {
             }
             // Recommends are soft: ask for the preferred satisfier of each unmet one and let the
             // solver drop those that cannot be had, until nothing new is recommended.
+            // As apt, only newly installed packages bring their Recommends along.
             let mut added = false;
-            for &id in &chosen {
+            for &id in chosen.iter().filter(|id| !installed.contains(id)) {
                 let from = self.packages[id].architecture.clone();
                 for rel in &self.packages[id].recommends {
                     if self.relation_met(rel, &from, &chosen) {
                         continue;
                     }
-                    if let Some(best) = self.best_satisfier(rel, &from, &installed)
-                        && tried.insert(best)
-                    {
+                    // Anything tried before and not chosen could not be installed: move on to
+                    // the next alternative.
+                    if let Some(best) = self.best_untried(rel, &from, &installed, &tried) {
+                        tried.insert(best);
                         soft.push(best);
                         added = true;
                     }
@@ -473,17 +475,23 @@ impl Universe {
         })
     }
 
-    fn best_satisfier(
+    /// The preferred package for `rel` not yet in `skip`: alternatives in order, each name's
+    /// candidate (the best version satisfying it), as apt walks an or-group.
+    fn best_untried(
         &self,
         rel: &Relation,
         from: &str,
         installed: &BTreeSet<PackageId>,
+        skip: &BTreeSet<PackageId>,
     ) -> Option<PackageId> {
         rel.alternatives.iter().find_map(|alt| {
-            self.alt_slots(alt, installed)
-                .into_iter()
-                .flat_map(|s| self.slot_members[s].iter().copied())
-                .find(|&id| self.satisfies(id, alt, from))
+            self.alt_slots(alt, installed).into_iter().find_map(|s| {
+                self.slot_members[s]
+                    .iter()
+                    .copied()
+                    .find(|&id| self.satisfies(id, alt, from))
+                    .filter(|id| !skip.contains(id))
+            })
         })
     }
 
@@ -601,11 +609,13 @@ fn tarjan(n: usize, edges: &[Vec<(usize, bool)>]) -> Vec<Vec<usize>> {
 enum VSet {
     /// Members satisfying alternative `alt` (interned) for a dependent of architecture `from`.
     Match { slot: usize, alt: usize },
-    /// Members *not* satisfying `alt`, plus `except` itself: the allowed set under a conflict.
+    /// Members *not* satisfying `alt`, plus `except` itself: the allowed set under a
+    /// `Conflicts` (or, with `breaks`, a `Breaks`) relation of `except`.
     NotMatch {
         slot: usize,
         alt: usize,
         except: PackageId,
+        breaks: bool,
     },
     /// Every member.
     Any { slot: usize },
@@ -810,7 +820,11 @@ impl Interner for Provider<'_> {
                     format!("(providing {a})")
                 }
             }
-            VSet::NotMatch { alt, .. } => format!("(not conflicting with {})", t.alts[alt].0),
+            VSet::NotMatch { alt, breaks, .. } => format!(
+                "(excluded by {}: {})",
+                if breaks { "Breaks" } else { "Conflicts" },
+                t.alts[alt].0
+            ),
             VSet::Any { .. } => "*".to_string(),
             VSet::Nothing { .. } => "(not co-installable)".to_string(),
         }
@@ -913,13 +927,15 @@ impl DependencyProvider for Provider<'_> {
             deps.requirements
                 .push(self.requirement(rel, &p.architecture));
         }
-        for alt in p.conflicts.iter().chain(&p.breaks) {
+        let conflicts = p.conflicts.iter().map(|a| (a, false));
+        for (alt, breaks) in conflicts.chain(p.breaks.iter().map(|a| (a, true))) {
             let a = self.intern_alt(alt, &p.architecture);
             for slot in self.u.alt_slots(alt, &BTreeSet::new()) {
                 let vs = self.intern(VSet::NotMatch {
                     slot,
                     alt: a,
                     except: id,
+                    breaks,
                 });
                 if !deps.constrains.contains(&vs) {
                     deps.constrains.push(vs);
@@ -1122,9 +1138,11 @@ Package: r4\nVersion: 1\nArchitecture: amd64\n";
         let mut req = Request::install(&["x"]).unwrap();
         assert_eq!(names(&u, &u.solve(&req).unwrap()), ["x=1"]);
         req.with_recommends = true;
-        // r2 conflicts with x and is dropped; its alternative is not retried (as apt: first
-        // alternative only), r1's own recommendation follows.
-        assert_eq!(names(&u, &u.solve(&req).unwrap()), ["r1=1", "r4=1", "x=1"]);
+        // r2 conflicts with x, so its alternative r3 is taken; r1's own recommendation follows.
+        assert_eq!(
+            names(&u, &u.solve(&req).unwrap()),
+            ["r1=1", "r3=1", "r4=1", "x=1"]
+        );
     }
 
     #[test]
