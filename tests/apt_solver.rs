@@ -268,6 +268,7 @@ fn matches_apt_on_host_indexes() {
         ("build-essential", false),
         ("python3", true),
         ("openssh-server", true),
+        ("build-essential", true),
     ] {
         let mut req = Request::install(&[want]).unwrap();
         req.installed = minbase.packages.clone();

@@ -25,8 +25,8 @@ impl Rng {
 }
 
 const UP_TOKENS: &[&str] = &[
-    "0", "1", "2", "9", "10", "01", "001", "100", "a", "b", "z", "A", "Z", "rc", "~", "~~", "+", ".",
-    "+dfsg", "~rc1", "~beta", "a1", "1a", ".0", "+b1",
+    "0", "1", "2", "9", "10", "01", "001", "100", "a", "b", "z", "A", "Z", "rc", "~", "~~", "+",
+    ".", "+dfsg", "~rc1", "~beta", "a1", "1a", ".0", "+b1",
 ];
 const REV_TOKENS: &[&str] = &[
     "0", "1", "2", "10", "01", "a", "b", "~", "+", ".", "+b1", "~bpo1", "+deb12u1", "ubuntu1",
@@ -121,7 +121,11 @@ fn dpkg_results(lines: &[(String, &str, String)]) -> Vec<bool> {
     for child in children {
         let res = child.wait_with_output().expect("wait sh");
         assert!(res.status.success());
-        out.extend(String::from_utf8_lossy(&res.stdout).lines().map(|l| l == "1"));
+        out.extend(
+            String::from_utf8_lossy(&res.stdout)
+                .lines()
+                .map(|l| l == "1"),
+        );
     }
     out
 }

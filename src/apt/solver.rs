@@ -729,7 +729,13 @@ impl<'u> Provider<'u> {
         }
         if sets.is_empty() {
             // Nothing satisfies it: keep a set on the first name so the explanation names it.
-            let alt = &rel.alternatives[0];
+            let empty = Alternative {
+                name: "(empty relation)".into(),
+                arch: ArchQual::None,
+                constraint: None,
+                arch_restriction: Vec::new(),
+            };
+            let alt = rel.alternatives.first().unwrap_or(&empty);
             let a = self.intern_alt(alt, from);
             let slot = match self.u.real.get(&alt.name).and_then(|s| s.first()) {
                 Some(&s) => s,
@@ -1150,8 +1156,11 @@ Package: r4\nVersion: 1\nArchitecture: amd64\n";
         let text = "\
 Package: top\nVersion: 1\nArchitecture: amd64\nDepends: mid\n\n\
 Package: mid\nVersion: 1\nArchitecture: amd64\nDepends: leaf (>= 2)\n\n\
-Package: leaf\nVersion: 1\nArchitecture: amd64\n";
+Package: leaf\nVersion: 1\nArchitecture: amd64\n\n\
+Package: haunted\nVersion: 1\nArchitecture: amd64\nDepends: ghost (>= 1) | spectre\n";
         let u = universe(&[text], &[500]);
+        let err = solve(&u, &["haunted"]).unwrap_err();
+        assert!(err.to_string().contains("ghost"), "{err}");
         let err = solve(&u, &["top"]).unwrap_err();
         let SolveError::Unsolvable {
             explanation,
