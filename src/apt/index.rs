@@ -1,0 +1,541 @@
+//! Repository package indexes: `Package` records from `Packages` paragraphs, with their
+//! relationship fields (`Depends`, `Provides`, `Conflicts`, …) parsed.
+
+use std::fmt;
+
+use super::control::{self, ParseError};
+use super::version::{Version, VersionError};
+
+/// Why a `Packages` index could not be read. Every variant names the 1-based line of the paragraph
+/// (or field) involved.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The text is not valid deb822.
+    #[error("Packages index: {0}")]
+    Control(#[from] ParseError),
+    /// A required field is absent.
+    #[error("Packages index: line {line}: paragraph has no {field} field")]
+    MissingField {
+        /// Line where the paragraph starts.
+        line: usize,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A version (in `Version`, `Source` or a relation) is invalid.
+    #[error("Packages index: line {line}: field {field}: {source}")]
+    BadVersion {
+        /// Line where the paragraph starts.
+        line: usize,
+        /// Field holding the version.
+        field: &'static str,
+        /// What dpkg's rules say.
+        source: VersionError,
+    },
+    /// A relationship field could not be parsed.
+    #[error("Packages index: line {line}: field {field}: {message} in {text:?}")]
+    BadRelation {
+        /// Line where the paragraph starts.
+        line: usize,
+        /// The relationship field.
+        field: &'static str,
+        /// The offending text.
+        text: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A numeric or boolean field has an unusable value.
+    #[error("Packages index: line {line}: field {field}: bad value {value:?}")]
+    BadValue {
+        /// Line where the paragraph starts.
+        line: usize,
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// `Multi-Arch` field values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum MultiArch {
+    /// No field (or `no`): the package satisfies dependencies of its own architecture only.
+    #[default]
+    No,
+    /// Co-installable with itself for other architectures.
+    Same,
+    /// Satisfies dependencies of packages of any architecture.
+    Foreign,
+    /// Satisfies `pkg:any` dependencies.
+    Allowed,
+}
+
+/// A version comparison operator in a relation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    /// `<<`
+    Lt,
+    /// `<=` (and the obsolete `<`)
+    Le,
+    /// `=`
+    Eq,
+    /// `>=` (and the obsolete `>`)
+    Ge,
+    /// `>>`
+    Gt,
+}
+
+impl Op {
+    /// True when `have OP want` holds.
+    pub fn holds(self, have: &Version, want: &Version) -> bool {
+        let o = have.cmp(want);
+        match self {
+            Op::Lt => o.is_lt(),
+            Op::Le => o.is_le(),
+            Op::Eq => o.is_eq(),
+            Op::Ge => o.is_ge(),
+            Op::Gt => o.is_gt(),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Lt => "<<",
+            Op::Le => "<=",
+            Op::Eq => "=",
+            Op::Ge => ">=",
+            Op::Gt => ">>",
+        })
+    }
+}
+
+/// An architecture qualifier on a relation target (`name:qual`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum ArchQual {
+    /// No qualifier: the depending package's own architecture rules apply.
+    #[default]
+    None,
+    /// `:any`: any architecture, via `Multi-Arch: allowed`.
+    Any,
+    /// `:native`: the native architecture.
+    Native,
+    /// An explicit architecture such as `:amd64`.
+    Arch(String),
+}
+
+/// One package a relation can be satisfied by: `name[:arch] [(op version)]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    /// Package (or virtual package) name.
+    pub name: String,
+    /// Architecture qualifier.
+    pub arch: ArchQual,
+    /// Version constraint, if any.
+    pub constraint: Option<(Op, Version)>,
+    /// `[arch …]` restriction list as written (entries may start with `!`); empty when absent.
+    /// Binary indexes should not carry these; they are kept so callers can decide.
+    pub arch_restriction: Vec<String>,
+}
+
+impl fmt::Display for Alternative {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        match &self.arch {
+            ArchQual::None => {}
+            ArchQual::Any => f.write_str(":any")?,
+            ArchQual::Native => f.write_str(":native")?,
+            ArchQual::Arch(a) => write!(f, ":{a}")?,
+        }
+        if let Some((op, v)) = &self.constraint {
+            write!(f, " ({op} {v})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One comma-separated item of a relationship field: satisfied by any of its alternatives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    /// `a | b | c`, in order of preference.
+    pub alternatives: Vec<Alternative>,
+}
+
+impl fmt::Display for Relation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.alternatives.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A binary package as listed in a repository's `Packages` index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// Package name.
+    pub name: String,
+    /// Package version.
+    pub version: Version,
+    /// `Architecture` (`amd64`, `all`, …).
+    pub architecture: String,
+    /// `Multi-Arch`.
+    pub multi_arch: MultiArch,
+    /// `Essential: yes`.
+    pub essential: bool,
+    /// `Priority` (`required`, `important`, `optional`, …).
+    pub priority: Option<String>,
+    /// `Section`.
+    pub section: Option<String>,
+    /// Source package name (the package name when the field is absent).
+    pub source: String,
+    /// Source version (the package version when the field gives none).
+    pub source_version: Version,
+    /// `Installed-Size` in KiB.
+    pub installed_size: Option<u64>,
+    /// `Depends`.
+    pub depends: Vec<Relation>,
+    /// `Pre-Depends`.
+    pub pre_depends: Vec<Relation>,
+    /// `Recommends`.
+    pub recommends: Vec<Relation>,
+    /// `Provides` (only `=` constraints are meaningful).
+    pub provides: Vec<Alternative>,
+    /// `Conflicts`.
+    pub conflicts: Vec<Alternative>,
+    /// `Breaks`.
+    pub breaks: Vec<Alternative>,
+    /// `Replaces`.
+    pub replaces: Vec<Alternative>,
+    /// `Filename`, relative to the repository root.
+    pub filename: Option<String>,
+    /// `Size` of the `.deb` in bytes.
+    pub size: Option<u64>,
+    /// `SHA256` of the `.deb`, lowercase hex.
+    pub sha256: Option<String>,
+    /// First line of `Description`.
+    pub description: String,
+    /// Index of the repository this record came from, as supplied by the caller.
+    pub repo: usize,
+}
+
+impl Package {
+    /// Build a package from one paragraph. `repo` is stored as given.
+    pub fn from_paragraph(p: &control::Paragraph, repo: usize) -> Result<Package, IndexError> {
+        let line = p.line;
+        let req =
+            |field: &'static str| p.get(field).ok_or(IndexError::MissingField { line, field });
+        let version_of = |field: &'static str, s: &str| {
+            Version::parse(s).map_err(|source| IndexError::BadVersion {
+                line,
+                field,
+                source,
+            })
+        };
+        let number = |field: &'static str| -> Result<Option<u64>, IndexError> {
+            p.get(field)
+                .map(|v| {
+                    v.parse::<u64>().map_err(|_| IndexError::BadValue {
+                        line,
+                        field,
+                        value: v.to_string(),
+                    })
+                })
+                .transpose()
+        };
+        let relations = |field: &'static str| -> Result<Vec<Relation>, IndexError> {
+            match p.get(field) {
+                Some(v) => parse_relations(v).map_err(|(text, message)| IndexError::BadRelation {
+                    line,
+                    field,
+                    text,
+                    message,
+                }),
+                None => Ok(Vec::new()),
+            }
+        };
+        let flat = |field: &'static str| -> Result<Vec<Alternative>, IndexError> {
+            let mut out = Vec::new();
+            for r in relations(field)? {
+                if r.alternatives.len() != 1 {
+                    return Err(IndexError::BadRelation {
+                        line,
+                        field,
+                        text: r.to_string(),
+                        message: "alternatives are not allowed here".into(),
+                    });
+                }
+                out.extend(r.alternatives);
+            }
+            Ok(out)
+        };
+
+        let name = req("Package")?.to_string();
+        let version = version_of("Version", req("Version")?)?;
+        let architecture = req("Architecture")?.to_string();
+        let multi_arch = match p.get("Multi-Arch").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("no") => MultiArch::No,
+            Some("same") => MultiArch::Same,
+            Some("foreign") => MultiArch::Foreign,
+            Some("allowed") => MultiArch::Allowed,
+            Some(other) => {
+                return Err(IndexError::BadValue {
+                    line,
+                    field: "Multi-Arch",
+                    value: other.to_string(),
+                });
+            }
+        };
+        let essential = match p.get("Essential").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(other) => {
+                return Err(IndexError::BadValue {
+                    line,
+                    field: "Essential",
+                    value: other.to_string(),
+                });
+            }
+        };
+        let (source, source_version) = match p.get("Source") {
+            None => (name.clone(), version.clone()),
+            Some(s) => match s.split_once('(') {
+                None => (s.trim().to_string(), version.clone()),
+                Some((n, rest)) => {
+                    let v = rest
+                        .trim_end()
+                        .strip_suffix(')')
+                        .ok_or(IndexError::BadValue {
+                            line,
+                            field: "Source",
+                            value: s.to_string(),
+                        })?;
+                    (n.trim().to_string(), version_of("Source", v)?)
+                }
+            },
+        };
+        Ok(Package {
+            version,
+            architecture,
+            multi_arch,
+            essential,
+            priority: p.get("Priority").map(str::to_string),
+            section: p.get("Section").map(str::to_string),
+            source,
+            source_version,
+            installed_size: number("Installed-Size")?,
+            depends: relations("Depends")?,
+            pre_depends: relations("Pre-Depends")?,
+            recommends: relations("Recommends")?,
+            provides: flat("Provides")?,
+            conflicts: flat("Conflicts")?,
+            breaks: flat("Breaks")?,
+            replaces: flat("Replaces")?,
+            filename: p.get("Filename").map(str::to_string),
+            size: number("Size")?,
+            sha256: p.get("SHA256").map(str::to_ascii_lowercase),
+            description: p
+                .get("Description")
+                .and_then(|d| d.lines().next())
+                .unwrap_or("")
+                .to_string(),
+            name,
+            repo,
+        })
+    }
+}
+
+/// Parse a whole `Packages` index; `repo` is stored in every record.
+pub fn parse_packages(text: &str, repo: usize) -> Result<Vec<Package>, IndexError> {
+    control::parse(text)?
+        .iter()
+        .map(|p| Package::from_paragraph(p, repo))
+        .collect()
+}
+
+/// Parse a relationship field (`Depends` syntax). Errors carry the offending item and a message.
+pub fn parse_relations(field: &str) -> Result<Vec<Relation>, (String, String)> {
+    let mut out = Vec::new();
+    for item in field.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue; // dpkg tolerates a trailing comma
+        }
+        let mut alternatives = Vec::new();
+        for alt in item.split('|') {
+            alternatives.push(parse_alternative(alt.trim()).map_err(|m| (item.to_string(), m))?);
+        }
+        out.push(Relation { alternatives });
+    }
+    Ok(out)
+}
+
+fn parse_alternative(s: &str) -> Result<Alternative, String> {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || "+-._".contains(c);
+    let end = s.find(|c: char| !is_name_char(c)).unwrap_or(s.len());
+    let name = &s[..end];
+    if name.is_empty() {
+        return Err("missing package name".into());
+    }
+    let mut rest = &s[end..];
+    let mut arch = ArchQual::None;
+    if let Some(r) = rest.strip_prefix(':') {
+        let e = r.find(|c: char| !is_name_char(c)).unwrap_or(r.len());
+        arch = match &r[..e] {
+            "" => return Err("empty architecture qualifier".into()),
+            "any" => ArchQual::Any,
+            "native" => ArchQual::Native,
+            a => ArchQual::Arch(a.to_string()),
+        };
+        rest = &r[e..];
+    }
+    rest = rest.trim_start();
+    let mut constraint = None;
+    if let Some(r) = rest.strip_prefix('(') {
+        let close = r.find(')').ok_or("unclosed '('")?;
+        let inner = r[..close].trim();
+        rest = r[close + 1..].trim_start();
+        let (op, v) = [
+            ("<<", Op::Lt),
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            (">>", Op::Gt),
+            ("=", Op::Eq),
+            ("<", Op::Le),
+            (">", Op::Ge),
+        ]
+        .iter()
+        .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v)))
+        .ok_or_else(|| format!("bad version relation {inner:?}"))?;
+        let version = Version::parse(v).map_err(|e| e.to_string())?;
+        constraint = Some((op, version));
+    }
+    let mut arch_restriction = Vec::new();
+    if let Some(r) = rest.strip_prefix('[') {
+        let close = r.find(']').ok_or("unclosed '['")?;
+        arch_restriction = r[..close].split_whitespace().map(str::to_string).collect();
+        rest = r[close + 1..].trim_start();
+    }
+    // Build profiles (`<!nocheck> <stage1>`) only matter for build dependencies: skip them.
+    while let Some(r) = rest.strip_prefix('<') {
+        let close = r.find('>').ok_or("unclosed '<'")?;
+        rest = r[close + 1..].trim_start();
+    }
+    if !rest.is_empty() {
+        return Err(format!("unexpected {rest:?}"));
+    }
+    Ok(Alternative {
+        name: name.to_string(),
+        arch,
+        constraint,
+        arch_restriction,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations() {
+        let r = parse_relations(
+            "libc6 (>= 2.34), debconf (>= 0.5) | debconf-2.0, python3:any, foo:amd64 (<< 2~) [amd64 !i386] <!nocheck>, bar (>1),",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 5);
+        assert_eq!(r[0].alternatives[0].name, "libc6");
+        assert_eq!(
+            r[0].alternatives[0].constraint,
+            Some((Op::Ge, Version::parse("2.34").unwrap()))
+        );
+        assert_eq!(r[1].alternatives.len(), 2);
+        assert_eq!(r[1].alternatives[1].name, "debconf-2.0");
+        assert_eq!(r[2].alternatives[0].arch, ArchQual::Any);
+        let foo = &r[3].alternatives[0];
+        assert_eq!(foo.arch, ArchQual::Arch("amd64".into()));
+        assert_eq!(foo.constraint.as_ref().map(|c| c.0), Some(Op::Lt));
+        assert_eq!(foo.arch_restriction, vec!["amd64", "!i386"]);
+        assert_eq!(r[1].to_string(), "debconf (>= 0.5) | debconf-2.0");
+        assert_eq!(
+            parse_relations("bar (>1)").unwrap()[0].alternatives[0].constraint,
+            Some((Op::Ge, Version::parse("1").unwrap()))
+        );
+    }
+
+    #[test]
+    fn bad_relations() {
+        for bad in [
+            "a (>= )", "a (~ 1)", "a | | b", "a (>= 1", "a b", "(>= 1)", "a:",
+        ] {
+            assert!(parse_relations(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn package_record() {
+        let text = "Package: libfoo1\nSource: foo (1.2-3)\nVersion: 1.2-3+b1\nArchitecture: amd64\n\
+Multi-Arch: same\nPriority: optional\nSection: libs\nInstalled-Size: 42\nPre-Depends: libc6 (>= 2.36)\n\
+Depends: bar | baz\nProvides: libfoo (= 1.2)\nBreaks: old (<< 1)\nFilename: pool/f/foo.deb\nSize: 1000\n\
+SHA256: ABCD\nDescription: a lib\n long text\n\nPackage: sh\nVersion: 1\nArchitecture: all\nEssential: yes\n";
+        let ps = parse_packages(text, 3).unwrap();
+        assert_eq!(ps.len(), 2);
+        let p = &ps[0];
+        assert_eq!(p.source, "foo");
+        assert_eq!(p.source_version.as_str(), "1.2-3");
+        assert_eq!(p.multi_arch, MultiArch::Same);
+        assert_eq!(p.installed_size, Some(42));
+        assert_eq!(p.pre_depends[0].alternatives[0].name, "libc6");
+        assert_eq!(p.provides[0].to_string(), "libfoo (= 1.2)");
+        assert_eq!(p.sha256.as_deref(), Some("abcd"));
+        assert_eq!(p.description, "a lib");
+        assert_eq!(p.repo, 3);
+        assert!(ps[1].essential);
+        assert_eq!(ps[1].source, "sh");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = "Package: a\nVersion: 1\nArchitecture: all\n\nPackage: b\nVersion: x1\nArchitecture: all\n";
+        let e = parse_packages(text, 0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                IndexError::BadVersion {
+                    line: 5,
+                    field: "Version",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse_packages("Package: a\nArchitecture: all\n", 0).unwrap_err();
+        assert!(matches!(
+            e,
+            IndexError::MissingField {
+                line: 1,
+                field: "Version"
+            }
+        ));
+        let e = parse_packages(
+            "Package: a\nVersion: 1\nArchitecture: all\nDepends: b (>= \n",
+            0,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 1: field Depends"), "{e}");
+        let e = parse_packages(
+            "Package: a\nVersion: 1\nArchitecture: all\nConflicts: b | c\n",
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            IndexError::BadRelation {
+                field: "Conflicts",
+                ..
+            }
+        ));
+    }
+}
