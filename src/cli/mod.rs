@@ -1,5 +1,8 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
+pub mod info;
+pub mod validate;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -16,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and the features this build supports.
     Version,
+    /// Check descriptions: exit 0 if valid, non-zero with every error found otherwise.
+    Validate(validate::ValidateArgs),
+    /// Show a description resolved for profiles, type and architecture (json, yaml or xml).
+    Info(info::InfoArgs),
 }
 
 /// Run the parsed command; the exit code is the command's.
@@ -25,5 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("imgbuild {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Validate(args) => validate::run(args),
+        Command::Info(args) => info::run(args),
     }
 }
