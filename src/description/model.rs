@@ -387,8 +387,8 @@ pub struct Profile {
     pub import: bool,
     /// `arch`.
     pub arch: Option<String>,
-    /// `<requires profile=…>`s.
-    pub requires: Vec<String>,
+    /// `<requires profile=…>`s, with their `arch` filter.
+    pub requires: Vec<(String, Option<String>)>,
 }
 
 pub(crate) fn truthy(v: Option<&str>) -> Option<bool> {
@@ -491,8 +491,7 @@ impl Description {
                 arch: owned(p.get("arch")),
                 requires: p
                     .children_named("requires")
-                    .filter_map(|r| r.get("profile"))
-                    .map(str::to_string)
+                    .filter_map(|r| Some((r.get("profile")?.to_string(), owned(r.get("arch")))))
                     .collect(),
             })
             .collect()
@@ -515,7 +514,7 @@ impl Description {
         }
         let mut out: Vec<String> = Vec::new();
         for name in &sel.profiles {
-            add_profile(name, &available, &all, &mut out, 0)?;
+            add_profile(name, &available, &all, &sel.target_arch, &mut out, 0)?;
         }
         Ok(out)
     }
@@ -734,6 +733,7 @@ fn add_profile(
     name: &str,
     available: &[&Profile],
     all: &[Profile],
+    arch: &str,
     out: &mut Vec<String>,
     depth: usize,
 ) -> Result<(), DescriptionError> {
@@ -747,8 +747,10 @@ fn add_profile(
         });
     };
     out.push(name.to_string());
-    for r in &p.requires {
-        add_profile(r, available, all, out, depth + 1)?;
+    for (r, r_arch) in &p.requires {
+        if arch_matches(r_arch.as_deref(), arch) {
+            add_profile(r, available, all, arch, out, depth + 1)?;
+        }
     }
     Ok(())
 }
