@@ -272,6 +272,10 @@ for nm in sorted(elements):
             s = {"enum": vals + [v for v in ("true", "false") if False]}
             if set(vals) <= {"true", "false"}:
                 s = {"enum": vals + [v == "true" for v in vals]}
+            else:
+                # YAML may write numeric-looking values plain (schemaversion: 8.5)
+                nums = [json.loads(v) for v in vals if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", v)]
+                s = {"enum": vals + nums}
         props["@" + an] = s
     for cn, (lo, hi) in e["children"].items():
         ref = {"$ref": "#/$defs/" + cn}
