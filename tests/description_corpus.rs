@@ -11,7 +11,10 @@ fn corpus() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/kiwi-testdata")),
         Some(PathBuf::from("/work/shared/corpus/kiwi-testdata")),
     ];
-    candidates.into_iter().flatten().find(|p| p.join("SOURCE.md").is_file())
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("SOURCE.md").is_file())
 }
 
 fn files(root: &Path) -> Vec<PathBuf> {
@@ -52,34 +55,54 @@ fn expected_rejection(rel: &str) -> Option<&'static [&'static str]> {
 #[test]
 fn corpus_gets_kiwis_verdict() {
     let Some(root) = corpus() else {
-        eprintln!("SKIP: corpus_gets_kiwis_verdict: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS or provide ../shared/corpus)");
+        eprintln!(
+            "SKIP: corpus_gets_kiwis_verdict: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS or provide ../shared/corpus)"
+        );
         return;
     };
     let all = files(&root);
-    assert!(all.len() >= 128, "corpus looks incomplete: {} files", all.len());
+    assert!(
+        all.len() >= 128,
+        "corpus looks incomplete: {} files",
+        all.len()
+    );
     let mut failures = Vec::new();
     let mut needs_profile = 0;
     for f in &all {
-        let rel = f.strip_prefix(&root).unwrap_or(f).to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .replace('\\', "/");
         let result = description::load(f);
         match (expected_rejection(&rel), result) {
             (None, Err(e)) => failures.push(format!("{rel}: KIWI accepts it, imgbuild says:\n{e}")),
-            (Some(words), Ok(_)) => failures.push(format!("{rel}: KIWI rejects it ({words:?}), imgbuild accepted it")),
+            (Some(words), Ok(_)) => failures.push(format!(
+                "{rel}: KIWI rejects it ({words:?}), imgbuild accepted it"
+            )),
             (Some(words), Err(e)) => {
                 let msg = e.to_string();
                 if !words.iter().all(|w| msg.contains(w)) {
-                    failures.push(format!("{rel}: rejected for the wrong reason (want {words:?}):\n{msg}"));
+                    failures.push(format!(
+                        "{rel}: rejected for the wrong reason (want {words:?}):\n{msg}"
+                    ));
                 }
             }
             (None, Ok(d)) => {
                 // KIWI's `image info` needs --profile for descriptions whose only types are profiled;
                 // the error must name the profiles that would give a type.
-                let sel = Selection { target_arch: "x86_64".into(), ..Selection::default() };
+                let sel = Selection {
+                    target_arch: "x86_64".into(),
+                    ..Selection::default()
+                };
                 match d.resolve(&sel) {
                     Ok(r) => assert!(!r.build_type.image.is_empty(), "{rel}: empty type"),
                     Err(DescriptionError::NoBuildType { candidates, .. }) => {
                         needs_profile += 1;
-                        assert!(!candidates.is_empty(), "{rel}: no candidate profiles listed");
+                        assert!(
+                            !candidates.is_empty(),
+                            "{rel}: no candidate profiles listed"
+                        );
                         let with = Selection {
                             profiles: vec![candidates[0].clone()],
                             target_arch: "x86_64".into(),
@@ -88,7 +111,8 @@ fn corpus_gets_kiwis_verdict() {
                         // a typo'd profiles= (example_no_default_type's "vmxFlavor") cannot be selected
                         if d.profiles().iter().any(|p| p.name == candidates[0]) {
                             if let Err(e) = d.resolve(&with) {
-                                failures.push(format!("{rel}: --profile {} fails: {e}", candidates[0]));
+                                failures
+                                    .push(format!("{rel}: --profile {} fails: {e}", candidates[0]));
                             }
                         }
                     }
@@ -99,7 +123,12 @@ fn corpus_gets_kiwis_verdict() {
     }
     // SOURCE.md: 25 build tests plus example_no_default_type.xml need a profile
     assert_eq!(needs_profile, 26, "descriptions needing --profile");
-    assert!(failures.is_empty(), "{} corpus mismatches:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} corpus mismatches:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -123,7 +152,11 @@ fn validating_the_corpus_is_fast() {
         "validated {} corpus files ({ok} valid) in {:.1} ms ({} build)",
         all.len(),
         took.as_secs_f64() * 1000.0,
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     if !cfg!(debug_assertions) {
         assert!(took.as_secs_f64() < 1.0, "corpus validation took {took:?}");

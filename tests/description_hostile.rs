@@ -4,7 +4,10 @@ use imgbuild::description::{self, DescriptionError, MAX_DEPTH, MAX_FILE_SIZE};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn load_text(name: &str, bytes: &[u8]) -> (Result<description::Description, DescriptionError>, Duration) {
+fn load_text(
+    name: &str,
+    bytes: &[u8],
+) -> (Result<description::Description, DescriptionError>, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join(name);
     std::fs::write(&p, bytes).unwrap();
@@ -26,8 +29,14 @@ const HEAD: &str = r#"<image schemaversion="8.5" name="x"><description type="sys
 
 #[test]
 fn malformed_xml_names_the_position() {
-    let e = err("config.xml", b"<image schemaversion=\"8.5\" name=\"x\">\n  <preferences>\n</image>\n");
-    assert!(e.contains("config.xml:3:") && e.contains("malformed XML"), "{e}");
+    let e = err(
+        "config.xml",
+        b"<image schemaversion=\"8.5\" name=\"x\">\n  <preferences>\n</image>\n",
+    );
+    assert!(
+        e.contains("config.xml:3:") && e.contains("malformed XML"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -41,7 +50,10 @@ fn entity_bombs_and_external_entities_are_refused() {
     let xxe = r#"<!DOCTYPE image [<!ENTITY x SYSTEM "file:///etc/passwd">]><image name="&x;"/>"#;
     assert!(err("config.xml", xxe.as_bytes()).contains("DOCTYPE"));
     // an undeclared entity without a DOCTYPE
-    let e = err("config.xml", format!("{HEAD}<repository><source path=\"&x;\"/></repository></image>").as_bytes());
+    let e = err(
+        "config.xml",
+        format!("{HEAD}<repository><source path=\"&x;\"/></repository></image>").as_bytes(),
+    );
     assert!(e.contains("&x;") || e.contains("entity"), "{e}");
 }
 
@@ -68,7 +80,9 @@ fn oversized_files_are_refused_naming_the_limit() {
     let start = Instant::now();
     let e = description::load(&p).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(1));
-    assert!(matches!(e, DescriptionError::TooLarge { size, limit, .. } if size == 100 * 1024 * 1024 && limit == MAX_FILE_SIZE));
+    assert!(
+        matches!(e, DescriptionError::TooLarge { size, limit, .. } if size == 100 * 1024 * 1024 && limit == MAX_FILE_SIZE)
+    );
     assert!(e.to_string().contains(&MAX_FILE_SIZE.to_string()));
 }
 
@@ -78,14 +92,20 @@ fn invalid_utf8_reports_line_and_column() {
     b.extend_from_slice(&[0xff, 0xfe]);
     b.extend_from_slice(b"\"/>\n</image>\n");
     let e = err("config.xml", &b);
-    assert!(e.contains("config.xml:2:9") && e.contains("invalid UTF-8"), "{e}");
+    assert!(
+        e.contains("config.xml:2:9") && e.contains("invalid UTF-8"),
+        "{e}"
+    );
 }
 
 #[test]
 fn yaml_alias_bombs_are_refused() {
     let bomb = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nimage: [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n";
     let e = err("config.yaml", bomb.as_bytes());
-    assert!(e.contains("aliases are not allowed") && e.contains("config.yaml:2:"), "{e}");
+    assert!(
+        e.contains("aliases are not allowed") && e.contains("config.yaml:2:"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -98,43 +118,87 @@ fn several_errors_are_reported_at_once() {
     let d = e.diagnostics();
     assert!(d.len() >= 3, "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("repository@type") && msg.contains("apt-deb"), "{msg}");
+    assert!(
+        msg.contains("repository@type") && msg.contains("apt-deb"),
+        "{msg}"
+    );
     assert!(msg.contains("repository@bogus: unknown attribute"), "{msg}");
-    assert!(msg.contains("pakage: unknown element in <packages>"), "{msg}");
+    assert!(
+        msg.contains("pakage: unknown element in <packages>"),
+        "{msg}"
+    );
     assert!(msg.contains("config.xml:2:"), "{msg}");
 }
 
 #[test]
 fn semantic_checks_name_the_problem() {
     let cases = [
-        (r#"<containerconfig name="Bad Name"/>"#, "not a valid container name"),
-        (r#"<containerconfig name="ok" tag="-x"/>"#, "not a valid tag"),
-        (r#"<containerconfig name="ok"><stopsignal>TERM</stopsignal></containerconfig>"#, "not a signal name"),
-        (r#"<containerconfig name="ok"><expose><port number="80/sctp"/></expose></containerconfig>"#, "port@number"),
+        (
+            r#"<containerconfig name="Bad Name"/>"#,
+            "not a valid container name",
+        ),
+        (
+            r#"<containerconfig name="ok" tag="-x"/>"#,
+            "not a valid tag",
+        ),
+        (
+            r#"<containerconfig name="ok"><stopsignal>TERM</stopsignal></containerconfig>"#,
+            "not a signal name",
+        ),
+        (
+            r#"<containerconfig name="ok"><expose><port number="80/sctp"/></expose></containerconfig>"#,
+            "port@number",
+        ),
     ];
     for (cc, want) in cases {
-        let text = HEAD.replace(r#"<type image="docker"/>"#, &format!(r#"<type image="docker">{cc}</type>"#)) + "</image>";
+        let text = HEAD.replace(
+            r#"<type image="docker"/>"#,
+            &format!(r#"<type image="docker">{cc}</type>"#),
+        ) + "</image>";
         let e = err("config.xml", text.as_bytes());
         assert!(e.contains(want), "{cc}: {e}");
     }
-    let tbz = HEAD.replace(r#"<type image="docker"/>"#, r#"<type image="tbz"><containerconfig name="x"/></type>"#) + "</image>";
-    assert!(err("config.xml", tbz.as_bytes()).contains("only available for the following image types"));
+    let tbz = HEAD.replace(
+        r#"<type image="docker"/>"#,
+        r#"<type image="tbz"><containerconfig name="x"/></type>"#,
+    ) + "</image>";
+    assert!(
+        err("config.xml", tbz.as_bytes()).contains("only available for the following image types")
+    );
     let zypper = HEAD.replace("<type", "<packagemanager>zypper</packagemanager><type")
         + r#"<packages type="bootstrap" bootstrap_package="b"/></image>"#;
-    assert!(err("config.xml", zypper.as_bytes()).contains("bootstrap_package is only supported with packagemanager apt"));
-    let module = format!(r#"{HEAD}<packages type="image"><collectionModule name="m" enable="true"/></packages></image>"#);
-    assert!(err("config.xml", module.as_bytes()).contains("only available in the bootstrap packages section"));
-    let dup = format!(r#"{HEAD}<profiles><profile name="a" description="d"/><profile name="a" description="d"/></profiles></image>"#);
+    assert!(
+        err("config.xml", zypper.as_bytes())
+            .contains("bootstrap_package is only supported with packagemanager apt")
+    );
+    let module = format!(
+        r#"{HEAD}<packages type="image"><collectionModule name="m" enable="true"/></packages></image>"#
+    );
+    assert!(
+        err("config.xml", module.as_bytes())
+            .contains("only available in the bootstrap packages section")
+    );
+    let dup = format!(
+        r#"{HEAD}<profiles><profile name="a" description="d"/><profile name="a" description="d"/></profiles></image>"#
+    );
     assert!(err("config.xml", dup.as_bytes()).contains("defined twice"));
-    let req = format!(r#"{HEAD}<profiles><profile name="a" description="d"><requires profile="zz"/></profile></profiles></image>"#);
+    let req = format!(
+        r#"{HEAD}<profiles><profile name="a" description="d"><requires profile="zz"/></profile></profiles></image>"#
+    );
     assert!(err("config.xml", req.as_bytes()).contains("\"zz\" is not defined"));
 }
 
 #[test]
 fn fuzz_like_garbage_never_panics() {
     // a cheap deterministic sweep: truncations and byte flips of a real description
-    let src = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-rich/config.xml")).unwrap();
-    let ysrc = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-minimal-yaml/config.kiwi")).unwrap();
+    let src = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-rich/config.xml"),
+    )
+    .unwrap();
+    let ysrc = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-minimal-yaml/config.kiwi"),
+    )
+    .unwrap();
     for (name, s) in [("f.xml", &src), ("f.yaml", &ysrc)] {
         let mut seed = 0x9e3779b97f4a7c15u64;
         for i in 0..400 {

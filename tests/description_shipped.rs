@@ -6,7 +6,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn shipped(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("descriptions")
+        .join(rel)
 }
 
 fn json(d: &Description, profiles: &[&str]) -> String {
@@ -18,7 +20,12 @@ fn json(d: &Description, profiles: &[&str]) -> String {
     serde_json::to_string_pretty(&d.resolve(&sel).unwrap()).unwrap()
 }
 
-const ALL: [&str; 4] = ["debian-minimal", "debian-minimal-yaml", "debian-rich", "debian-derived"];
+const ALL: [&str; 4] = [
+    "debian-minimal",
+    "debian-minimal-yaml",
+    "debian-rich",
+    "debian-derived",
+];
 
 #[test]
 fn shipped_descriptions_are_valid_without_warnings() {
@@ -35,7 +42,11 @@ fn xml_and_yaml_forms_give_identical_json() {
     assert_eq!(x.markup, description::Markup::Xml);
     assert_eq!(y.markup, description::Markup::Yaml);
     for profiles in [&[][..], &["bookworm"][..]] {
-        assert_eq!(json(&x, profiles), json(&y, profiles), "profiles {profiles:?}");
+        assert_eq!(
+            json(&x, profiles),
+            json(&y, profiles),
+            "profiles {profiles:?}"
+        );
     }
     let bookworm: Value = serde_json::from_str(&json(&x, &["bookworm"])).unwrap();
     assert_eq!(bookworm["repositories"].as_array().unwrap().len(), 1);
@@ -48,7 +59,10 @@ fn xml_and_yaml_forms_give_identical_json() {
         trixie["repositories"][0]["signing_keys"][0],
         "file:///usr/share/keyrings/debian-archive-keyring.gpg"
     );
-    assert_eq!(trixie["type"]["containerconfig"]["subcommand"]["execute"], "/bin/bash");
+    assert_eq!(
+        trixie["type"]["containerconfig"]["subcommand"]["execute"],
+        "/bin/bash"
+    );
 }
 
 /// The tree with children grouped by name (YAML groups repeats), positions dropped.
@@ -87,33 +101,54 @@ fn xml_to_yaml_to_xml_preserves_the_model() {
         assert_eq!(canonical(&desc.tree), canonical(&back.tree), "{d}");
         for profiles in [&[][..], &["bookworm"][..], &["devel"][..]] {
             if desc.active_profiles(&sel(profiles)).is_ok() {
-                assert_eq!(json(&desc, profiles), json(&back, profiles), "{d} {profiles:?}");
+                assert_eq!(
+                    json(&desc, profiles),
+                    json(&back, profiles),
+                    "{d} {profiles:?}"
+                );
             }
         }
     }
 }
 
 fn sel(p: &[&str]) -> Selection {
-    Selection { profiles: p.iter().map(|s| s.to_string()).collect(), build_type: None, target_arch: "x86_64".into() }
+    Selection {
+        profiles: p.iter().map(|s| s.to_string()).collect(),
+        build_type: None,
+        target_arch: "x86_64".into(),
+    }
 }
 
 #[test]
 fn corpus_round_trips_through_yaml() {
     let root = std::env::var_os("IMGBUILD_KIWI_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/kiwi-testdata"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/kiwi-testdata")
+        });
     if !root.is_dir() {
         eprintln!("SKIP: corpus_round_trips_through_yaml: KIWI corpus not found");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
-    for e in walkdir::WalkDir::new(&root).into_iter().filter_map(Result::ok) {
-        let Ok(desc) = description::load(e.path()) else { continue };
+    for e in walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let Ok(desc) = description::load(e.path()) else {
+            continue;
+        };
         let y = dir.path().join("c.yaml");
         std::fs::write(&y, desc.to_yaml()).unwrap();
-        let back = description::load(&y).unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
-        assert_eq!(canonical(&desc.tree), canonical(&back.tree), "{}", e.path().display());
+        let back =
+            description::load(&y).unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+        assert_eq!(
+            canonical(&desc.tree),
+            canonical(&back.tree),
+            "{}",
+            e.path().display()
+        );
         n += 1;
     }
     assert!(n > 100, "only {n} corpus files round-tripped");
@@ -182,7 +217,12 @@ fn check(schema: &Value, root: &Value, v: &Value, path: &str, errs: &mut Vec<Str
                 None => {}
             }
         }
-        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(r) = r.as_str() {
                 if !m.contains_key(r) {
                     errs.push(format!("{path}: missing {r}"));
@@ -195,7 +235,11 @@ fn check(schema: &Value, root: &Value, v: &Value, path: &str, errs: &mut Vec<Str
 fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
     use yaml_rust2::Yaml;
     match y {
-        Yaml::Real(s) => s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+        Yaml::Real(s) => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
         Yaml::Integer(i) => Value::from(*i),
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Boolean(b) => Value::Bool(*b),
@@ -212,7 +256,10 @@ fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
 #[test]
 fn shipped_descriptions_match_the_json_schema() {
     let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/imgbuild-yaml.schema.json")).unwrap(),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/imgbuild-yaml.schema.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     for d in ALL {
