@@ -109,11 +109,10 @@ fn corpus_gets_kiwis_verdict() {
                             ..Selection::default()
                         };
                         // a typo'd profiles= (example_no_default_type's "vmxFlavor") cannot be selected
-                        if d.profiles().iter().any(|p| p.name == candidates[0]) {
-                            if let Err(e) = d.resolve(&with) {
-                                failures
-                                    .push(format!("{rel}: --profile {} fails: {e}", candidates[0]));
-                            }
+                        if d.profiles().iter().any(|p| p.name == candidates[0])
+                            && let Err(e) = d.resolve(&with)
+                        {
+                            failures.push(format!("{rel}: --profile {} fails: {e}", candidates[0]));
                         }
                     }
                     Err(e) => failures.push(format!("{rel}: resolve failed: {e}")),

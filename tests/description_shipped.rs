@@ -196,10 +196,10 @@ fn check(schema: &Value, root: &Value, v: &Value, path: &str, errs: &mut Vec<Str
             return;
         }
     }
-    if let Some(en) = schema.get("enum").and_then(Value::as_array) {
-        if !en.contains(v) {
-            errs.push(format!("{path}: {v} not in {en:?}"));
-        }
+    if let Some(en) = schema.get("enum").and_then(Value::as_array)
+        && !en.contains(v)
+    {
+        errs.push(format!("{path}: {v} not in {en:?}"));
     }
     if let (Some(items), Value::Array(a)) = (schema.get("items"), v) {
         for (i, x) in a.iter().enumerate() {
@@ -223,10 +223,10 @@ fn check(schema: &Value, root: &Value, v: &Value, path: &str, errs: &mut Vec<Str
             .into_iter()
             .flatten()
         {
-            if let Some(r) = r.as_str() {
-                if !m.contains_key(r) {
-                    errs.push(format!("{path}: missing {r}"));
-                }
+            if let Some(r) = r.as_str()
+                && !m.contains_key(r)
+            {
+                errs.push(format!("{path}: missing {r}"));
             }
         }
     }

@@ -40,14 +40,14 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
         .children_named("profiles")
         .flat_map(|s| s.children_named("profile"))
     {
-        if let Some(name) = prof.get("name") {
-            if !defined.insert(name.to_string()) {
-                out.push(Diagnostic::new(
-                    prof.loc.clone(),
-                    "profile@name",
-                    format!("profile {name:?} is defined twice"),
-                ));
-            }
+        if let Some(name) = prof.get("name")
+            && !defined.insert(name.to_string())
+        {
+            out.push(Diagnostic::new(
+                prof.loc.clone(),
+                "profile@name",
+                format!("profile {name:?} is defined twice"),
+            ));
         }
     }
     let mut refs = Vec::new();
@@ -85,14 +85,14 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
         .collect();
     for sec in image.children_named("packages") {
         let kind = sec.get("type").unwrap_or_default();
-        if let Some(a) = sec.attr("bootstrap_package") {
-            if managers.iter().any(|m| *m != "apt") || managers.is_empty() {
-                out.push(Diagnostic::new(
-                    a.loc.clone(),
-                    "packages@bootstrap_package",
-                    "bootstrap_package is only supported with packagemanager apt".into(),
-                ));
-            }
+        if let Some(a) = sec.attr("bootstrap_package")
+            && (managers.iter().any(|m| *m != "apt") || managers.is_empty())
+        {
+            out.push(Diagnostic::new(
+                a.loc.clone(),
+                "packages@bootstrap_package",
+                "bootstrap_package is only supported with packagemanager apt".into(),
+            ));
         }
         for m in sec.children_named("collectionModule") {
             if kind != "bootstrap" {
@@ -121,26 +121,26 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
         };
         // appx/wsl and oem use the name for other things; OCI naming rules apply to images only
         let oci = matches!(ty.get("image"), Some("docker" | "oci"));
-        if let (Some(a), true) = (cc.attr("name"), oci) {
-            if !p.repo_name.is_match(&a.value) {
-                out.push(Diagnostic::new(
+        if let (Some(a), true) = (cc.attr("name"), oci)
+            && !p.repo_name.is_match(&a.value)
+        {
+            out.push(Diagnostic::new(
                     a.loc.clone(),
                     "containerconfig@name",
                     format!("{:?} is not a valid container name (lowercase letters, digits, '.', '_', '-', '/' separated components)", a.value),
                 ));
-            }
         }
-        if let Some(a) = cc.attr("tag") {
-            if !p.tag.is_match(&a.value) {
-                out.push(Diagnostic::new(
-                    a.loc.clone(),
-                    "containerconfig@tag",
-                    format!(
-                        "{:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
-                        a.value
-                    ),
-                ));
-            }
+        if let Some(a) = cc.attr("tag")
+            && !p.tag.is_match(&a.value)
+        {
+            out.push(Diagnostic::new(
+                a.loc.clone(),
+                "containerconfig@tag",
+                format!(
+                    "{:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
+                    a.value
+                ),
+            ));
         }
         if let Some(a) = cc.attr("additionalnames") {
             for entry in a.value.split(',').map(str::trim) {
@@ -174,17 +174,17 @@ fn collect_profile_refs(n: &Node, out: &mut Vec<(super::Loc, String, bool)>) {
     if n.name == "extension" {
         return;
     }
-    if n.name != "profile" {
-        if let Some(a) = n.attr("profiles") {
-            for name in a.value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                out.push((a.loc.clone(), name.to_string(), false));
-            }
+    if n.name != "profile"
+        && let Some(a) = n.attr("profiles")
+    {
+        for name in a.value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            out.push((a.loc.clone(), name.to_string(), false));
         }
     }
-    if n.name == "requires" {
-        if let Some(a) = n.attr("profile") {
-            out.push((a.loc.clone(), a.value.trim().to_string(), true));
-        }
+    if n.name == "requires"
+        && let Some(a) = n.attr("profile")
+    {
+        out.push((a.loc.clone(), a.value.trim().to_string(), true));
     }
     for c in &n.children {
         collect_profile_refs(c, out);

@@ -115,10 +115,9 @@ pub fn grammar() -> &'static Grammar {
                     if let ValueType::Data {
                         pattern: Some(p), ..
                     } = t
+                        && let Ok(re) = Regex::new(&format!("^(?:{p})$"))
                     {
-                        if let Ok(re) = Regex::new(&format!("^(?:{p})$")) {
-                            g.patterns.insert(p.clone(), re);
-                        }
+                        g.patterns.insert(p.clone(), re);
                     }
                 }
             }
@@ -206,14 +205,14 @@ impl Grammar {
                 Some((_, max)) => {
                     let k = counts.entry(c.name.as_str()).or_insert(0);
                     *k += 1;
-                    if let Max::Count(m) = max {
-                        if *k == m + 1 {
-                            out.push(Diagnostic::new(
-                                c.loc.clone(),
-                                &c.name,
-                                format!("<{}> takes at most {m} <{}>", n.name, c.name),
-                            ));
-                        }
+                    if let Max::Count(m) = max
+                        && *k == m + 1
+                    {
+                        out.push(Diagnostic::new(
+                            c.loc.clone(),
+                            &c.name,
+                            format!("<{}> takes at most {m} <{}>", n.name, c.name),
+                        ));
                     }
                     self.element(c, out);
                 }

@@ -608,11 +608,9 @@ impl Description {
                     &mut packages.bootstrap
                 }
                 "image" => {
-                    if !pattern_set {
-                        if let Some(p) = sec.get("patternType") {
-                            packages.pattern_type = p.to_string();
-                            pattern_set = true;
-                        }
+                    if !pattern_set && let Some(p) = sec.get("patternType") {
+                        packages.pattern_type = p.to_string();
+                        pattern_set = true;
                     }
                     &mut packages.image
                 }

@@ -49,17 +49,17 @@ pub fn upgrade(root: &mut Node) -> Result<String, DescriptionError> {
     if v < (7, 5) {
         // additionaltags="a,b" became additionalnames=":a,:b"
         root.walk_mut(&mut |n| {
-            if n.name == "containerconfig" {
-                if let Some(mut a) = n.remove_attr("additionaltags") {
-                    a.value = a
-                        .value
-                        .split(',')
-                        .map(|t| format!(":{}", t.trim()))
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    a.name = "additionalnames".into();
-                    n.attrs.push(a);
-                }
+            if n.name == "containerconfig"
+                && let Some(mut a) = n.remove_attr("additionaltags")
+            {
+                a.value = a
+                    .value
+                    .split(',')
+                    .map(|t| format!(":{}", t.trim()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                a.name = "additionalnames".into();
+                n.attrs.push(a);
             }
         });
     }
@@ -86,24 +86,24 @@ pub fn upgrade(root: &mut Node) -> Result<String, DescriptionError> {
     }
     if v < (8, 3) {
         root.walk_mut(&mut |n| {
-            if n.name == "type" {
-                if let Some(a) = n.attr_mut("btrfs_root_is_snapshot") {
-                    a.name = "btrfs_root_is_snapper_snapshot".into();
-                }
+            if n.name == "type"
+                && let Some(a) = n.attr_mut("btrfs_root_is_snapshot")
+            {
+                a.name = "btrfs_root_is_snapper_snapshot".into();
             }
         });
     }
     if v < (8, 4) {
         root.walk_mut(&mut |n| {
-            if n.name == "bootloader" {
-                if let Some(a) = n.remove_attr("console") {
-                    let mut input = a.clone();
-                    input.name = "input_console".into();
-                    let mut output = a;
-                    output.name = "output_console".into();
-                    n.attrs.push(output);
-                    n.attrs.push(input);
-                }
+            if n.name == "bootloader"
+                && let Some(a) = n.remove_attr("console")
+            {
+                let mut input = a.clone();
+                input.name = "input_console".into();
+                let mut output = a;
+                output.name = "output_console".into();
+                n.attrs.push(output);
+                n.attrs.push(input);
             }
         });
     }
