@@ -94,16 +94,25 @@ pub fn upgrade(root: &mut Node) -> Result<String, DescriptionError> {
         });
     }
     if v < (8, 4) {
+        // console="out in" split in two; a single value sets only the output console
         root.walk_mut(&mut |n| {
             if n.name == "bootloader"
                 && let Some(a) = n.remove_attr("console")
             {
-                let mut input = a.clone();
-                input.name = "input_console".into();
-                let mut output = a;
+                let (out, input) = match a.value.split_once(' ') {
+                    Some((o, i)) => (o.to_string(), Some(i.to_string())),
+                    None => (a.value.clone(), None),
+                };
+                let mut output = a.clone();
                 output.name = "output_console".into();
+                output.value = out;
                 n.attrs.push(output);
-                n.attrs.push(input);
+                if let Some(i) = input {
+                    let mut inp = a;
+                    inp.name = "input_console".into();
+                    inp.value = i;
+                    n.attrs.push(inp);
+                }
             }
         });
     }
@@ -136,7 +145,7 @@ mod tests {
         let mut n = parse(
             r#"<image schemaversion="7.4"><preferences><packagemanager>dnf</packagemanager>
             <type image="docker" vga="0x317" btrfs_root_is_snapshot="true"><containerconfig name="a" additionaltags="b,c"/></type>
-            <bootloader console="serial"/></preferences>
+            <bootloader console="serial"/><bootloader console="gfxterm console"/></preferences>
             <repository type="rpm-dir" use_for_bootstrap="true"/></image>"#,
         );
         assert_eq!(upgrade(&mut n).unwrap(), "7.4");
@@ -148,7 +157,8 @@ mod tests {
         assert!(
             !out.contains("vga") && !out.contains("rpm-dir") && !out.contains("use_for_bootstrap")
         );
-        assert!(out.contains(r#"output_console="serial" input_console="serial""#));
+        assert!(out.contains(r#"<bootloader output_console="serial"/>"#), "{out}");
+        assert!(out.contains(r#"output_console="gfxterm" input_console="console""#));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(crate) fn parse(text: &str, file: &Arc<Path>) -> Result<Node, DescriptionErr
 
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
-    reader.config_mut().check_comments = false;
+    reader.config_mut().check_comments = true;
     let mut stack: Vec<Node> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     let mut root: Option<Node> = None;
@@ -224,7 +224,21 @@ fn start_node(
 /// Write the tree as an indented XML document.
 pub fn write(root: &Node) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
-    write_node(root, 0, &mut out);
+    // the reader drops xmlns declarations; declare xsi again if an xsi: attribute is kept
+    if root.attrs.iter().any(|a| a.name.starts_with("xsi:")) {
+        let mut r = root.clone();
+        r.attrs.insert(
+            0,
+            Attr {
+                name: "xmlns:xsi".into(),
+                value: "http://www.w3.org/2001/XMLSchema-instance".into(),
+                loc: r.loc.clone(),
+            },
+        );
+        write_node(&r, 0, &mut out);
+    } else {
+        write_node(root, 0, &mut out);
+    }
     out
 }
 
