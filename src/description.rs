@@ -43,6 +43,10 @@ pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// Most elements accepted in one file.
 pub const MAX_NODES: usize = 200_000;
+/// Most problems reported for one description; validation stops collecting after this many.
+pub const MAX_DIAGNOSTICS: usize = 200;
+/// Most attributes accepted on one element (KIWI's `<type>` defines about 130).
+pub const MAX_ATTRS: usize = 256;
 
 /// One problem found in a description.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,7 +21,11 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn validate_exit_codes_and_errors() {
-    let ok = imgbuild(&["validate", "descriptions/debian-minimal", "descriptions/debian-minimal-yaml"]);
+    let ok = imgbuild(&[
+        "validate",
+        "descriptions/debian-minimal",
+        "descriptions/debian-minimal-yaml",
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(stdout(&ok).matches(": valid").count(), 2);
 
@@ -32,28 +36,60 @@ fn validate_exit_codes_and_errors() {
         "<image schemaversion=\"8.5\" name=\"bad name\">\n<preferences><type image=\"docker\"/></preferences>\n<unknown/>\n</image>\n",
     )
     .unwrap();
-    let out = imgbuild(&["validate", "descriptions/debian-rich", bad.to_str().unwrap()]);
+    let out = imgbuild(&[
+        "validate",
+        "descriptions/debian-rich",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("config.xml:1:"), "{err}");
-    assert!(err.contains("image@name: invalid value \"bad name\""), "{err}");
-    assert!(err.contains("required element <description> is missing"), "{err}");
-    assert!(err.contains("config.xml:3:1: unknown: unknown element in <image>"), "{err}");
+    assert!(
+        err.contains("image@name: invalid value \"bad name\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("required element <description> is missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("config.xml:3:1: unknown: unknown element in <image>"),
+        "{err}"
+    );
     assert!(stdout(&out).contains("debian-rich/config.xml: valid"));
 }
 
 #[test]
 fn info_json_is_identical_for_both_markups_and_profiles_switch_repositories() {
     for extra in [&[][..], &["--profile", "bookworm"][..]] {
-        let mut a = vec!["info", "descriptions/debian-minimal", "--target-arch", "x86_64"];
+        let mut a = vec![
+            "info",
+            "descriptions/debian-minimal",
+            "--target-arch",
+            "x86_64",
+        ];
         a.extend_from_slice(extra);
-        let mut b = vec!["info", "descriptions/debian-minimal-yaml/config.kiwi", "--target-arch", "x86_64"];
+        let mut b = vec![
+            "info",
+            "descriptions/debian-minimal-yaml/config.kiwi",
+            "--target-arch",
+            "x86_64",
+        ];
         b.extend_from_slice(extra);
         let (x, y) = (imgbuild(&a), imgbuild(&b));
-        assert!(x.status.success() && y.status.success(), "{}{}", stderr(&x), stderr(&y));
+        assert!(
+            x.status.success() && y.status.success(),
+            "{}{}",
+            stderr(&x),
+            stderr(&y)
+        );
         assert_eq!(x.stdout, y.stdout, "{extra:?}");
         let v: serde_json::Value = serde_json::from_slice(&x.stdout).unwrap();
-        let want = if extra.is_empty() { "trixie" } else { "bookworm" };
+        let want = if extra.is_empty() {
+            "trixie"
+        } else {
+            "bookworm"
+        };
         assert_eq!(v["repositories"][0]["distribution"], want);
     }
 }
@@ -80,14 +116,30 @@ fn info_lists_profiles_and_reports_selection_errors() {
     let out = imgbuild(&["info", "descriptions/debian-rich", "--list-profiles"]);
     assert!(out.status.success());
     let s = stdout(&out);
-    assert!(s.contains("runtime (import): small runtime image") && s.contains("devel: runtime plus compilers"), "{s}");
+    assert!(
+        s.contains("runtime (import): small runtime image")
+            && s.contains("devel: runtime plus compilers"),
+        "{s}"
+    );
 
     let out = imgbuild(&["info", "descriptions/debian-rich", "--profile", "nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("profile \"nope\" is not defined"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("profile \"nope\" is not defined"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = imgbuild(&["info", "descriptions/debian-rich", "--type", "tbz"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("build type \"tbz\" not found"), "{}", stderr(&out));
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-rich/root").is_dir());
+    assert!(
+        stderr(&out).contains("build type \"tbz\" not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("descriptions/debian-rich/root")
+            .is_dir()
+    );
 }

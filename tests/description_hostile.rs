@@ -216,3 +216,36 @@ fn fuzz_like_garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn adversarial_files_under_the_size_limit_stay_bounded() {
+    // one 15 MiB line of <type> elements, each with the most attributes allowed, all unknown:
+    // positions, duplicate checks and error collection must not go quadratic or balloon
+    let attrs: String = (0..description::MAX_ATTRS)
+        .map(|i| format!(" z{i}=\"\""))
+        .collect();
+    let elem = format!("<type image=\"docker\"{attrs}/>");
+    let count = (15 * 1024 * 1024) / elem.len();
+    let mut s = String::from("<image schemaversion=\"8.5\" name=\"x\"><preferences>");
+    for _ in 0..count {
+        s.push_str(&elem);
+    }
+    s.push_str("</preferences></image>");
+    let (r, took) = load_text("config.xml", s.as_bytes());
+    let e = r.unwrap_err();
+    assert!(e.diagnostics().len() <= description::MAX_DIAGNOSTICS + 1);
+    eprintln!("15 MiB adversarial XML rejected in {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    // a YAML mapping with very many keys
+    let mut y = String::from("image:\n");
+    let mut i = 0;
+    while y.len() < 15 * 1024 * 1024 {
+        y.push_str(&format!("  k{i}: v\n"));
+        i += 1;
+    }
+    let (r, took) = load_text("config.yaml", y.as_bytes());
+    assert!(r.is_err());
+    eprintln!("15 MiB adversarial YAML rejected in {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}

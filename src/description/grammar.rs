@@ -142,6 +142,9 @@ impl Grammar {
     }
 
     fn element(&self, n: &Node, out: &mut Vec<Diagnostic>) {
+        if out.len() >= super::MAX_DIAGNOSTICS {
+            return;
+        }
         let Some(def) = self.elements.get(&n.name) else {
             return;
         };
@@ -271,6 +274,9 @@ impl Grammar {
 
     /// Schematron rules restricting attributes to the types of the element or its parent.
     fn rules(&self, n: &Node, parent: Option<&Node>, out: &mut Vec<Diagnostic>) {
+        if out.len() >= super::MAX_DIAGNOSTICS {
+            return;
+        }
         for r in self.rules.iter().filter(|r| r.element == n.name) {
             let Some(attr) = r.attr.as_deref() else {
                 continue;

@@ -457,6 +457,22 @@ impl Description {
         if !diags.is_empty() {
             diags.sort_by(|a, b| a.loc.cmp(&b.loc));
             diags.dedup();
+            if diags.len() > super::MAX_DIAGNOSTICS {
+                let more = diags.len() - super::MAX_DIAGNOSTICS;
+                diags.truncate(super::MAX_DIAGNOSTICS);
+                let loc = tree.loc.clone();
+                diags.push(Diagnostic::new(
+                    loc,
+                    "image",
+                    format!("{more} more problems not shown"),
+                ));
+            } else if diags.len() == super::MAX_DIAGNOSTICS {
+                diags.push(Diagnostic::new(
+                    tree.loc.clone(),
+                    "image",
+                    format!("stopped after {} problems", super::MAX_DIAGNOSTICS),
+                ));
+            }
             return Err(DescriptionError::Invalid(diags));
         }
         Ok(Description {

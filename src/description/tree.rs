@@ -125,6 +125,9 @@ impl Node {
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// Last answer (offset, line index, column) so that increasing offsets on one long line
+    /// cost only the distance moved, not the whole line each time.
+    last: std::cell::Cell<(usize, usize, usize)>,
 }
 
 impl<'a> LineIndex<'a> {
@@ -136,7 +139,11 @@ impl<'a> LineIndex<'a> {
                 .filter(|(_, b)| *b == b'\n')
                 .map(|(i, _)| i + 1),
         );
-        LineIndex { text, starts }
+        LineIndex {
+            text,
+            starts,
+            last: std::cell::Cell::new((0, 0, 0)),
+        }
     }
 
     /// 1-based (line, column) of byte `offset`; the column counts characters.
@@ -147,11 +154,19 @@ impl<'a> LineIndex<'a> {
             .partition_point(|s| *s <= offset)
             .saturating_sub(1);
         let start = self.starts.get(line).copied().unwrap_or(0);
-        let col = self
-            .text
-            .get(start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(offset - start);
+        let (last_off, last_line, last_col) = self.last.get();
+        let (from, base) = if last_line == line && last_off >= start && last_off <= offset {
+            (last_off, last_col)
+        } else {
+            (start, 0)
+        };
+        let col = base
+            + self
+                .text
+                .get(from..offset)
+                .map(|s| s.chars().count())
+                .unwrap_or(offset - from);
+        self.last.set((offset, line, col));
         (clamp(line + 1), clamp(col + 1))
     }
 }

@@ -157,7 +157,10 @@ mod tests {
         assert!(
             !out.contains("vga") && !out.contains("rpm-dir") && !out.contains("use_for_bootstrap")
         );
-        assert!(out.contains(r#"<bootloader output_console="serial"/>"#), "{out}");
+        assert!(
+            out.contains(r#"<bootloader output_console="serial"/>"#),
+            "{out}"
+        );
         assert!(out.contains(r#"output_console="gfxterm" input_console="console""#));
     }
 

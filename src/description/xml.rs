@@ -5,7 +5,7 @@
 //! references are errors, nesting and element counts are capped.
 
 use super::tree::{Attr, LineIndex, Loc, Node};
-use super::{DescriptionError, Diagnostic, MAX_DEPTH, MAX_NODES};
+use super::{DescriptionError, Diagnostic, MAX_ATTRS, MAX_DEPTH, MAX_NODES};
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use std::path::Path;
@@ -187,6 +187,7 @@ fn start_node(
     let name = raw.to_string();
     // the element starts at its '<', one byte before the name
     let mut node = Node::new(name.clone(), at(name_off.saturating_sub(1)));
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for attr in s.attributes() {
         let attr = attr.map_err(|e| fail(name_off, &name, format!("malformed attribute: {e}")))?;
         let raw_key: &str = attr.key.as_ref();
@@ -205,11 +206,18 @@ fn start_node(
                 )
             })?
             .into_owned();
-        if node.attr(&key).is_some() {
+        if !seen.insert(key.clone()) {
             return Err(fail(
                 key_off,
                 &format!("{name}@{key}"),
                 "attribute given twice".into(),
+            ));
+        }
+        if node.attrs.len() >= MAX_ATTRS {
+            return Err(fail(
+                key_off,
+                &name,
+                format!("more than {MAX_ATTRS} attributes on one element"),
             ));
         }
         node.attrs.push(Attr {

@@ -6,7 +6,7 @@
 //! anchor bomb cannot expand; depth and node counts are capped.
 
 use super::tree::{Attr, Loc, Node};
-use super::{DescriptionError, Diagnostic, MAX_DEPTH, MAX_NODES};
+use super::{DescriptionError, Diagnostic, MAX_ATTRS, MAX_DEPTH, MAX_NODES};
 use std::path::Path;
 use std::sync::Arc;
 use yaml_rust2::parser::{Event, Parser};
@@ -69,7 +69,12 @@ pub(crate) fn parse(text: &str, file: &Arc<Path>) -> Result<Node, DescriptionErr
 
 enum Frame {
     Seq(Vec<Y>, Loc),
-    Map(Vec<(String, Loc, Y)>, Loc, Option<(String, Loc)>),
+    Map(
+        Vec<(String, Loc, Y)>,
+        Loc,
+        Option<(String, Loc)>,
+        std::collections::HashSet<String>,
+    ),
 }
 
 fn read_events(text: &str, file: &Arc<Path>) -> Result<Option<Y>, DescriptionError> {
@@ -119,13 +124,13 @@ fn read_events(text: &str, file: &Arc<Path>) -> Result<Option<Y>, DescriptionErr
                 if matches!(event, Event::SequenceStart(..)) {
                     stack.push(Frame::Seq(Vec::new(), loc));
                 } else {
-                    stack.push(Frame::Map(Vec::new(), loc, None));
+                    stack.push(Frame::Map(Vec::new(), loc, None, Default::default()));
                 }
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
                 Some(Frame::Seq(items, l)) => Y::Seq(items, l),
-                Some(Frame::Map(entries, l, _)) => Y::Map(entries, l),
+                Some(Frame::Map(entries, l, _, _)) => Y::Map(entries, l),
                 None => return Err(err(loc, "yaml", "unbalanced collection".into())),
             },
             Event::Scalar(s, style, _, _) => {
@@ -139,10 +144,10 @@ fn read_events(text: &str, file: &Arc<Path>) -> Result<Option<Y>, DescriptionErr
         match stack.last_mut() {
             None => result = Some(value),
             Some(Frame::Seq(items, _)) => items.push(value),
-            Some(Frame::Map(entries, _, pending)) => match pending.take() {
+            Some(Frame::Map(entries, _, pending, keys)) => match pending.take() {
                 None => match value {
                     Y::Str(k, kl) => {
-                        if entries.iter().any(|(e, _, _)| *e == k) {
+                        if !keys.insert(k.clone()) {
                             return Err(err(kl, &k, "key given twice in one mapping".into()));
                         }
                         *pending = Some((k, kl));
@@ -193,6 +198,13 @@ fn element(name: String, loc: Loc, value: Y) -> Result<Node, DescriptionError> {
         Y::Map(entries, _) => {
             for (k, kl, v) in entries {
                 if let Some(attr) = k.strip_prefix('@') {
+                    if node.attrs.len() >= MAX_ATTRS {
+                        return Err(err(
+                            kl,
+                            &node.name,
+                            format!("more than {MAX_ATTRS} attributes on one element"),
+                        ));
+                    }
                     let value = match v {
                         Y::Null(_) => String::new(),
                         Y::Str(s, _) => s,
