@@ -296,31 +296,51 @@ fn yaml_writer_output_reads_back_positions() {
 fn rnc_json_schema_and_grammar_tables_agree() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let grammar: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("kiwi-8.5.grammar.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("kiwi-8.5.grammar.json")).unwrap())
+            .unwrap();
     let rnc = std::fs::read_to_string(root.join("imgbuild.rnc")).unwrap();
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("imgbuild-yaml.schema.json")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("imgbuild-yaml.schema.json")).unwrap(),
+    )
+    .unwrap();
     let elements = grammar["elements"].as_object().unwrap();
     assert!(elements.len() > 100);
     for (name, def) in elements {
         // the RNC block of this element
         let head = format!("e.{name} = element {name} {{");
-        let start = rnc.find(&head).unwrap_or_else(|| panic!("{name} missing from imgbuild.rnc"));
+        let start = rnc
+            .find(&head)
+            .unwrap_or_else(|| panic!("{name} missing from imgbuild.rnc"));
         let block = &rnc[start..start + rnc[start..].find("\n}").unwrap()];
         let yaml_def = &schema["$defs"][name];
         assert!(!yaml_def.is_null(), "{name} missing from the JSON Schema");
         let yaml_text = yaml_def.to_string();
         for (attr, a) in def["attributes"].as_object().unwrap() {
             let needle = format!("attribute {attr} {{");
-            let at = block.find(&needle).unwrap_or_else(|| panic!("{name}@{attr} missing from RNC"));
+            let at = block
+                .find(&needle)
+                .unwrap_or_else(|| panic!("{name}@{attr} missing from RNC"));
             // optional attributes end with "}?", required ones with "}"
             let line = block[at..].lines().next().unwrap();
-            assert_eq!(line.ends_with('?'), a["min"] == 0, "{name}@{attr} optionality in RNC: {line}");
-            assert!(yaml_text.contains(&format!("\"@{attr}\"")), "{name}@{attr} missing from JSON Schema");
+            assert_eq!(
+                line.ends_with('?'),
+                a["min"] == 0,
+                "{name}@{attr} optionality in RNC: {line}"
+            );
+            assert!(
+                yaml_text.contains(&format!("\"@{attr}\"")),
+                "{name}@{attr} missing from JSON Schema"
+            );
         }
         for child in def["children"].as_object().unwrap().keys() {
-            assert!(block.contains(&format!("e.{child}")), "{name}/{child} missing from RNC");
-            assert!(yaml_text.contains(&format!("\"{child}\"")), "{name}/{child} missing from JSON Schema");
+            assert!(
+                block.contains(&format!("e.{child}")),
+                "{name}/{child} missing from RNC"
+            );
+            assert!(
+                yaml_text.contains(&format!("\"{child}\"")),
+                "{name}/{child} missing from JSON Schema"
+            );
         }
     }
     // the loader reads the same tables
