@@ -9,7 +9,8 @@ fn corpus() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("IMGBUILD_KIWI_CORPUS").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/kiwi-testdata")),
-        Some(PathBuf::from("/work/shared/corpus/kiwi-testdata")),
+        // a worktree one level further down (wt/NAME) sees the same shared directory
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/kiwi-testdata")),
     ];
     candidates
         .into_iter()

@@ -7,7 +7,8 @@ fn corpus_file(rel: &str) -> Option<PathBuf> {
     let roots = [
         std::env::var_os("IMGBUILD_KIWI_CORPUS").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/kiwi-testdata")),
-        Some(PathBuf::from("/work/shared/corpus/kiwi-testdata")),
+        // a worktree one level further down (wt/NAME) sees the same shared directory
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/kiwi-testdata")),
     ];
     roots
         .into_iter()

@@ -121,15 +121,21 @@ fn sel(p: &[&str]) -> Selection {
 
 #[test]
 fn corpus_round_trips_through_yaml() {
-    let root = std::env::var_os("IMGBUILD_KIWI_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/kiwi-testdata")
-        });
-    if !root.is_dir() {
-        eprintln!("SKIP: corpus_round_trips_through_yaml: KIWI corpus not found");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = [
+        std::env::var_os("IMGBUILD_KIWI_CORPUS").map(PathBuf::from),
+        Some(base.join("../shared/corpus/kiwi-testdata")),
+        Some(base.join("../../shared/corpus/kiwi-testdata")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_dir());
+    let Some(root) = root else {
+        eprintln!(
+            "SKIP: corpus_round_trips_through_yaml: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS)"
+        );
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
     for e in walkdir::WalkDir::new(&root)
