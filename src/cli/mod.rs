@@ -1,12 +1,13 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
-use clap::{Parser, Subcommand};
-
+pub mod info;
 mod sandbox_init;
+pub mod store;
+pub mod validate;
+
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-pub mod store;
 
 /// Build Docker/OCI base images from KIWI image descriptions.
 #[derive(Parser, Debug)]
@@ -39,6 +40,10 @@ pub enum Command {
     /// The local image store: images, inspect, rmi, tag.
     #[command(flatten)]
     Store(store::StoreCommand),
+    /// Check descriptions: exit 0 if valid, non-zero with every error found otherwise.
+    Validate(validate::ValidateArgs),
+    /// Show a description resolved for profiles, type and architecture (json, yaml or xml).
+    Info(info::InfoArgs),
 }
 
 /// Run the parsed command; the exit code is the command's.
@@ -54,5 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Validate(args) => validate::run(args),
+        Command::Info(args) => info::run(args),
     }
 }

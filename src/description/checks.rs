@@ -1,0 +1,192 @@
+//! Semantic checks beyond the grammar: the schematron rules and KIWI runtime checks that matter
+//! to container builds, run on the whole (unselected) description.
+
+use super::Diagnostic;
+use super::tree::Node;
+use regex::Regex;
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+struct Patterns {
+    repo_name: Regex,
+    tag: Regex,
+    signal: Regex,
+}
+
+fn patterns() -> &'static Patterns {
+    static P: OnceLock<Patterns> = OnceLock::new();
+    P.get_or_init(|| {
+        // Fixed patterns; a failure would be a defect caught by every test run.
+        let re = |s: &str| match Regex::new(s) {
+            Ok(r) => r,
+            Err(e) => panic!("bad built-in pattern {s}: {e}"),
+        };
+        Patterns {
+            // OCI distribution-spec repository name components, optionally with a registry host
+            repo_name: re(r"^([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"),
+            tag: re(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"),
+            signal: re(r"^(SIG[A-Z0-9]+([+-][0-9]+)?|[0-9]+)$"),
+        }
+    })
+}
+
+/// Append every semantic problem of `image` to `out`.
+/// Problems that KIWI accepts but that are almost certainly mistakes go to `warnings`.
+pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnostic>) {
+    let p = patterns();
+    // profiles: unique names, known references
+    let mut defined = BTreeSet::new();
+    for prof in image
+        .children_named("profiles")
+        .flat_map(|s| s.children_named("profile"))
+    {
+        if let Some(name) = prof.get("name")
+            && !defined.insert(name.to_string())
+        {
+            out.push(Diagnostic::new(
+                prof.loc.clone(),
+                "profile@name",
+                format!("profile {name:?} is defined twice"),
+            ));
+        }
+    }
+    let mut refs = Vec::new();
+    image
+        .children
+        .iter()
+        .for_each(|c| collect_profile_refs(c, &mut refs));
+    for (loc, name, is_requires) in refs {
+        if !defined.contains(&name) {
+            // KIWI ignores a section whose profiles= names no defined profile, so that is only
+            // a warning; a <requires> of an undefined profile makes selection fail, an error.
+            let sink = if is_requires {
+                &mut *out
+            } else {
+                &mut *warnings
+            };
+            sink.push(Diagnostic::new(
+                loc,
+                "profiles",
+                format!(
+                    "profile {name:?} is not defined; defined profiles: {}",
+                    if defined.is_empty() {
+                        "none".to_string()
+                    } else {
+                        defined.iter().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+
+    let managers: BTreeSet<&str> = image
+        .children_named("preferences")
+        .filter_map(|p| p.child_text("packagemanager"))
+        .collect();
+    for sec in image.children_named("packages") {
+        let kind = sec.get("type").unwrap_or_default();
+        if let Some(a) = sec.attr("bootstrap_package")
+            && (managers.iter().any(|m| *m != "apt") || managers.is_empty())
+        {
+            out.push(Diagnostic::new(
+                a.loc.clone(),
+                "packages@bootstrap_package",
+                "bootstrap_package is only supported with packagemanager apt".into(),
+            ));
+        }
+        for m in sec.children_named("collectionModule") {
+            if kind != "bootstrap" {
+                out.push(Diagnostic::new(
+                    m.loc.clone(),
+                    "collectionModule",
+                    "collectionModule is only available in the bootstrap packages section".into(),
+                ));
+            }
+            if m.get("enable") != Some("true") && m.attr("stream").is_some() {
+                out.push(Diagnostic::new(
+                    m.loc.clone(),
+                    "collectionModule@stream",
+                    "the stream attribute is not allowed when disabling a module".into(),
+                ));
+            }
+        }
+    }
+
+    for ty in image
+        .children_named("preferences")
+        .flat_map(|p| p.children_named("type"))
+    {
+        let Some(cc) = ty.child("containerconfig") else {
+            continue;
+        };
+        // appx/wsl and oem use the name for other things; OCI naming rules apply to images only
+        let oci = matches!(ty.get("image"), Some("docker" | "oci"));
+        if let (Some(a), true) = (cc.attr("name"), oci)
+            && !p.repo_name.is_match(&a.value)
+        {
+            out.push(Diagnostic::new(
+                    a.loc.clone(),
+                    "containerconfig@name",
+                    format!("{:?} is not a valid container name (lowercase letters, digits, '.', '_', '-', '/' separated components)", a.value),
+                ));
+        }
+        if let Some(a) = cc.attr("tag")
+            && !p.tag.is_match(&a.value)
+        {
+            out.push(Diagnostic::new(
+                a.loc.clone(),
+                "containerconfig@tag",
+                format!(
+                    "{:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
+                    a.value
+                ),
+            ));
+        }
+        if let Some(a) = cc.attr("additionalnames") {
+            for entry in a.value.split(',').map(str::trim) {
+                let (name, tag) = entry.split_once(':').unwrap_or((entry, ""));
+                let ok = (name.is_empty() || p.repo_name.is_match(name))
+                    && (tag.is_empty() || p.tag.is_match(tag))
+                    && !(name.is_empty() && tag.is_empty());
+                if !ok {
+                    out.push(Diagnostic::new(
+                        a.loc.clone(),
+                        "containerconfig@additionalnames",
+                        format!("{entry:?} is not of the form name:tag, :tag or name:"),
+                    ));
+                }
+            }
+        }
+        if let Some(sig) = cc.child("stopsignal") {
+            let v = sig.text.as_deref().unwrap_or("");
+            if !p.signal.is_match(v) {
+                out.push(Diagnostic::new(
+                    sig.loc.clone(),
+                    "stopsignal",
+                    format!("{v:?} is not a signal name (SIGTERM, SIGRTMIN+3) or number"),
+                ));
+            }
+        }
+    }
+}
+
+fn collect_profile_refs(n: &Node, out: &mut Vec<(super::Loc, String, bool)>) {
+    if n.name == "extension" {
+        return;
+    }
+    if n.name != "profile"
+        && let Some(a) = n.attr("profiles")
+    {
+        for name in a.value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            out.push((a.loc.clone(), name.to_string(), false));
+        }
+    }
+    if n.name == "requires"
+        && let Some(a) = n.attr("profile")
+    {
+        out.push((a.loc.clone(), a.value.trim().to_string(), true));
+    }
+    for c in &n.children {
+        collect_profile_refs(c, out);
+    }
+}
