@@ -1,0 +1,155 @@
+//! Shared fixtures for the image tests.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const EPOCH: u64 = 1_700_000_000;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A static busybox from the host's Debian mirror (downloaded once into the target dir), or
+/// `None` when the mirror is unreachable.
+pub fn busybox_deb() -> Option<PathBuf> {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-test-cache");
+    fs::create_dir_all(&cache).ok()?;
+    let find = || {
+        fs::read_dir(&cache)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("busybox-static_"))
+            })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let ok = Command::new("apt-get")
+        .args(["download", "busybox-static"])
+        .current_dir(&cache)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok { find() } else { None }
+}
+
+/// Files every fixture has, without busybox, caps or device nodes (works unprivileged).
+pub fn plain_tree(root: &Path) {
+    for d in [
+        "etc",
+        "bin",
+        "usr/lib/deep",
+        "tmp",
+        "run",
+        "dev",
+        "proc",
+        "sys",
+        "var/cache/kiwi",
+        "image",
+        "empty",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/debian_version"), "12.99-imgbuild-test\n").unwrap();
+    fs::write(root.join("etc/motd"), "hello\n").unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+    fs::write(root.join("etc/hl-a"), "linked content\n").unwrap();
+    fs::hard_link(root.join("etc/hl-a"), root.join("etc/hl-b")).unwrap();
+    symlink("debian_version", root.join("etc/version-link")).unwrap();
+    symlink("/a/".repeat(40) + "target", root.join("etc/long-link")).unwrap();
+    let long = "x".repeat(60) + "/" + &"y".repeat(60);
+    fs::create_dir_all(root.join("usr/lib/deep").join(&long)).unwrap();
+    fs::write(
+        root.join("usr/lib/deep")
+            .join(&long)
+            .join("file-with-a-long-name"),
+        "long\n",
+    )
+    .unwrap();
+    fs::write(root.join("tmp/junk"), "junk").unwrap();
+    fs::write(root.join("run/pidfile"), "1").unwrap();
+    fs::write(root.join("var/cache/kiwi/x"), "cache").unwrap();
+    fs::write(root.join("image/config.xml"), "<image/>").unwrap();
+    fs::write(root.join(".kconfig"), "").unwrap();
+    fs::write(root.join(".profile"), "").unwrap();
+    fs::write(root.join("usr/lib/big"), vec![7u8; 3 << 20]).unwrap();
+    let mut p = fs::metadata(root.join("tmp")).unwrap().permissions();
+    p.set_mode(0o1777);
+    fs::set_permissions(root.join("tmp"), p).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("etc/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    xattr::set(root.join("etc/motd"), "user.imgbuild", b"note").unwrap_or(());
+}
+
+/// The full fixture: busybox, a setuid copy, a copy with a file capability, device nodes.
+/// Needs root; returns false (after printing SKIP) when the mirror is unreachable.
+pub fn busybox_tree(root: &Path, test: &str) -> bool {
+    let Some(deb) = busybox_deb() else {
+        eprintln!("SKIP: {test} needs the Debian mirror (apt-get download busybox-static failed)");
+        return false;
+    };
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root));
+    plain_tree(root);
+    let bb = if root.join("bin/busybox").exists() {
+        "bin/busybox"
+    } else {
+        "usr/bin/busybox"
+    };
+    if bb != "bin/busybox" {
+        fs::copy(root.join(bb), root.join("bin/busybox")).unwrap();
+    }
+    for app in ["sh", "cat", "stat", "ls", "grep", "id"] {
+        symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    fs::copy(root.join("bin/busybox"), root.join("bin/suidbox")).unwrap();
+    fs::set_permissions(root.join("bin/suidbox"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::copy(root.join("bin/busybox"), root.join("bin/capbox")).unwrap();
+    run(Command::new("setcap")
+        .arg("cap_net_bind_service+ep")
+        .arg(root.join("bin/capbox")));
+    // busybox picks the applet from argv[0]: a `grep` link that runs the capability copy.
+    fs::create_dir(root.join("capbin")).unwrap();
+    symlink("../bin/capbox", root.join("capbin/grep")).unwrap();
+    run(Command::new("mknod")
+        .arg(root.join("dev/null"))
+        .args(["c", "1", "3"]));
+    run(Command::new("mknod")
+        .arg(root.join("etc/zero"))
+        .args(["c", "1", "5"]));
+    true
+}

@@ -1,0 +1,350 @@
+//! Image outputs checked by the real peers: podman, skopeo, umoci, and the OCI JSON schemas.
+//! Needs root (setcap, mknod, podman) and the Debian mirror for busybox-static.
+
+mod image_common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use image_common::*;
+use imgbuild::image::compress::Compression;
+use imgbuild::image::config::{BuiltImage, assemble};
+use imgbuild::image::output::{
+    write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_tarball,
+    write_sha256_file,
+};
+use imgbuild::image::walk::Excludes;
+use imgbuild::image::{HistoryEntry, ImageSpec, LayerOptions, write_layer};
+
+pub fn rich_spec() -> ImageSpec {
+    let mut labels = BTreeMap::new();
+    labels.insert("org.example.vendor".to_string(), "imgbuild".to_string());
+    labels.insert("a.label".to_string(), "x y".to_string());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.version".to_string(),
+        "1.2.3".to_string(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        "peer test".to_string(),
+    );
+    ImageSpec {
+        name: "imgbuild-peer-test".into(),
+        tag: "1.2.3".into(),
+        additional_names: vec![":latest".into(), "other-name:".into()],
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec!["cat /etc/debian_version".into()]),
+        env: vec!["PATH=/bin".into(), "LANG=C.UTF-8".into()],
+        labels,
+        exposed_ports: vec!["80".into(), "443/tcp".into(), "53/udp".into()],
+        volumes: vec!["/data".into()],
+        user: Some("root".into()),
+        working_dir: Some("/etc".into()),
+        stop_signal: Some("SIGINT".into()),
+        author: Some("Imgbuild Test <test@example.org>".into()),
+        created: EPOCH,
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        history: vec![HistoryEntry {
+            created_by: Some("imgbuild test".into()),
+            comment: Some("the root tree".into()),
+            ..HistoryEntry::default()
+        }],
+        annotations,
+        ..ImageSpec::default()
+    }
+}
+
+fn build(root: &Path, work: &Path, compression: Compression) -> BuiltImage {
+    let blobs = work.join("blobs");
+    let opts = LayerOptions {
+        source_date_epoch: EPOCH,
+        compression,
+        ..LayerOptions::default()
+    };
+    let layer = write_layer(root, &blobs, &opts).unwrap();
+    assemble(&rich_spec(), &[layer], &blobs).unwrap()
+}
+
+fn podman(store: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("runroot"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]);
+    c
+}
+
+struct PodmanStore(std::path::PathBuf);
+impl Drop for PodmanStore {
+    fn drop(&mut self) {
+        let _ = podman(&self.0)
+            .args(["system", "reset", "--force"])
+            .output();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn validate_schema(schema: &str, doc: &Path) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/oci-image-spec-schemas"
+    );
+    let dir = if Path::new(dir).exists() {
+        dir.to_string()
+    } else {
+        "/work/shared/corpus/oci-image-spec-schemas".to_string()
+    };
+    let script = r#"
+import json, sys, os
+from jsonschema import Draft4Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT4
+d = sys.argv[1]
+res = []
+for f in os.listdir(d):
+    if f.endswith('.json'):
+        s = json.load(open(os.path.join(d, f)))
+        r = Resource(contents=s, specification=DRAFT4)
+        res.append(("https://opencontainers.org/schema/image/" + f, r))
+        if 'id' in s: res.append((s['id'], r))
+reg = Registry().with_resources(res)
+schema = json.load(open(os.path.join(d, sys.argv[2])))
+v = Draft4Validator(schema, registry=reg)
+errs = list(v.iter_errors(json.load(open(sys.argv[3]))))
+for e in errs: print(e.message, list(e.path))
+sys.exit(1 if errs else 0)
+"#;
+    run(Command::new("python3")
+        .args(["-c", script])
+        .arg(&dir)
+        .arg(schema)
+        .arg(doc));
+}
+
+#[test]
+fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
+    if !is_root() {
+        eprintln!("SKIP: outputs_are_accepted_by_podman_skopeo_umoci_and_schemas needs root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir(&root).unwrap();
+    if !busybox_tree(
+        &root,
+        "outputs_are_accepted_by_podman_skopeo_umoci_and_schemas",
+    ) {
+        return;
+    }
+    let work = t.path().join("work");
+    let image = build(&root, &work, Compression::Gzip(6));
+    let out = t.path().join("out");
+    let layout = out.join("peer.oci");
+    write_oci_layout(&image, &layout).unwrap();
+    let oci_tar = out.join("peer.x86_64-1.2.3.oci.tar");
+    write_oci_archive(&image, &oci_tar, Compression::None, 0, EPOCH).unwrap();
+    let docker_tar = out.join("peer.x86_64-1.2.3.docker.tar");
+    write_docker_archive(&image, &docker_tar, Compression::None, 0, EPOCH).unwrap();
+    let rootfs = out.join("peer.x86_64-1.2.3.tar.xz");
+    write_rootfs_tarball(
+        &root,
+        &rootfs,
+        &Excludes::default(),
+        EPOCH,
+        Compression::Xz(6),
+        0,
+    )
+    .unwrap();
+    let hexd = write_sha256_file(&docker_tar).unwrap();
+    let sha = fs::read_to_string(out.join("peer.x86_64-1.2.3.docker.tar.sha256")).unwrap();
+    assert_eq!(sha, format!("{hexd}  peer.x86_64-1.2.3.docker.tar\n"));
+    // No temp files left next to the results.
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "peer.oci",
+            "peer.x86_64-1.2.3.docker.tar",
+            "peer.x86_64-1.2.3.docker.tar.sha256",
+            "peer.x86_64-1.2.3.oci.tar",
+            "peer.x86_64-1.2.3.tar.xz"
+        ]
+    );
+
+    // Schemas: index, manifest, config.
+    if Command::new("python3")
+        .args(["-c", "import jsonschema, referencing"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let blobs = layout.join("blobs/sha256");
+        validate_schema("image-index-schema.json", &layout.join("index.json"));
+        validate_schema(
+            "image-manifest-schema.json",
+            &blobs.join(image.manifest.digest().digest()),
+        );
+        validate_schema(
+            "config-schema.json",
+            &blobs.join(image.config.digest().digest()),
+        );
+        validate_schema("image-layout-schema.json", &layout.join("oci-layout"));
+    } else {
+        eprintln!("SKIP: schema validation needs python3-jsonschema");
+    }
+
+    // skopeo sees every config field.
+    if have("skopeo") {
+        let cfg = run(Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", oci_tar.display())));
+        let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        let c = &v["config"];
+        assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+        assert_eq!(c["Cmd"], serde_json::json!(["cat /etc/debian_version"]));
+        assert_eq!(c["Env"], serde_json::json!(["PATH=/bin", "LANG=C.UTF-8"]));
+        assert_eq!(c["Labels"]["org.example.vendor"], "imgbuild");
+        assert!(c["ExposedPorts"]["80/tcp"].is_object());
+        assert!(c["ExposedPorts"]["53/udp"].is_object());
+        assert!(c["Volumes"]["/data"].is_object());
+        assert_eq!(c["User"], "root");
+        assert_eq!(c["WorkingDir"], "/etc");
+        assert_eq!(c["StopSignal"], "SIGINT");
+        assert_eq!(v["author"], "Imgbuild Test <test@example.org>");
+        assert_eq!(v["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["history"][0]["created_by"], "imgbuild test");
+    } else {
+        eprintln!("SKIP: skopeo check needs skopeo");
+    }
+
+    // umoci unpacks the layout; the tree keeps setuid, caps, hardlinks, fifos, devices.
+    if have("umoci") {
+        let bundle = t.path().join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:1.2.3", layout.display()))
+            .arg(&bundle));
+        let r = bundle.join("rootfs");
+        assert_eq!(
+            fs::read_to_string(r.join("etc/debian_version")).unwrap(),
+            "12.99-imgbuild-test\n"
+        );
+        assert_eq!(
+            fs::symlink_metadata(r.join("bin/suidbox")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+        assert_eq!(
+            xattr::get(r.join("bin/capbox"), "security.capability").unwrap(),
+            xattr::get(root.join("bin/capbox"), "security.capability").unwrap()
+        );
+        assert_eq!(
+            fs::metadata(r.join("etc/hl-a")).unwrap().ino(),
+            fs::metadata(r.join("etc/hl-b")).unwrap().ino()
+        );
+        assert!(
+            fs::symlink_metadata(r.join("etc/fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert!(
+            fs::symlink_metadata(r.join("etc/zero"))
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        for d in ["tmp", "dev", "run", "proc", "sys"] {
+            assert_eq!(fs::read_dir(r.join(d)).unwrap().count(), 0, "{d} is empty");
+        }
+        for gone in ["image", ".kconfig", ".profile", "var/cache/kiwi"] {
+            assert!(!r.join(gone).exists(), "{gone} excluded");
+        }
+        assert_eq!(
+            fs::symlink_metadata(r.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
+        let long = "x".repeat(60) + "/" + &"y".repeat(60);
+        assert!(
+            r.join("usr/lib/deep")
+                .join(long)
+                .join("file-with-a-long-name")
+                .exists()
+        );
+    } else {
+        eprintln!("SKIP: umoci check needs umoci");
+    }
+
+    // podman loads the docker-archive and runs it; checks happen inside the container.
+    if !have("podman") {
+        eprintln!("SKIP: podman check needs podman");
+        return;
+    }
+    let quirks = run(Command::new("sh")
+        .arg("-c")
+        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
+    let flags: Vec<String> = quirks.split_whitespace().map(String::from).collect();
+    let store = PodmanStore(t.path().join("podman"));
+    let loaded = run(podman(&store.0).arg("load").arg("-i").arg(&docker_tar));
+    assert!(loaded.contains("imgbuild-peer-test:1.2.3"), "{loaded}");
+    let in_container = |args: &[&str]| {
+        run(podman(&store.0)
+            .args(["run", "--rm", "--network", "none"])
+            .args(&flags)
+            .args(args))
+    };
+    let out = in_container(&[
+        "--entrypoint",
+        "/bin/cat",
+        "imgbuild-peer-test:1.2.3",
+        "/etc/debian_version",
+    ]);
+    assert_eq!(out, "12.99-imgbuild-test\n");
+    // The image's own entrypoint + cmd.
+    assert_eq!(
+        in_container(&["localhost/imgbuild-peer-test:latest"]),
+        "12.99-imgbuild-test\n"
+    );
+    let out = in_container(&[
+        "--entrypoint",
+        "/bin/sh",
+        "other-name:1.2.3",
+        "-c",
+        "stat -c '%a %i' /bin/suidbox /etc/hl-a /etc/hl-b; ls -A /tmp | wc -l; stat -c %F /etc/fifo",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("4755 "), "{out}");
+    let ino = |l: &str| l.split_whitespace().nth(1).unwrap_or_default().to_string();
+    assert_eq!(ino(lines[1]), ino(lines[2]), "hardlink kept: {out}");
+    assert_eq!(lines[3].trim(), "0", "/tmp empty: {out}");
+    assert_eq!(lines[4], "fifo", "{out}");
+    // The file capability is honoured: as a non-root user, capbox gets CAP_NET_BIND_SERVICE.
+    let out = in_container(&[
+        "--user",
+        "1000:1000",
+        "--entrypoint",
+        "/capbin/grep",
+        "imgbuild-peer-test:1.2.3",
+        "CapPrm",
+        "/proc/self/status",
+    ]);
+    assert!(
+        out.contains("0000000000000400"),
+        "cap_net_bind_service permitted: {out}"
+    );
+}
