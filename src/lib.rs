@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod confine;
 pub mod description;
 pub mod image;
+pub mod plan;
 pub mod rootfs;
 pub mod sandbox;
 pub mod storage;

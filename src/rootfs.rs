@@ -4,6 +4,7 @@
 pub mod cleanup;
 pub mod dpkgdb;
 pub mod install;
+pub mod prepare;
 pub mod profile;
 pub mod users;
 

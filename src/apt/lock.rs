@@ -1,8 +1,11 @@
 //! The lock file: every package a build resolved, pinned by version and sha256, so a rebuild
 //! installs exactly the same bytes (and `--offline` can build from the cache alone).
 //!
-//! Format: JSON, `{"version": 1, "packages": [...]}`, packages sorted by name then architecture,
-//! two-space indented, one trailing newline — stable under rebuilds so it diffs well in review.
+//! Format: JSON, `{"version": 1, "inputs": "sha256:…", "packages": [...]}`, packages in install
+//! order (bootstrap phase first, Pre-Depends before their dependents), two-space indented, one
+//! trailing newline. The solver is deterministic, so the file is stable under re-locking and diffs
+//! well in review. `inputs` is a digest of what was asked for (packages, repositories, architecture):
+//! a lock whose inputs no longer match the description is refused as stale.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -83,16 +86,18 @@ pub struct LockedPackage {
 pub struct LockFile {
     /// Format version, [`LOCK_VERSION`].
     pub version: u32,
-    /// Pinned packages, sorted by name then architecture.
+    /// Digest of the request this lock answers.
+    pub inputs: String,
+    /// Pinned packages, in install order.
     pub packages: Vec<LockedPackage>,
 }
 
 impl LockFile {
-    /// A lock file for `packages` (sorted here).
-    pub fn new(mut packages: Vec<LockedPackage>) -> Self {
-        packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+    /// A lock file answering `inputs` with `packages` (kept in the order given).
+    pub fn new(inputs: String, packages: Vec<LockedPackage>) -> Self {
         LockFile {
             version: LOCK_VERSION,
+            inputs,
             packages,
         }
     }
@@ -177,8 +182,11 @@ mod tests {
 
     #[test]
     fn sorted_canonical_round_trip() {
-        let lock = LockFile::new(vec![pkg("zlib1g", "amd64"), pkg("bash", "amd64")]);
-        assert_eq!(lock.packages[0].name, "bash");
+        let lock = LockFile::new(
+            "sha256:00".into(),
+            vec![pkg("zlib1g", "amd64"), pkg("bash", "amd64")],
+        );
+        assert_eq!(lock.packages[0].name, "zlib1g");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("imgbuild.lock");
         lock.write(&path).unwrap();
@@ -191,11 +199,12 @@ mod tests {
         let p = Path::new("x.lock");
         let err = LockFile::parse(p, "{\"version\": 1,\n \"packages\": [}").unwrap_err();
         assert!(err.to_string().starts_with("x.lock:2:"), "{err}");
-        let err = LockFile::parse(p, "{\"version\": 9, \"packages\": []}").unwrap_err();
+        let err =
+            LockFile::parse(p, "{\"version\": 9, \"inputs\": \"\", \"packages\": []}").unwrap_err();
         assert!(matches!(err, LockError::Version { found: 9, .. }));
         let mut bad = pkg("x", "all");
         bad.filename = "../../etc/passwd".into();
-        let text = LockFile::new(vec![bad]).to_text();
+        let text = LockFile::new(String::new(), vec![bad]).to_text();
         assert!(matches!(
             LockFile::parse(p, &text),
             Err(LockError::Entry { .. })

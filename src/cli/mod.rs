@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
 pub mod info;
+pub mod prepare;
 mod sandbox_init;
 pub mod store;
 pub mod validate;
@@ -40,6 +41,10 @@ pub enum Command {
     /// The local image store: images, inspect, rmi, tag.
     #[command(flatten)]
     Store(store::StoreCommand),
+    /// Build the root tree of a description (KIWI's `system prepare`).
+    Prepare(prepare::PrepareArgs),
+    /// Resolve a description's packages and write its lock file.
+    Lock(prepare::LockArgs),
     /// Check descriptions: exit 0 if valid, non-zero with every error found otherwise.
     Validate(validate::ValidateArgs),
     /// Show a description resolved for profiles, type and architecture (json, yaml or xml).
@@ -59,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Prepare(args) => prepare::run(args),
+        Command::Lock(args) => prepare::run_lock(args),
         Command::Validate(args) => validate::run(args),
         Command::Info(args) => info::run(args),
     }

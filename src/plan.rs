@@ -1,0 +1,574 @@
+//! The build plan: from a resolved description to the exact packages to install, in order, for
+//! each phase — solved from the repositories' signed indexes, or read from the lock file.
+//!
+//! Repositories come from the description (`apt-host:/` resolved against this host's apt
+//! sources), with KIWI's `--set-repo` replacing the first and `--add-repo` adding more. The
+//! bootstrap phase is the minbase set (every `Essential: yes` and `Priority: required` package,
+//! plus `apt` and the description's bootstrap packages, with `usr-is-merged` for the merged-/usr
+//! layout the root is given); the image phase adds the image and type packages on top, without
+//! Recommends unless `patternType="plusRecommended"`.
+
+use crate::apt::cache::{Cache, CacheMode, Sha256Digest};
+use crate::apt::fetch::{Download, FetchOptions, Fetcher, Progress};
+use crate::apt::index::{self, Package};
+use crate::apt::lock::{LockFile, LockedPackage};
+use crate::apt::release::{self, RepoContext, RepoMetadata, ResolvedRepo};
+use crate::apt::repo::RepoSpec;
+use crate::apt::solver::{PackageId, Request, Universe};
+use crate::description::ResolvedImage;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Errors while planning.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The description asks for something this stage cannot do.
+    #[error("{location}: {message}")]
+    Unsupported {
+        /// `file:line:column` of the element involved.
+        location: String,
+        /// What is not supported.
+        message: String,
+    },
+    /// A repository given on the command line or in the description is unusable.
+    #[error(transparent)]
+    Repo(#[from] crate::apt::repo::RepoError),
+    /// Repository metadata could not be fetched or verified.
+    #[error(transparent)]
+    Release(#[from] release::ReleaseError),
+    /// The download cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] crate::apt::cache::CacheError),
+    /// A Packages index does not parse.
+    #[error("{url}: {source}")]
+    Index {
+        /// The index.
+        url: String,
+        /// What is wrong.
+        source: index::IndexError,
+    },
+    /// The requested packages cannot be installed together.
+    #[error("{phase} packages: {source}")]
+    Solve {
+        /// `bootstrap` or `image`.
+        phase: &'static str,
+        /// The solver's explanation.
+        source: crate::apt::solver::SolveError,
+    },
+    /// The lock file is unusable or does not match the description.
+    #[error(transparent)]
+    Lock(#[from] crate::apt::lock::LockError),
+    /// The lock file was made for other packages or repositories.
+    #[error(
+        "{path}: the lock file does not match the description (packages or repositories changed); run `imgbuild lock` again"
+    )]
+    StaleLock {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A lock entry names a repository the description no longer has.
+    #[error(
+        "{path}: package {package} comes from repository {alias}, which the description does not have"
+    )]
+    LockRepo {
+        /// The lock file.
+        path: PathBuf,
+        /// The package.
+        package: String,
+        /// The repository alias.
+        alias: String,
+    },
+    /// A package lacks the fields needed to download it.
+    #[error("package {name} {version} in {repo} has no {field} field")]
+    Incomplete {
+        /// Package name.
+        name: String,
+        /// Its version.
+        version: String,
+        /// Repository alias.
+        repo: String,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+/// Which install phase a package belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// The minbase set, unpacked before any hook runs.
+    Bootstrap,
+    /// Packages installed on top after `post_bootstrap.sh`.
+    Image,
+}
+
+impl Phase {
+    /// The name used in the lock file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Bootstrap => "bootstrap",
+            Phase::Image => "image",
+        }
+    }
+}
+
+/// One package to download and install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPackage {
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+    /// Alias of its repository.
+    pub repository: String,
+    /// Where to download it.
+    pub url: String,
+    /// Repository-relative path (`Filename`).
+    pub filename: String,
+    /// Expected sha256.
+    pub sha256: String,
+    /// Expected size.
+    pub size: u64,
+    /// Its phase.
+    pub phase: Phase,
+}
+
+/// Command-line adjustments to the description's packages and repositories (KIWI's names).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--set-repo`: replaces the first repository.
+    pub set_repo: Option<String>,
+    /// `--add-repo`: more repositories.
+    pub add_repos: Vec<String>,
+    /// `--add-package`: more image packages.
+    pub add_packages: Vec<String>,
+    /// `--add-bootstrap-package`: more bootstrap packages.
+    pub add_bootstrap_packages: Vec<String>,
+}
+
+/// Where the plan's inputs live.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The download cache directory.
+    pub cache_dir: PathBuf,
+    /// Use only the cache (and the lock file); never touch the network.
+    pub offline: bool,
+    /// The lock file to read when it exists (and to write with `imgbuild lock`).
+    pub lock_path: PathBuf,
+    /// Ignore an existing lock file and solve afresh.
+    pub ignore_lock: bool,
+    /// How downloads report progress.
+    pub progress: Progress,
+    /// The host's apt configuration directory (for `apt-host:/` and default keyrings).
+    pub apt_dir: PathBuf,
+}
+
+/// The result of planning.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Debian architecture of the image.
+    pub arch: String,
+    /// Repositories, resolved, in description order.
+    pub repositories: Vec<ResolvedRepo>,
+    /// Packages in install order: bootstrap phase first, Pre-Depends before dependents.
+    pub packages: Vec<PlannedPackage>,
+    /// True when the packages came from the lock file.
+    pub from_lock: bool,
+    /// Digest of what was asked for (packages and repositories); recorded in the lock.
+    pub inputs: String,
+}
+
+impl Plan {
+    /// The packages of one phase, in install order.
+    pub fn phase(&self, phase: Phase) -> impl Iterator<Item = &PlannedPackage> {
+        self.packages.iter().filter(move |p| p.phase == phase)
+    }
+
+    /// The lock file recording this plan.
+    pub fn lock_file(&self) -> LockFile {
+        LockFile::new(
+            self.inputs.clone(),
+            self.packages
+                .iter()
+                .map(|p| LockedPackage {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    architecture: p.architecture.clone(),
+                    repository: p.repository.clone(),
+                    filename: p.filename.clone(),
+                    sha256: p.sha256.clone(),
+                    size: p.size,
+                    phase: p.phase.as_str().to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Download every package into `cache` (verified by sha256), returning the cache paths in
+    /// plan order.
+    pub fn download(
+        &self,
+        cache: &Cache,
+        fetcher: &Fetcher,
+        credentials: &[Option<crate::apt::fetch::Credentials>],
+    ) -> Result<Vec<PathBuf>, PlanError> {
+        let mut items = Vec::with_capacity(self.packages.len());
+        for p in &self.packages {
+            let digest: Sha256Digest = p.sha256.parse().map_err(|_| PlanError::Incomplete {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                repo: p.repository.clone(),
+                field: "SHA256",
+            })?;
+            let creds = self
+                .repositories
+                .iter()
+                .position(|r| r.spec.name() == p.repository)
+                .and_then(|i| credentials.get(i).cloned().flatten());
+            items.push(Download {
+                url: p.url.clone(),
+                expected: crate::apt::cache::Expected {
+                    sha256: digest,
+                    size: Some(p.size),
+                },
+                credentials: creds,
+            });
+        }
+        fetcher
+            .fetch_many(cache, &items)
+            .map_err(|e| PlanError::Release(release::ReleaseError::from(e)))
+    }
+}
+
+/// The Debian architecture for a KIWI (uname-style) architecture name.
+pub fn debian_arch(kiwi_arch: &str) -> String {
+    match kiwi_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "i686" | "i586" | "ix86" => "i386",
+        "ppc64le" => "ppc64el",
+        "armv7l" | "armv7hl" => "armhf",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The repositories of `image` after the command-line overrides, as specs.
+pub fn repository_specs(
+    image: &ResolvedImage,
+    overrides: &Overrides,
+) -> Result<Vec<RepoSpec>, PlanError> {
+    let mut specs = Vec::new();
+    for r in &image.repositories {
+        let location = r.loc.as_ref().map(|l| l.to_string()).unwrap_or_default();
+        if r.kind != "apt-deb" {
+            return Err(PlanError::Unsupported {
+                location,
+                message: format!(
+                    "repository type {:?} is not supported yet (only apt-deb)",
+                    r.kind
+                ),
+            });
+        }
+        let mut spec = RepoSpec::new(r.source.clone());
+        spec.alias = r.alias.clone();
+        spec.repo_type = r.kind.clone();
+        spec.distribution = r.distribution.clone();
+        if !r.components.is_empty() {
+            spec.components = r.components.clone();
+        }
+        spec.architectures = r.architectures.clone();
+        spec.priority = r.priority.map(|p| p as i32);
+        spec.repository_gpgcheck = r.repository_gpgcheck;
+        spec.package_gpgcheck = r.package_gpgcheck;
+        spec.signing_keys = r.signing_keys.clone();
+        spec.imageinclude = r.imageinclude;
+        spec.imageonly = r.imageonly;
+        specs.push(spec);
+    }
+    if let Some(t) = &overrides.set_repo {
+        let spec = RepoSpec::parse_tuple(t)?;
+        if specs.is_empty() {
+            specs.push(spec);
+        } else {
+            specs[0] = spec;
+        }
+    }
+    for t in &overrides.add_repos {
+        specs.push(RepoSpec::parse_tuple(t)?);
+    }
+    for s in &specs {
+        s.check_supported()?;
+    }
+    Ok(specs)
+}
+
+/// Check that the description uses the apt package manager.
+pub fn check_package_manager(image: &ResolvedImage) -> Result<(), PlanError> {
+    match &image.preferences.packagemanager {
+        Some(pm) if pm.value != "apt" && pm.value != "apt-get" => Err(PlanError::Unsupported {
+            location: pm.loc.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+            message: format!(
+                "packagemanager {} is not supported yet (imgbuild installs Debian packages with apt)",
+                pm.value
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn names(set: &crate::description::PackageSet) -> Vec<String> {
+    set.packages.iter().map(|p| p.name.clone()).collect()
+}
+
+/// The bootstrap and image package requests of `image`, with overrides.
+fn requests(image: &ResolvedImage, overrides: &Overrides) -> (Vec<String>, Vec<String>) {
+    let mut boot = names(&image.packages.bootstrap);
+    boot.extend(overrides.add_bootstrap_packages.iter().cloned());
+    let mut img = names(&image.packages.image);
+    img.extend(names(&image.packages.image_type));
+    img.extend(overrides.add_packages.iter().cloned());
+    (boot, img)
+}
+
+/// A digest of everything that decides the package set: the requests, the repositories and the
+/// architecture. A lock file is only used while this matches.
+fn inputs_digest(
+    arch: &str,
+    specs: &[RepoSpec],
+    boot: &[String],
+    img: &[String],
+    recommends: bool,
+) -> String {
+    let mut h = Sha256::new();
+    let mut feed = |tag: &str, s: &str| {
+        h.update(tag.as_bytes());
+        h.update([0]);
+        h.update(s.as_bytes());
+        h.update([0]);
+    };
+    feed("arch", arch);
+    for s in specs {
+        feed("repo", &s.name());
+        feed("source", &s.source);
+        feed("dist", s.distribution.as_deref().unwrap_or("./"));
+        feed("components", &s.components.join(" "));
+        feed("priority", &s.priority.unwrap_or(500).to_string());
+    }
+    let sorted = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+    for b in sorted(boot) {
+        feed("bootstrap", &b);
+    }
+    for i in sorted(img) {
+        feed("image", &i);
+    }
+    feed("recommends", if recommends { "yes" } else { "no" });
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Make the plan for `image`: from the lock file at `opts.lock_path` when it exists and matches,
+/// else by fetching the repositories' metadata and solving.
+pub fn plan(
+    image: &ResolvedImage,
+    overrides: &Overrides,
+    opts: &PlanOptions,
+    cache: &Cache,
+    fetcher: &Fetcher,
+) -> Result<Plan, PlanError> {
+    check_package_manager(image)?;
+    let arch = debian_arch(&image.arch);
+    let specs = repository_specs(image, overrides)?;
+    let (boot, img) = requests(image, overrides);
+    let recommends = image.packages.pattern_type == "plusRecommended";
+    let inputs = inputs_digest(&arch, &specs, &boot, &img, recommends);
+    let repositories = specs
+        .iter()
+        .map(|s| ResolvedRepo::resolve(s, &opts.apt_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    if !opts.ignore_lock && opts.lock_path.exists() {
+        let lock = LockFile::read(&opts.lock_path)?;
+        if lock.inputs != inputs {
+            return Err(PlanError::StaleLock {
+                path: opts.lock_path.clone(),
+            });
+        }
+        return from_lock(&lock, &opts.lock_path, arch, repositories, inputs);
+    }
+
+    let ctx = RepoContext {
+        apt_dir: opts.apt_dir.clone(),
+        ..RepoContext::new(cache, fetcher)
+    };
+    let usable: Vec<RepoSpec> = specs.iter().filter(|s| !s.imageonly).cloned().collect();
+    let metadata = release::fetch_all_metadata(&usable, std::slice::from_ref(&arch), &ctx)?;
+    let (universe, meta_of_repo) = universe(&metadata, &arch)?;
+
+    let mut boot_req: Vec<String> = boot.clone();
+    for extra in ["apt", "usr-is-merged"] {
+        if universe.candidate(extra).is_some() {
+            boot_req.push(extra.to_string());
+        }
+    }
+    let mut request = Request::install(&boot_req).map_err(|source| PlanError::Solve {
+        phase: "bootstrap",
+        source,
+    })?;
+    request.bootstrap = true;
+    let boot_res = universe
+        .solve(&request)
+        .map_err(|source| PlanError::Solve {
+            phase: "bootstrap",
+            source,
+        })?;
+    let mut all: Vec<PackageId> = boot_res.packages.clone();
+    let mut image_ids: Vec<PackageId> = Vec::new();
+    if !img.is_empty() {
+        let mut request = Request::install(&img).map_err(|source| PlanError::Solve {
+            phase: "image",
+            source,
+        })?;
+        request.installed = boot_res.packages.clone();
+        request.with_recommends = recommends;
+        let res = universe
+            .solve(&request)
+            .map_err(|source| PlanError::Solve {
+                phase: "image",
+                source,
+            })?;
+        let boot_set: BTreeSet<PackageId> = boot_res.packages.iter().copied().collect();
+        image_ids = res
+            .packages
+            .into_iter()
+            .filter(|id| !boot_set.contains(id))
+            .collect();
+        all.extend(&image_ids);
+    }
+    let mut packages = Vec::with_capacity(all.len());
+    for (phase, ids) in [
+        (Phase::Bootstrap, &boot_res.packages),
+        (Phase::Image, &image_ids),
+    ] {
+        for id in universe.install_order(ids) {
+            let p = universe.package(id);
+            let meta = &metadata[meta_of_repo[p.repo]];
+            packages.push(planned(p, meta, phase)?);
+        }
+    }
+    Ok(Plan {
+        arch,
+        repositories,
+        packages,
+        from_lock: false,
+        inputs,
+    })
+}
+
+/// Every package of every repository's indexes, with repository priorities as apt pins them.
+fn universe(metadata: &[RepoMetadata], arch: &str) -> Result<(Universe, Vec<usize>), PlanError> {
+    let mut packages: Vec<Package> = Vec::new();
+    let mut priorities = Vec::new();
+    let mut meta_of_repo = Vec::new();
+    for (mi, meta) in metadata.iter().enumerate() {
+        for idx in &meta.packages {
+            let repo = priorities.len();
+            priorities.push(meta.repo.spec.priority.unwrap_or(500));
+            meta_of_repo.push(mi);
+            let bytes = idx.read()?;
+            let text = String::from_utf8_lossy(&bytes);
+            let mut parsed =
+                index::parse_packages(&text, repo).map_err(|source| PlanError::Index {
+                    url: idx.url.clone(),
+                    source,
+                })?;
+            packages.append(&mut parsed);
+        }
+    }
+    Ok((
+        Universe::new(packages, &priorities, arch, &[]),
+        meta_of_repo,
+    ))
+}
+
+fn planned(p: &Package, meta: &RepoMetadata, phase: Phase) -> Result<PlannedPackage, PlanError> {
+    let repo = meta.repo.spec.name();
+    let missing = |field| PlanError::Incomplete {
+        name: p.name.clone(),
+        version: p.version.as_str().to_string(),
+        repo: repo.clone(),
+        field,
+    };
+    let filename = p.filename.clone().ok_or_else(|| missing("Filename"))?;
+    Ok(PlannedPackage {
+        name: p.name.clone(),
+        version: p.version.as_str().to_string(),
+        architecture: p.architecture.clone(),
+        url: meta.repo.file_url(&filename),
+        filename,
+        sha256: p.sha256.clone().ok_or_else(|| missing("SHA256"))?,
+        size: p.size.ok_or_else(|| missing("Size"))?,
+        repository: repo,
+        phase,
+    })
+}
+
+fn from_lock(
+    lock: &LockFile,
+    path: &Path,
+    arch: String,
+    repositories: Vec<ResolvedRepo>,
+    inputs: String,
+) -> Result<Plan, PlanError> {
+    let mut packages = Vec::with_capacity(lock.packages.len());
+    for l in &lock.packages {
+        let repo = repositories
+            .iter()
+            .find(|r| r.spec.name() == l.repository)
+            .ok_or_else(|| PlanError::LockRepo {
+                path: path.to_path_buf(),
+                package: l.name.clone(),
+                alias: l.repository.clone(),
+            })?;
+        packages.push(PlannedPackage {
+            name: l.name.clone(),
+            version: l.version.clone(),
+            architecture: l.architecture.clone(),
+            repository: l.repository.clone(),
+            url: repo.file_url(&l.filename),
+            filename: l.filename.clone(),
+            sha256: l.sha256.clone(),
+            size: l.size,
+            phase: if l.phase == "bootstrap" {
+                Phase::Bootstrap
+            } else {
+                Phase::Image
+            },
+        });
+    }
+    // The lock keeps install order; a stable sort only guards the phase boundary.
+    packages.sort_by_key(|p| p.phase);
+    Ok(Plan {
+        arch,
+        repositories,
+        packages,
+        from_lock: true,
+        inputs,
+    })
+}
+
+/// A fetcher and cache for `opts`.
+pub fn open_cache(opts: &PlanOptions) -> Result<(Cache, Fetcher), PlanError> {
+    let mode = if opts.offline {
+        CacheMode::Offline
+    } else {
+        CacheMode::Online
+    };
+    let cache = Cache::open(&opts.cache_dir, mode)?;
+    let fetcher = Fetcher::new(FetchOptions {
+        progress: opts.progress,
+        ..FetchOptions::default()
+    });
+    Ok((cache, fetcher))
+}
