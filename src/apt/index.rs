@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use rayon::prelude::*;
+
 use super::control::{self, ParseError};
 use super::version::{Version, VersionError};
 
@@ -222,10 +224,59 @@ pub struct Package {
     pub repo: usize,
 }
 
+/// The fields [`Package::from_paragraph`] reads.
+const FIELDS: [&str; 20] = [
+    "Package",
+    "Version",
+    "Architecture",
+    "Multi-Arch",
+    "Essential",
+    "Priority",
+    "Section",
+    "Source",
+    "Installed-Size",
+    "Depends",
+    "Pre-Depends",
+    "Recommends",
+    "Provides",
+    "Conflicts",
+    "Breaks",
+    "Replaces",
+    "Filename",
+    "Size",
+    "SHA256",
+    "Description",
+];
+
+/// Position of `name` in [`FIELDS`]; field names are case-insensitive, canonical spelling first.
+fn field_index(name: &str) -> Option<usize> {
+    FIELDS
+        .iter()
+        .position(|f| *f == name)
+        .or_else(|| FIELDS.iter().position(|f| f.eq_ignore_ascii_case(name)))
+}
+
+/// The values of [`FIELDS`] found in one paragraph.
+struct Found<'a, 'b>(&'b [Option<&'a str>; FIELDS.len()]);
+
+impl<'a> Found<'a, '_> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        field_index(name).and_then(|i| self.0[i])
+    }
+}
+
 impl Package {
     /// Build a package from one paragraph. `repo` is stored as given.
     pub fn from_paragraph(p: &control::Paragraph, repo: usize) -> Result<Package, IndexError> {
         let line = p.line;
+        // One pass over the paragraph instead of a scan per field: indexes are large.
+        let mut found: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
+        for (k, v) in p.fields() {
+            if let Some(i) = field_index(k) {
+                found[i].get_or_insert(v);
+            }
+        }
+        let p = Found(&found);
         let req =
             |field: &'static str| p.get(field).ok_or(IndexError::MissingField { line, field });
         let version_of = |field: &'static str, s: &str| {
@@ -348,12 +399,59 @@ impl Package {
     }
 }
 
-/// Parse a whole `Packages` index; `repo` is stored in every record.
+/// Parse a whole `Packages` index; `repo` is stored in every record. Large indexes are cut at
+/// paragraph boundaries and parsed in parallel; records keep file order and the first error in
+/// file order is the one reported.
 pub fn parse_packages(text: &str, repo: usize) -> Result<Vec<Package>, IndexError> {
-    control::parse(text)?
-        .iter()
-        .map(|p| Package::from_paragraph(p, repo))
-        .collect()
+    let pieces = rayon::current_num_threads() * 4;
+    let chunks = split_at_paragraphs(text, pieces);
+    let parts: Vec<Result<Vec<Package>, IndexError>> = chunks
+        .par_iter()
+        .map(|&(first_line, chunk)| {
+            let offset = first_line - 1;
+            let paragraphs = control::parse(chunk).map_err(|mut e| {
+                e.line += offset;
+                e
+            })?;
+            paragraphs
+                .into_iter()
+                .map(|mut p| {
+                    p.line += offset;
+                    Package::from_paragraph(&p, repo)
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Cut `text` into about `pieces` chunks, each starting right after an empty line (so at a
+/// paragraph start), paired with the 1-based line number it starts on.
+fn split_at_paragraphs(text: &str, pieces: usize) -> Vec<(usize, &str)> {
+    const MIN_CHUNK: usize = 256 * 1024;
+    let target = (text.len() / pieces.max(1)).max(MIN_CHUNK);
+    let mut out = Vec::new();
+    let (mut start, mut line) = (0usize, 1usize);
+    while start < text.len() {
+        let want = start + target;
+        let end = if want >= text.len() {
+            text.len()
+        } else {
+            match text[want..].find("\n\n") {
+                Some(i) => want + i + 2,
+                None => text.len(),
+            }
+        };
+        let chunk = &text[start..end];
+        out.push((line, chunk));
+        line += chunk.bytes().filter(|&b| b == b'\n').count();
+        start = end;
+    }
+    out
 }
 
 /// Parse a relationship field (`Depends` syntax). Errors carry the offending item and a message.
@@ -494,6 +592,37 @@ SHA256: ABCD\nDescription: a lib\n long text\n\nPackage: sh\nVersion: 1\nArchite
         assert_eq!(p.repo, 3);
         assert!(ps[1].essential);
         assert_eq!(ps[1].source, "sh");
+    }
+
+    #[test]
+    fn chunked_parsing_keeps_order_and_line_numbers() {
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&format!(
+                "Package: p{i}\nVersion: 1.{i}\nArchitecture: all\nDescription: x\n long\n\n"
+            ));
+        }
+        let ps = parse_packages(&text, 0).unwrap();
+        assert_eq!(ps.len(), 20_000);
+        assert!(
+            ps.iter()
+                .enumerate()
+                .all(|(i, p)| p.name == format!("p{i}"))
+        );
+        assert!(split_at_paragraphs(&text, 8).len() > 1);
+        // An error deep in the file reports its true line (paragraph 15000 starts at line 90001).
+        let bad = text.replacen("Version: 1.15000\n", "Version: x\n", 1);
+        let e = parse_packages(&bad, 0).unwrap_err();
+        assert!(
+            matches!(e, IndexError::BadVersion { line: 90001, .. }),
+            "{e}"
+        );
+        let bad = text.replacen("Package: p17000\n", "p17000\n", 1);
+        let e = parse_packages(&bad, 0).unwrap_err();
+        assert!(
+            matches!(e, IndexError::Control(ParseError { line: 102001, .. })),
+            "{e}"
+        );
     }
 
     #[test]

@@ -235,6 +235,11 @@ impl Universe {
         &self.packages[id]
     }
 
+    /// Every package, indexed by [`PackageId`].
+    pub fn packages(&self) -> &[Package] {
+        &self.packages
+    }
+
     /// Number of packages.
     pub fn len(&self) -> usize {
         self.packages.len()
