@@ -290,6 +290,30 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         eprintln!("SKIP: umoci check needs umoci");
     }
 
+    // docker reads the docker-archive too, where a daemon runs.
+    if have("docker")
+        && Command::new("docker")
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        let out = run(Command::new("docker")
+            .arg("load")
+            .arg("-i")
+            .arg(&docker_tar));
+        assert!(out.contains("imgbuild-peer-test:1.2.3"), "{out}");
+        let _ = Command::new("docker")
+            .args([
+                "rmi",
+                "imgbuild-peer-test:1.2.3",
+                "imgbuild-peer-test:latest",
+                "other-name:1.2.3",
+            ])
+            .output();
+    } else {
+        eprintln!("SKIP: docker load check needs a running docker daemon");
+    }
+
     // podman loads the docker-archive and runs it; checks happen inside the container.
     if !have("podman") {
         eprintln!("SKIP: podman check needs podman");
@@ -347,4 +371,158 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         out.contains("0000000000000400"),
         "cap_net_bind_service permitted: {out}"
     );
+}
+
+/// Unpacks a base's layers into `dest` with GNU tar (the test's stand-in for the unpacker).
+fn unpack_with_tar(base: &imgbuild::image::base::BaseImage, dest: &Path) {
+    use std::io::Write;
+    use std::process::Stdio;
+    for r in base.layer_readers() {
+        let mut r = r.unwrap();
+        let mut child = Command::new("tar")
+            .args([
+                "-x",
+                "-p",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "-f",
+                "-",
+                "-C",
+            ])
+            .arg(dest)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::copy(&mut r, &mut stdin).unwrap();
+        stdin.flush().unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
+    use imgbuild::image::base::BaseImage;
+    use imgbuild::image::{TreeSnapshot, write_diff_layer};
+    let test = "derived_image_keeps_base_layers_and_adds_one_diff_layer";
+    if !is_root() {
+        eprintln!("SKIP: {test} needs root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir(&root).unwrap();
+    if !busybox_tree(&root, test) {
+        return;
+    }
+    let base_img = build(&root, &t.path().join("w"), Compression::Gzip(6));
+    let base_tar = t.path().join("base.oci.tar");
+    write_oci_archive(&base_img, &base_tar, Compression::None, 0, EPOCH).unwrap();
+
+    // Derive: unpack the base, snapshot it, change the tree.
+    let base = BaseImage::open(&format!("oci-archive:{}", base_tar.display())).unwrap();
+    let new_root = t.path().join("derived-root");
+    fs::create_dir(&new_root).unwrap();
+    unpack_with_tar(&base, &new_root);
+    let ex = Excludes::default();
+    let snap = TreeSnapshot::from_dir(&new_root, &ex).unwrap();
+    fs::remove_file(new_root.join("etc/motd")).unwrap();
+    fs::write(new_root.join("etc/added"), "added by the derived image\n").unwrap();
+    fs::write(new_root.join("etc/debian_version"), "derived\n").unwrap();
+    fs::remove_dir_all(new_root.join("usr/lib/deep")).unwrap();
+
+    let blobs = t.path().join("w2/blobs");
+    let opts = LayerOptions {
+        source_date_epoch: EPOCH + 100,
+        // gzip: the umoci on Debian 12 does not read zstd layers.
+        compression: Compression::Gzip(6),
+        ..LayerOptions::default()
+    };
+    let diff = write_diff_layer(&snap, &new_root, &blobs, &opts).unwrap();
+    base.copy_blobs_to(&blobs).unwrap();
+    let spec = ImageSpec {
+        name: "imgbuild-derived-test".into(),
+        tag: "2".into(),
+        entrypoint: None,
+        cmd: None,
+        created: EPOCH + 100,
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        history: vec![HistoryEntry {
+            created_by: Some("derived".into()),
+            ..HistoryEntry::default()
+        }],
+        base: Some(base.base_ref()),
+        ..ImageSpec::default()
+    };
+    let derived = assemble(&spec, &[diff], &blobs).unwrap();
+    assert_eq!(derived.layers.len(), 2);
+    assert_eq!(
+        derived.layers[0].descriptor, base_img.layers[0].descriptor,
+        "base layer unchanged"
+    );
+    let layout = t.path().join("derived.oci");
+    write_oci_layout(&derived, &layout).unwrap();
+    let docker_tar = t.path().join("derived.docker.tar");
+    write_docker_archive(&derived, &docker_tar, Compression::None, 0, EPOCH).unwrap();
+
+    if have("umoci") {
+        let bundle = t.path().join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:2", layout.display()))
+            .arg(&bundle));
+        let r = bundle.join("rootfs");
+        assert!(!r.join("etc/motd").exists());
+        assert!(!r.join("usr/lib/deep").exists());
+        assert!(r.join("usr/lib/big").exists());
+        assert_eq!(
+            fs::read_to_string(r.join("etc/added")).unwrap(),
+            "added by the derived image\n"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("etc/debian_version")).unwrap(),
+            "derived\n"
+        );
+        assert_eq!(
+            fs::symlink_metadata(r.join("bin/suidbox")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+    }
+    if !have("podman") {
+        eprintln!("SKIP: {test}: podman part needs podman");
+        return;
+    }
+    let quirks = run(Command::new("sh")
+        .arg("-c")
+        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
+    let flags: Vec<String> = quirks.split_whitespace().map(String::from).collect();
+    let store = PodmanStore(t.path().join("podman"));
+    run(podman(&store.0).arg("load").arg("-i").arg(&docker_tar));
+    let layers = run(podman(&store.0).args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RootFS.Layers}}",
+        "imgbuild-derived-test:2",
+    ]));
+    let layers: Vec<String> = serde_json::from_str(layers.trim()).unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0], base_img.layers[0].diff_id);
+    // The base's entrypoint and cmd are inherited.
+    let out = run(podman(&store.0)
+        .args(["run", "--rm", "--network", "none"])
+        .args(&flags)
+        .arg("imgbuild-derived-test:2"));
+    assert_eq!(out, "derived\n");
+    let out = run(podman(&store.0)
+        .args(["run", "--rm", "--network", "none"])
+        .args(&flags)
+        .args([
+            "imgbuild-derived-test:2",
+            "cat /etc/added; test -e /etc/motd && echo motd || echo no-motd; test -e /usr/lib/deep && echo deep || echo no-deep",
+        ]));
+    assert_eq!(out, "added by the derived image\nno-motd\nno-deep\n");
 }

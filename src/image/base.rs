@@ -567,6 +567,25 @@ mod tests {
     }
 
     #[test]
+    fn archives_with_escaping_members_are_refused() {
+        use crate::image::tarball;
+        let t = tempfile::tempdir().unwrap();
+        for evil in [&b"../evil"[..], b"/abs/evil", b"blobs/../../evil"] {
+            let mut data = Vec::new();
+            tarball::append_bytes(&mut data, b"oci-layout", b"{}", 0).unwrap();
+            tarball::append_bytes(&mut data, evil, b"x", 0).unwrap();
+            tarball::write_end(&mut data).unwrap();
+            let p = t.path().join("evil.tar");
+            fs::write(&p, &data).unwrap();
+            match BaseImage::open(&format!("oci-archive:{}", p.display())) {
+                Err(ImageError::BadBase { reason, .. }) => assert!(reason.contains("escapes")),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        assert!(!t.path().parent().unwrap().join("evil").exists());
+    }
+
+    #[test]
     fn archive_members_cannot_escape() {
         assert_eq!(safe_name(Path::new("./a/b")), Some(PathBuf::from("a/b")));
         assert_eq!(safe_name(Path::new("../a")), None);

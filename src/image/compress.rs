@@ -221,13 +221,20 @@ mod tests {
     use std::io::Read;
 
     fn sample() -> Vec<u8> {
-        // Compressible but not trivial: a few MiB of pseudo-text.
-        let mut v = Vec::new();
+        // Compressible but not trivial, and larger than one zstd job, one xz block and many
+        // gzip blocks, so thread count and scheduling could show if they mattered.
+        let len = (26 << 20) + 123;
+        let mut v = Vec::with_capacity(len);
         let mut x: u32 = 1;
-        while v.len() < (5 << 20) + 123 {
+        while v.len() < len {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            v.extend_from_slice(format!("line {} {}\n", x % 1000, x >> 20).as_bytes());
+            let word = (x >> 16) % 60;
+            v.extend_from_slice(
+                &b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod\n"
+                    [word as usize..(word as usize + 8)],
+            );
         }
+        v.truncate(len);
         v
     }
 

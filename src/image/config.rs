@@ -101,6 +101,8 @@ pub struct ImageLayer {
     pub descriptor: Descriptor,
     /// `sha256:<hex>` of the uncompressed tar.
     pub diff_id: String,
+    /// Size of the uncompressed tar, when known without reading it.
+    pub tar_size: Option<u64>,
 }
 
 /// An image whose blobs (layers, config, manifest) are all in one blobs directory.
@@ -406,9 +408,11 @@ pub fn assemble(spec: &ImageSpec, layers: &[LayerBlob], blobs_dir: &Path) -> Res
             });
         }
         for (d, id) in base.layers.iter().zip(diff_ids) {
+            let tar_size = (*d.media_type() == MediaType::ImageLayer).then(|| d.size());
             image_layers.push(ImageLayer {
                 descriptor: d.clone(),
                 diff_id: id.clone(),
+                tar_size,
             });
         }
     }
@@ -420,6 +424,7 @@ pub fn assemble(spec: &ImageSpec, layers: &[LayerBlob], blobs_dir: &Path) -> Res
                 l.size,
             )?,
             diff_id: l.diff_id.clone(),
+            tar_size: Some(l.tar_size),
         });
     }
 

@@ -295,7 +295,10 @@ pub fn write_docker_archive(
                 continue;
             }
             let src = image.blob_path(l.descriptor.digest());
-            let size = uncompressed_size(&src)?;
+            let size = match l.tar_size {
+                Some(n) => n,
+                None => uncompressed_size(&src)?,
+            };
             let f = File::open(&src).map_err(io_err(&src))?;
             let mut r = compress::decoder(BufReader::new(f)).map_err(io_err(&src))?;
             // Hash while streaming so a layer that does not match its diff_id is never shipped.

@@ -19,7 +19,7 @@ use super::compress::HashingWriter;
 use super::layer::{LayerBlob, LayerOptions, TarEmitter, entry_kind, read_xattrs, write_tar_blob};
 use super::tarball::EntryKind;
 use super::walk::{self, Excludes, WalkEntry};
-use super::{Result, io_err};
+use super::{ImageError, Result, io_err};
 
 /// What the snapshot knows of one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +122,128 @@ impl TreeSnapshot {
             v.sort();
         }
         map
+    }
+}
+
+/// Header line of the snapshot file format.
+const SNAPSHOT_MAGIC: &str = "imgbuild-tree-snapshot 1";
+
+fn unhex(field: &str, path: &Path, line: usize) -> Result<Vec<u8>> {
+    hex::decode(field).map_err(|e| ImageError::BadBase {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {e}"),
+    })
+}
+
+impl TreeSnapshot {
+    /// Saves the snapshot as text (one entry per line, bytes hex-encoded), atomically, so a
+    /// later `create` step can diff against the base recorded at `prepare` time.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut out = String::from(SNAPSHOT_MAGIC);
+        out.push('\n');
+        for (rel, e) in &self.entries {
+            let (kind, link, dev) = match &e.kind {
+                EntryKind::File => ("f", &b""[..], (0, 0)),
+                EntryKind::Dir => ("d", &b""[..], (0, 0)),
+                EntryKind::Symlink(t) => ("l", &t[..], (0, 0)),
+                EntryKind::HardLink(t) => ("h", &t[..], (0, 0)),
+                EntryKind::Char(a, b) => ("c", &b""[..], (*a, *b)),
+                EntryKind::Block(a, b) => ("b", &b""[..], (*a, *b)),
+                EntryKind::Fifo => ("p", &b""[..], (0, 0)),
+            };
+            let xattrs: Vec<String> = e
+                .xattrs
+                .iter()
+                .map(|(k, v)| format!("{}={}", hex::encode(k), hex::encode(v)))
+                .collect();
+            out.push_str(&format!(
+                "{} {kind} {:o} {} {} {} {} {} {} {} {}\n",
+                hex::encode(rel),
+                e.mode,
+                e.uid,
+                e.gid,
+                e.size,
+                if link.is_empty() {
+                    "-".to_string()
+                } else {
+                    hex::encode(link)
+                },
+                dev.0,
+                dev.1,
+                e.sha256.as_deref().unwrap_or("-"),
+                if xattrs.is_empty() {
+                    "-".to_string()
+                } else {
+                    xattrs.join(",")
+                },
+            ));
+        }
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(io_err(parent))?;
+        tmp.write_all(out.as_bytes()).map_err(io_err(tmp.path()))?;
+        tmp.persist(path).map_err(|e| ImageError::Io {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// Loads a snapshot written by [`TreeSnapshot::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let bad = |line: usize, reason: &str| ImageError::BadBase {
+            path: path.to_path_buf(),
+            reason: format!("line {line}: {reason}"),
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(SNAPSHOT_MAGIC) {
+            return Err(bad(1, "not a tree snapshot"));
+        }
+        let mut entries = BTreeMap::new();
+        for (i, line) in lines.enumerate() {
+            let n = i + 2;
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() != 11 {
+                return Err(bad(n, "expected 11 fields"));
+            }
+            let num = |s: &str| s.parse::<u64>().map_err(|_| bad(n, "bad number"));
+            let link = if f[6] == "-" {
+                Vec::new()
+            } else {
+                unhex(f[6], path, n)?
+            };
+            let kind = match f[1] {
+                "f" => EntryKind::File,
+                "d" => EntryKind::Dir,
+                "l" => EntryKind::Symlink(link),
+                "h" => EntryKind::HardLink(link),
+                "c" => EntryKind::Char(num(f[7])?, num(f[8])?),
+                "b" => EntryKind::Block(num(f[7])?, num(f[8])?),
+                "p" => EntryKind::Fifo,
+                _ => return Err(bad(n, "unknown type")),
+            };
+            let mut xattrs = Vec::new();
+            if f[10] != "-" {
+                for kv in f[10].split(',') {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| bad(n, "bad xattr"))?;
+                    xattrs.push((unhex(k, path, n)?, unhex(v, path, n)?));
+                }
+            }
+            let id = |s: &str| s.parse::<u32>().map_err(|_| bad(n, "bad id"));
+            entries.insert(
+                unhex(f[0], path, n)?,
+                SnapshotEntry {
+                    kind,
+                    mode: u32::from_str_radix(f[2], 8).map_err(|_| bad(n, "bad mode"))?,
+                    uid: id(f[3])?,
+                    gid: id(f[4])?,
+                    size: num(f[5])?,
+                    xattrs,
+                    sha256: (f[9] != "-").then(|| f[9].to_string()),
+                },
+            );
+        }
+        Ok(TreeSnapshot { entries })
     }
 }
 
@@ -279,6 +401,40 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_file_round_trips_every_kind() {
+        let mut snap = TreeSnapshot::default();
+        let kinds = [
+            EntryKind::File,
+            EntryKind::Dir,
+            EntryKind::Symlink(b"../t a\xff".to_vec()),
+            EntryKind::HardLink(b"etc/x".to_vec()),
+            EntryKind::Char(1, 3),
+            EntryKind::Block(8, 1),
+            EntryKind::Fifo,
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            snap.entries.insert(
+                format!("p {i}\u{e9}").into_bytes(),
+                SnapshotEntry {
+                    sha256: (kind == EntryKind::File).then(|| "ab".repeat(32)),
+                    kind,
+                    mode: 0o4755,
+                    uid: 1000,
+                    gid: 7,
+                    size: i as u64,
+                    xattrs: vec![(b"security.capability".to_vec(), vec![0, 1, 2, 0xff])],
+                },
+            );
+        }
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("s");
+        snap.save(&p).unwrap();
+        assert_eq!(TreeSnapshot::load(&p).unwrap(), snap);
+        fs::write(&p, "something else\n").unwrap();
+        assert!(TreeSnapshot::load(&p).is_err());
+    }
+
+    #[test]
     fn diff_has_changes_whiteouts_and_opaque_dirs() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path().join("root");
@@ -335,6 +491,10 @@ mod tests {
             ]
         );
         // Deterministic: the same again gives the same blob.
+        // A saved and reloaded snapshot is the same record and gives the same layer.
+        let saved = t.path().join("base.snapshot");
+        snap.save(&saved).unwrap();
+        let snap = TreeSnapshot::load(&saved).unwrap();
         let l2 = write_diff_layer(&snap, &r, &t.path().join("blobs2"), &opts).unwrap();
         assert_eq!(l1.digest, l2.digest);
         // No change, no entries.
