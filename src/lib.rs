@@ -6,6 +6,7 @@
 
 pub mod apt;
 pub mod atomic;
+pub mod build;
 pub mod confine;
 pub mod description;
 pub mod image;

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
+pub mod build;
 pub mod info;
 pub mod prepare;
 mod sandbox_init;
@@ -41,6 +42,10 @@ pub enum Command {
     /// The local image store: images, inspect, rmi, tag.
     #[command(flatten)]
     Store(store::StoreCommand),
+    /// Build an image from a description (KIWI's `system build`).
+    Build(build::BuildArgs),
+    /// Write the image files of a prepared root (KIWI's `system create`).
+    Create(build::CreateArgs),
     /// Build the root tree of a description (KIWI's `system prepare`).
     Prepare(prepare::PrepareArgs),
     /// Resolve a description's packages and write its lock file.
@@ -64,6 +69,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Build(args) => build::run(args),
+        Command::Create(args) => build::run_create(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Lock(args) => prepare::run_lock(args),
         Command::Validate(args) => validate::run(args),

@@ -160,6 +160,10 @@ pub enum EntryKind {
 pub struct Unpacked {
     /// Root-relative path; the root itself is `.`.
     pub path: PathBuf,
+    /// For directories: the mode, owner and mtime the archive gives them (applied only to
+    /// directories this unpack created). Lets callers that unpack several archives in parallel
+    /// settle shared directories deterministically.
+    pub dir_attrs: Option<DirAttrs>,
     /// What was written.
     pub kind: EntryKind,
     /// Symlink target, or the root-relative hardlink target.
@@ -168,6 +172,19 @@ pub struct Unpacked {
     pub size: u64,
     /// sha256 of a regular file's contents, when asked for.
     pub sha256: Option<[u8; 32]>,
+}
+
+/// A directory entry's attributes as the archive states them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirAttrs {
+    /// Permission bits (with setgid/sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
 }
 
 /// What [`unpack`] did.
@@ -533,11 +550,24 @@ impl Unpacker<'_, '_> {
         };
         self.report.entries.push(Unpacked {
             path,
+            dir_attrs: None,
             kind,
             link,
             size,
             sha256,
         });
+    }
+
+    fn record_dir(&mut self, rel: PathBuf, meta: &Meta) {
+        self.record(rel, EntryKind::Dir, None, 0, None);
+        if let Some(last) = self.report.entries.last_mut() {
+            last.dir_attrs = Some(DirAttrs {
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+                mtime: meta.secs,
+            });
+        }
     }
 
     fn set_xattrs_fd(&mut self, fd: &impl AsRawFd, rel: &Path, meta: &Meta) -> Result<()> {
@@ -591,7 +621,7 @@ impl Unpacker<'_, '_> {
                     && !self.archive_symlinks.contains(&rel)
                     && self.root.resolve_dir(&rel).is_ok() =>
             {
-                self.record(rel, EntryKind::Dir, None, 0, None);
+                self.record_dir(rel, meta);
                 return Ok(());
             }
             Some(_) => {
@@ -629,7 +659,7 @@ impl Unpacker<'_, '_> {
             self.dirs
                 .push((rel.clone(), meta.mode, meta.secs, meta.nsecs));
         }
-        self.record(rel, EntryKind::Dir, None, 0, None);
+        self.record_dir(rel, meta);
         Ok(())
     }
 

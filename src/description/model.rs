@@ -168,7 +168,7 @@ pub struct BuildType {
 }
 
 /// `<containerconfig>`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ContainerConfig {
     /// `name`.
     pub name: String,
@@ -204,7 +204,7 @@ pub struct ContainerConfig {
 }
 
 /// `<entrypoint>` or `<subcommand>`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ContainerCommand {
     /// `execute`.
     pub execute: Option<String>,
@@ -215,7 +215,7 @@ pub struct ContainerCommand {
 }
 
 /// A name/value pair (env, label).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct NameValue {
     /// `name`.
     pub name: String,
@@ -224,7 +224,7 @@ pub struct NameValue {
 }
 
 /// `<history>`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct History {
     /// `created_by`.
     pub created_by: Option<String>,

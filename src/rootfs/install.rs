@@ -137,6 +137,8 @@ pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallEr
         }
     }
 
+    settle_shared_dirs(root, &reports)?;
+
     let mut notes = Vec::new();
     let mut unpacked = Vec::with_capacity(opened.len());
     for (deb, rep) in opened.iter().zip(reports) {
@@ -172,6 +174,46 @@ pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallEr
         overlaps,
         notes,
     })
+}
+
+/// A directory shipped by several packages ends up with the mtime of whichever parallel unpack
+/// touched it last. Give it the mtime the first package (in install order) gives it, so the tree
+/// does not depend on thread timing.
+fn settle_shared_dirs(
+    root: &Path,
+    reports: &[crate::confine::UnpackReport],
+) -> Result<(), InstallError> {
+    let mut first: BTreeMap<&Path, (usize, i64)> = BTreeMap::new();
+    for rep in reports {
+        for e in &rep.entries {
+            if let Some(a) = e.dir_attrs {
+                first
+                    .entry(e.path.as_path())
+                    .and_modify(|(n, _)| *n += 1)
+                    .or_insert((1, a.mtime));
+            }
+        }
+    }
+    let r = Root::open(root).map_err(|source| InstallError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    for (path, (count, mtime)) in first {
+        if count < 2 {
+            continue;
+        }
+        // Merged-/usr links stand where packages ship directories: leave them.
+        match r.lstat(path) {
+            Ok(m) if m.is_dir() => {}
+            _ => continue,
+        }
+        r.set_mtime(path, mtime, 0)
+            .map_err(|source| InstallError::Root {
+                path: root.join(path),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// The shell run in the sandbox after unpacking: preinsts, `dpkg --configure -a`, then the

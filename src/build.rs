@@ -1,0 +1,498 @@
+//! `build` and `create`: a prepared root tree finished and written as image files.
+//!
+//! `create` runs `images.sh`, writes the `imageinclude` repositories into the image, removes
+//! volatile files, then packs the tree in one streaming pass into a layer and writes the result
+//! files KIWI writes (`<name>.<arch>-<version>.docker.tar`, `.oci.tar`, `.tar.xz` for tbz), the
+//! `.packages` list, a `.sha256` per result and `result.json`. Everything goes to a temporary
+//! directory beside the target first and replaces the target in one rename, so a target directory
+//! is never half written. `build` is `prepare` into a temporary root, then `create`.
+
+use crate::description::ResolvedImage;
+use crate::image::config::assemble;
+use crate::image::output::{
+    OutputFile, write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_tarball,
+    write_sha256_file,
+};
+use crate::image::walk::Excludes;
+use crate::image::{self, Compression, HistoryEntry, ImageSpec, LayerOptions};
+use crate::rootfs::prepare::{self, PrepareError};
+use crate::rootfs::{RootfsError, cleanup};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Errors of `create` and `build`.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Preparing the root failed.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// A root-tree step failed.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// Writing the image failed.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// Volatile files could not be removed.
+    #[error(transparent)]
+    Cleanup(#[from] cleanup::CleanupError),
+    /// The description asks for an output imgbuild does not write.
+    #[error("{location}: {message}")]
+    Unsupported {
+        /// Where in the description.
+        location: String,
+        /// What is not supported.
+        message: String,
+    },
+    /// An option value is malformed.
+    #[error("{option}: {message}")]
+    BadOption {
+        /// The option.
+        option: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io(path: &Path, source: std::io::Error) -> BuildError {
+    BuildError::Rootfs(RootfsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Options of `create` (and the create half of `build`).
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Directory the result files go to (replaced as a whole).
+    pub target_dir: PathBuf,
+    /// Layer compression (gzip by default, the widest compatibility; or zstd).
+    pub layer_compression: Compression,
+    /// Compression of the archives themselves (KIWI's `container: compress`); none by default.
+    pub compress: Compression,
+    /// Also write a plain OCI image layout directory.
+    pub oci_dir: bool,
+    /// `--set-container-tag`.
+    pub tag: Option<String>,
+    /// `--add-container-label`, added or overriding.
+    pub labels: Vec<(String, String)>,
+    /// `SOURCE_DATE_EPOCH`; default: the newest changelog date among the installed packages.
+    pub source_date_epoch: Option<u64>,
+    /// Compression threads (0: every core). The bytes do not depend on it.
+    pub threads: usize,
+}
+
+/// One file written.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultFile {
+    /// What it is: `docker-archive`, `oci-archive`, `oci-layout`, `rootfs`, `packages`.
+    pub kind: String,
+    /// File name inside the target directory.
+    pub name: String,
+    /// sha256 of its bytes (none for a directory).
+    pub sha256: Option<String>,
+    /// Size in bytes (none for a directory).
+    pub size: Option<u64>,
+}
+
+/// What `create` made; also written as `result.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    /// Image name.
+    pub name: String,
+    /// Every `name:tag` of the image.
+    pub tags: Vec<String>,
+    /// `sha256:` digest of the manifest (the image's identity in registries).
+    pub manifest_digest: Option<String>,
+    /// `sha256:` digest of the config (the image id podman and docker show).
+    pub config_digest: Option<String>,
+    /// Layer digests, base first.
+    pub layers: Vec<String>,
+    /// The `SOURCE_DATE_EPOCH` used.
+    pub source_date_epoch: u64,
+    /// The files written.
+    pub files: Vec<ResultFile>,
+}
+
+/// The KIWI file name stem: `<name>.<arch>-<version>`.
+pub fn result_stem(image: &ResolvedImage) -> String {
+    let version = image
+        .preferences
+        .version
+        .as_ref()
+        .map(|v| v.value.clone())
+        .unwrap_or_else(|| "1.0.0".to_string());
+    format!("{}.{}-{version}", image.name, image.arch)
+}
+
+/// The newest mtime of any `/usr/share/doc/*/changelog*` file: every Debian package ships one,
+/// dated by its upload, so the same package set always gives the same epoch.
+pub fn package_epoch(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut newest = 0i64;
+    let doc = root.join("usr/share/doc");
+    if let Ok(dirs) = std::fs::read_dir(&doc) {
+        for d in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(d.path()) {
+                for f in files.flatten() {
+                    if f.file_name().to_string_lossy().starts_with("changelog")
+                        && let Ok(m) = f.path().symlink_metadata()
+                        && m.is_file()
+                    {
+                        newest = newest.max(m.mtime());
+                    }
+                }
+            }
+        }
+    }
+    newest.max(0) as u64
+}
+
+/// The OCI config and names for `image`, with KIWI's defaults where the description is silent.
+pub fn image_spec(image: &ResolvedImage, opts: &CreateOptions, epoch: u64) -> ImageSpec {
+    let cc = image.build_type.containerconfig.clone().unwrap_or_default();
+    let derived = !image.build_type.derived_from.is_empty();
+    let command = |c: &crate::description::ContainerCommand| {
+        c.execute.as_ref().map(|e| {
+            std::iter::once(e.clone())
+                .chain(c.arguments.iter().cloned())
+                .collect()
+        })
+    };
+    let entrypoint = cc.entrypoint.as_ref().and_then(command);
+    let mut cmd = cc.subcommand.as_ref().and_then(command);
+    let clear_entrypoint = cc.entrypoint.as_ref().is_some_and(|e| e.clear);
+    let clear_cmd = cc.subcommand.as_ref().is_some_and(|e| e.clear);
+    // KIWI: Cmd /bin/bash for a non-derived image with neither entrypoint nor subcommand.
+    if !derived && entrypoint.is_none() && cmd.is_none() && !clear_cmd {
+        cmd = Some(vec!["/bin/bash".to_string()]);
+    }
+    let mut labels: BTreeMap<String, String> = cc
+        .labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
+    for (k, v) in &opts.labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    let desc_author = image.description.as_ref().and_then(|d| {
+        d.author.as_ref().map(|a| match d.contacts.first() {
+            Some(c) => format!("{a} <{c}>"),
+            None => a.clone(),
+        })
+    });
+    let author = cc.maintainer.clone().or(desc_author.clone());
+    let history = cc.history.clone().unwrap_or_default();
+    let version = image.preferences.version.as_ref().map(|v| v.value.clone());
+    let mut annotations = BTreeMap::new();
+    if let Some(v) = &version {
+        annotations.insert("org.opencontainers.image.version".to_string(), v.clone());
+    }
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        image
+            .displayname
+            .clone()
+            .unwrap_or_else(|| image.name.clone()),
+    );
+    if let Some(spec) = image
+        .description
+        .as_ref()
+        .and_then(|d| d.specification.clone())
+    {
+        annotations.insert("org.opencontainers.image.description".to_string(), spec);
+    }
+    if let Some(a) = &author {
+        annotations.insert("org.opencontainers.image.authors".to_string(), a.clone());
+    }
+    ImageSpec {
+        name: if cc.name.is_empty() {
+            "kiwi-container".to_string()
+        } else {
+            cc.name.clone()
+        },
+        tag: opts
+            .tag
+            .clone()
+            .or(cc.tag.clone())
+            .unwrap_or_else(|| "latest".to_string()),
+        additional_names: cc.additionalnames.clone(),
+        entrypoint,
+        clear_entrypoint,
+        cmd,
+        clear_cmd,
+        env: cc
+            .environment
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect(),
+        labels,
+        exposed_ports: cc.expose.clone(),
+        volumes: cc.volumes.clone(),
+        user: cc.user.clone(),
+        working_dir: cc.workingdir.clone(),
+        stop_signal: cc.stopsignal.clone(),
+        author: author.clone(),
+        created: epoch,
+        architecture: crate::plan::debian_arch(&image.arch),
+        os: "linux".to_string(),
+        variant: None,
+        history: vec![HistoryEntry {
+            created_by: Some(
+                history
+                    .created_by
+                    .unwrap_or_else(|| format!("imgbuild {}", env!("CARGO_PKG_VERSION"))),
+            ),
+            comment: history.comment,
+            author: history.author.or(author),
+            empty_layer: false,
+        }],
+        annotations,
+        base: None,
+    }
+}
+
+/// Finish the prepared root at `root` and write the image files for `image`.
+pub fn create(
+    root: &Path,
+    image: &ResolvedImage,
+    opts: &CreateOptions,
+    on_step: &mut dyn FnMut(&str),
+) -> Result<Created, BuildError> {
+    let kind = image.build_type.image.as_str();
+    if !matches!(kind, "docker" | "oci" | "tbz") {
+        return Err(BuildError::Unsupported {
+            location: image
+                .build_type
+                .loc
+                .as_ref()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            message: format!(
+                "image type {kind:?} is not supported (imgbuild writes docker, oci and tbz)"
+            ),
+        });
+    }
+    if !image.build_type.derived_from.is_empty() {
+        return Err(BuildError::Unsupported {
+            location: image
+                .build_type
+                .loc
+                .as_ref()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            message: "derived_from is not supported yet".to_string(),
+        });
+    }
+
+    on_step("finish root");
+    let images_sh = root.join("image/images.sh");
+    if images_sh.is_file() {
+        prepare::run_hook(root, &images_sh, "images.sh", &prepare::profile_vars(image))?;
+    }
+    cleanup::clean(root, image.build_type.ensure_empty_tmpdirs)?;
+    let epoch = opts
+        .source_date_epoch
+        .unwrap_or_else(|| package_epoch(root));
+
+    on_step("pack");
+    let target = &opts.target_dir;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+    let work = tempfile::Builder::new()
+        .prefix(".imgbuild-result-")
+        .tempdir_in(&parent)
+        .map_err(|e| io(&parent, e))?;
+    let out = work.path().join("out");
+    let blobs = work.path().join("blobs/sha256");
+    std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
+    std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
+    let excludes = Excludes {
+        keep_tmpdirs: !image.build_type.ensure_empty_tmpdirs,
+        patterns: Vec::new(),
+    };
+    let stem = result_stem(image);
+    let mut files = Vec::new();
+    let mut created = Created {
+        name: image.name.clone(),
+        tags: Vec::new(),
+        manifest_digest: None,
+        config_digest: None,
+        layers: Vec::new(),
+        source_date_epoch: epoch,
+        files: Vec::new(),
+    };
+    let add = |files: &mut Vec<ResultFile>, kind: &str, f: &OutputFile| {
+        files.push(ResultFile {
+            kind: kind.to_string(),
+            name: f
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: Some(f.sha256.clone()),
+            size: Some(f.size),
+        });
+    };
+    let outer_suffix = opts.compress.suffix();
+    if kind == "tbz" {
+        let name = format!(
+            "{stem}.tar{}",
+            if outer_suffix.is_empty() {
+                ".xz"
+            } else {
+                outer_suffix
+            }
+        );
+        let compression = if matches!(opts.compress, Compression::None) {
+            Compression::Xz(6)
+        } else {
+            opts.compress
+        };
+        let f = write_rootfs_tarball(
+            root,
+            &out.join(&name),
+            &excludes,
+            epoch,
+            compression,
+            opts.threads,
+        )?;
+        add(&mut files, "rootfs", &f);
+    } else {
+        let layer = image::write_layer(
+            root,
+            &blobs,
+            &LayerOptions {
+                source_date_epoch: epoch,
+                excludes: excludes.clone(),
+                compression: opts.layer_compression,
+                threads: opts.threads,
+            },
+        )?;
+        let spec = image_spec(image, opts, epoch);
+        let built = assemble(&spec, std::slice::from_ref(&layer), &blobs)?;
+        created.tags = built.repo_tags.clone();
+        created.manifest_digest = Some(built.manifest.digest().to_string());
+        created.config_digest = Some(built.config.digest().to_string());
+        created.layers = built
+            .layers
+            .iter()
+            .map(|l| l.descriptor.digest().to_string())
+            .collect();
+        on_step("write");
+        let (ext, kind_name) = if kind == "docker" {
+            ("docker.tar", "docker-archive")
+        } else {
+            ("oci.tar", "oci-archive")
+        };
+        let name = format!("{stem}.{ext}{outer_suffix}");
+        let f = if kind == "docker" {
+            write_docker_archive(&built, &out.join(&name), opts.compress, opts.threads, epoch)?
+        } else {
+            write_oci_archive(&built, &out.join(&name), opts.compress, opts.threads, epoch)?
+        };
+        add(&mut files, kind_name, &f);
+        if opts.oci_dir {
+            let dir = out.join(format!("{stem}.oci"));
+            write_oci_layout(&built, &dir)?;
+            files.push(ResultFile {
+                kind: "oci-layout".to_string(),
+                name: format!("{stem}.oci"),
+                sha256: None,
+                size: None,
+            });
+        }
+    }
+    let packages = packages_list(root)?;
+    let pk = out.join(format!("{stem}.packages"));
+    crate::atomic::write(&pk, packages.as_bytes()).map_err(|e| io(&pk, e))?;
+    let digest = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(packages.as_bytes()))
+    };
+    files.push(ResultFile {
+        kind: "packages".to_string(),
+        name: format!("{stem}.packages"),
+        sha256: Some(digest),
+        size: Some(packages.len() as u64),
+    });
+    for f in &files {
+        if f.sha256.is_some() {
+            write_sha256_file(&out.join(&f.name))?;
+            // Results are for sharing: readable by all, like files cp or tar would make.
+            for name in [f.name.clone(), format!("{}.sha256", f.name)] {
+                let p = out.join(name);
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                    .map_err(|e| io(&p, e))?;
+            }
+        }
+    }
+    created.files = files;
+    let json = serde_json::to_string_pretty(&created).unwrap_or_default() + "\n";
+    let rj = out.join("result.json");
+    crate::atomic::write(&rj, json.as_bytes()).map_err(|e| io(&rj, e))?;
+    replace_dir(&out, target)?;
+    Ok(created)
+}
+
+/// `.packages` in KIWI's format for Debian: `name|None|version|None|arch|None|None`, sorted.
+pub fn packages_list(root: &Path) -> Result<String, BuildError> {
+    let status = root.join("var/lib/dpkg/status");
+    let text = std::fs::read_to_string(&status).map_err(|e| io(&status, e))?;
+    let paragraphs = crate::apt::control::parse(&text).map_err(|e| {
+        io(
+            &status,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        )
+    })?;
+    let mut lines: Vec<String> = paragraphs
+        .iter()
+        .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
+        .map(|p| {
+            format!(
+                "{}|None|{}|None|{}|None|None",
+                p.get("Package").unwrap_or_default(),
+                p.get("Version").unwrap_or_default(),
+                p.get("Architecture").unwrap_or_default()
+            )
+        })
+        .collect();
+    lines.sort();
+    let mut s = lines.join("\n");
+    s.push('\n');
+    Ok(s)
+}
+
+/// Put the finished directory `new` in place of `target`: an atomic exchange when the target
+/// exists (the old result is then removed), a rename otherwise.
+fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    if target.symlink_metadata().is_ok() {
+        let a = CString::new(new.as_os_str().as_bytes())
+            .map_err(|_| io(new, std::io::ErrorKind::InvalidInput.into()))?;
+        let b = CString::new(target.as_os_str().as_bytes())
+            .map_err(|_| io(target, std::io::ErrorKind::InvalidInput.into()))?;
+        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc != 0 {
+            return Err(io(target, std::io::Error::last_os_error()));
+        }
+        // `new` now holds the previous result.
+        std::fs::remove_dir_all(new).map_err(|e| io(new, e))?;
+        Ok(())
+    } else {
+        std::fs::rename(new, target).map_err(|e| io(target, e))
+    }
+}

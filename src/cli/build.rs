@@ -1,0 +1,193 @@
+//! `imgbuild build` (KIWI's `system build`) and `imgbuild create` (`system create`).
+
+use super::prepare::{DescriptionArgs, PackageArgs, StageLog};
+use anyhow::{Context, bail};
+use clap::Args;
+use imgbuild::build::{self, CreateOptions};
+use imgbuild::description::{self, Selection};
+use imgbuild::image::Compression;
+use imgbuild::rootfs::prepare::{self, PrepareOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// How the image files are written.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Directory for the result files [default: ./<image name>]; replaced as a whole.
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+    /// Compression of the archive files: none, gzip, zstd or xz [default: none].
+    #[arg(long, value_name = "ALGO", default_value = "none")]
+    pub compress: String,
+    /// Compression of the layers: gzip (widest compatibility) or zstd.
+    #[arg(long, value_name = "ALGO", default_value = "gzip")]
+    pub layer_compression: String,
+    /// Also write a plain OCI image layout directory `<name>.<arch>-<version>.oci`.
+    #[arg(long)]
+    pub oci_dir: bool,
+    /// Override the container tag.
+    #[arg(long, value_name = "TAG")]
+    pub set_container_tag: Option<String>,
+    /// Add or override a container label (repeatable).
+    #[arg(long = "add-container-label", value_name = "NAME=VALUE")]
+    pub labels: Vec<String>,
+}
+
+impl OutputArgs {
+    fn options(&self, default_target: &Path) -> anyhow::Result<CreateOptions> {
+        let parse = |what: &str, v: &str| {
+            Compression::parse(v).with_context(|| {
+                format!("--{what}: unknown compression {v:?} (none, gzip, zstd, xz)")
+            })
+        };
+        let layer_compression = parse("layer-compression", &self.layer_compression)?;
+        if matches!(layer_compression, Compression::Xz(_) | Compression::None) {
+            bail!("--layer-compression: layers are gzip or zstd");
+        }
+        let mut labels = Vec::new();
+        for l in &self.labels {
+            let Some((k, v)) = l.split_once('=') else {
+                bail!("--add-container-label {l:?}: expected NAME=VALUE");
+            };
+            labels.push((k.to_string(), v.to_string()));
+        }
+        let source_date_epoch =
+            match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) => Some(v.trim().parse().with_context(|| {
+                    format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+                })?),
+                Err(_) => None,
+            };
+        Ok(CreateOptions {
+            target_dir: self
+                .target_dir
+                .clone()
+                .unwrap_or_else(|| default_target.to_path_buf()),
+            layer_compression,
+            compress: parse("compress", &self.compress)?,
+            oci_dir: self.oci_dir,
+            tag: self.set_container_tag.clone(),
+            labels,
+            source_date_epoch,
+            threads: 0,
+        })
+    }
+}
+
+/// Build an image from a description: prepare a root, then create the image files.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub description: DescriptionArgs,
+    #[command(flatten)]
+    pub packages: PackageArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Keep the prepared root tree in this directory instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
+    for f in &c.files {
+        println!("{}", target.join(&f.name).display());
+    }
+    if let Some(d) = &c.manifest_digest {
+        eprintln!("imgbuild: manifest {d}");
+    }
+    eprintln!("imgbuild: done in {:.1} s", log.total());
+}
+
+/// Run `imgbuild build`.
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let (desc, image) = args.description.resolve()?;
+    let create = args.output.options(Path::new(&image.name))?;
+    let mut log = StageLog::new();
+    let parent = create
+        .target_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp;
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix(".imgbuild-root-")
+                .tempdir_in(&parent)
+                .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+            tmp.path().join("root")
+        }
+    };
+    let opts = PrepareOptions {
+        root: root.clone(),
+        allow_existing_root: false,
+        plan: args.packages.plan_options(&image),
+        overrides: args.packages.overrides(),
+        delete_packages: args.packages.delete_packages.clone(),
+    };
+    if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {
+        eprintln!(
+            "imgbuild: using lock file {}",
+            opts.plan.lock_path.display()
+        );
+    }
+    prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
+        .with_context(|| format!("preparing {}", root.display()))?;
+    let created = build::create(&root, &image, &create, &mut |s| log.stage(s))
+        .with_context(|| format!("writing {}", create.target_dir.display()))?;
+    log.finish();
+    print_result(&created, &create.target_dir, &log);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write the image files of a root made by `imgbuild prepare`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The prepared root tree.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Run `imgbuild create`: the description and selection kept in `<root>/image` are resolved again.
+pub fn run_create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let kept = args.root.join("image");
+    let sel_path = kept.join("selection.json");
+    let sel_text = std::fs::read_to_string(&sel_path).with_context(|| {
+        format!(
+            "{}: not a root prepared by imgbuild (run `imgbuild prepare` first)",
+            sel_path.display()
+        )
+    })?;
+    let sel: serde_json::Value = serde_json::from_str(&sel_text)
+        .with_context(|| format!("{}: invalid selection", sel_path.display()))?;
+    let profiles = sel["profiles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let selection = Selection {
+        profiles,
+        build_type: sel["type"].as_str().map(String::from),
+        target_arch: sel["arch"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(Selection::host_arch),
+    };
+    let desc = description::load(&kept.join("config.xml"))?;
+    let image = desc.resolve(&selection)?;
+    let create = args.output.options(Path::new(&image.name))?;
+    let mut log = StageLog::new();
+    let created = build::create(&args.root, &image, &create, &mut |s| log.stage(s))
+        .with_context(|| format!("writing {}", create.target_dir.display()))?;
+    log.finish();
+    print_result(&created, &create.target_dir, &log);
+    Ok(ExitCode::SUCCESS)
+}
