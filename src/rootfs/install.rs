@@ -9,9 +9,9 @@
 //! mmdebstrap use for the essential set, applied to every phase: the result is dpkg's own
 //! database, checked clean by `dpkg --audit` and `dpkg -V`.
 
+use super::RootfsError;
 use super::dpkgdb::{DpkgDb, UnpackedPackage};
 use super::profile::shell_quote;
-use super::RootfsError;
 use crate::apt::deb::{Deb, DebError};
 use crate::confine::{EntryKind, Root, UnpackOptions};
 use crate::sandbox::{Outcome, Profile, Sandbox, SandboxError, Stdio};
@@ -64,7 +64,10 @@ impl From<super::dpkgdb::DpkgDbError> for InstallError {
 
 /// The environment maintainer scripts run with: no prompts, C locale, a plain PATH.
 pub const SCRIPT_ENV: &[(&str, &str)] = &[
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
     ("DEBIAN_FRONTEND", "noninteractive"),
     ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
     ("LC_ALL", "C"),
@@ -141,7 +144,11 @@ pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallEr
     let mut notes = Vec::new();
     let mut unpacked = Vec::with_capacity(opened.len());
     for (deb, rep) in opened.iter().zip(reports) {
-        notes.extend(rep.notes.iter().map(|n| format!("{}: {n}", deb.path().display())));
+        notes.extend(
+            rep.notes
+                .iter()
+                .map(|n| format!("{}: {n}", deb.path().display())),
+        );
         unpacked.push(UnpackedPackage {
             control: deb.control().clone(),
             members: deb
