@@ -10,5 +10,6 @@ pub mod confine;
 pub mod description;
 pub mod image;
 pub mod rootfs;
+pub mod runtime;
 pub mod sandbox;
 pub mod storage;

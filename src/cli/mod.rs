@@ -6,6 +6,7 @@ mod sandbox_init;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod run;
 pub mod store;
 
 /// Build Docker/OCI base images from KIWI image descriptions.
@@ -39,6 +40,9 @@ pub enum Command {
     /// The local image store: images, inspect, rmi, tag.
     #[command(flatten)]
     Store(store::StoreCommand),
+    /// Containers: run, ps, rm.
+    #[command(flatten)]
+    Run(run::RunCommand),
 }
 
 /// Run the parsed command; the exit code is the command's.
@@ -50,6 +54,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::SandboxRun(args) => sandbox_init::run(args),
         Command::Store(cmd) => store::run(
+            cmd,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
+        Command::Run(cmd) => run::run(
             cmd,
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
