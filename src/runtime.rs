@@ -559,7 +559,9 @@ impl Runtime {
         let recorded = if opts.remove {
             self.discard(&id)
         } else {
+            // A stopped container keeps its writable layer but no mount.
             self.write_record(&rec)
+                .and_then(|()| Ok(self.store.unmount_container(&id)?))
         };
         let outcome = result.map_err(|source| RuntimeError::Sandbox {
             id: id.clone(),

@@ -64,6 +64,11 @@ fn image_runs_and_containers_are_isolated(driver: DriverKind) {
     );
     assert_eq!(out, "invisible\n");
 
+    // The stopped container keeps its writable layer, but nothing stays mounted.
+    assert_eq!(
+        storage_common::mounts_under(&f.store_root),
+        Vec::<String>::new()
+    );
     let all = ps_json(&f, true);
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["name"], "writer");
@@ -444,4 +449,63 @@ fn bad_input_is_refused_and_leaves_nothing() {
         assert!(err.contains(msg), "{args:?}: {err}");
         f.assert_clean();
     }
+}
+
+/// Start a long-running named container; returns the imgbuild process once the command runs.
+fn start_long(f: &Fixture, name: &str) -> std::process::Child {
+    let mut child = f
+        .command(&[
+            "run",
+            "--name",
+            name,
+            IMAGE,
+            "/bin/sh",
+            "-c",
+            "echo ready; while :; do sleep 1 & wait $!; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+#[test]
+fn running_containers_in_ps_and_rm_force() {
+    use std::os::unix::process::ExitStatusExt;
+    let _g = serial();
+    let Some(f) = Fixture::new("running_containers_in_ps_and_rm_force", DriverKind::Overlay) else {
+        return;
+    };
+    let mut child = start_long(&f, "long");
+    let running = ps_json(&f, false);
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0]["state"], "running");
+    assert_eq!(running[0]["pid"], child.id());
+    let o = f.imgbuild(&["rm", "long"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
+    let o = f.imgbuild(&["rm", "-f", "long"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    f.assert_clean();
+
+    // A supervisor killed outright leaves a dead container, which rm removes.
+    let mut child = start_long(&f, "victim");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let all = ps_json(&f, true);
+    assert_eq!(all[0]["state"], "dead", "{all:?}");
+    assert!(ps_json(&f, false).is_empty());
+    let o = f.imgbuild(&["rm", "victim"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    f.assert_clean();
 }
