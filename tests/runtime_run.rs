@@ -99,6 +99,15 @@ fn image_runs_and_containers_are_isolated(driver: DriverKind) {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such container"));
     f.assert_clean();
+    let loop_file = f.loop_file();
+    drop(f);
+    if let Some(file) = loop_file {
+        assert_eq!(
+            loops_backed_by(&file),
+            Vec::<String>::new(),
+            "loop device left"
+        );
+    }
 }
 
 #[test]

@@ -219,6 +219,11 @@ impl Fixture {
         out
     }
 
+    /// The loop-mounted btrfs image file, for the btrfs driver.
+    pub fn loop_file(&self) -> Option<PathBuf> {
+        self._btrfs.as_ref().map(|b| b.image.clone())
+    }
+
     /// Directory entries of the store's container records and runtime records.
     pub fn containers_left(&self) -> Vec<String> {
         let mut left = Vec::new();
@@ -278,5 +283,15 @@ pub fn leftover_cgroups(pid: u32) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.into_path())
+        .collect()
+}
+
+/// Loop devices (`losetup -a`) whose backing file is `file`, deleted or not.
+pub fn loops_backed_by(file: &Path) -> Vec<String> {
+    let out = Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&*file.to_string_lossy()))
+        .map(str::to_string)
         .collect()
 }
