@@ -647,9 +647,23 @@ impl Runtime {
         };
         let hosts = match network {
             // The host's names are the container's: it shares the host's network.
-            Network::Host => {
-                std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| hosts_file(&rec.hostname))
-            }
+            Network::Host => match std::fs::read_to_string("/etc/hosts") {
+                Ok(mut h) => {
+                    let named = h.lines().any(|l| {
+                        let l = l.split('#').next().unwrap_or_default();
+                        l.split_whitespace().skip(1).any(|n| n == rec.hostname)
+                    });
+                    if !named {
+                        // A --hostname of its own still resolves.
+                        if !h.is_empty() && !h.ends_with('\n') {
+                            h.push('\n');
+                        }
+                        h.push_str(&format!("127.0.1.1\t{}\n", rec.hostname));
+                    }
+                    h
+                }
+                Err(_) => hosts_file(&rec.hostname),
+            },
             Network::None => hosts_file(&rec.hostname),
         };
         // The host's resolvers, as Docker copies them; with no network they cannot be reached,

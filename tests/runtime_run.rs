@@ -384,6 +384,11 @@ fn image_config_and_options_apply() {
         out,
         std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     );
+    let out = f.sh_ok(
+        &["--network", "host", "--hostname", "own-name"],
+        "hostname; grep -c own-name /etc/hosts",
+    );
+    assert_eq!(out, "own-name\n1\n");
     let out = f.sh_ok(&[], "ls /sys/class/net");
     assert_eq!(out, "lo\n", "--network none by default");
     // -t gives a terminal.
