@@ -227,6 +227,30 @@ fn ps_table(containers: &[ContainerRecord]) -> String {
     out
 }
 
+static DEFERRED_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn defer_signal(sig: libc::c_int) {
+    DEFERRED_SIGNAL.store(sig, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Keep SIGINT, SIGTERM, SIGHUP and SIGQUIT from killing imgbuild between making a container
+/// and removing it (`--rm`): outside the command's lifetime they are only noted. While the
+/// command runs, the sandbox installs its own handlers over these (forwarding the signals to
+/// the command) and puts these back afterwards. Only the binary does this: it runs one
+/// container per process, so no other sandbox's handlers can be overwritten.
+fn defer_termination_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: a plain sigaction with a handler that only stores to an atomic.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = defer_signal as *const () as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Run a container command against the store the global options name.
 pub fn run(
     command: RunCommand,
@@ -237,6 +261,7 @@ pub fn run(
         RunCommand::Run(args) => {
             // As `docker run`: 125 when imgbuild itself fails, 126 when the command cannot be
             // executed, 127 when it is not found, else the command's own code.
+            defer_termination_signals();
             let result = open_store(root, driver)
                 .and_then(|s| Ok(Runtime::new(s)?))
                 .and_then(|rt| Ok((options(*args)?, rt)))
