@@ -12,5 +12,6 @@ pub mod description;
 pub mod image;
 pub mod plan;
 pub mod rootfs;
+pub mod runtime;
 pub mod sandbox;
 pub mod storage;

@@ -8,6 +8,7 @@
 //! lacks dm-thin). Archive formats are read elsewhere: the store takes a [`StoreInput`] and a
 //! [`LayerApplier`] that unpacks one layer tar into a directory.
 
+mod apply;
 mod btrfs;
 mod copy;
 mod devicemapper;
@@ -22,6 +23,7 @@ mod vfs;
 use std::io::Read;
 use std::path::PathBuf;
 
+pub use apply::ConfinedApplier;
 pub use digest::{chain_ids, sha256_digest};
 pub use driver::{Driver, DriverKind, FillLayer};
 pub use reference::normalize_tag;

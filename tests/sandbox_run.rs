@@ -2,9 +2,10 @@
 //! Debian mirror into the test target dir. Needs root; skips clearly without it or without
 //! the mirror.
 
+mod busybox_root;
+
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -18,70 +19,6 @@ use imgbuild::sandbox::{Limits, Network, Outcome, Profile, Sandbox, SandboxError
 static SERIAL: Mutex<()> = Mutex::new(());
 static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-fn build_busybox_root(dest: &Path) -> Result<(), String> {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(tmp).map_err(|e| e.to_string())?;
-    let work = tempfile::tempdir_in(tmp).map_err(|e| e.to_string())?;
-    let out = Command::new("apt-get")
-        .args(["download", "busybox-static"])
-        .current_dir(work.path())
-        .output()
-        .map_err(|e| format!("apt-get: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "apt-get download busybox-static failed (mirror unreachable?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let deb = std::fs::read_dir(work.path())
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or("no .deb downloaded")?;
-    let root = work.path().join("root");
-    let st = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&root)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("dpkg-deb -x failed".into());
-    }
-    let list = Command::new(root.join("bin/busybox"))
-        .arg("--list")
-        .output()
-        .map_err(|e| e.to_string())?;
-    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-        let link = root.join("bin").join(applet);
-        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink("busybox", &link).map_err(|e| e.to_string())?;
-        }
-    }
-    for d in ["etc", "proc", "sys", "dev", "root", "tmp", "work"] {
-        std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
-    }
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-        .map_err(|e| e.to_string())?;
-    std::fs::write(
-        root.join("etc/resolv.conf"),
-        "# the root's own resolv.conf\n",
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(root.join("etc/group"), "root:x:0:\ntty:x:5:\n").map_err(|e| e.to_string())?;
-    match std::fs::rename(&root, dest) {
-        Ok(()) => Ok(()),
-        Err(_) if dest.join("bin/busybox").exists() => Ok(()),
-        Err(e) => Err(format!("rename to {}: {e}", dest.display())),
-    }
-}
-
 /// The cached test root, or `None` (after printing why) when the test must skip.
 fn setup(test: &str) -> Option<(PathBuf, MutexGuard<'static, ()>)> {
     if !nix::unistd::geteuid().is_root() {
@@ -89,17 +26,11 @@ fn setup(test: &str) -> Option<(PathBuf, MutexGuard<'static, ()>)> {
         return None;
     }
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = ROOT.get_or_init(|| {
-        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-busybox-root");
-        if dest.join("bin/busybox").exists() {
-            return Some(dest);
-        }
-        match build_busybox_root(&dest) {
-            Ok(()) => Some(dest),
-            Err(e) => {
-                eprintln!("cannot build the busybox test root: {e}");
-                None
-            }
+    let root = ROOT.get_or_init(|| match busybox_root::cached() {
+        Ok(dest) => Some(dest),
+        Err(e) => {
+            eprintln!("cannot build the busybox test root: {e}");
+            None
         }
     });
     match root {

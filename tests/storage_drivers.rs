@@ -5,7 +5,7 @@
 
 mod storage_common;
 
-use imgbuild::storage::{DriverKind, Store, StoreOptions};
+use imgbuild::storage::{ConfinedApplier, DriverKind, Store, StoreOptions};
 use std::path::Path;
 use storage_common::*;
 
@@ -27,7 +27,7 @@ fn containers_are_isolated(root: &Path, kind: DriverKind) {
     assert_eq!(store.driver_kind(), kind);
     let img = two_layer();
     let rec = store
-        .load(img.input(), &["test/two:1".to_string()], &TestApplier)
+        .load(img.input(), &["test/two:1".to_string()], &ConfinedApplier)
         .unwrap();
     assert_eq!(rec.id, img.id());
     assert_eq!(rec.layers.len(), 2);
@@ -74,10 +74,10 @@ fn base_is_shared(root: &Path, kind: DriverKind, count: &dyn Fn() -> usize) {
     let one = two_layer();
     let two = TestImage::new(&[base_layer(), other_top_layer()], "other");
     store
-        .load(one.input(), &["one".to_string()], &TestApplier)
+        .load(one.input(), &["one".to_string()], &ConfinedApplier)
         .unwrap();
     store
-        .load(two.input(), &["two".to_string()], &TestApplier)
+        .load(two.input(), &["two".to_string()], &ConfinedApplier)
         .unwrap();
     let recs = store.images().unwrap();
     assert_eq!(recs.len(), 2);
@@ -256,7 +256,9 @@ fn btrfs_loop_guard_cleans_up_when_a_test_panics() {
         let fs = BtrfsLoop::new().unwrap();
         seen = Some((fs.image.clone(), fs.mnt.clone()));
         let store = open(&fs.mnt.join("store"), DriverKind::Btrfs);
-        store.load(two_layer().input(), &[], &TestApplier).unwrap();
+        store
+            .load(two_layer().input(), &[], &ConfinedApplier)
+            .unwrap();
         let _c = store.create_container(&two_layer().id()).unwrap();
         panic!("deliberate failure with a container snapshot in place");
     }));

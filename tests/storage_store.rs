@@ -4,8 +4,11 @@
 
 mod storage_common;
 
-use imgbuild::storage::{DriverKind, Removal, StorageError, Store, StoreOptions, sha256_digest};
-use std::path::Path;
+use imgbuild::storage::{
+    ApplyMode, ConfinedApplier, DriverKind, LayerApplier, Removal, StorageError, Store,
+    StoreOptions, sha256_digest,
+};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use storage_common::*;
 
@@ -50,7 +53,7 @@ fn corrupt_layer_blob_is_refused_and_leaves_nothing() {
     let last = img.blobs[1].1.len() - 1;
     img.blobs[1].1[last] ^= 0xff;
     let err = store
-        .load(img.input(), &["bad".into()], &TestApplier)
+        .load(img.input(), &["bad".into()], &ConfinedApplier)
         .unwrap_err();
     match &err {
         StorageError::BlobDigestMismatch { expected, actual } => {
@@ -77,11 +80,11 @@ fn wrong_diff_id_is_refused_and_leaves_nothing() {
         sha256_digest(&layer_tar(&top_layer())),
     ];
     let img = TestImage::assemble(diff_ids, good.blobs.clone(), "diff");
-    let err = store.load(img.input(), &[], &TestApplier).unwrap_err();
+    let err = store.load(img.input(), &[], &ConfinedApplier).unwrap_err();
     assert!(matches!(err, StorageError::DiffIdMismatch { .. }), "{err}");
     assert_empty(dir.path());
     // The good image still loads afterwards.
-    store.load(good.input(), &[], &TestApplier).unwrap();
+    store.load(good.input(), &[], &ConfinedApplier).unwrap();
 }
 
 #[test]
@@ -94,17 +97,21 @@ fn config_not_matching_manifest_is_refused() {
     .unwrap();
     let mut img = two_layer("cfg");
     img.config.push(b' ');
-    let err = store.load(img.input(), &[], &TestApplier).unwrap_err();
+    let err = store.load(img.input(), &[], &ConfinedApplier).unwrap_err();
     assert!(
         matches!(err, StorageError::BlobDigestMismatch { .. }),
         "{err}"
     );
     let mut img = two_layer("cfg");
     img.blobs.pop();
-    let err = store.load(img.input(), &[], &TestApplier).unwrap_err();
+    let err = store.load(img.input(), &[], &ConfinedApplier).unwrap_err();
     assert!(err.to_string().contains("blobs given"), "{err}");
     let err = store
-        .load(two_layer("cfg").input(), &["Bad:tag".into()], &TestApplier)
+        .load(
+            two_layer("cfg").input(),
+            &["Bad:tag".into()],
+            &ConfinedApplier,
+        )
         .unwrap_err();
     assert!(
         matches!(err, StorageError::InvalidReference { .. }),
@@ -142,11 +149,11 @@ fn references_tags_and_removal() {
     let one = two_layer("one");
     let two = TestImage::new(&[base_layer(), other_top_layer()], "two");
     let r1 = store
-        .load(one.input(), &["repo/one".into()], &TestApplier)
+        .load(one.input(), &["repo/one".into()], &ConfinedApplier)
         .unwrap();
     assert_eq!(r1.tags, vec!["repo/one:latest"]);
     store
-        .load(two.input(), &["repo/two:2".into()], &TestApplier)
+        .load(two.input(), &["repo/two:2".into()], &ConfinedApplier)
         .unwrap();
 
     // By tag, full id, id prefix with and without sha256:, manifest digest.
@@ -177,7 +184,7 @@ fn references_tags_and_removal() {
     assert_eq!(store.image(&r1.id).unwrap().tags, vec!["repo/one:latest"]);
     // Loading an image with a tag another holds moves it as well.
     store
-        .load(one.input(), &["shared:x".into()], &TestApplier)
+        .load(one.input(), &["shared:x".into()], &ConfinedApplier)
         .unwrap();
     assert_eq!(store.image("shared:x").unwrap().id, one.id());
     assert_eq!(store.image("repo/two:2").unwrap().tags, vec!["repo/two:2"]);
@@ -222,7 +229,7 @@ fn ambiguous_prefix_is_an_error() {
     let mut ids = Vec::new();
     for i in 0..17 {
         let img = TestImage::new(&[other_top_layer()], &format!("amb{i}"));
-        ids.push(store.load(img.input(), &[], &TestApplier).unwrap().id);
+        ids.push(store.load(img.input(), &[], &ConfinedApplier).unwrap().id);
     }
     assert_eq!(count(&dir.path().join("layers")), 1);
     let first = |id: &String| id[7..8].to_string();
@@ -254,7 +261,7 @@ fn concurrent_loads_share_the_base() {
                 let top = vec![E::File(["t0", "t1", "t2", "t3"][i], b"x", 0o644, 0, 0)];
                 let img = TestImage::new(&[base_layer(), top], &format!("c{i}"));
                 store
-                    .load(img.input(), &[format!("conc:{i}")], &TestApplier)
+                    .load(img.input(), &[format!("conc:{i}")], &ConfinedApplier)
                     .unwrap()
             })
         })
@@ -278,12 +285,12 @@ fn export_round_trips_into_another_store() {
     let b = tempfile::tempdir().unwrap();
     let img = two_layer("export");
     let rec = open(a.path())
-        .load(img.input(), &["x:1".into()], &TestApplier)
+        .load(img.input(), &["x:1".into()], &ConfinedApplier)
         .unwrap();
     let input = open(a.path()).export("x:1").unwrap();
     assert_eq!(input.manifest, img.manifest);
     assert_eq!(input.config, img.config);
-    let rec2 = open(b.path()).load(input, &[], &TestApplier).unwrap();
+    let rec2 = open(b.path()).load(input, &[], &ConfinedApplier).unwrap();
     assert_eq!(rec2.id, rec.id);
     assert_eq!(rec2.manifest_digest, rec.manifest_digest);
     assert_eq!(rec2.layers, rec.layers);
@@ -308,7 +315,7 @@ fn cli_images_inspect_tag_rmi() {
     let dir = tempfile::tempdir().unwrap();
     let img = two_layer("cli");
     open(dir.path())
-        .load(img.input(), &["cli/img:1".into()], &TestApplier)
+        .load(img.input(), &["cli/img:1".into()], &ConfinedApplier)
         .unwrap();
     let root = dir.path();
 
@@ -371,44 +378,149 @@ fn cli_images_inspect_tag_rmi() {
     assert_empty(root);
 }
 
+/// A raw tar header with any name (tar::Builder refuses names that climb out).
+fn raw_entry(name: &[u8], kind: tar::EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+fn finish_tar(mut entries: Vec<u8>) -> Vec<u8> {
+    entries.extend_from_slice(&[0u8; 1024]);
+    entries
+}
+
+/// Hostile layers, each trying to write outside the layer directory in another way.
+fn escape_layers(outside: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let victim = outside.join("victim");
+    let victim = victim.to_str().unwrap().as_bytes().to_vec();
+    let dir = outside.to_str().unwrap().as_bytes().to_vec();
+    vec![
+        (
+            "dot-dot",
+            finish_tar(raw_entry(
+                b"../../escape",
+                tar::EntryType::Regular,
+                b"",
+                b"x",
+            )),
+        ),
+        ("symlink-then-write", {
+            let mut t = raw_entry(b"out", tar::EntryType::Symlink, &dir, b"");
+            t.extend(raw_entry(
+                b"out/victim",
+                tar::EntryType::Regular,
+                b"",
+                b"pwned",
+            ));
+            finish_tar(t)
+        }),
+        ("relative-symlink-then-write", {
+            let mut t = raw_entry(b"up", tar::EntryType::Symlink, b"../../../../..", b"");
+            let mut name = b"up".to_vec();
+            name.extend_from_slice(&victim);
+            t.extend(raw_entry(&name, tar::EntryType::Regular, b"", b"pwned"));
+            finish_tar(t)
+        }),
+        (
+            "hardlink-to-outside",
+            finish_tar(raw_entry(b"hl", tar::EntryType::Link, &victim, b"")),
+        ),
+    ]
+}
+
+/// Every path below `dir` with its content (files) or link target, skipping `skip`.
+fn snapshot(dir: &Path, skip: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !e.path().starts_with(skip))
+        .map(|e| {
+            let e = e.unwrap();
+            let data = if e.file_type().is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else if e.file_type().is_symlink() {
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                Vec::new()
+            };
+            (e.path().to_path_buf(), data)
+        })
+        .collect()
+}
+
+#[test]
+fn confined_applier_refuses_escapes_in_both_modes() {
+    if !root_or_skip("confined_applier_refuses_escapes_in_both_modes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"original").unwrap();
+    let layers_dir = dir.path().join("layers");
+    for mode in [ApplyMode::Apply, ApplyMode::OverlayFs] {
+        for (what, tar) in escape_layers(&outside) {
+            let target = layers_dir.join(format!("{what}-{mode:?}"));
+            std::fs::create_dir_all(&target).unwrap();
+            let before = snapshot(dir.path(), &layers_dir);
+            let err = ConfinedApplier
+                .apply(&mut &tar[..], &target, mode)
+                .expect_err(what);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("refused") || msg.contains("escape"),
+                "{what}: {msg}"
+            );
+            assert_eq!(snapshot(dir.path(), &layers_dir), before, "{what} {mode:?}");
+            assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"original");
+        }
+    }
+}
+
 #[test]
 fn applier_errors_leave_nothing_behind() {
     if !root_or_skip("applier_errors_leave_nothing_behind") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"original").unwrap();
     let root = dir.path().join("store");
     let store = open(&root);
-    // A layer whose entry climbs out of the layer directory; tar::Builder refuses to write
-    // such a name, so the header is filled in by hand.
-    let mut h = tar::Header::new_old();
-    let name = b"../../escape";
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_size(1);
-    h.set_cksum();
-    let mut bad = h.as_bytes().to_vec();
-    bad.extend_from_slice(&[b'x'; 512]);
-    bad.extend_from_slice(&[0u8; 1024]);
     let base = layer_tar(&base_layer());
-    let blobs: Vec<(String, Vec<u8>)> = [base.clone(), bad.clone()]
-        .into_iter()
-        .map(|t| (sha256_digest(&t), t))
-        .collect();
-    let img = TestImage::assemble(
-        vec![sha256_digest(&base), sha256_digest(&bad)],
-        blobs,
-        "escape",
-    );
-    let err = store
-        .load(img.input(), &["esc".into()], &TestApplier)
-        .unwrap_err();
-    assert!(matches!(err, StorageError::Apply { .. }), "{err}");
-    assert!(err.to_string().contains("escapes"), "{err}");
-    assert!(!dir.path().join("escape").exists());
-    assert!(!root.join("escape").exists());
-    assert_empty(&root);
+    for (what, bad) in escape_layers(&outside) {
+        let before = snapshot(dir.path(), &root);
+        let blobs: Vec<(String, Vec<u8>)> = [base.clone(), bad.clone()]
+            .into_iter()
+            .map(|t| (sha256_digest(&t), t))
+            .collect();
+        let img = TestImage::assemble(vec![sha256_digest(&base), sha256_digest(&bad)], blobs, what);
+        let err = store
+            .load(img.input(), &["esc".into()], &ConfinedApplier)
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Apply { .. }), "{what}: {err}");
+        assert!(err.to_string().contains(&sha256_digest(&bad)), "{err}");
+        assert_eq!(snapshot(dir.path(), &root), before, "{what}");
+        assert!(!dir.path().join("escape").exists());
+        assert!(!root.join("escape").exists());
+        assert_empty(&root);
+    }
 }
 
 #[test]
@@ -427,7 +539,7 @@ fn zstd_and_uncompressed_layers_load() {
         "zstd",
     );
     store
-        .load(img.input(), &["z".into()], &TestApplier)
+        .load(img.input(), &["z".into()], &ConfinedApplier)
         .unwrap();
     let c = store.create_container("z").unwrap();
     assert_merged_view(&c.rootfs);
@@ -442,7 +554,7 @@ fn concurrent_tag_commands_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let img = two_layer("tags");
     open(dir.path())
-        .load(img.input(), &["t:0".into()], &TestApplier)
+        .load(img.input(), &["t:0".into()], &ConfinedApplier)
         .unwrap();
     // Each command reads, changes and rewrites the same image record; without the store lock
     // some of these updates would be lost.

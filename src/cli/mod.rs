@@ -3,6 +3,7 @@
 pub mod build;
 pub mod info;
 pub mod prepare;
+pub mod run;
 mod sandbox_init;
 pub mod store;
 pub mod validate;
@@ -10,6 +11,7 @@ pub mod validate;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+pub mod store;
 
 /// Build Docker/OCI base images from KIWI image descriptions.
 #[derive(Parser, Debug)]
@@ -54,6 +56,9 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show a description resolved for profiles, type and architecture (json, yaml or xml).
     Info(info::InfoArgs),
+    /// Containers: run, ps, rm.
+    #[command(flatten)]
+    Run(run::RunCommand),
 }
 
 /// Run the parsed command; the exit code is the command's.
@@ -75,5 +80,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(args) => prepare::run_lock(args),
         Command::Validate(args) => validate::run(args),
         Command::Info(args) => info::run(args),
+        Command::Run(cmd) => run::run(
+            cmd,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
     }
 }

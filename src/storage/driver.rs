@@ -80,6 +80,13 @@ pub trait Driver: Send + Sync {
     /// returns the tree's path. Writes in it never reach the layers.
     fn create_rootfs(&self, container: &str, top: &str) -> Result<PathBuf>;
 
+    /// Unmount container `container`'s root tree, keeping its writable part, once its
+    /// command has ended: no mount stays on the host for a stopped container. Drivers whose
+    /// root trees are plain directories do nothing.
+    fn unmount_rootfs(&self, _container: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Release container `container`'s root tree (unmounting it if mounted) and delete its
     /// writable part. Releasing a container that is not there is not an error.
     fn release_rootfs(&self, container: &str) -> Result<()>;

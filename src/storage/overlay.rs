@@ -298,6 +298,10 @@ impl Driver for Overlay {
         }
     }
 
+    fn unmount_rootfs(&self, container: &str) -> Result<()> {
+        unmount(&self.dir.join("containers").join(container).join("merged"))
+    }
+
     fn release_rootfs(&self, container: &str) -> Result<()> {
         let cdir = self.dir.join("containers").join(container);
         unmount(&cdir.join("merged"))?;

@@ -771,6 +771,16 @@ impl Store {
         Ok(container)
     }
 
+    /// Unmount container `id`'s root tree (full id), keeping its writable part: for a
+    /// container whose command has ended. Its `rootfs` then shows nothing until released.
+    pub fn unmount_container(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(true)?;
+        if !self.read_containers()?.iter().any(|c| c.id == id) {
+            return Err(StorageError::ContainerNotFound(id.to_string()));
+        }
+        self.driver.unmount_rootfs(id)
+    }
+
     /// Release a container's root tree (unmount, delete its writable part). `id` may be a
     /// unique prefix.
     pub fn release_container(&self, id: &str) -> Result<()> {

@@ -1,16 +1,10 @@
-//! Shared pieces of the storage tests: a small layer applier, synthetic images, a loop-mounted
+//! Shared pieces of the storage tests: synthetic images, a loop-mounted
 //! btrfs that always goes away, and leak checks.
 #![allow(dead_code)]
 
-use imgbuild::storage::{
-    ApplyError, ApplyMode, LayerApplier, LayerBlob, StoreInput, sha256_digest,
-};
-use std::collections::BTreeSet;
-use std::ffi::CString;
-use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use imgbuild::storage::{LayerBlob, StoreInput, sha256_digest};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// True when running as root; otherwise prints the SKIP line for `test`.
@@ -363,118 +357,5 @@ impl Drop for BtrfsLoop {
         if let Some(dev) = &self.loopdev {
             let _ = run(Command::new("losetup").arg("-d").arg(dev));
         }
-    }
-}
-
-/// A layer applier for the tests: regular files, directories, symlinks, owners, modes
-/// (setuid/setgid), whiteouts and opaque directories in both modes. Paths are checked
-/// lexically only; the crate's real applier does the full confinement.
-pub struct TestApplier;
-
-fn clean(p: &Path) -> Result<PathBuf, ApplyError> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            _ => return Err(format!("{}: path escapes the layer", p.display()).into()),
-        }
-    }
-    Ok(out)
-}
-
-fn remove(p: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(_) => Ok(()),
-    }
-}
-
-fn mknod_whiteout(p: &Path) -> Result<(), ApplyError> {
-    let c = CString::new(p.as_os_str().as_bytes())?;
-    // SAFETY: valid path string.
-    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) } != 0 {
-        return Err(format!("{}: {}", p.display(), std::io::Error::last_os_error()).into());
-    }
-    Ok(())
-}
-
-impl LayerApplier for TestApplier {
-    fn apply(
-        &self,
-        layer: &mut dyn Read,
-        target: &Path,
-        mode: ApplyMode,
-    ) -> Result<(), ApplyError> {
-        let mut ar = tar::Archive::new(layer);
-        let mut written = BTreeSet::new();
-        let mut opaque = Vec::new();
-        for entry in ar.entries()? {
-            let mut e = entry?;
-            let rel = clean(&e.path()?)?;
-            let name = rel
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-            if name == ".wh..wh..opq" {
-                match mode {
-                    ApplyMode::Apply => opaque.push(parent),
-                    ApplyMode::OverlayFs => {
-                        std::fs::create_dir_all(target.join(&parent))?;
-                        xattr::set(target.join(&parent), "trusted.overlay.opaque", b"y")?;
-                    }
-                }
-                continue;
-            }
-            if let Some(orig) = name.strip_prefix(".wh.") {
-                let victim = target.join(&parent).join(orig);
-                remove(&victim)?;
-                if mode == ApplyMode::OverlayFs {
-                    std::fs::create_dir_all(target.join(&parent))?;
-                    mknod_whiteout(&victim)?;
-                }
-                continue;
-            }
-            let dest = target.join(&rel);
-            if let Some(p) = dest.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            let h = e.header().clone();
-            match h.entry_type() {
-                tar::EntryType::Directory => {
-                    if !std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-                        remove(&dest)?;
-                        std::fs::create_dir(&dest)?;
-                    }
-                }
-                tar::EntryType::Regular => {
-                    remove(&dest)?;
-                    let mut f = std::fs::File::create(&dest)?;
-                    std::io::copy(&mut e, &mut f)?;
-                }
-                tar::EntryType::Symlink => {
-                    remove(&dest)?;
-                    let t = h.link_name()?.ok_or("symlink without target")?;
-                    std::os::unix::fs::symlink(t, &dest)?;
-                }
-                other => return Err(format!("unsupported entry type {other:?}").into()),
-            }
-            std::os::unix::fs::lchown(&dest, Some(h.uid()? as u32), Some(h.gid()? as u32))?;
-            if h.entry_type() != tar::EntryType::Symlink {
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(h.mode()?))?;
-            }
-            written.insert(rel);
-        }
-        for d in opaque {
-            for child in std::fs::read_dir(target.join(&d))? {
-                let child = child?;
-                if !written.contains(&d.join(child.file_name())) {
-                    remove(&child.path())?;
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,129 @@
+#!/bin/bash
+# Container start benchmarks for `imgbuild run` (needs root, crun, podman, the Debian mirror).
+#
+# 1. `imgbuild run --rm IMAGE /bin/true` (overlay) against `crun run` of a bundle unpacked from the
+#    same image and `podman run --rm --network=none` of the same image (imported with
+#    `podman import` into a temp --root/--runroot), alternating; ratio = imgbuild / peer.
+# 2. Container start against image size: a ~10 MB and a ~1 GB image, with overlay and with vfs
+#    (vfs copies the whole image per container, so its cost grows with size).
+#
+# Environment: ROUNDS (default 20) for part 1, SIZE_ROUNDS (default 5) for part 2,
+# BIG_MB (default 1024), SMALL_MB (default 8) of filler on top of busybox.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-20}
+SIZE_ROUNDS=${SIZE_ROUNDS:-5}
+BIG_MB=${BIG_MB:-1024}
+SMALL_MB=${SMALL_MB:-8}
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh needs root" >&2; exit 1; }
+for tool in crun podman apt-get dpkg-deb python3; do
+  command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool" >&2; exit 1; }
+done
+
+quirks=""
+for q in "$repo/../shared/scripts/host-quirks.sh" "$repo/../../shared/scripts/host-quirks.sh"; do
+  if [ -x "$q" ]; then quirks=$("$q"); break; fi
+done
+
+work=$(mktemp -d /var/tmp/imgbuild-bench-run.XXXXXX)
+podman=(podman --root "$work/podman/root" --runroot "$work/podman/run" --storage-driver overlay
+        --cgroup-manager cgroupfs --events-backend none)
+cleanup() {
+  set +e
+  "${podman[@]}" rm -af >/dev/null 2>&1
+  "${podman[@]}" rmi -af >/dev/null 2>&1
+  crun list -q 2>/dev/null | grep '^imgbuild-bench-' | xargs -r -n1 crun delete -f >/dev/null 2>&1
+  # Unmount whatever is still mounted below the work dir (podman's store, a failed run).
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== building imgbuild (release)"
+(cd "$repo" && cargo build --release --quiet)
+imgbuild="$repo/target/release/imgbuild"
+
+echo "== busybox root tree"
+mkdir -p "$work/dl"
+(cd "$work/dl" && apt-get download -q busybox-static >/dev/null)
+small="$work/small"
+dpkg-deb -x "$work"/dl/busybox-static_*.deb "$small"
+for applet in $("$small/bin/busybox" --list); do
+  [ -e "$small/bin/$applet" ] || ln -s busybox "$small/bin/$applet"
+done
+mkdir -p "$small"/{etc,proc,sys,dev,tmp,root}
+chmod 1777 "$small/tmp"
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$small/etc/passwd"
+printf 'root:x:0:\n' > "$small/etc/group"
+touch "$small/etc/hosts" "$small/etc/hostname" "$small/etc/resolv.conf"
+# Filler so the sizes are what part 2 says: 1 MiB files of random data.
+filler() { # DIR MB
+  mkdir -p "$1/filler"
+  for i in $(seq 1 "$2"); do head -c 1048576 /dev/urandom > "$1/filler/f$i"; done
+}
+big="$work/big"
+cp -a "$small" "$big"
+filler "$small" "$SMALL_MB"
+filler "$big" "$BIG_MB"
+du -sh "$small" "$big"
+
+load() { # STORE DRIVER ROOTFS TAG
+  (cd "$repo" && IMGBUILD_BENCH_STORE="$1" IMGBUILD_BENCH_DRIVER="$2" IMGBUILD_BENCH_ROOTFS="$3" \
+     IMGBUILD_BENCH_TAG="$4" cargo test --release --quiet --test runtime_bench_load -- \
+     --ignored --nocapture 2>&1 | grep '^loaded' || { echo "loading $3 failed" >&2; exit 1; })
+}
+echo "== loading the images into overlay and vfs stores"
+load "$work/store-overlay" overlay "$small" bench/small
+load "$work/store-overlay" overlay "$big" bench/big
+load "$work/store-vfs" vfs "$small" bench/small
+load "$work/store-vfs" vfs "$big" bench/big
+
+echo "== crun bundle (the same tree, Docker's default capabilities)"
+bundle="$work/bundle"
+mkdir -p "$bundle"
+cp -a "$small" "$bundle/rootfs"
+(cd "$bundle" && crun spec)
+python3 - "$bundle/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+        "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT",
+        "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"]
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+for s in ("bounding", "effective", "permitted"):
+    c["process"]["capabilities"][s] = caps
+c["root"] = {"path": "rootfs", "readonly": False}
+json.dump(c, open(p, "w"))
+EOF
+
+echo "== podman image (podman import of the same tree)"
+tar -C "$small" -cf "$work/small.tar" .
+"${podman[@]}" import -q "$work/small.tar" localhost/bench/small >/dev/null
+
+echo "== sanity"
+"$imgbuild" --storage-root "$work/store-overlay" run --rm bench/small /bin/true
+crun run -b "$bundle" "imgbuild-bench-check-$$"
+crun delete -f "imgbuild-bench-check-$$" >/dev/null 2>&1 || true
+# shellcheck disable=SC2086
+"${podman[@]}" run --rm --network=none $quirks localhost/bench/small /bin/true
+
+echo
+echo "== part 1: start and stop a container running /bin/true ($ROUNDS rounds; ratio = imgbuild/peer)"
+# crun keeps a stopped container's state after `run` only when it fails; the id must be unique.
+python3 "$here/alternate.py" --rounds "$ROUNDS" \
+  "imgbuild=$imgbuild --storage-root $work/store-overlay run --rm bench/small /bin/true" \
+  "crun=crun run -b $bundle imgbuild-bench-\$\$-\$RANDOM" \
+  "podman=${podman[*]} run --rm --network=none $quirks localhost/bench/small /bin/true"
+
+echo
+echo "== part 2: container start against image size ($SIZE_ROUNDS rounds; ratio = overlay-small/command)"
+python3 "$here/alternate.py" --rounds "$SIZE_ROUNDS" \
+  "overlay-10M=$imgbuild --storage-root $work/store-overlay run --rm bench/small /bin/true" \
+  "overlay-1G=$imgbuild --storage-root $work/store-overlay run --rm bench/big /bin/true" \
+  "vfs-10M=$imgbuild --storage-root $work/store-vfs run --rm bench/small /bin/true" \
+  "vfs-1G=$imgbuild --storage-root $work/store-vfs run --rm bench/big /bin/true"

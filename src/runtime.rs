@@ -1,0 +1,830 @@
+//! `run`: a container from an image in the store — its root tree from the storage driver, the
+//! image config applied (entrypoint, command, environment, user, working directory), the
+//! sandbox started with the container profile, the exit code and signals passed through.
+//!
+//! Container records live beside the store (`<store>/runtime/<id>/`), together with the
+//! `hostname`, `hosts` and `resolv.conf` files bind-mounted into the container. A lock
+//! (`<store>/runtime/lock`) keeps names unique and record updates whole.
+
+mod spec;
+mod state;
+mod user;
+
+pub use spec::{UserSpec, Volume, parse_env, parse_env_file, parse_size};
+pub use state::{ContainerRecord, State, generate_name, valid_name};
+pub use user::{ExecUser, resolve as resolve_user};
+
+use crate::confine::Root;
+use crate::sandbox::{Limits, Network, Profile, Sandbox, SandboxError, Stdio};
+use crate::storage::{StorageError, Store};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The smallest memory limit accepted, as Docker's (smaller ones leave no room to start).
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// Errors of the run mode; each names the container, image, path or option involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("invalid size '{value}': {reason}")]
+    InvalidSize { value: String, reason: String },
+    #[error("invalid volume spec '{spec}': {reason}")]
+    InvalidVolume { spec: String, reason: String },
+    #[error("volume source {path}: {source}")]
+    VolumeSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid environment variable '{spec}': {reason}")]
+    InvalidEnv { spec: String, reason: String },
+    #[error("{}:{line}: {reason}", path.display())]
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("invalid user '{spec}': {reason}")]
+    InvalidUser { spec: String, reason: String },
+    #[error("unable to find user or group '{name}': no matching entry in the container's {file}")]
+    UnknownUser { name: String, file: &'static str },
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+    #[error("image {image}: invalid config: {reason}")]
+    ImageConfig { image: String, reason: String },
+    #[error("image {image} has no command: give one after the image name")]
+    NoCommand { image: String },
+    #[error("invalid container name '{0}': only [a-zA-Z0-9][a-zA-Z0-9_.-]+ is allowed")]
+    InvalidName(String),
+    #[error("the container name '{name}' is already in use by container {id}")]
+    NameInUse { name: String, id: String },
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("container reference '{reference}' is ambiguous: it matches {count} containers")]
+    AmbiguousContainer { reference: String, count: usize },
+    #[error("container {name} ({id}) is running: stop it first, or remove it with -f")]
+    Running { name: String, id: String },
+    #[error("container {id}: {what} {}: {source}", path.display())]
+    ContainerFile {
+        id: String,
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {id}: {source}")]
+    Root {
+        id: String,
+        #[source]
+        source: crate::confine::ConfineError,
+    },
+    #[error("container {id}: {source}")]
+    Sandbox {
+        id: String,
+        #[source]
+        source: SandboxError,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result alias for the runtime module.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `imgbuild run` asks for. The default network is `None`: a bridge (Docker's default)
+/// is not available, and sharing the host's network must be asked for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The image: `name[:tag]`, id, unique id prefix or manifest digest.
+    pub image: String,
+    /// Replaces the image's `Cmd` when not empty (the `Entrypoint` stays).
+    pub command: Vec<String>,
+    /// The container's name (generated when `None`).
+    pub name: Option<String>,
+    /// Variables set over the image's `Env`, in order (later wins).
+    pub env: Vec<(String, String)>,
+    /// Working directory (absolute), over the image's `WorkingDir`.
+    pub workdir: Option<String>,
+    /// `USER[:GROUP]`, over the image's `User`.
+    pub user: Option<UserSpec>,
+    /// Bind mounts.
+    pub volumes: Vec<Volume>,
+    /// `None` (the default: a network namespace with only loopback) or `Host`.
+    pub network: Network,
+    /// Hostname (default: the id's first 12 digits; the host's with `Network::Host`).
+    pub hostname: Option<String>,
+    /// Memory, pids and CPU limits.
+    pub limits: Limits,
+    /// Mount the root tree read-only.
+    pub read_only: bool,
+    /// Keep stdin attached (`-i`); otherwise the command reads `/dev/null`.
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal (`-t`).
+    pub tty: bool,
+    /// Remove the container when the command ends, however it ends (`--rm`).
+    pub remove: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            image: String::new(),
+            command: Vec::new(),
+            name: None,
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            volumes: Vec::new(),
+            network: Network::None,
+            hostname: None,
+            limits: Limits::default(),
+            read_only: false,
+            interactive: false,
+            tty: false,
+            remove: false,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The container's id.
+    pub id: String,
+    /// The container's name.
+    pub name: String,
+    /// The command's exit code, 128 + signal when it was killed.
+    pub code: i32,
+}
+
+/// The image config fields the runtime uses (OCI `config` object, Docker's names).
+#[derive(Debug, Default, serde::Deserialize)]
+struct ExecConfig {
+    #[serde(rename = "Entrypoint", default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    env: Option<Vec<String>>,
+    #[serde(rename = "User", default)]
+    user: Option<String>,
+    #[serde(rename = "WorkingDir", default)]
+    working_dir: Option<String>,
+}
+
+/// The PATH a container gets when its image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The `/etc/hosts` of a container with its own network namespace.
+pub fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// The container's environment: Docker's `PATH` and `HOSTNAME`, the image's `Env`, `HOME`
+/// from the user's entry and `TERM` with a tty unless set, then the user's variables.
+fn environment(
+    image_env: &[String],
+    hostname: &str,
+    home: &str,
+    tty: bool,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOSTNAME".into(), hostname.into()),
+    ];
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    };
+    for kv in image_env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if !k.is_empty() {
+            set(&mut env, k, v);
+        }
+    }
+    for (k, v) in extra {
+        set(&mut env, k, v);
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), home.into()));
+    }
+    if tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    env
+}
+
+/// The command line: the entrypoint followed by the given command, or the image's `Cmd`.
+fn command_line(entrypoint: &[String], image_cmd: &[String], given: &[String]) -> Vec<String> {
+    let cmd = if given.is_empty() { image_cmd } else { given };
+    entrypoint.iter().chain(cmd).cloned().collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn host_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A held runtime lock, released on drop.
+struct Lock {
+    _file: File,
+}
+
+/// Containers of one store.
+#[derive(Debug)]
+pub struct Runtime {
+    store: Store,
+    dir: PathBuf,
+}
+
+impl Runtime {
+    /// The runtime over `store`; its records live in `<store root>/runtime`.
+    pub fn new(store: Store) -> Result<Runtime> {
+        let dir = store.root().join("runtime");
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        Ok(Runtime { store, dir })
+    }
+
+    /// The store containers are made from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<Lock> {
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        if exclusive {
+            fs4::FileExt::lock(&file)
+        } else {
+            fs4::FileExt::lock_shared(&file)
+        }
+        .map_err(io_at(&path))?;
+        Ok(Lock { _file: file })
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn write_record(&self, rec: &ContainerRecord) -> Result<()> {
+        let path = self.container_dir(&rec.id).join("state.json");
+        let mut bytes = serde_json::to_vec_pretty(rec).map_err(|source| RuntimeError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        bytes.push(b'\n');
+        crate::atomic::write(&path, &bytes).map_err(io_at(&path))
+    }
+
+    fn read_records(&self) -> Result<Vec<ContainerRecord>> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(io_at(&self.dir))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path().join("state.json"))
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for path in names {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                // A directory without a record is a container being set up or torn down.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&path)(e)),
+            };
+            let rec = serde_json::from_slice(&bytes)
+                .map_err(|source| RuntimeError::Json { path, source })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// All containers (`all`) or only running ones, newest first.
+    pub fn containers(&self, all: bool) -> Result<Vec<ContainerRecord>> {
+        let _lock = self.lock(false)?;
+        let mut recs: Vec<ContainerRecord> = self
+            .read_records()?
+            .into_iter()
+            .map(|mut r| {
+                r.state = r.live_state();
+                r
+            })
+            .filter(|r| all || r.state == State::Running)
+            .collect();
+        recs.sort_by(|a, b| (b.created, &a.id).cmp(&(a.created, &b.id)));
+        Ok(recs)
+    }
+
+    fn find(recs: &[ContainerRecord], reference: &str) -> Result<ContainerRecord> {
+        if let Some(r) = recs
+            .iter()
+            .find(|r| r.name == reference || r.id == reference)
+        {
+            return Ok(r.clone());
+        }
+        let is_hex = !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        let found: Vec<&ContainerRecord> = if is_hex {
+            recs.iter()
+                .filter(|r| r.id.starts_with(&reference.to_ascii_lowercase()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RuntimeError::NoSuchContainer(reference.to_string())),
+            many => Err(RuntimeError::AmbiguousContainer {
+                reference: reference.to_string(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// The container `reference` names: its name, full id or a unique id prefix.
+    pub fn container(&self, reference: &str) -> Result<ContainerRecord> {
+        let _lock = self.lock(false)?;
+        let mut rec = Self::find(&self.read_records()?, reference)?;
+        rec.state = rec.live_state();
+        Ok(rec)
+    }
+
+    /// Remove a container: its root tree (writable layer) and its record. A running one is
+    /// refused unless `force`, which kills it first (through its supervising imgbuild, whose
+    /// death kills the command).
+    pub fn remove(&self, reference: &str, force: bool) -> Result<ContainerRecord> {
+        let _lock = self.lock(true)?;
+        let rec = Self::find(&self.read_records()?, reference)?;
+        if rec.live_state() == State::Running {
+            if !force {
+                return Err(RuntimeError::Running {
+                    name: rec.name,
+                    id: rec.id,
+                });
+            }
+            if let Some(pid) = rec.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while rec.live_state() == State::Running && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        self.discard(&rec.id)?;
+        Ok(rec)
+    }
+
+    /// Release the root tree and delete the runtime directory of container `id`.
+    fn discard(&self, id: &str) -> Result<()> {
+        match self.store.release_container(id) {
+            Ok(()) | Err(StorageError::ContainerNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = self.container_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_at(&dir)(e)),
+        }
+    }
+
+    fn check_options(opts: &RunOptions) -> Result<()> {
+        if let Some(m) = opts.limits.memory
+            && m < MIN_MEMORY
+        {
+            return Err(RuntimeError::InvalidOption {
+                option: "--memory",
+                reason: format!("{m} bytes is below the minimum of 6 MiB"),
+            });
+        }
+        if let Some(c) = opts.limits.cpus {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            if !(c >= 0.01 && c <= n) {
+                return Err(RuntimeError::InvalidOption {
+                    option: "--cpus",
+                    reason: format!("{c} is outside the range 0.01 to {n} (the host's CPUs)"),
+                });
+            }
+        }
+        if opts.limits.pids == Some(0) {
+            return Err(RuntimeError::InvalidOption {
+                option: "--pids-limit",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(w) = &opts.workdir
+            && !w.starts_with('/')
+        {
+            return Err(RuntimeError::InvalidOption {
+                option: "--workdir",
+                reason: format!("'{w}' is not an absolute path"),
+            });
+        }
+        if let Some(name) = &opts.name
+            && !valid_name(name)
+        {
+            return Err(RuntimeError::InvalidName(name.clone()));
+        }
+        if let Some(h) = &opts.hostname
+            && (h.is_empty() || h.len() > 64 || h.contains(['/', '\0', ' ']))
+        {
+            return Err(RuntimeError::InvalidOption {
+                option: "--hostname",
+                reason: format!("'{h}' is not a valid hostname"),
+            });
+        }
+        for v in &opts.volumes {
+            std::fs::metadata(&v.host).map_err(|source| RuntimeError::VolumeSource {
+                path: v.host.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Run a container and wait for its command. Every check that needs no container is
+    /// made before one is created; a container whose command never started is removed again,
+    /// and with `remove` the container goes however the command ends.
+    pub fn run(&self, opts: &RunOptions) -> Result<RunOutcome> {
+        Self::check_options(opts)?;
+        let details = self.store.inspect(&opts.image)?;
+        let image_id = details.record.id.clone();
+        let exec: ExecConfig = match details.config.get("config") {
+            Some(c) if !c.is_null() => {
+                serde_json::from_value(c.clone()).map_err(|e| RuntimeError::ImageConfig {
+                    image: image_id.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            _ => ExecConfig::default(),
+        };
+        let argv = command_line(
+            exec.entrypoint.as_deref().unwrap_or_default(),
+            exec.cmd.as_deref().unwrap_or_default(),
+            &opts.command,
+        );
+        if argv.is_empty() {
+            return Err(RuntimeError::NoCommand {
+                image: opts.image.clone(),
+            });
+        }
+        let user_spec = match (&opts.user, exec.user.as_deref()) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(u)) if !u.is_empty() => Some(UserSpec::parse(u)?),
+            _ => None,
+        };
+
+        let mut rec = self.create(opts, &image_id, argv)?;
+        let id = rec.id.clone();
+        let prepared = self.prepare(opts, &exec, user_spec.as_ref(), &rec);
+        let sandbox = match prepared {
+            Ok(sb) => sb,
+            Err(e) => {
+                // Nothing ran: leave nothing behind.
+                let _lock = self.lock(true);
+                let _ = self.discard(&id);
+                return Err(e);
+            }
+        };
+
+        rec.state = State::Running;
+        rec.pid = Some(std::process::id());
+        rec.pid_start = state::process_start(std::process::id());
+        {
+            let _lock = self.lock(true)?;
+            self.write_record(&rec)?;
+        }
+        let result = sandbox.run();
+        let code = match &result {
+            Ok(o) => o.code,
+            // As Docker: 127 when the command is not found, 126 when it cannot be executed.
+            Err(SandboxError::Exec { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                127
+            }
+            Err(SandboxError::Exec { .. }) => 126,
+            Err(_) => 125,
+        };
+        rec.state = State::Exited;
+        rec.exit_code = Some(code);
+        rec.finished = Some(now());
+        rec.pid = None;
+        rec.pid_start = None;
+        let _lock = self.lock(true)?;
+        let recorded = if opts.remove {
+            self.discard(&id)
+        } else {
+            // A stopped container keeps its writable layer but no mount.
+            self.write_record(&rec)
+                .and_then(|()| Ok(self.store.unmount_container(&id)?))
+        };
+        let outcome = result.map_err(|source| RuntimeError::Sandbox {
+            id: id.clone(),
+            source,
+        })?;
+        recorded?;
+        Ok(RunOutcome {
+            id,
+            name: rec.name,
+            code: outcome.code,
+        })
+    }
+
+    /// Create the container: root tree from the store, a unique name, the record.
+    fn create(
+        &self,
+        opts: &RunOptions,
+        image_id: &str,
+        command: Vec<String>,
+    ) -> Result<ContainerRecord> {
+        let _lock = self.lock(true)?;
+        let existing = self.read_records()?;
+        if let Some(name) = &opts.name
+            && let Some(other) = existing.iter().find(|r| &r.name == name)
+        {
+            return Err(RuntimeError::NameInUse {
+                name: name.clone(),
+                id: other.id.clone(),
+            });
+        }
+        let container = self.store.create_container(image_id)?;
+        let id = container.id.clone();
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| generate_name(&id, &|n| existing.iter().any(|r| r.name == n)));
+        let hostname = match (&opts.hostname, opts.network) {
+            (Some(h), _) => h.clone(),
+            (None, Network::Host) => host_hostname(),
+            (None, Network::None) => id[..12].to_string(),
+        };
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name,
+            image: image_id.to_string(),
+            image_ref: opts.image.clone(),
+            command,
+            hostname,
+            created: now(),
+            state: State::Created,
+            exit_code: None,
+            finished: None,
+            pid: None,
+            pid_start: None,
+            driver: container.driver,
+            rootfs: container.rootfs,
+            auto_remove: opts.remove,
+        };
+        let dir = self.container_dir(&id);
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(io_at(&dir))
+            .and_then(|()| self.write_etc_files(&rec, opts.network))
+            .and_then(|()| self.write_record(&rec));
+        if let Err(e) = written {
+            let _ = self.discard(&id);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Write the container's `hostname`, `hosts` and `resolv.conf` in its directory.
+    fn write_etc_files(&self, rec: &ContainerRecord, network: Network) -> Result<()> {
+        let dir = self.container_dir(&rec.id);
+        let file_err = |what: &'static str, path: &Path| {
+            let id = rec.id.clone();
+            let path = path.to_path_buf();
+            move |source| RuntimeError::ContainerFile {
+                id,
+                what,
+                path,
+                source,
+            }
+        };
+        let hosts = match network {
+            // The host's names are the container's: it shares the host's network.
+            Network::Host => match std::fs::read_to_string("/etc/hosts") {
+                Ok(mut h) => {
+                    let named = h.lines().any(|l| {
+                        let l = l.split('#').next().unwrap_or_default();
+                        l.split_whitespace().skip(1).any(|n| n == rec.hostname)
+                    });
+                    if !named {
+                        // A --hostname of its own still resolves.
+                        if !h.is_empty() && !h.ends_with('\n') {
+                            h.push('\n');
+                        }
+                        h.push_str(&format!("127.0.1.1\t{}\n", rec.hostname));
+                    }
+                    h
+                }
+                Err(_) => hosts_file(&rec.hostname),
+            },
+            Network::None => hosts_file(&rec.hostname),
+        };
+        // The host's resolvers, as Docker copies them; with no network they cannot be reached,
+        // but programs reading the file still find a well-formed one.
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for (name, content) in [
+            ("hostname", format!("{}\n", rec.hostname)),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ] {
+            let path = dir.join(name);
+            crate::atomic::write(&path, content.as_bytes()).map_err(file_err("writing", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Resolve the user and working directory in the container's root and build the sandbox.
+    fn prepare(
+        &self,
+        opts: &RunOptions,
+        exec: &ExecConfig,
+        user_spec: Option<&UserSpec>,
+        rec: &ContainerRecord,
+    ) -> Result<Sandbox> {
+        let root_err = |source| RuntimeError::Root {
+            id: rec.id.clone(),
+            source,
+        };
+        let root = Root::open(&rec.rootfs).map_err(root_err)?;
+        let read_text = |rel: &str| -> Result<String> {
+            match root.open_file(rel) {
+                Ok(mut f) => {
+                    let mut s = String::new();
+                    f.read_to_string(&mut s)
+                        .map_err(|source| RuntimeError::ContainerFile {
+                            id: rec.id.clone(),
+                            what: "reading",
+                            path: PathBuf::from("/").join(rel),
+                            source,
+                        })?;
+                    Ok(s)
+                }
+                Err(e) if e.is_not_found() => Ok(String::new()),
+                Err(e) => Err(root_err(e)),
+            }
+        };
+        let user = match user_spec {
+            Some(spec) => user::resolve(spec, &read_text("etc/passwd")?, &read_text("etc/group")?)?,
+            None => {
+                let passwd = read_text("etc/passwd")?;
+                user::resolve(
+                    &UserSpec {
+                        user: "0".into(),
+                        group: None,
+                    },
+                    &passwd,
+                    &read_text("etc/group")?,
+                )?
+            }
+        };
+        let workdir = opts
+            .workdir
+            .clone()
+            .or_else(|| exec.working_dir.clone().filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".to_string());
+        let rel = workdir.trim_start_matches('/');
+        if !rel.is_empty() {
+            // Docker creates a missing working directory.
+            root.create_dir_all(rel, 0o755).map_err(root_err)?;
+        }
+        let env = environment(
+            exec.env.as_deref().unwrap_or_default(),
+            &rec.hostname,
+            &user.home,
+            opts.tty,
+            &opts.env,
+        );
+        let dir = self.container_dir(&rec.id);
+        let mut sb = Sandbox::new(&rec.rootfs, rec.command.clone())
+            .profile(Profile::Container)
+            .network(opts.network)
+            .hostname(rec.hostname.clone())
+            .user(user.uid, user.gid, user.groups)
+            .cwd(&workdir)
+            .limits(opts.limits)
+            .read_only_root(opts.read_only)
+            .resolv_conf(false)
+            .tty(opts.tty)
+            .stdin(if opts.interactive {
+                Stdio::Inherit
+            } else {
+                Stdio::Null
+            });
+        for (k, v) in env {
+            sb = sb.env(k, v);
+        }
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            sb = sb.bind(dir.join(name), Path::new("/etc").join(name), false);
+        }
+        for v in &opts.volumes {
+            sb = sb.bind(&v.host, &v.container, v.read_only);
+        }
+        Ok(sb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn command_overrides_cmd_and_keeps_entrypoint() {
+        assert_eq!(
+            command_line(&s(&["/entry"]), &s(&["a", "b"]), &[]),
+            s(&["/entry", "a", "b"])
+        );
+        assert_eq!(
+            command_line(&s(&["/entry"]), &s(&["a"]), &s(&["x"])),
+            s(&["/entry", "x"])
+        );
+        assert_eq!(
+            command_line(&[], &s(&["sh"]), &s(&["ls", "-l"])),
+            s(&["ls", "-l"])
+        );
+        assert!(command_line(&[], &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn environment_layers_like_docker() {
+        let env = environment(
+            &s(&["PATH=/opt/bin:/bin", "LANG=C.UTF-8", "EMPTY=", "NOEQ"]),
+            "abc",
+            "/root",
+            true,
+            &[("LANG".into(), "de_DE".into()), ("X".into(), "1".into())],
+        );
+        let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some("/opt/bin:/bin"));
+        assert_eq!(get("HOSTNAME"), Some("abc"));
+        assert_eq!(get("LANG"), Some("de_DE"));
+        assert_eq!(get("EMPTY"), Some(""));
+        assert_eq!(get("NOEQ"), Some(""));
+        assert_eq!(get("HOME"), Some("/root"));
+        assert_eq!(get("TERM"), Some("xterm"));
+        assert_eq!(get("X"), Some("1"));
+        assert_eq!(env.iter().filter(|(k, _)| k == "LANG").count(), 1);
+        let env = environment(&[], "h", "/", false, &[("HOME".into(), "/x".into())]);
+        let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some(DEFAULT_PATH));
+        assert_eq!(get("HOME"), Some("/x"));
+        assert_eq!(get("TERM"), None);
+    }
+
+    #[test]
+    fn hosts_file_names_the_container() {
+        let h = hosts_file("c0ffee123456");
+        assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(h.ends_with("127.0.1.1\tc0ffee123456\n"));
+    }
+}

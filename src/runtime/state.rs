@@ -1,0 +1,184 @@
+//! Container records, their names, and whether the process supervising a container lives.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use crate::storage::DriverKind;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its root tree exists; the command has not started (or failed to start).
+    Created,
+    /// The command runs, supervised by the imgbuild process `pid`.
+    Running,
+    /// The command ended with `exit_code`.
+    Exited,
+    /// Recorded as running, but the imgbuild process supervising it is gone (killed): the
+    /// command died with it, its exit code is unknown. Only reported, never recorded.
+    Dead,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Exited => "exited",
+            State::Dead => "dead",
+        })
+    }
+}
+
+/// What the runtime records about a container (`<store>/runtime/<id>/state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique among the store's containers.
+    pub name: String,
+    /// The image id.
+    pub image: String,
+    /// The image reference as given to `run`.
+    pub image_ref: String,
+    /// The command line run (entrypoint and command).
+    pub command: Vec<String>,
+    /// The container's hostname.
+    pub hostname: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// The current state.
+    pub state: State,
+    /// The command's exit code (128 + signal when killed) once exited.
+    pub exit_code: Option<i32>,
+    /// When the command ended, seconds since the Unix epoch.
+    pub finished: Option<u64>,
+    /// The imgbuild process supervising the running command (the command is its child, in
+    /// its own pid namespace).
+    pub pid: Option<u32>,
+    /// That process's start time in clock ticks since boot (`/proc/PID/stat` field 22), so a
+    /// reused pid is not taken for it.
+    pub pid_start: Option<u64>,
+    /// The storage driver holding the root tree.
+    pub driver: DriverKind,
+    /// The root tree.
+    pub rootfs: PathBuf,
+    /// Removed when the command ends (`--rm`).
+    pub auto_remove: bool,
+}
+
+/// The start time of process `pid` in clock ticks since boot, if it exists.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl ContainerRecord {
+    /// The state as it is now: a recorded `Running` whose supervisor is gone is `Dead`.
+    pub fn live_state(&self) -> State {
+        match (self.state, self.pid) {
+            (State::Running, Some(pid)) if process_start(pid) == self.pid_start => State::Running,
+            (State::Running, _) => State::Dead,
+            (s, _) => s,
+        }
+    }
+}
+
+/// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+const ADJECTIVES: &[&str] = &[
+    "agile", "bold", "brave", "bright", "calm", "clever", "crisp", "eager", "fair", "fast",
+    "gentle", "happy", "jolly", "keen", "kind", "lucid", "merry", "neat", "nimble", "proud",
+    "quiet", "quick", "sharp", "smart", "steady", "sunny", "swift", "tidy", "vivid", "wise",
+    "witty", "zesty",
+];
+
+const NOUNS: &[&str] = &[
+    "alder", "aspen", "badger", "beaver", "birch", "cedar", "crane", "falcon", "ferret", "finch",
+    "gecko", "heron", "ibex", "lark", "lynx", "maple", "marten", "newt", "otter", "owl", "panda",
+    "pine", "puffin", "raven", "robin", "rowan", "salmon", "spruce", "stork", "swan", "walnut",
+    "willow",
+];
+
+/// A name for container `id` (`adjective_noun`, picked by the id's random digits), with a
+/// numeric suffix when `taken` says the plain one is in use.
+pub fn generate_name(id: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    let pick = |range: std::ops::Range<usize>, n: usize| {
+        id.get(range)
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+            % n
+    };
+    let base = format!(
+        "{}_{}",
+        ADJECTIVES[pick(0..4, ADJECTIVES.len())],
+        NOUNS[pick(4..8, NOUNS.len())]
+    );
+    if !taken(&base) {
+        return base;
+    }
+    (2u64..)
+        .map(|n| format!("{base}{n}"))
+        .find(|n| !taken(n))
+        .unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1.a_b"));
+        for bad in ["", "a", "-x", "a b", "a/b", "é1"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        let id = "0123456789abcdef";
+        let n = generate_name(id, &|_| false);
+        assert!(valid_name(&n) && n.contains('_'), "{n}");
+        assert_eq!(generate_name(id, &|_| false), n, "same id, same name");
+        let taken = n.clone();
+        let second = generate_name(id, &|c| c == taken);
+        assert_eq!(second, format!("{n}2"));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_reused_pid_is_not() {
+        let me = std::process::id();
+        let start = process_start(me);
+        assert!(start.is_some());
+        let mut rec = ContainerRecord {
+            id: "0".repeat(64),
+            name: "x1".into(),
+            image: "sha256:0".into(),
+            image_ref: "x".into(),
+            command: vec![],
+            hostname: "h".into(),
+            created: 0,
+            state: State::Running,
+            exit_code: None,
+            finished: None,
+            pid: Some(me),
+            pid_start: start,
+            driver: DriverKind::Vfs,
+            rootfs: PathBuf::from("/"),
+            auto_remove: false,
+        };
+        assert_eq!(rec.live_state(), State::Running);
+        rec.pid_start = start.map(|s| s + 1);
+        assert_eq!(rec.live_state(), State::Dead);
+        rec.state = State::Exited;
+        assert_eq!(rec.live_state(), State::Exited);
+    }
+}
