@@ -11,7 +11,6 @@ pub mod validate;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-pub mod store;
 
 /// Build Docker/OCI base images from KIWI image descriptions.
 #[derive(Parser, Debug)]
