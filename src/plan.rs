@@ -412,6 +412,7 @@ pub fn plan(
             boot_req.push(extra.to_string());
         }
     }
+    let boot_req = pin_real(&universe, &boot_req);
     let mut request = Request::install(&boot_req).map_err(|source| PlanError::Solve {
         phase: "bootstrap",
         source,
@@ -426,10 +427,11 @@ pub fn plan(
     let mut all: Vec<PackageId> = boot_res.packages.clone();
     let mut image_ids: Vec<PackageId> = Vec::new();
     if !img.is_empty() {
-        let mut request = Request::install(&img).map_err(|source| PlanError::Solve {
-            phase: "image",
-            source,
-        })?;
+        let mut request =
+            Request::install(&pin_real(&universe, &img)).map_err(|source| PlanError::Solve {
+                phase: "image",
+                source,
+            })?;
         request.installed = boot_res.packages.clone();
         request.with_recommends = recommends;
         let res = universe
@@ -464,6 +466,23 @@ pub fn plan(
         from_lock: false,
         inputs,
     })
+}
+
+/// A package asked for by its bare name means that real package, as in `apt-get install NAME`,
+/// even where an installed package `Provides` the name (trixie's base-files provides
+/// `usr-is-merged`): pin such names to their candidate version, which no unversioned Provides can
+/// satisfy. Requests with constraints or alternatives are left as written.
+fn pin_real(universe: &Universe, requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| {
+            let bare = !r.is_empty() && !r.contains([' ', '(', '|', ':', '[', '<']);
+            match universe.candidate(r) {
+                Some(id) if bare => format!("{r} (= {})", universe.package(id).version.as_str()),
+                _ => r.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Every package of every repository's indexes, with repository priorities as apt pins them.
