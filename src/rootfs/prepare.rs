@@ -194,6 +194,8 @@ pub fn prepare(
     let vars = profile_vars(image);
     profile::write(root, &vars)?;
     locale_and_timezone(root, image)?;
+    description_files(root, image)?;
+    image_sources(root, &the_plan)?;
     if let Some(script) = hook(&image.dir, "config.sh") {
         run_hook(root, &script, "config.sh", &vars)?;
     }
@@ -484,6 +486,100 @@ fn locale_and_timezone(root: &Path, image: &ResolvedImage) -> Result<(), Prepare
     Ok(())
 }
 
+/// `<file name= target= owner= permissions=>` of the bootstrap and image sets: files of the
+/// description directory copied into the root (default target: `/<name>`), then owned and moded
+/// with the image's own `chown`/`chmod`, so owner names resolve against the image's users.
+fn description_files(root: &Path, image: &ResolvedImage) -> Result<(), PrepareError> {
+    let r = Root::open(root).map_err(|source| PrepareError::Overlay {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let mut script = String::from("set -e\n");
+    for set in [&image.packages.bootstrap, &image.packages.image] {
+        for f in &set.files {
+            let src = image.dir.join(&f.name);
+            let data = std::fs::read(&src).map_err(|source| io(&src, source))?;
+            let target = f.target.clone().unwrap_or_else(|| format!("/{}", f.name));
+            let rel = target.trim_start_matches('/');
+            let overlay = |source| PrepareError::Overlay {
+                path: src.clone(),
+                source,
+            };
+            if let Some(parent) = Path::new(rel)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                r.create_dir_all(parent, 0o755).map_err(overlay)?;
+            }
+            let mut out = r.create_file(rel, 0o644).map_err(overlay)?;
+            std::io::Write::write_all(&mut out, &data).map_err(|source| io(&src, source))?;
+            let q = profile::shell_quote(&format!("/{rel}"));
+            if let Some(owner) = &f.owner {
+                script.push_str(&format!("chown {} {q}\n", profile::shell_quote(owner)));
+            }
+            if let Some(mode) = &f.permissions {
+                script.push_str(&format!("chmod {} {q}\n", profile::shell_quote(mode)));
+            }
+        }
+    }
+    if script.len() > "set -e\n".len() {
+        run_checked(root, "<file> owners and permissions", &script)?;
+    }
+    Ok(())
+}
+
+/// `imageinclude` repositories written into the image as deb822 sources, so `apt-get` in the
+/// finished image uses them. A signing key the image does not already have at the same path is
+/// copied to `/etc/apt/keyrings/`.
+fn image_sources(root: &Path, plan: &Plan) -> Result<(), PrepareError> {
+    let r = Root::open(root).map_err(|source| PrepareError::Overlay {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let overlay = |source| PrepareError::Overlay {
+        path: root.join("etc/apt"),
+        source,
+    };
+    for repo in plan.repositories.iter().filter(|r| r.spec.imageinclude) {
+        let name: String = repo
+            .spec
+            .name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut signed_by = None;
+        if let Some(key) = repo.keyrings.first() {
+            let rel = key.to_string_lossy().trim_start_matches('/').to_string();
+            if r.lstat(&rel).is_ok() {
+                signed_by = Some(format!("/{rel}"));
+            } else {
+                let data = std::fs::read(key).map_err(|source| io(key, source))?;
+                let ext = key.extension().and_then(|e| e.to_str()).unwrap_or("gpg");
+                let target = format!("etc/apt/keyrings/{name}.{ext}");
+                r.create_dir_all("etc/apt/keyrings", 0o755)
+                    .map_err(overlay)?;
+                let mut f = r.create_file(&target, 0o644).map_err(overlay)?;
+                std::io::Write::write_all(&mut f, &data).map_err(|source| io(key, source))?;
+                signed_by = Some(format!("/{target}"));
+            }
+        }
+        r.create_dir_all("etc/apt/sources.list.d", 0o755)
+            .map_err(overlay)?;
+        let mut f = r
+            .create_file(format!("etc/apt/sources.list.d/{name}.sources"), 0o644)
+            .map_err(overlay)?;
+        std::io::Write::write_all(&mut f, repo.sources_entry(signed_by.as_deref()).as_bytes())
+            .map_err(|source| io(&root.join("etc/apt/sources.list.d"), source))?;
+    }
+    Ok(())
+}
+
 /// `uninstall` packages go with apt's autoremove; `delete` packages are removed by force with
 /// their removal scripts disabled, as KIWI does.
 fn remove_packages(
@@ -491,47 +587,46 @@ fn remove_packages(
     uninstall: &[String],
     delete: &[String],
 ) -> Result<(), PrepareError> {
-    let quote = |v: &[String]| {
-        v.iter()
-            .map(|p| profile::shell_quote(p))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    if !uninstall.is_empty() {
-        run_checked(
-            root,
-            "uninstall packages",
-            &format!(
-                "apt-get -y -q -o APT::Get::Purge=false --auto-remove remove {}",
-                quote(uninstall)
-            ),
-        )?;
+    for p in uninstall.iter().chain(delete) {
+        // Package names are [a-z0-9][a-z0-9+.-]*: anything else cannot name a package and must
+        // not reach a shell glob.
+        let valid = p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '.' | '-')
+            });
+        if !valid {
+            return Err(PrepareError::Step {
+                step: format!("remove package {p:?}"),
+                root: root.to_path_buf(),
+                code: 1,
+                output: "not a Debian package name".into(),
+            });
+        }
     }
-    if !delete.is_empty() {
-        let mut script = String::from("set -e\n");
-        for p in delete {
-            // Package names are [a-z0-9][a-z0-9+.-]*: anything else cannot name a package and
-            // must not reach a shell glob.
-            let valid = p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && p.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '.' | '-')
-                });
-            if !valid {
-                return Err(PrepareError::Step {
-                    step: format!("delete package {p:?}"),
-                    root: root.to_path_buf(),
-                    code: 1,
-                    output: "not a Debian package name".into(),
-                });
-            }
-            script.push_str(&format!(
-                "rm -f /var/lib/dpkg/info/{p}.prerm /var/lib/dpkg/info/{p}.postrm /var/lib/dpkg/info/{p}:*.prerm /var/lib/dpkg/info/{p}:*.postrm\n"
+    // Only installed packages are removed (as KIWI, a listed package that is not installed is
+    // reported and skipped); the image has no apt lists to look others up in.
+    let select = |names: &[String]| {
+        let mut s = String::from("set -e\nlist=\n");
+        for p in names {
+            s.push_str(&format!(
+                "if dpkg-query -W -f='${{Status}}' {p} 2>/dev/null | grep -q ' installed$'; then list=\"$list {p}\"; \
+                 else echo \"imgbuild: {p} is not installed, not removed\" >&2; fi\n"
             ));
         }
-        script.push_str(&format!(
-            "dpkg --remove --force-remove-reinstreq --force-remove-essential --force-depends {}\n",
-            quote(delete)
-        ));
+        s
+    };
+    if !uninstall.is_empty() {
+        let script = select(uninstall)
+            + "[ -z \"$list\" ] || apt-get -y -q -o APT::Get::Purge=false --auto-remove remove $list\n";
+        run_checked(root, "uninstall packages", &script)?;
+    }
+    if !delete.is_empty() {
+        let mut script = select(delete);
+        script.push_str(
+            "for p in $list; do rm -f /var/lib/dpkg/info/$p.prerm /var/lib/dpkg/info/$p.postrm \
+             /var/lib/dpkg/info/$p:*.prerm /var/lib/dpkg/info/$p:*.postrm; done\n\
+             [ -z \"$list\" ] || dpkg --remove --force-remove-reinstreq --force-remove-essential --force-depends $list\n",
+        );
         run_checked(root, "delete packages", &script)?;
     }
     Ok(())
