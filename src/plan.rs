@@ -405,7 +405,10 @@ fn inputs_digest(
     if let Some(base) = base {
         feed("derived", "yes");
         for p in base {
-            feed("base", &format!("{} {} {}", p.name, p.version, p.architecture));
+            feed(
+                "base",
+                &format!("{} {} {}", p.name, p.version, p.architecture),
+            );
         }
     }
     format!("sha256:{}", hex::encode(h.finalize()))
@@ -702,7 +705,10 @@ Package: half\nStatus: install ok unpacked\nArchitecture: all\nVersion: 2\n";
             .collect();
         assert_eq!(
             names,
-            [("base-files", "12.4", "amd64"), ("zlib1g", "1:1.2.13", "amd64")]
+            [
+                ("base-files", "12.4", "amd64"),
+                ("zlib1g", "1:1.2.13", "amd64")
+            ]
         );
     }
 

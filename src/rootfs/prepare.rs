@@ -79,7 +79,9 @@ pub enum PrepareError {
         message: String,
     },
     /// The base image changed between `prepare` and `create`.
-    #[error("base image {uri} changed since the root was prepared: manifest {found}, expected {expected}")]
+    #[error(
+        "base image {uri} changed since the root was prepared: manifest {found}, expected {expected}"
+    )]
     BaseChanged {
         /// The base's URI.
         uri: String,
@@ -386,12 +388,8 @@ fn unpack_bases(
                 layer: layer.path.clone(),
                 source,
             };
-            crate::confine::unpack(
-                &r,
-                &mut reader,
-                &UnpackOptions::for_layer(Whiteouts::Apply),
-            )
-            .map_err(layer_err)?;
+            crate::confine::unpack(&r, &mut reader, &UnpackOptions::for_layer(Whiteouts::Apply))
+                .map_err(layer_err)?;
             // The tar reader stops at the end-of-archive marker; the rest of the stream is read
             // so that the diff_id check at its end runs.
             std::io::copy(&mut reader, &mut std::io::sink())
