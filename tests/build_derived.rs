@@ -42,42 +42,47 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The first `http://` archive the host's apt sources name (one-line or deb822 form).
-fn host_mirror() -> Option<(String, u16)> {
+/// The `http://` archives the host's apt sources name (one-line or deb822 form, comments and
+/// disabled files left out).
+fn host_mirrors() -> Vec<(String, u16)> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(d) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> = d.flatten().map(|e| e.path()).collect();
+        let mut more: Vec<PathBuf> = d
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources"))
+            .collect();
         more.sort();
         files.extend(more);
     }
+    let mut out = Vec::new();
     for f in files {
         let Ok(text) = fs::read_to_string(&f) else {
             continue;
         };
-        for word in text.split_whitespace() {
-            if let Some(rest) = word.strip_prefix("http://") {
-                let hostport = rest.split('/').next().unwrap_or_default();
-                let (host, port) = match hostport.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse().unwrap_or(80)),
-                    None => (hostport.to_string(), 80),
-                };
-                return Some((host, port));
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            for word in line.split_whitespace() {
+                if let Some(rest) = word.strip_prefix("http://") {
+                    let hostport = rest.split('/').next().unwrap_or_default();
+                    out.push(match hostport.rsplit_once(':') {
+                        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(80)),
+                        None => (hostport.to_string(), 80),
+                    });
+                }
             }
         }
     }
-    None
+    out
 }
 
 fn mirror_reachable() -> bool {
-    let Some((host, port)) = host_mirror() else {
-        return false;
-    };
-    let Ok(addrs) = (host.as_str(), port).to_socket_addrs() else {
-        return false;
-    };
-    addrs
-        .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
+    host_mirrors().iter().any(|(host, port)| {
+        (host.as_str(), *port).to_socket_addrs().is_ok_and(|addrs| {
+            addrs
+                .into_iter()
+                .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
+        })
+    })
 }
 
 const REPO: &str = r#"    <repository type="apt-deb" alias="bookworm" distribution="bookworm" components="main">
@@ -241,7 +246,9 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
         .arg("-c")
         .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
     let flags: Vec<String> = quirks.split_whitespace().map(String::from).collect();
-    let store = PodmanStore(t.path().join("podman"));
+    // podman wants a short runroot path: its own temp dir under /tmp.
+    let podman_dir = tempfile::tempdir().unwrap();
+    let store = PodmanStore(podman_dir.path().join("p"));
     run(podman(&store.0).arg("load").arg("-i").arg(&base_tar));
     run(podman(&store.0).arg("load").arg("-i").arg(&derived_tar));
     let base_layers = rootfs_layers(&store.0, "debian-minimal:12");

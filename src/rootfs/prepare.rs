@@ -777,3 +777,43 @@ fn keep_description(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_uris_resolve_against_the_description_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("desc");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(t.path().join("base.tar"), b"").unwrap();
+        let base = t.path().join("desc/../base.tar");
+        // A relative archive path follows the description; an unneeded `:TAG` is dropped.
+        assert_eq!(
+            resolve_base_uri("oci-archive:../base.tar:13", &dir),
+            format!("oci-archive:{}", base.display())
+        );
+        assert_eq!(
+            resolve_base_uri("docker-archive:../base.tar", &dir),
+            format!("docker-archive:{}", base.display())
+        );
+        // Absolute paths stay; layouts keep their tag.
+        assert_eq!(
+            resolve_base_uri("oci-archive:/x/base.tar", &dir),
+            "oci-archive:/x/base.tar"
+        );
+        assert_eq!(
+            resolve_base_uri("oci:layout:v1", &dir),
+            format!("oci:{}:v1", dir.join("layout").display())
+        );
+        assert_eq!(
+            resolve_base_uri("file://b.tar", &dir),
+            dir.join("b.tar").display().to_string()
+        );
+        assert_eq!(
+            resolve_base_uri("docker://debian:12", &dir),
+            "docker://debian:12"
+        );
+    }
+}
