@@ -565,3 +565,61 @@ fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
         std::fs::rename(new, target).map_err(|e| io(target, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-layer image holding `file` in an OCI layout at `dir`.
+    fn layout(dir: &Path, file: &str, created_by: &str) -> BaseImage {
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join(file), file).unwrap();
+        let blobs = dir.join("work/blobs/sha256");
+        let layer = image::write_layer(&tree, &blobs, &LayerOptions::default()).unwrap();
+        let spec = ImageSpec {
+            name: file.into(),
+            tag: "1".into(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            cmd: Some(vec![format!("/{file}")]),
+            history: vec![HistoryEntry {
+                created_by: Some(created_by.into()),
+                ..HistoryEntry::default()
+            }],
+            ..ImageSpec::default()
+        };
+        let built = assemble(&spec, &[layer], &blobs).unwrap();
+        let out = dir.join("layout");
+        write_oci_layout(&built, &out).unwrap();
+        BaseImage::open(&format!("oci:{}", out.display())).unwrap()
+    }
+
+    #[test]
+    fn a_base_list_is_combined_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let a = layout(&t.path().join("a"), "first", "made first");
+        let b = layout(&t.path().join("b"), "second", "made second");
+        let one = combined_base_ref(std::slice::from_ref(&b)).unwrap();
+        assert_eq!(one.manifest_digest, b.manifest_digest);
+        assert_eq!(one.layers.len(), 1);
+
+        let both = combined_base_ref(&[a, b]).unwrap();
+        assert_eq!(both.layers.len(), 2);
+        assert_eq!(both.config.rootfs().diff_ids().len(), 2);
+        let history: Vec<String> = both
+            .config
+            .history()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| h.created_by().clone())
+            .collect();
+        assert_eq!(history, ["made first", "made second"]);
+        // The runtime config is the last base's.
+        let cmd = both.config.config().as_ref().and_then(|c| c.cmd().clone());
+        assert_eq!(cmd, Some(vec!["/second".to_string()]));
+        assert!(both.name.contains(','), "{}", both.name);
+        assert!(combined_base_ref(&[]).is_err());
+    }
+}

@@ -242,6 +242,24 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
         "{result}"
     );
 
+    // The same build again with the base named on the command line (as a plain path, from
+    // the test's working directory): the same config and layers, byte for byte.
+    let again = t.path().join("again-out");
+    run(imgbuild()
+        .arg("build")
+        .arg(&desc)
+        .arg("--target-dir")
+        .arg(&again)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg("--set-container-derived-from")
+        .arg(&base_tar));
+    let result2: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(again.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["config_digest"], result2["config_digest"]);
+    assert_eq!(result["layers"], result2["layers"]);
+    fs::remove_dir_all(&again).unwrap();
+
     let quirks = run(Command::new("sh")
         .arg("-c")
         .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
