@@ -8,7 +8,8 @@
 //! is never half written. `build` is `prepare` into a temporary root, then `create`.
 
 use crate::description::ResolvedImage;
-use crate::image::config::assemble;
+use crate::image::base::BaseImage;
+use crate::image::config::{BaseRef, assemble};
 use crate::image::output::{
     OutputFile, write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_tarball,
     write_sha256_file,
@@ -273,7 +274,8 @@ pub fn create(
             ),
         });
     }
-    if !image.build_type.derived_from.is_empty() {
+    let derived = !image.build_type.derived_from.is_empty();
+    if derived && kind == "tbz" {
         return Err(BuildError::Unsupported {
             location: image
                 .build_type
@@ -281,7 +283,7 @@ pub fn create(
                 .as_ref()
                 .map(|l| l.to_string())
                 .unwrap_or_default(),
-            message: "derived_from is not supported yet".to_string(),
+            message: "derived_from needs a container image type (docker or oci)".to_string(),
         });
     }
 
@@ -362,17 +364,27 @@ pub fn create(
         )?;
         add(&mut files, "rootfs", &f);
     } else {
-        let layer = image::write_layer(
-            root,
-            &blobs,
-            &LayerOptions {
-                source_date_epoch: epoch,
-                excludes: excludes.clone(),
-                compression: opts.layer_compression,
-                threads: opts.threads,
-            },
-        )?;
-        let spec = image_spec(image, opts, epoch);
+        let layer_opts = LayerOptions {
+            source_date_epoch: epoch,
+            excludes: excludes.clone(),
+            compression: opts.layer_compression,
+            threads: opts.threads,
+        };
+        let mut spec = image_spec(image, opts, epoch);
+        let layer = if derived {
+            let snapshot = image::TreeSnapshot::load(&root.join(prepare::BASE_SNAPSHOT))?;
+            let layer = image::write_diff_layer(&snapshot, root, &blobs, &layer_opts)?;
+            // The base blobs are linked or copied into `blobs`, so the bases (whose blobs may
+            // live in temp dirs) can go once the reference is made.
+            let bases = open_bases(root)?;
+            for b in &bases {
+                b.copy_blobs_to(&blobs)?;
+            }
+            spec.base = Some(combined_base_ref(&bases)?);
+            layer
+        } else {
+            image::write_layer(root, &blobs, &layer_opts)?
+        };
         let built = assemble(&spec, std::slice::from_ref(&layer), &blobs)?;
         created.tags = built.repo_tags.clone();
         created.manifest_digest = Some(built.manifest.digest().to_string());
@@ -438,6 +450,63 @@ pub fn create(
     Ok(created)
 }
 
+/// Re-opens the bases recorded in a prepared derived root, checking each is still the image
+/// that was unpacked.
+fn open_bases(root: &Path) -> Result<Vec<BaseImage>, BuildError> {
+    let mut bases = Vec::new();
+    for r in prepare::base_records(root)? {
+        let base = BaseImage::open(&r.uri).map_err(|source| PrepareError::Base {
+            uri: r.uri.clone(),
+            source,
+        })?;
+        if base.manifest_digest != r.manifest_digest {
+            return Err(PrepareError::BaseChanged {
+                uri: r.uri,
+                expected: r.manifest_digest,
+                found: base.manifest_digest,
+            }
+            .into());
+        }
+        bases.push(base);
+    }
+    Ok(bases)
+}
+
+/// One base reference for the bases of a comma-separated `derived_from`, applied in order:
+/// their layers, diff_ids and history concatenated, the runtime config of the last one (as if
+/// each had been built `FROM` the one before), names joined by commas and the last manifest
+/// digest.
+fn combined_base_ref(bases: &[BaseImage]) -> Result<BaseRef, BuildError> {
+    let Some(last) = bases.last() else {
+        return Err(BuildError::Unsupported {
+            location: String::new(),
+            message: "derived_from lists no base".to_string(),
+        });
+    };
+    let mut combined = last.base_ref();
+    if bases.len() > 1 {
+        let mut layers = Vec::new();
+        let mut diff_ids = Vec::new();
+        let mut history = Vec::new();
+        for b in bases {
+            layers.extend(b.layers.iter().map(|l| l.descriptor.clone()));
+            diff_ids.extend(b.layers.iter().map(|l| l.diff_id.clone()));
+            history.extend(b.history.iter().cloned());
+        }
+        let mut rootfs = combined.config.rootfs().clone();
+        rootfs.set_diff_ids(diff_ids);
+        combined.config.set_rootfs(rootfs);
+        combined.config.set_history(Some(history));
+        combined.layers = layers;
+        combined.name = bases
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    Ok(combined)
+}
+
 /// `.packages` in KIWI's format for Debian: `name|None|version|None|arch|None|None`, sorted.
 pub fn packages_list(root: &Path) -> Result<String, BuildError> {
     let status = root.join("var/lib/dpkg/status");
@@ -494,5 +563,63 @@ fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
         Ok(())
     } else {
         std::fs::rename(new, target).map_err(|e| io(target, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-layer image holding `file` in an OCI layout at `dir`.
+    fn layout(dir: &Path, file: &str, created_by: &str) -> BaseImage {
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join(file), file).unwrap();
+        let blobs = dir.join("work/blobs/sha256");
+        let layer = image::write_layer(&tree, &blobs, &LayerOptions::default()).unwrap();
+        let spec = ImageSpec {
+            name: file.into(),
+            tag: "1".into(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            cmd: Some(vec![format!("/{file}")]),
+            history: vec![HistoryEntry {
+                created_by: Some(created_by.into()),
+                ..HistoryEntry::default()
+            }],
+            ..ImageSpec::default()
+        };
+        let built = assemble(&spec, &[layer], &blobs).unwrap();
+        let out = dir.join("layout");
+        write_oci_layout(&built, &out).unwrap();
+        BaseImage::open(&format!("oci:{}", out.display())).unwrap()
+    }
+
+    #[test]
+    fn a_base_list_is_combined_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let a = layout(&t.path().join("a"), "first", "made first");
+        let b = layout(&t.path().join("b"), "second", "made second");
+        let one = combined_base_ref(std::slice::from_ref(&b)).unwrap();
+        assert_eq!(one.manifest_digest, b.manifest_digest);
+        assert_eq!(one.layers.len(), 1);
+
+        let both = combined_base_ref(&[a, b]).unwrap();
+        assert_eq!(both.layers.len(), 2);
+        assert_eq!(both.config.rootfs().diff_ids().len(), 2);
+        let history: Vec<String> = both
+            .config
+            .history()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| h.created_by().clone())
+            .collect();
+        assert_eq!(history, ["made first", "made second"]);
+        // The runtime config is the last base's.
+        let cmd = both.config.config().as_ref().and_then(|c| c.cmd().clone());
+        assert_eq!(cmd, Some(vec!["/second".to_string()]));
+        assert!(both.name.contains(','), "{}", both.name);
+        assert!(combined_base_ref(&[]).is_err());
     }
 }

@@ -7,6 +7,9 @@
 //! plus `apt` and the description's bootstrap packages, with `usr-is-merged` for the merged-/usr
 //! layout the root is given); the image phase adds the image and type packages on top, without
 //! Recommends unless `patternType="plusRecommended"`.
+//!
+//! A derived image (`derived_from`) has no bootstrap phase: the base's dpkg database is the
+//! installed set ([`plan_on_base`]), and only what the image packages add to it is planned.
 
 use crate::apt::cache::{Cache, CacheMode, Sha256Digest};
 use crate::apt::fetch::{Download, FetchOptions, Fetcher, Progress};
@@ -163,6 +166,38 @@ pub struct PlanOptions {
     pub progress: Progress,
     /// The host's apt configuration directory (for `apt-host:/` and default keyrings).
     pub apt_dir: PathBuf,
+}
+
+/// A package the base image of a derived build has installed (from its dpkg database).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// Architecture (`all` or a Debian architecture).
+    pub architecture: String,
+}
+
+/// The packages dpkg's `status` file (`/var/lib/dpkg/status` text) records as installed,
+/// sorted. Paragraphs that do not parse as a control file are an error of the caller's file.
+pub fn installed_packages(
+    status: &str,
+) -> Result<Vec<InstalledPackage>, crate::apt::control::ParseError> {
+    let mut out: Vec<InstalledPackage> = crate::apt::control::parse(status)?
+        .iter()
+        .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
+        .filter_map(|p| {
+            Some(InstalledPackage {
+                name: p.get("Package")?.to_string(),
+                version: p.get("Version")?.to_string(),
+                architecture: p.get("Architecture").unwrap_or("all").to_string(),
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The result of planning.
@@ -341,6 +376,7 @@ fn inputs_digest(
     boot: &[String],
     img: &[String],
     recommends: bool,
+    base: Option<&[InstalledPackage]>,
 ) -> String {
     let mut h = Sha256::new();
     let mut feed = |tag: &str, s: &str| {
@@ -365,6 +401,16 @@ fn inputs_digest(
         feed("image", &i);
     }
     feed("recommends", if recommends { "yes" } else { "no" });
+    // A derived image's plan depends on what its base has installed.
+    if let Some(base) = base {
+        feed("derived", "yes");
+        for p in base {
+            feed(
+                "base",
+                &format!("{} {} {}", p.name, p.version, p.architecture),
+            );
+        }
+    }
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
@@ -377,12 +423,52 @@ pub fn plan(
     cache: &Cache,
     fetcher: &Fetcher,
 ) -> Result<Plan, PlanError> {
+    if !image.build_type.derived_from.is_empty() {
+        // Without the base's package set the plan would be a full bootstrap: wrong, and a lock
+        // file written from it would not match the build.
+        return Err(PlanError::Unsupported {
+            location: image
+                .build_type
+                .loc
+                .as_ref()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            message: "a derived image is planned on its base's packages; use `imgbuild build`"
+                .to_string(),
+        });
+    }
+    plan_with(image, overrides, opts, cache, fetcher, None)
+}
+
+/// Make the plan for a derived `image` on top of `base`, the packages its base image has
+/// installed: no bootstrap phase; the image packages are solved with the base's packages that
+/// the repositories hold (same name, version and architecture) as installed, and only what is
+/// new or upgraded is planned. A base package the repositories do not hold stays as it is.
+pub fn plan_on_base(
+    image: &ResolvedImage,
+    overrides: &Overrides,
+    opts: &PlanOptions,
+    cache: &Cache,
+    fetcher: &Fetcher,
+    base: &[InstalledPackage],
+) -> Result<Plan, PlanError> {
+    plan_with(image, overrides, opts, cache, fetcher, Some(base))
+}
+
+fn plan_with(
+    image: &ResolvedImage,
+    overrides: &Overrides,
+    opts: &PlanOptions,
+    cache: &Cache,
+    fetcher: &Fetcher,
+    base: Option<&[InstalledPackage]>,
+) -> Result<Plan, PlanError> {
     check_package_manager(image)?;
     let arch = debian_arch(&image.arch);
     let specs = repository_specs(image, overrides)?;
     let (boot, img) = requests(image, overrides);
     let recommends = image.packages.pattern_type == "plusRecommended";
-    let inputs = inputs_digest(&arch, &specs, &boot, &img, recommends);
+    let inputs = inputs_digest(&arch, &specs, &boot, &img, recommends, base);
     let repositories = specs
         .iter()
         .map(|s| ResolvedRepo::resolve(s, &opts.apt_dir))
@@ -406,6 +492,27 @@ pub fn plan(
     let metadata = release::fetch_all_metadata(&usable, std::slice::from_ref(&arch), &ctx)?;
     let (universe, meta_of_repo) = universe(&metadata, &arch)?;
 
+    if let Some(base) = base {
+        let installed: Vec<PackageId> = base
+            .iter()
+            .filter_map(|p| universe.find(&p.name, Some(&p.architecture), &p.version))
+            .collect();
+        let image_ids = solve_image(&universe, &img, installed, recommends)?;
+        let mut packages = Vec::with_capacity(image_ids.len());
+        for id in universe.install_order(&image_ids) {
+            let p = universe.package(id);
+            let meta = &metadata[meta_of_repo[p.repo]];
+            packages.push(planned(p, meta, Phase::Image)?);
+        }
+        return Ok(Plan {
+            arch,
+            repositories,
+            packages,
+            from_lock: false,
+            inputs,
+        });
+    }
+
     let mut boot_req: Vec<String> = boot.clone();
     for extra in ["apt", "usr-is-merged"] {
         if universe.candidate(extra).is_some() {
@@ -424,31 +531,8 @@ pub fn plan(
             phase: "bootstrap",
             source,
         })?;
-    let mut all: Vec<PackageId> = boot_res.packages.clone();
-    let mut image_ids: Vec<PackageId> = Vec::new();
-    if !img.is_empty() {
-        let mut request =
-            Request::install(&pin_real(&universe, &img)).map_err(|source| PlanError::Solve {
-                phase: "image",
-                source,
-            })?;
-        request.installed = boot_res.packages.clone();
-        request.with_recommends = recommends;
-        let res = universe
-            .solve(&request)
-            .map_err(|source| PlanError::Solve {
-                phase: "image",
-                source,
-            })?;
-        let boot_set: BTreeSet<PackageId> = boot_res.packages.iter().copied().collect();
-        image_ids = res
-            .packages
-            .into_iter()
-            .filter(|id| !boot_set.contains(id))
-            .collect();
-        all.extend(&image_ids);
-    }
-    let mut packages = Vec::with_capacity(all.len());
+    let image_ids = solve_image(&universe, &img, boot_res.packages.clone(), recommends)?;
+    let mut packages = Vec::with_capacity(boot_res.packages.len() + image_ids.len());
     for (phase, ids) in [
         (Phase::Bootstrap, &boot_res.packages),
         (Phase::Image, &image_ids),
@@ -483,6 +567,37 @@ fn pin_real(universe: &Universe, requests: &[String]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Solves the image packages `img` on top of `installed`; returns what is not installed yet.
+fn solve_image(
+    universe: &Universe,
+    img: &[String],
+    installed: Vec<PackageId>,
+    recommends: bool,
+) -> Result<Vec<PackageId>, PlanError> {
+    if img.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut request =
+        Request::install(&pin_real(universe, img)).map_err(|source| PlanError::Solve {
+            phase: "image",
+            source,
+        })?;
+    let have: BTreeSet<PackageId> = installed.iter().copied().collect();
+    request.installed = installed;
+    request.with_recommends = recommends;
+    let res = universe
+        .solve(&request)
+        .map_err(|source| PlanError::Solve {
+            phase: "image",
+            source,
+        })?;
+    Ok(res
+        .packages
+        .into_iter()
+        .filter(|id| !have.contains(id))
+        .collect())
 }
 
 /// Every package of every repository's indexes, with repository priorities as apt pins them.
@@ -590,4 +705,50 @@ pub fn open_cache(opts: &PlanOptions) -> Result<(Cache, Fetcher), PlanError> {
         ..FetchOptions::default()
     });
     Ok((cache, fetcher))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_packages_reads_only_installed_entries_sorted() {
+        let status = "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.2.13\n\n\
+Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n\
+Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n\n\
+Package: half\nStatus: install ok unpacked\nArchitecture: all\nVersion: 2\n";
+        let got = installed_packages(status).unwrap();
+        let names: Vec<(&str, &str, &str)> = got
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.architecture.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("base-files", "12.4", "amd64"),
+                ("zlib1g", "1:1.2.13", "amd64")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_base_package_set_is_part_of_the_inputs() {
+        let base = [InstalledPackage {
+            name: "libc6".into(),
+            version: "2.36".into(),
+            architecture: "amd64".into(),
+        }];
+        let img = ["hello".to_string()];
+        let plain = inputs_digest("amd64", &[], &[], &img, false, None);
+        let derived = inputs_digest("amd64", &[], &[], &img, false, Some(&base));
+        let other = [InstalledPackage {
+            version: "2.37".into(),
+            ..base[0].clone()
+        }];
+        assert_ne!(plain, derived);
+        assert_ne!(
+            derived,
+            inputs_digest("amd64", &[], &[], &img, false, Some(&other))
+        );
+    }
 }

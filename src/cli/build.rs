@@ -86,6 +86,10 @@ pub struct BuildArgs {
     /// Keep the prepared root tree in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Derive from this base image instead of the description's `derived_from` (only for a
+    /// description that has one); a relative path is taken from the working directory.
+    #[arg(long, value_name = "URI")]
+    pub set_container_derived_from: Option<String>,
 }
 
 fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
@@ -100,7 +104,17 @@ fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
 
 /// Run `imgbuild build`.
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let (desc, image) = args.description.resolve()?;
+    let (desc, mut image) = args.description.resolve()?;
+    if let Some(uri) = &args.set_container_derived_from {
+        if image.build_type.derived_from.is_empty() {
+            bail!(
+                "--set-container-derived-from: the description of {} has no derived_from",
+                image.name
+            );
+        }
+        let cwd = std::env::current_dir().context("reading the working directory")?;
+        image.build_type.derived_from = vec![prepare::resolve_base_uri(uri, &cwd)];
+    }
     let create = args.output.options(Path::new(&image.name))?;
     let mut log = StageLog::new();
     let parent = create

@@ -8,6 +8,11 @@
 //! 9. `uninstall` (with autoremove) and `delete` (forced) packages;
 //! 10. the resolved description kept in `/image` for `create`.
 //!
+//! A derived image (`derived_from`) starts instead from its bases' layers, unpacked in order
+//! (whiteouts applied, every path confined to the root); the unpacked tree is recorded in
+//! `/image/base.snapshot` so that `create` can write one diff layer, and there is no bootstrap
+//! phase: the base's dpkg database is the installed set the image packages are solved on.
+//!
 //! A root this call created is removed again when any step fails, so a failed prepare leaves no
 //! half-built tree behind. Every sandbox's mounts live in its own mount namespace, so none stays.
 
@@ -47,6 +52,47 @@ pub enum PrepareError {
         /// What went wrong.
         source: crate::confine::ConfineError,
     },
+    /// A base image of `derived_from` could not be read.
+    #[error("base image {uri}: {source}")]
+    Base {
+        /// The base's URI, as resolved.
+        uri: String,
+        /// What is wrong with it.
+        source: crate::image::ImageError,
+    },
+    /// A layer of a base image could not be unpacked into the root.
+    #[error("base image {uri}: layer {layer}: {source}")]
+    BaseLayer {
+        /// The base's URI, as resolved.
+        uri: String,
+        /// The layer blob.
+        layer: PathBuf,
+        /// What went wrong (a path escaping the root, a corrupt stream, …).
+        source: crate::confine::ConfineError,
+    },
+    /// The base's record in a prepared root is missing or unreadable.
+    #[error("{path}: {message}")]
+    BaseRecord {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The base image changed between `prepare` and `create`.
+    #[error(
+        "base image {uri} changed since the root was prepared: manifest {found}, expected {expected}"
+    )]
+    BaseChanged {
+        /// The base's URI.
+        uri: String,
+        /// The manifest digest recorded at prepare.
+        expected: String,
+        /// The manifest digest found now.
+        found: String,
+    },
+    /// The base's tree could not be recorded.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// A hook script or command in the root failed.
     #[error("{step} failed in {root} (exit {code}):\n{output}")]
     Step {
@@ -144,9 +190,29 @@ pub fn prepare(
         }
     };
 
+    let derived = !image.build_type.derived_from.is_empty();
+    let base_installed = if derived {
+        let done = timed("base", on_step);
+        let installed = unpack_bases(root, image)?;
+        done(&mut steps);
+        Some(installed)
+    } else {
+        None
+    };
+
     let done = timed("resolve", on_step);
     let (cache, fetcher) = plan::open_cache(&opts.plan)?;
-    let the_plan = plan::plan(image, &opts.overrides, &opts.plan, &cache, &fetcher)?;
+    let the_plan = match &base_installed {
+        Some(installed) => plan::plan_on_base(
+            image,
+            &opts.overrides,
+            &opts.plan,
+            &cache,
+            &fetcher,
+            installed,
+        )?,
+        None => plan::plan(image, &opts.overrides, &opts.plan, &cache, &fetcher)?,
+    };
     done(&mut steps);
 
     let done = timed("download", on_step);
@@ -167,12 +233,15 @@ pub fn prepare(
             .collect()
     };
 
-    let done = timed("bootstrap", on_step);
-    super::skeleton(root, &the_plan.arch)?;
-    install::install(root, &debs(Phase::Bootstrap))?;
-    done(&mut steps);
+    // A derived image's base is its bootstrap.
+    if !derived {
+        let done = timed("bootstrap", on_step);
+        super::skeleton(root, &the_plan.arch)?;
+        install::install(root, &debs(Phase::Bootstrap))?;
+        done(&mut steps);
+    }
 
-    if let Some(script) = hook(&image.dir, "post_bootstrap.sh") {
+    if !derived && let Some(script) = hook(&image.dir, "post_bootstrap.sh") {
         let done = timed("post_bootstrap.sh", on_step);
         run_hook(root, &script, "post_bootstrap.sh", &BTreeMap::new())?;
         done(&mut steps);
@@ -227,6 +296,149 @@ pub fn prepare(
     Ok(Prepared {
         plan: the_plan,
         steps,
+    })
+}
+
+/// One base a derived root was unpacked from, as recorded in `/image/base.json`.
+///
+/// `create` re-opens the base from its URI rather than keeping a copy of its blobs in the root:
+/// the base is an input like the description (a copy would double the disk the base takes, and
+/// archives would have to be unpacked anyway), every blob is verified against its digest again
+/// when re-read, and the recorded manifest digest makes a base that changed in between an error
+/// instead of a silently different image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BaseRecord {
+    /// The base's URI with its path made absolute.
+    pub uri: String,
+    /// `sha256:` digest of the base's manifest when it was unpacked.
+    pub manifest_digest: String,
+}
+
+/// The file in a prepared root that lists its bases.
+pub const BASE_RECORD: &str = "image/base.json";
+/// The file in a prepared root that records the tree its bases gave.
+pub const BASE_SNAPSHOT: &str = "image/base.snapshot";
+
+/// A `derived_from` URI with a relative path made absolute against `dir` (the description
+/// directory), so that a description and its base stay together whatever the working directory.
+/// An archive URI's `:TAG` suffix (`oci-archive:PATH:TAG`) is dropped when PATH names the file:
+/// archives written by image builders hold one image, which is then the one meant.
+pub fn resolve_base_uri(uri: &str, dir: &Path) -> String {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let abs = |p: &str| {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            dir.join(path)
+        }
+    };
+    for transport in ["oci-archive:", "docker-archive:"] {
+        if let Some(rest) = uri.strip_prefix(transport) {
+            let mut path = abs(rest);
+            if !path.exists()
+                && let Some((file, tag)) = rest.rsplit_once(':')
+                && !tag.contains('/')
+                && abs(file).is_file()
+            {
+                path = abs(file);
+            }
+            return format!("{transport}{}", path.display());
+        }
+    }
+    if let Some(rest) = uri.strip_prefix("oci:") {
+        // `oci:DIR[:TAG]`: the tag is after the last ':' unless that is part of the path.
+        return match rest.rsplit_once(':') {
+            Some((d, tag)) if !tag.contains('/') && !d.is_empty() && !abs(rest).exists() => {
+                format!("oci:{}:{tag}", abs(d).display())
+            }
+            _ => format!("oci:{}", abs(rest).display()),
+        };
+    }
+    if uri.contains("://") && !uri.starts_with("file://") {
+        return uri.to_string();
+    }
+    abs(uri.strip_prefix("file://").unwrap_or(uri))
+        .display()
+        .to_string()
+}
+
+/// Unpacks every base of `image.build_type.derived_from` into `root` in order (layers bottom
+/// first, whiteouts applied, confined to the root), records the bases and the resulting tree in
+/// `/image`, and returns the packages the base's dpkg database has installed.
+fn unpack_bases(
+    root: &Path,
+    image: &ResolvedImage,
+) -> Result<Vec<plan::InstalledPackage>, PrepareError> {
+    use crate::confine::Whiteouts;
+    let r = Root::open(root).map_err(|source| PrepareError::Overlay {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let mut records = Vec::new();
+    for given in &image.build_type.derived_from {
+        let uri = resolve_base_uri(given.trim(), &image.dir);
+        let base_err = |source| PrepareError::Base {
+            uri: uri.clone(),
+            source,
+        };
+        let base = crate::image::base::BaseImage::open(&uri).map_err(base_err)?;
+        for (layer, reader) in base.layers.iter().zip(base.layer_readers()) {
+            let mut reader = reader.map_err(base_err)?;
+            let layer_err = |source| PrepareError::BaseLayer {
+                uri: uri.clone(),
+                layer: layer.path.clone(),
+                source,
+            };
+            crate::confine::unpack(&r, &mut reader, &UnpackOptions::for_layer(Whiteouts::Apply))
+                .map_err(layer_err)?;
+            // The tar reader stops at the end-of-archive marker; the rest of the stream is read
+            // so that the diff_id check at its end runs.
+            std::io::copy(&mut reader, &mut std::io::sink())
+                .map_err(|source| io(&layer.path, source))?;
+        }
+        records.push(BaseRecord {
+            uri: uri.clone(),
+            manifest_digest: base.manifest_digest.clone(),
+        });
+    }
+    let excludes = crate::image::walk::Excludes {
+        keep_tmpdirs: !image.build_type.ensure_empty_tmpdirs,
+        patterns: Vec::new(),
+    };
+    let snapshot = crate::image::TreeSnapshot::from_dir(root, &excludes)?;
+    let dir = root.join("image");
+    std::fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
+    snapshot.save(&root.join(BASE_SNAPSHOT))?;
+    let record = root.join(BASE_RECORD);
+    let json = serde_json::to_string_pretty(&records).map_err(|e| PrepareError::BaseRecord {
+        path: record.clone(),
+        message: e.to_string(),
+    })? + "\n";
+    crate::atomic::write(&record, json.as_bytes()).map_err(|source| io(&record, source))?;
+
+    let status = root.join("var/lib/dpkg/status");
+    match std::fs::read_to_string(&status) {
+        Ok(text) => plan::installed_packages(&text).map_err(|e| PrepareError::BaseRecord {
+            path: status.clone(),
+            message: e.to_string(),
+        }),
+        // A base without dpkg (busybox, distroless) has nothing installed as far as apt knows.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(io(&status, source)),
+    }
+}
+
+/// The bases recorded in a prepared derived root.
+pub fn base_records(root: &Path) -> Result<Vec<BaseRecord>, PrepareError> {
+    let path = root.join(BASE_RECORD);
+    let text = std::fs::read_to_string(&path).map_err(|e| PrepareError::BaseRecord {
+        path: path.clone(),
+        message: format!("{e} (a derived image's root must be prepared by imgbuild)"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| PrepareError::BaseRecord {
+        path,
+        message: e.to_string(),
     })
 }
 
@@ -659,4 +871,44 @@ fn keep_description(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_uris_resolve_against_the_description_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("desc");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(t.path().join("base.tar"), b"").unwrap();
+        let base = t.path().join("desc/../base.tar");
+        // A relative archive path follows the description; an unneeded `:TAG` is dropped.
+        assert_eq!(
+            resolve_base_uri("oci-archive:../base.tar:13", &dir),
+            format!("oci-archive:{}", base.display())
+        );
+        assert_eq!(
+            resolve_base_uri("docker-archive:../base.tar", &dir),
+            format!("docker-archive:{}", base.display())
+        );
+        // Absolute paths stay; layouts keep their tag.
+        assert_eq!(
+            resolve_base_uri("oci-archive:/x/base.tar", &dir),
+            "oci-archive:/x/base.tar"
+        );
+        assert_eq!(
+            resolve_base_uri("oci:layout:v1", &dir),
+            format!("oci:{}:v1", dir.join("layout").display())
+        );
+        assert_eq!(
+            resolve_base_uri("file://b.tar", &dir),
+            dir.join("b.tar").display().to_string()
+        );
+        assert_eq!(
+            resolve_base_uri("docker://debian:12", &dir),
+            "docker://debian:12"
+        );
+    }
 }
