@@ -352,6 +352,23 @@ mod tests {
     use clap::Parser;
 
     #[test]
+    fn archives_are_told_from_image_names() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = t.path().join("img.tar");
+        std::fs::write(&tar, b"").unwrap();
+        let plain = t.path().join("busybox");
+        std::fs::write(&plain, b"").unwrap();
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        assert_eq!(archive_path(&path(&tar)), Some(tar.clone()));
+        // A path with a `/` counts whatever its name; a missing file never does.
+        assert_eq!(archive_path(&path(&plain)), Some(plain.clone()));
+        assert_eq!(archive_path(&path(&t.path().join("gone.tar"))), None);
+        // Image names are not archives unless such a file exists under an archive's name.
+        assert_eq!(archive_path("busybox"), None);
+        assert_eq!(archive_path("localhost/deb:12"), None);
+    }
+
+    #[test]
     fn command_after_the_image_keeps_its_flags() {
         let cli = crate::cli::Cli::try_parse_from([
             "imgbuild",
