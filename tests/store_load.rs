@@ -174,7 +174,8 @@ fn every_format_loads_with_its_tags() {
         let root = t.path().join(format!("store-{label}"));
         let store = open(&root);
         let rec = archive::load_archive(&store, &path, &["extra:2".to_string()])
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+            .record;
         assert_eq!(rec.id, img.id(), "{label}");
         assert_eq!(rec.tags, vec!["extra:2", TAG], "{label}");
         assert_eq!(rec.layers.len(), 2, "{label}");
@@ -209,6 +210,15 @@ fn cli_load_prints_the_names() {
     assert_eq!(v[0]["id"], two_layer().id());
 }
 
+fn current_umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let v = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .unwrap();
+    u32::from_str_radix(v.trim(), 8).unwrap()
+}
+
 #[test]
 fn save_then_load_gives_the_same_image() {
     if !root_or_skip("save_then_load_gives_the_same_image") {
@@ -218,7 +228,7 @@ fn save_then_load_gives_the_same_image() {
     let img = two_layer();
     for (label, src) in archives(t.path(), &img) {
         let a = open(&t.path().join(format!("a-{label}")));
-        let orig = archive::load_archive(&a, &src, &[]).unwrap();
+        let orig = archive::load_archive(&a, &src, &[]).unwrap().record;
         for (fmt, name) in [
             (SaveFormat::OciArchive, "oci"),
             (SaveFormat::DockerArchive, "docker"),
@@ -226,12 +236,16 @@ fn save_then_load_gives_the_same_image() {
             let out = t.path().join(format!("{label}-{name}.tar"));
             let written = archive::save_image(&a, TAG, &out, fmt).unwrap();
             assert_eq!(written.path, out);
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&out).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o644 & !current_umask(), "{label} → {name}");
             // The same image gives the same bytes.
             let again = t.path().join(format!("{label}-{name}-again.tar"));
             archive::save_image(&a, &orig.id, &again, fmt).unwrap();
             assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
             let b = open(&t.path().join(format!("b-{label}-{name}")));
-            let back = archive::load_archive(&b, &out, &[]).unwrap();
+            let back = archive::load_archive(&b, &out, &[]).unwrap().record;
             assert_eq!(back.id, orig.id, "{label} → {name}");
             assert_eq!(back.tags, vec![TAG], "{label} → {name}");
             let diff = |r: &imgbuild::storage::ImageRecord| {

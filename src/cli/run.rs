@@ -265,7 +265,7 @@ fn archive_path(image: &str) -> Option<PathBuf> {
 
 /// Load the archive `run` was given and return the loaded image's id.
 fn load_for_run(store: &imgbuild::storage::Store, archive: &Path) -> anyhow::Result<String> {
-    let record = imgbuild::storage::archive::load_archive(store, archive, &[])?;
+    let record = imgbuild::storage::archive::load_archive(store, archive, &[])?.record;
     // stderr: the command's own output is stdout.
     eprintln!(
         "imgbuild: loaded {} as {}",

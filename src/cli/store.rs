@@ -77,14 +77,14 @@ pub enum StoreCommand {
 
 /// Load an archive into `store` and print what was loaded, as `docker load` does.
 pub fn load_into(store: &Store, archive: &Path, tags: &[String]) -> anyhow::Result<ImageRecord> {
-    let record = archive::load_archive(store, archive, tags)?;
-    if record.tags.is_empty() {
-        println!("Loaded image ID: {}", record.id);
+    let loaded = archive::load_archive(store, archive, tags)?;
+    if loaded.tags.is_empty() {
+        println!("Loaded image ID: {}", loaded.record.id);
     }
-    for t in &record.tags {
+    for t in &loaded.tags {
         println!("Loaded image: {t}");
     }
-    Ok(record)
+    Ok(loaded.record)
 }
 
 /// Open the store the global options name.

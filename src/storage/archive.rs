@@ -230,7 +230,9 @@ fn clean_tags(tags: Vec<String>) -> Vec<String> {
     let set: BTreeSet<String> = tags
         .iter()
         .filter_map(|t| {
-            let t = t.strip_prefix("docker.io/library/").unwrap_or(t);
+            // Docker's familiar form: Docker Hub's host and `library/` are implied.
+            let t = t.strip_prefix("docker.io/").unwrap_or(t);
+            let t = t.strip_prefix("library/").unwrap_or(t);
             normalize_tag(t).ok()
         })
         .collect();
@@ -356,10 +358,19 @@ fn finish(
     })
 }
 
+/// An image [`load_archive`] put into the store.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The image's record after the load (all its tags, also ones it had before).
+    pub record: ImageRecord,
+    /// The names this load gave it: the archive's, then the extra ones.
+    pub tags: Vec<String>,
+}
+
 /// Loads the image in `path` (see [`open_archive`]) into `store` with the archive's own tags
 /// plus `extra_tags`, unpacking layers with the confined extraction. On failure nothing of
 /// the image is left in the store.
-pub fn load_archive(store: &Store, path: &Path, extra_tags: &[String]) -> Result<ImageRecord> {
+pub fn load_archive(store: &Store, path: &Path, extra_tags: &[String]) -> Result<Loaded> {
     let img = open_archive(path)?;
     let mut tags = img.tags.clone();
     for t in extra_tags {
@@ -379,7 +390,7 @@ pub fn load_archive(store: &Store, path: &Path, extra_tags: &[String]) -> Result
             source,
         })?;
     drop(_base);
-    Ok(record)
+    Ok(Loaded { record, tags })
 }
 
 fn spec_err(dest: &Path, what: &str, message: String) -> ArchiveError {
@@ -508,7 +519,25 @@ pub fn save_image(
             path: dest.to_path_buf(),
             source,
         })?;
+    // The writer's temp file is private (0600); a saved image is an ordinary file, as
+    // `docker save` leaves it: 0644 less the umask.
+    let mode = 0o644 & !process_umask();
+    fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(io_err(dest))?;
     Ok(out)
+}
+
+/// The process's umask, read without changing it (setting it to read it back would race with
+/// other threads creating files); 022 where the kernel does not report it.
+fn process_umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 #[cfg(test)]
@@ -528,11 +557,12 @@ mod tests {
         assert_eq!(
             clean_tags(vec![
                 "docker.io/library/debian:12".into(),
+                "docker.io/sk/img:2".into(),
                 "debian:12".into(),
                 "Bad Name".into(),
                 "x".into(),
             ]),
-            vec!["debian:12", "x:latest"]
+            vec!["debian:12", "sk/img:2", "x:latest"]
         );
     }
 
