@@ -9,6 +9,7 @@
 //! [`LayerApplier`] that unpacks one layer tar into a directory.
 
 mod apply;
+pub mod archive;
 mod btrfs;
 mod copy;
 mod devicemapper;

@@ -90,6 +90,9 @@ pub struct BuildArgs {
     /// description that has one); a relative path is taken from the working directory.
     #[arg(long, value_name = "URI")]
     pub set_container_derived_from: Option<String>,
+    /// Also load the built image into the local image store (see `imgbuild images`).
+    #[arg(long)]
+    pub load: bool,
 }
 
 fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
@@ -102,8 +105,37 @@ fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
     eprintln!("imgbuild: done in {:.1} s", log.total());
 }
 
-/// Run `imgbuild build`.
-pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+/// Load what `create` wrote into the store: the OCI layout if one was written, else the
+/// docker- or oci-archive, with every name of the image.
+fn load_result(
+    store: &imgbuild::storage::Store,
+    c: &build::Created,
+    target: &Path,
+) -> anyhow::Result<()> {
+    let pick = ["oci-layout", "docker-archive", "oci-archive"]
+        .iter()
+        .find_map(|k| c.files.iter().find(|f| f.kind == *k));
+    let Some(file) = pick else {
+        bail!(
+            "--load: the build wrote no container image (only a docker or oci type can be loaded)"
+        );
+    };
+    super::store::load_into(store, &target.join(&file.name), &c.tags)?;
+    Ok(())
+}
+
+/// Run `imgbuild build`; with `--load` the result goes into the store the global options name.
+pub fn run(
+    args: BuildArgs,
+    storage_root: Option<&Path>,
+    storage_driver: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    // Open the store first, so a store that cannot be used fails before a long build.
+    let store = if args.load {
+        Some(super::store::open_store(storage_root, storage_driver)?)
+    } else {
+        None
+    };
     let (desc, mut image) = args.description.resolve()?;
     if let Some(uri) = &args.set_container_derived_from {
         if image.build_type.derived_from.is_empty() {
@@ -154,6 +186,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", create.target_dir.display()))?;
     log.finish();
     print_result(&created, &create.target_dir, &log);
+    if let Some(store) = &store {
+        load_result(store, &created, &create.target_dir)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

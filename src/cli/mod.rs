@@ -73,7 +73,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(
+            args,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
         Command::Create(args) => build::run_create(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Lock(args) => prepare::run_lock(args),

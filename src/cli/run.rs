@@ -78,7 +78,8 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
-    /// The image: `name[:tag]`, id, id prefix or manifest digest.
+    /// The image: `name[:tag]`, id, id prefix or manifest digest; or an archive (docker-archive,
+    /// oci-archive, OCI layout directory) to load first.
     image: String,
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -251,6 +252,29 @@ fn defer_termination_signals() {
     }
 }
 
+/// Whether `run`'s IMAGE names an archive to load rather than an image of the store: an
+/// existing file or directory written as a path (with a `/`) or named with an archive's suffix.
+/// Requiring one of the two keeps a stray file called like an image from being taken for it.
+fn archive_path(image: &str) -> Option<PathBuf> {
+    let p = Path::new(image);
+    let suffix = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".oci"]
+        .iter()
+        .any(|s| image.ends_with(s));
+    ((image.contains('/') || suffix) && p.exists()).then(|| p.to_path_buf())
+}
+
+/// Load the archive `run` was given and return the loaded image's id.
+fn load_for_run(store: &imgbuild::storage::Store, archive: &Path) -> anyhow::Result<String> {
+    let record = imgbuild::storage::archive::load_archive(store, archive, &[])?.record;
+    // stderr: the command's own output is stdout.
+    eprintln!(
+        "imgbuild: loaded {} as {}",
+        archive.display(),
+        record.tags.first().unwrap_or(&record.id)
+    );
+    Ok(record.id)
+}
+
 /// Run a container command against the store the global options name.
 pub fn run(
     command: RunCommand,
@@ -262,7 +286,14 @@ pub fn run(
             // As `docker run`: 125 when imgbuild itself fails, 126 when the command cannot be
             // executed, 127 when it is not found, else the command's own code.
             defer_termination_signals();
+            let mut args = args;
             let result = open_store(root, driver)
+                .and_then(|s| {
+                    if let Some(archive) = archive_path(&args.image) {
+                        args.image = load_for_run(&s, &archive)?;
+                    }
+                    Ok(s)
+                })
                 .and_then(|s| Ok(Runtime::new(s)?))
                 .and_then(|rt| Ok((options(*args)?, rt)))
                 .and_then(|(opts, rt)| Ok(rt.run(&opts)?));
@@ -319,6 +350,23 @@ pub fn run(
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn archives_are_told_from_image_names() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = t.path().join("img.tar");
+        std::fs::write(&tar, b"").unwrap();
+        let plain = t.path().join("busybox");
+        std::fs::write(&plain, b"").unwrap();
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        assert_eq!(archive_path(&path(&tar)), Some(tar.clone()));
+        // A path with a `/` counts whatever its name; a missing file never does.
+        assert_eq!(archive_path(&path(&plain)), Some(plain.clone()));
+        assert_eq!(archive_path(&path(&t.path().join("gone.tar"))), None);
+        // Image names are not archives unless such a file exists under an archive's name.
+        assert_eq!(archive_path("busybox"), None);
+        assert_eq!(archive_path("localhost/deb:12"), None);
+    }
 
     #[test]
     fn command_after_the_image_keeps_its_flags() {

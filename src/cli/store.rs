@@ -1,7 +1,8 @@
-//! `images`, `inspect`, `rmi` and `tag`: the local image store's commands.
+//! `images`, `inspect`, `rmi`, `tag`, `load` and `save`: the local image store's commands.
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
+use imgbuild::storage::archive::{self, SaveFormat};
 use imgbuild::storage::{DEFAULT_ROOT, ImageRecord, Removal, Store, StoreOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,15 @@ pub enum Format {
     Table,
     /// The image records as a JSON array.
     Json,
+}
+
+/// Archive formats of `save`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SaveFormatArg {
+    /// `docker save`'s format (`manifest.json`, uncompressed layer tars).
+    DockerArchive,
+    /// A tar of an OCI image layout.
+    OciArchive,
 }
 
 /// The store's subcommands.
@@ -42,6 +52,39 @@ pub enum StoreCommand {
         /// The new `name[:tag]`.
         target: String,
     },
+    /// Load an image from a docker-archive, an oci-archive (plain or compressed) or an OCI
+    /// layout directory.
+    Load {
+        /// The archive file or layout directory.
+        #[arg(value_name = "ARCHIVE")]
+        archive: PathBuf,
+        /// Also give the image this `name[:tag]` (repeatable).
+        #[arg(long = "tag", value_name = "NAME[:TAG]")]
+        tags: Vec<String>,
+    },
+    /// Write an image of the store as an archive.
+    Save {
+        /// `name[:tag]`, image id, unique id prefix or manifest digest.
+        image: String,
+        /// The archive to write (replaced only once complete).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Archive format.
+        #[arg(long, value_enum, default_value = "docker-archive")]
+        format: SaveFormatArg,
+    },
+}
+
+/// Load an archive into `store` and print what was loaded, as `docker load` does.
+pub fn load_into(store: &Store, archive: &Path, tags: &[String]) -> anyhow::Result<ImageRecord> {
+    let loaded = archive::load_archive(store, archive, tags)?;
+    if loaded.tags.is_empty() {
+        println!("Loaded image ID: {}", loaded.record.id);
+    }
+    for t in &loaded.tags {
+        println!("Loaded image: {t}");
+    }
+    Ok(loaded.record)
 }
 
 /// Open the store the global options name.
@@ -168,6 +211,20 @@ pub fn run(
         }
         StoreCommand::Tag { source, target } => {
             store.tag(&source, &target)?;
+        }
+        StoreCommand::Load { archive, tags } => {
+            load_into(&store, &archive, &tags)?;
+        }
+        StoreCommand::Save {
+            image,
+            output,
+            format,
+        } => {
+            let format = match format {
+                SaveFormatArg::DockerArchive => SaveFormat::DockerArchive,
+                SaveFormatArg::OciArchive => SaveFormat::OciArchive,
+            };
+            archive::save_image(&store, &image, &output, format)?;
         }
     }
     Ok(ExitCode::SUCCESS)
