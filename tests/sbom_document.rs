@@ -71,6 +71,7 @@ fn fake_root(dir: &Path) {
             phase: "bootstrap".into(),
         }],
     );
+    std::fs::create_dir_all(dir.join("image")).unwrap();
     lock.write(&dir.join(PACKAGES_LOCK)).unwrap();
 }
 
