@@ -571,7 +571,7 @@ mod tests {
         );
         let (e, ids) = license_expression("GPL-2+ with Autoconf exception");
         assert_eq!(e, "LicenseRef-GPL-2-or-later-with-Autoconf-exception");
-        assert_eq!(ids, vec![e.clone()]);
+        assert_eq!(ids, [e.clone()]);
         assert_eq!(
             license_expression("LGPLv3+_or_GPLv2+").0,
             "LicenseRef-LGPLv3-or-later-or-GPLv2-or-later"
@@ -591,7 +591,7 @@ mod tests {
     fn relation_names_strip_versions_and_qualifiers() {
         assert_eq!(
             relation_names("libc6 (>= 2.34), awk | mawk:any, perl:any (>= 5)"),
-            vec!["libc6", "awk", "mawk", "perl"]
+            ["libc6", "awk", "mawk", "perl"]
         );
     }
 }
