@@ -571,7 +571,7 @@ mod tests {
         );
         let (e, ids) = license_expression("GPL-2+ with Autoconf exception");
         assert_eq!(e, "LicenseRef-GPL-2-or-later-with-Autoconf-exception");
-        assert_eq!(ids, [e.clone()]);
+        assert_eq!(ids, std::slice::from_ref(&e));
         assert_eq!(
             license_expression("LGPLv3+_or_GPLv2+").0,
             "LicenseRef-LGPLv3-or-later-or-GPLv2-or-later"
