@@ -37,6 +37,9 @@ pub enum BuildError {
     /// Volatile files could not be removed.
     #[error(transparent)]
     Cleanup(#[from] cleanup::CleanupError),
+    /// The SBOM could not be written.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
     /// The description asks for an output imgbuild does not write.
     #[error("{location}: {message}")]
     Unsupported {
@@ -430,6 +433,26 @@ pub fn create(
         name: format!("{stem}.packages"),
         sha256: Some(digest),
         size: Some(packages.len() as u64),
+    });
+    let sbom = crate::sbom::write(
+        root,
+        &crate::sbom::ImageInfo {
+            name: image.name.clone(),
+            version: image
+                .preferences
+                .version
+                .as_ref()
+                .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone()),
+            source_date_epoch: epoch,
+            digest: created.manifest_digest.clone(),
+        },
+        &out.join(format!("{stem}.spdx.json")),
+    )?;
+    files.push(ResultFile {
+        kind: "sbom".to_string(),
+        name: format!("{stem}.spdx.json"),
+        sha256: Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sbom))),
+        size: Some(sbom.len() as u64),
     });
     for f in &files {
         if f.sha256.is_some() {

@@ -14,4 +14,5 @@ pub mod plan;
 pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;
+pub mod sbom;
 pub mod storage;

@@ -28,6 +28,18 @@ pub struct Cli {
         env = "IMGBUILD_STORAGE_DRIVER"
     )]
     pub storage_driver: Option<String>,
+    /// Print no stage lines and no download progress, only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Also print the output of maintainer scripts and hooks (`-v` before the subcommand).
+    #[arg(long, global = true)]
+    pub verbose: bool,
+    /// Same as --verbose.
+    #[arg(short = 'v', hide = true)]
+    pub verbose_short: bool,
+    /// Stage log format on stderr: text, or json (one object per line, for CI logs).
+    #[arg(long, global = true, value_enum, default_value_t = prepare::LogFormat::Text)]
+    pub log_format: prepare::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +74,11 @@ pub enum Command {
 
 /// Run the parsed command; the exit code is the command's.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    prepare::set_log_settings(prepare::LogSettings {
+        quiet: cli.quiet,
+        verbose: cli.verbose || cli.verbose_short,
+        format: cli.log_format,
+    });
     match cli.command {
         Command::Version => {
             println!("imgbuild {}", env!("CARGO_PKG_VERSION"));

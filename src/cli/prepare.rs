@@ -10,6 +10,7 @@ use imgbuild::rootfs::prepare::{self, PrepareOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Which description, and how to resolve it.
@@ -88,7 +89,9 @@ impl PackageArgs {
                 .clone()
                 .unwrap_or_else(|| image.dir.join("imgbuild.lock")),
             ignore_lock: self.no_lock,
-            progress: if std::io::stderr().is_terminal() {
+            progress: if log_settings().quiet {
+                Progress::Quiet
+            } else if std::io::stderr().is_terminal() {
                 Progress::Auto
             } else {
                 Progress::Lines
@@ -123,10 +126,53 @@ pub struct PrepareArgs {
     pub packages: PackageArgs,
 }
 
-/// Print a stage line to stderr, with the time since the previous one.
+/// How stage lines are written on stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `imgbuild: <stage> ...` and `imgbuild: <stage> done in <s> s`.
+    #[default]
+    Text,
+    /// One JSON object per line: `{"stage":..,"event":"start|done","seconds":..}`.
+    Json,
+}
+
+/// The global logging options (`-q`, `-v`, `--log-format`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSettings {
+    /// No stage lines, no download progress.
+    pub quiet: bool,
+    /// Maintainer-script and hook output too.
+    pub verbose: bool,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+static LOG_SETTINGS: OnceLock<LogSettings> = OnceLock::new();
+
+/// Set the logging options once, before any command runs; verbose also turns on the sandbox
+/// output of successful maintainer scripts and hooks.
+pub fn set_log_settings(settings: LogSettings) {
+    imgbuild::rootfs::install::set_verbose(settings.verbose);
+    let _ = LOG_SETTINGS.set(settings);
+}
+
+/// The logging options in effect.
+pub fn log_settings() -> LogSettings {
+    LOG_SETTINGS.get().copied().unwrap_or_default()
+}
+
+/// Print a stage line to stderr, with the time since the previous one, as the global logging
+/// options say.
 pub struct StageLog {
     start: Instant,
     last: Option<(String, Instant)>,
+    settings: LogSettings,
+}
+
+impl Default for StageLog {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StageLog {
@@ -135,23 +181,57 @@ impl StageLog {
         StageLog {
             start: Instant::now(),
             last: None,
+            settings: log_settings(),
+        }
+    }
+
+    fn emit(&self, stage: &str, event: &str, seconds: Option<f64>) {
+        if self.settings.quiet {
+            return;
+        }
+        match self.settings.format {
+            LogFormat::Text => match seconds {
+                Some(s) => eprintln!("imgbuild: {stage} done in {s:.1} s"),
+                None => eprintln!("imgbuild: {stage} ..."),
+            },
+            LogFormat::Json => {
+                let mut v = serde_json::json!({"stage": stage, "event": event});
+                if let Some(s) = seconds {
+                    // Milliseconds are plenty and keep the lines short.
+                    v["seconds"] = serde_json::json!((s * 1000.0).round() / 1000.0);
+                }
+                eprintln!("{v}");
+            }
         }
     }
 
     /// A new stage begins.
     pub fn stage(&mut self, name: &str) {
         self.finish();
-        eprintln!("imgbuild: {name} ...");
+        self.emit(name, "start", None);
         self.last = Some((name.to_string(), Instant::now()));
     }
 
     /// Close the running stage.
     pub fn finish(&mut self) {
         if let Some((name, t)) = self.last.take() {
-            eprintln!(
-                "imgbuild: {name} done in {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
+            self.emit(&name, "done", Some(t.elapsed().as_secs_f64()));
+        }
+    }
+
+    /// A note outside the stages (text: `imgbuild: <message>`; json: `{"event":"info",..}`).
+    pub fn info(&self, message: &str) {
+        if self.settings.quiet {
+            return;
+        }
+        match self.settings.format {
+            LogFormat::Text => eprintln!("imgbuild: {message}"),
+            LogFormat::Json => {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"event": "info", "message": message})
+                )
+            }
         }
     }
 
@@ -173,20 +253,20 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
     };
     let mut log = StageLog::new();
     if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {
-        eprintln!(
-            "imgbuild: using lock file {}",
+        log.info(&format!(
+            "using lock file {}",
             opts.plan.lock_path.display()
-        );
+        ));
     }
     let prepared = prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
         .with_context(|| format!("preparing {}", args.root.display()))?;
     log.finish();
-    eprintln!(
-        "imgbuild: prepared {} ({} packages) in {:.1} s",
+    log.info(&format!(
+        "prepared {} ({} packages) in {:.1} s",
         args.root.display(),
         prepared.plan.packages.len(),
         log.total()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -207,10 +287,10 @@ pub fn run_lock(args: LockArgs) -> anyhow::Result<ExitCode> {
     let (cache, fetcher) = plan::open_cache(&opts)?;
     let p = plan::plan(&image, &args.packages.overrides(), &opts, &cache, &fetcher)?;
     p.lock_file().write(&opts.lock_path)?;
-    eprintln!(
-        "imgbuild: locked {} packages in {}",
+    StageLog::new().info(&format!(
+        "locked {} packages in {}",
         p.packages.len(),
         opts.lock_path.display()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }

@@ -352,8 +352,27 @@ fn write_policy_rc(root: &Path) -> Result<(), InstallError> {
     Ok(())
 }
 
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Print the captured output of successful sandbox scripts (maintainer scripts, hooks) to
+/// stderr as well; failures always carry it in their error.
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Run a shell script in the build sandbox of `root`, capturing its output.
 pub fn run_in_sandbox(root: &Path, script: &str) -> Result<Outcome, InstallError> {
+    let out = run_in_sandbox_quiet(root, script)?;
+    if out.success() && VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&out.stdout);
+        let _ = err.write_all(&out.stderr);
+    }
+    Ok(out)
+}
+
+fn run_in_sandbox_quiet(root: &Path, script: &str) -> Result<Outcome, InstallError> {
     let mut sb = Sandbox::new(root, ["/bin/sh", "-c", script])
         .profile(Profile::Build)
         .stdin(Stdio::Null)

@@ -292,6 +292,12 @@ pub fn prepare(
     }
 
     keep_description(root, desc, image)?;
+    // The installed packages' download digests, for the SBOM that `create` writes.
+    let lock_path = root.join(crate::sbom::PACKAGES_LOCK);
+    the_plan
+        .lock_file()
+        .write(&lock_path)
+        .map_err(PlanError::from)?;
     guard.armed = false;
     Ok(Prepared {
         plan: the_plan,
