@@ -79,6 +79,24 @@ impl Running {
         }
     }
 
+    /// Wait until a process of the build runs inside `root` (a sandboxed maintainer script or
+    /// dpkg), so a signal lands while the sandbox and its mounts are live; panics if the prepare
+    /// ends first or after `limit`.
+    fn wait_for_sandbox(&mut self, root: &Path, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while c::processes_using(root).is_empty() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the prepare ended ({status}) before its sandbox was seen running");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sandboxed process seen inside {}",
+                root.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Send `sig` (to the process group when `group`), wait for the end, and return the exit
     /// status and the stderr lines.
     fn signal(mut self, sig: Signal, group: bool) -> (std::process::ExitStatus, Vec<String>) {
@@ -136,10 +154,10 @@ fn sigint_mid_install_leaves_no_mounts() {
     let cache = c::shared_cache();
     let before = c::mounts_under(work.path());
 
-    let mut run = spawn_prepare(&work.path().join("root-1"), &cache);
+    let root1 = work.path().join("root-1");
+    let mut run = spawn_prepare(&root1, &cache);
     run.wait_for("imgbuild: bootstrap ...", Duration::from_secs(600));
-    // Well inside the unpack/configure work, which takes several seconds.
-    std::thread::sleep(Duration::from_millis(1500));
+    run.wait_for_sandbox(&root1, Duration::from_secs(300));
     let (status, lines) = run.signal(Signal::SIGINT, true);
     assert!(
         !status.success(),
@@ -180,9 +198,10 @@ fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
     );
     assert_nothing_left(work.path(), "after SIGKILL mid-download");
 
-    let mut run = spawn_prepare(&work.path().join("root-2"), &cache);
+    let root2 = work.path().join("root-2");
+    let mut run = spawn_prepare(&root2, &cache);
     run.wait_for("imgbuild: bootstrap ...", Duration::from_secs(600));
-    std::thread::sleep(Duration::from_millis(1500));
+    run.wait_for_sandbox(&root2, Duration::from_secs(300));
     let (status, lines) = run.signal(Signal::SIGKILL, false);
     assert!(
         !status.success(),
