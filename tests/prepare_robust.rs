@@ -348,7 +348,7 @@ fn lock_then_offline_prepare_installs_the_lock() {
         "prepare with the lock (warming the cache)",
     );
     let out = c::run_ok(
-        &mut c::prepare_cmd(
+        c::prepare_cmd(
             &root,
             Some("bookworm"),
             &cache,

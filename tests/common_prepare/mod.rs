@@ -91,7 +91,7 @@ pub fn prepare_cmd(root: &Path, profile: Option<&str>, cache: &Path, extra: &[&s
     if let Some(p) = profile {
         c.args(["--profile", p]);
     }
-    if !extra.iter().any(|a| *a == "--lock") {
+    if !extra.contains(&"--lock") {
         c.arg("--no-lock");
     }
     c.args(extra)
