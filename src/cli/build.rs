@@ -100,9 +100,9 @@ fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
         println!("{}", target.join(&f.name).display());
     }
     if let Some(d) = &c.manifest_digest {
-        eprintln!("imgbuild: manifest {d}");
+        log.info(&format!("manifest {d}"));
     }
-    eprintln!("imgbuild: done in {:.1} s", log.total());
+    log.info(&format!("done in {:.1} s", log.total()));
 }
 
 /// Load what `create` wrote into the store: the OCI layout if one was written, else the
@@ -175,10 +175,10 @@ pub fn run(
         delete_packages: args.packages.delete_packages.clone(),
     };
     if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {
-        eprintln!(
-            "imgbuild: using lock file {}",
+        log.info(&format!(
+            "using lock file {}",
             opts.plan.lock_path.display()
-        );
+        ));
     }
     prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
         .with_context(|| format!("preparing {}", root.display()))?;
