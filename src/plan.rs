@@ -513,13 +513,15 @@ fn plan_with(
         });
     }
 
-    let mut boot_req: Vec<String> = boot.clone();
+    // The description's own packages mean those real packages; the minbase extras are
+    // dependencies: `usr-is-merged` is satisfied by whatever provides it (trixie's base-files,
+    // as in debootstrap), and only pulls in the real package where nothing else does (bookworm).
+    let mut boot_req: Vec<String> = pin_real(&universe, &boot);
     for extra in ["apt", "usr-is-merged"] {
         if universe.candidate(extra).is_some() {
             boot_req.push(extra.to_string());
         }
     }
-    let boot_req = pin_real(&universe, &boot_req);
     let mut request = Request::install(&boot_req).map_err(|source| PlanError::Solve {
         phase: "bootstrap",
         source,

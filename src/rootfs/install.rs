@@ -373,7 +373,11 @@ pub fn run_in_sandbox(root: &Path, script: &str) -> Result<Outcome, InstallError
 }
 
 fn run_in_sandbox_quiet(root: &Path, script: &str) -> Result<Outcome, InstallError> {
-    let mut sb = Sandbox::new(root, ["/bin/sh", "-c", script])
+    // The shell is PID 1 of its namespace, which ignores signals it has no handler for: trap
+    // the ones imgbuild forwards, so an interrupted build stops instead of running on.
+    let script =
+        format!("trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP\n{script}");
+    let mut sb = Sandbox::new(root, ["/bin/sh", "-c", script.as_str()])
         .profile(Profile::Build)
         .stdin(Stdio::Null)
         .stdout(Stdio::Capture)
