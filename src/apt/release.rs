@@ -613,7 +613,10 @@ pub fn fetch_metadata(
     };
     if !flat {
         for c in &components {
-            if !release.components.is_empty() && !release.components.iter().any(|rc| rc == c) {
+            // Debian's security archive lists `updates/main` while its files sit under `main/`;
+            // apt accepts `main` for it, and so do we.
+            let listed = |rc: &String| rc == c || rc.strip_prefix("updates/") == Some(c.as_str());
+            if !release.components.is_empty() && !release.components.iter().any(listed) {
                 return Err(ReleaseError::MissingComponent {
                     url: text_url.clone(),
                     component: c.clone(),
