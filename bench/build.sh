@@ -54,7 +54,7 @@ kiwi_cmds=()
 if command -v kiwi-ng >/dev/null; then
   keys=/usr/share/keyrings/debian-archive-keyring.gpg
   setrepo="$mirror,apt-deb,$suite,,,,{$keys},main,$suite,true"
-  printf 'container:\n  - compress: false\n' > "$W/kiwi-nocompress.yml"
+  printf 'container:\n  compress: false\n' > "$W/kiwi-nocompress.yml"
   kiwi_base="kiwi-ng --logfile $W/kiwi.log --type docker ${PROFILE:+--profile $PROFILE}"
   kiwi_cmd="$kiwi_base system build --description $DESC --target-dir $W/t-kiwi --set-repo '$setrepo'"
   kiwi_nc="kiwi-ng --logfile $W/kiwi-nc.log --config $W/kiwi-nocompress.yml --type docker ${PROFILE:+--profile $PROFILE} system build --description $DESC --target-dir $W/t-kiwi-nc --set-repo '$setrepo'"

@@ -100,7 +100,9 @@ fn minimal_docker_archive_runs_in_podman() {
         .collect();
     assert!(left.is_empty(), "work directories left: {left:?}");
 
-    let store = PodmanStore(t.path().join("podman"));
+    // podman limits the runroot path to 50 characters: the store lives in a short temp dir.
+    let short = tempfile::tempdir().unwrap();
+    let store = PodmanStore(short.path().join("p"));
     let loaded = podman_load(&store.0, &docker_tar);
     assert!(loaded.contains("debian-minimal:13"), "{loaded}");
     let out = podman_run(
@@ -270,7 +272,9 @@ fn rich_oci_image_config_layout_and_special_files() {
     assert_eq!(fs::read_dir(r.join("tmp")).unwrap().count(), 0);
 
     // podman loads the oci-archive and runs it; the checks happen inside the container.
-    let store = PodmanStore(t.path().join("podman"));
+    // podman limits the runroot path to 50 characters: the store lives in a short temp dir.
+    let short = tempfile::tempdir().unwrap();
+    let store = PodmanStore(short.path().join("p"));
     let image = podman_load(&store.0, &oci_tar);
     let out = podman_run(&store.0, &[&image, "cat", "/etc/debian_version"]);
     expect_debian_13(&out);

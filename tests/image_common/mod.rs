@@ -161,6 +161,9 @@ pub fn podman(store: &Path) -> Command {
         .arg(store.join("root"))
         .arg("--runroot")
         .arg(store.join("runroot"))
+        // Its own tmpdir too: `system reset` of another store would remove the shared default.
+        .arg("--tmpdir")
+        .arg(store.join("tmp"))
         .args([
             "--storage-driver",
             "vfs",
