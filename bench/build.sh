@@ -6,7 +6,7 @@
 # packing-only comparison of bench/pack.sh. Prints the tables and ratios.
 #
 # usage: bench/build.sh          (needs root; kiwi-ng, debootstrap, rsync, umoci, skopeo for KIWI)
-# Environment: ROUNDS (default 3), PROFILE (default: the description's default, trixie),
+# Environment: ROUNDS (default 3), KIWI_WARM=0 to skip KIWI's untimed warm-up build, PROFILE (default: the description's default, trixie),
 # CACHE (imgbuild's package cache, default target/bench-build-cache), SKIP_PACK=1 to skip pack.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,10 +58,11 @@ if command -v kiwi-ng >/dev/null; then
   kiwi_base="kiwi-ng --logfile $W/kiwi.log --type docker ${PROFILE:+--profile $PROFILE}"
   kiwi_cmd="$kiwi_base system build --description $DESC --target-dir $W/t-kiwi --set-repo '$setrepo'"
   kiwi_nc="kiwi-ng --logfile $W/kiwi-nc.log --config $W/kiwi-nocompress.yml --type docker ${PROFILE:+--profile $PROFILE} system build --description $DESC --target-dir $W/t-kiwi-nc --set-repo '$setrepo'"
-  # One untimed KIWI build warms its package cache and shows whether KIWI can build it at all.
-  if bash -c "$kiwi_cmd" >"$W/kiwi-warm.out" 2>&1; then
+  # One untimed KIWI build warms its package cache and shows whether KIWI can build it at all
+  # (KIWI_WARM=0 skips it when KIWI has built it here before).
+  if [ "${KIWI_WARM:-1}" = 0 ] || bash -c "$kiwi_cmd" >"$W/kiwi-warm.out" 2>&1; then
     kiwi_ok=1
-    echo "KIWI result: $(ls "$W/t-kiwi" | grep -v '^build$' | tr '\n' ' ')"
+    if [ -d "$W/t-kiwi" ]; then echo "KIWI result: $(ls "$W/t-kiwi" | grep -v '^build$' | tr '\n' ' ')"; fi
     kiwi_cmds=("kiwi=$kiwi_cmd" "kiwi-nocomp=$kiwi_nc")
   else
     echo "KIWI could not build $DESC (log tail below); timing imgbuild alone"
