@@ -52,7 +52,8 @@ noop=$( { time "$BIN" build "$DESC" "${profile_args[@]}" --cache-dir "$CACHE" --
 kiwi_ok=0
 kiwi_cmds=()
 if command -v kiwi-ng >/dev/null; then
-  keys=/usr/share/keyrings/debian-archive-keyring.gpg
+  # KIWI reads a bare path in the key list relative to its own prefix: give a file:// URI.
+  keys=file:///usr/share/keyrings/debian-archive-keyring.gpg
   setrepo="$mirror,apt-deb,$suite,,,,{$keys},main,$suite,true"
   printf 'container:\n  compress: false\n' > "$W/kiwi-nocompress.yml"
   kiwi_base="kiwi-ng --logfile $W/kiwi.log --type docker ${PROFILE:+--profile $PROFILE}"
