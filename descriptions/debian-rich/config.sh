@@ -10,3 +10,7 @@ chown -R app:app /srv/app /var/log/app
 # generate only the locale the image uses
 echo "en_US.UTF-8 UTF-8" > /etc/locale.gen
 locale-gen
+
+# ping may send raw ICMP without being setuid: Debian 13's iputils-ping relies on
+# net.ipv4.ping_group_range instead, but containers often run where that sysctl is unset
+setcap cap_net_raw+ep /usr/bin/ping

@@ -153,3 +153,83 @@ pub fn busybox_tree(root: &Path, test: &str) -> bool {
         .args(["c", "1", "5"]));
     true
 }
+
+/// `podman` on a private store under `store` (vfs, no systemd, no events), so tests leave no trace.
+pub fn podman(store: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("runroot"))
+        // Its own tmpdir too: `system reset` of another store would remove the shared default.
+        .arg("--tmpdir")
+        .arg(store.join("tmp"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]);
+    c
+}
+
+/// A private podman store, reset and removed on drop (also when the test fails).
+pub struct PodmanStore(pub std::path::PathBuf);
+impl Drop for PodmanStore {
+    fn drop(&mut self) {
+        let _ = podman(&self.0)
+            .args(["system", "reset", "--force"])
+            .output();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Validates the JSON document `doc` against `schema` from the OCI image-spec schemas
+/// (python3-jsonschema); panics with the violations.
+pub fn validate_schema(schema: &str, doc: &Path) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/oci-image-spec-schemas"
+    );
+    let dir = if Path::new(dir).exists() {
+        dir.to_string()
+    } else {
+        "/work/shared/corpus/oci-image-spec-schemas".to_string()
+    };
+    let script = r#"
+import json, sys, os
+from jsonschema import Draft4Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT4
+d = sys.argv[1]
+res = []
+for f in os.listdir(d):
+    if f.endswith('.json'):
+        s = json.load(open(os.path.join(d, f)))
+        r = Resource(contents=s, specification=DRAFT4)
+        res.append(("https://opencontainers.org/schema/image/" + f, r))
+        if 'id' in s: res.append((s['id'], r))
+reg = Registry().with_resources(res)
+schema = json.load(open(os.path.join(d, sys.argv[2])))
+v = Draft4Validator(schema, registry=reg)
+errs = list(v.iter_errors(json.load(open(sys.argv[3]))))
+for e in errs: print(e.message, list(e.path))
+sys.exit(1 if errs else 0)
+"#;
+    run(Command::new("python3")
+        .args(["-c", script])
+        .arg(&dir)
+        .arg(schema)
+        .arg(doc));
+}
+
+/// The extra `podman run` flags this kind of machine needs (from the shared host-quirks script,
+/// which also fixes the cgroup setup; none where the script is absent).
+pub fn podman_run_flags() -> Vec<String> {
+    let quirks = run(Command::new("sh")
+        .arg("-c")
+        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
+    quirks.split_whitespace().map(String::from).collect()
+}
