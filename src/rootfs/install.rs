@@ -319,15 +319,19 @@ fn run_script(root: &Path, script: &str) -> Result<(), InstallError> {
     if out.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
     Err(InstallError::Configure {
         root: root.to_path_buf(),
         code: out.code,
-        output: tail,
+        output: output_tail(&out),
     })
+}
+
+/// The last 30 lines a sandboxed command printed (stdout, then stderr), for error messages.
+pub fn output_tail(out: &Outcome) -> String {
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// `policy-rc.d` exiting 101 tells invoke-rc.d not to start services during the build.

@@ -498,14 +498,11 @@ pub fn run_checked(root: &Path, step: &str, script: &str) -> Result<(), PrepareE
     if out.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<&str> = text.lines().collect();
     Err(PrepareError::Step {
         step: step.to_string(),
         root: root.to_path_buf(),
         code: out.code,
-        output: lines[lines.len().saturating_sub(30)..].join("\n"),
+        output: install::output_tail(&out),
     })
 }
 
