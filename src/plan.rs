@@ -614,12 +614,16 @@ fn universe(metadata: &[RepoMetadata], arch: &str) -> Result<(Universe, Vec<usiz
             meta_of_repo.push(mi);
             let bytes = idx.read()?;
             let text = String::from_utf8_lossy(&bytes);
-            let mut parsed =
-                index::parse_packages(&text, repo).map_err(|source| PlanError::Index {
-                    url: idx.url.clone(),
-                    source,
-                })?;
-            packages.append(&mut parsed);
+            let parsed = index::parse_packages(&text, repo).map_err(|source| PlanError::Index {
+                url: idx.url.clone(),
+                source,
+            })?;
+            if packages.is_empty() {
+                packages = parsed;
+            } else {
+                packages.reserve_exact(parsed.len());
+                packages.extend(parsed);
+            }
         }
     }
     Ok((

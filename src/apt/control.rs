@@ -82,27 +82,41 @@ impl fmt::Display for Paragraph {
 
 /// Parse every paragraph of `text`. Blank lines separate paragraphs; `#` comment lines are skipped.
 pub fn parse(text: &str) -> Result<Vec<Paragraph>, ParseError> {
-    let mut out = Vec::new();
-    let mut cur = Paragraph::default();
-    for (idx, raw) in text.lines().enumerate() {
-        let lineno = idx + 1;
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+    paragraphs(text)
+        .map(|p| {
+            let p = p?;
+            Ok(Paragraph {
+                fields: p
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.value().into_owned()))
+                    .collect(),
+                line: p.line,
+            })
+        })
+        .collect()
+}
+
+/// A field value as it stands in the text: the first line's value and any continuation lines,
+/// not yet joined. Borrowed, so reading a large index allocates only for folded values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawValue<'a> {
+    text: &'a str,
+}
+
+impl<'a> RawValue<'a> {
+    /// The value as [`Paragraph::get`] gives it: first line trimmed, then one `\n` per
+    /// continuation line with its marker blank removed (`.` alone stands for an empty line).
+    pub fn value(&self) -> std::borrow::Cow<'a, str> {
+        let Some((first, rest)) = self.text.split_once('\n') else {
+            return self.text.trim().into();
+        };
+        let mut value = first.trim().to_string();
+        for line in rest.lines() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
             }
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with(' ') || line.starts_with('\t') {
-            let Some((_, value)) = cur.fields.last_mut() else {
-                return Err(ParseError {
-                    line: lineno,
-                    message: "continuation line before any field".into(),
-                });
-            };
             // Only the first blank is the continuation marker: deeper indentation is content
             // (Description bullet lists) and must survive a rewrite of the status file.
             let cont = line[1..].trim_end();
@@ -110,30 +124,114 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, ParseError> {
             if cont.trim() != "." {
                 value.push_str(cont);
             }
-            continue;
         }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(ParseError {
-                line: lineno,
-                message: format!("expected 'Field: value', found {line:?}"),
-            });
+        value.into()
+    }
+
+    /// The first line of the value, trimmed (a `Description`'s synopsis).
+    pub fn first_line(&self) -> &'a str {
+        self.text.split('\n').next().unwrap_or("").trim()
+    }
+}
+
+/// One paragraph borrowed from the text it was read from.
+#[derive(Debug, Clone, Default)]
+pub struct RawParagraph<'a> {
+    /// Fields in file order.
+    pub fields: Vec<(&'a str, RawValue<'a>)>,
+    /// 1-based line where the paragraph starts.
+    pub line: usize,
+}
+
+/// The paragraphs of `text`, one at a time and borrowed: the same rules as [`parse`] without
+/// holding the whole file's paragraphs at once.
+pub fn paragraphs(text: &str) -> Paragraphs<'_> {
+    Paragraphs {
+        text,
+        pos: 0,
+        lineno: 0,
+    }
+}
+
+/// Iterator returned by [`paragraphs`].
+#[derive(Debug, Clone)]
+pub struct Paragraphs<'a> {
+    text: &'a str,
+    /// Byte offset of the next line.
+    pos: usize,
+    /// Lines consumed so far.
+    lineno: usize,
+}
+
+impl<'a> Paragraphs<'a> {
+    /// The next line (without its `\n`) and its 1-based number.
+    fn next_line(&mut self) -> Option<(usize, &'a str)> {
+        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
+        let line = match rest.find('\n') {
+            Some(i) => &rest[..i],
+            None => rest,
         };
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(ParseError {
-                line: lineno,
-                message: format!("bad field name {name:?}"),
-            });
-        }
-        if cur.is_empty() {
-            cur.line = lineno;
-        }
-        cur.fields
-            .push((name.to_string(), value.trim().to_string()));
+        self.pos += (line.len() + 1).min(rest.len());
+        self.lineno += 1;
+        Some((self.lineno, line))
     }
-    if !cur.is_empty() {
-        out.push(cur);
+
+    /// Stop after an error: a broken file has no further paragraphs.
+    fn fail(
+        &mut self,
+        line: usize,
+        message: String,
+    ) -> Option<Result<RawParagraph<'a>, ParseError>> {
+        self.pos = self.text.len();
+        Some(Err(ParseError { line, message }))
     }
-    Ok(out)
+
+    /// Byte offset of `s`, a slice of the text.
+    fn offset(&self, s: &str) -> usize {
+        s.as_ptr() as usize - self.text.as_ptr() as usize
+    }
+}
+
+impl<'a> Iterator for Paragraphs<'a> {
+    type Item = Result<RawParagraph<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut cur = RawParagraph::default();
+        while let Some((lineno, raw)) = self.next_line() {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.trim().is_empty() {
+                if !cur.fields.is_empty() {
+                    return Some(Ok(cur));
+                }
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with(' ') || line.starts_with('\t') {
+                let Some((_, value)) = cur.fields.last() else {
+                    return self.fail(lineno, "continuation line before any field".into());
+                };
+                let (start, end) = (self.offset(value.text), self.offset(raw) + raw.len());
+                let text = &self.text[start..end];
+                if let Some((_, value)) = cur.fields.last_mut() {
+                    value.text = text;
+                }
+                continue;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return self.fail(lineno, format!("expected 'Field: value', found {line:?}"));
+            };
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return self.fail(lineno, format!("bad field name {name:?}"));
+            }
+            if cur.fields.is_empty() {
+                cur.line = lineno;
+            }
+            cur.fields.push((name, RawValue { text: value }));
+        }
+        (!cur.fields.is_empty()).then_some(Ok(cur))
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +266,28 @@ mod tests {
         let p = parse(text).unwrap();
         assert_eq!(p[0].to_string(), text);
         assert_eq!(parse(&p[0].to_string()).unwrap(), p);
+    }
+
+    #[test]
+    fn borrowed_paragraphs_match_owned_parsing() {
+        let text = "Package: a\r\nDepends: x,\r\n y\r\n# note\r\n z\r\nDescription: one\n two\n\nPackage: b\n";
+        let raw: Vec<_> = paragraphs(text).collect::<Result<_, _>>().unwrap();
+        assert_eq!(raw.len(), 2);
+        let (name, depends) = raw[0].fields[1];
+        assert_eq!(name, "Depends");
+        assert_eq!(depends.value(), "x,\ny\nz");
+        assert_eq!(raw[0].fields[2].1.first_line(), "one");
+        assert_eq!(raw[1].line, 9);
+        let owned = parse(text).unwrap();
+        assert_eq!(owned[0].get("depends"), Some("x,\ny\nz"));
+        assert_eq!(owned[0].get("Description"), Some("one\ntwo"));
+    }
+
+    #[test]
+    fn borrowed_paragraphs_stop_at_the_first_error() {
+        let mut it = paragraphs("Package: a\n\nbroken\n\nPackage: c\n");
+        assert!(it.next().unwrap().is_ok());
+        assert_eq!(it.next().unwrap().unwrap_err().line, 3);
+        assert!(it.next().is_none());
     }
 }

@@ -5,7 +5,9 @@ use std::fmt;
 
 use rayon::prelude::*;
 
-use super::control::{self, ParseError};
+use std::borrow::Cow;
+
+use super::control::{self, ParseError, RawParagraph};
 use super::version::{Version, VersionError};
 
 /// Why a `Packages` index could not be read. Every variant names the 1-based line of the paragraph
@@ -190,8 +192,6 @@ pub struct Package {
     pub essential: bool,
     /// `Priority` (`required`, `important`, `optional`, …).
     pub priority: Option<String>,
-    /// `Section`.
-    pub section: Option<String>,
     /// Source package name (the package name when the field is absent).
     pub source: String,
     /// Source version (the package version when the field gives none).
@@ -218,21 +218,18 @@ pub struct Package {
     pub size: Option<u64>,
     /// `SHA256` of the `.deb`, lowercase hex.
     pub sha256: Option<String>,
-    /// First line of `Description`.
-    pub description: String,
     /// Index of the repository this record came from, as supplied by the caller.
     pub repo: usize,
 }
 
 /// The fields [`Package::from_paragraph`] reads.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 18] = [
     "Package",
     "Version",
     "Architecture",
     "Multi-Arch",
     "Essential",
     "Priority",
-    "Section",
     "Source",
     "Installed-Size",
     "Depends",
@@ -245,7 +242,6 @@ const FIELDS: [&str; 20] = [
     "Filename",
     "Size",
     "SHA256",
-    "Description",
 ];
 
 /// Position of `name` in [`FIELDS`]; field names are case-insensitive, canonical spelling first.
@@ -257,23 +253,23 @@ fn field_index(name: &str) -> Option<usize> {
 }
 
 /// The values of [`FIELDS`] found in one paragraph.
-struct Found<'a, 'b>(&'b [Option<&'a str>; FIELDS.len()]);
+struct Found<'a, 'b>(&'b [Option<Cow<'a, str>>; FIELDS.len()]);
 
-impl<'a> Found<'a, '_> {
-    fn get(&self, name: &str) -> Option<&'a str> {
-        field_index(name).and_then(|i| self.0[i])
+impl Found<'_, '_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        field_index(name).and_then(|i| self.0[i].as_deref())
     }
 }
 
 impl Package {
     /// Build a package from one paragraph. `repo` is stored as given.
-    pub fn from_paragraph(p: &control::Paragraph, repo: usize) -> Result<Package, IndexError> {
+    pub fn from_paragraph(p: &RawParagraph<'_>, repo: usize) -> Result<Package, IndexError> {
         let line = p.line;
         // One pass over the paragraph instead of a scan per field: indexes are large.
-        let mut found: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
-        for (k, v) in p.fields() {
+        let mut found: [Option<Cow<'_, str>>; FIELDS.len()] = Default::default();
+        for (k, v) in &p.fields {
             if let Some(i) = field_index(k) {
-                found[i].get_or_insert(v);
+                found[i].get_or_insert_with(|| v.value());
             }
         }
         let p = Found(&found);
@@ -309,8 +305,9 @@ impl Package {
             }
         };
         let flat = |field: &'static str| -> Result<Vec<Alternative>, IndexError> {
-            let mut out = Vec::new();
-            for r in relations(field)? {
+            let relations = relations(field)?;
+            let mut out = Vec::with_capacity(relations.len());
+            for r in relations {
                 if r.alternatives.len() != 1 {
                     return Err(IndexError::BadRelation {
                         line,
@@ -374,7 +371,6 @@ impl Package {
             multi_arch,
             essential,
             priority: p.get("Priority").map(str::to_string),
-            section: p.get("Section").map(str::to_string),
             source,
             source_version,
             installed_size: number("Installed-Size")?,
@@ -388,11 +384,6 @@ impl Package {
             filename: p.get("Filename").map(str::to_string),
             size: number("Size")?,
             sha256: p.get("SHA256").map(str::to_ascii_lowercase),
-            description: p
-                .get("Description")
-                .and_then(|d| d.lines().next())
-                .unwrap_or("")
-                .to_string(),
             name,
             repo,
         })
@@ -409,20 +400,19 @@ pub fn parse_packages(text: &str, repo: usize) -> Result<Vec<Package>, IndexErro
         .par_iter()
         .map(|&(first_line, chunk)| {
             let offset = first_line - 1;
-            let paragraphs = control::parse(chunk).map_err(|mut e| {
-                e.line += offset;
-                e
-            })?;
-            paragraphs
-                .into_iter()
-                .map(|mut p| {
+            control::paragraphs(chunk)
+                .map(|p| {
+                    let mut p = p.map_err(|mut e| {
+                        e.line += offset;
+                        e
+                    })?;
                     p.line += offset;
                     Package::from_paragraph(&p, repo)
                 })
                 .collect()
         })
         .collect();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
     for part in parts {
         out.extend(part?);
     }
@@ -456,18 +446,20 @@ fn split_at_paragraphs(text: &str, pieces: usize) -> Vec<(usize, &str)> {
 
 /// Parse a relationship field (`Depends` syntax). Errors carry the offending item and a message.
 pub fn parse_relations(field: &str) -> Result<Vec<Relation>, (String, String)> {
-    let mut out = Vec::new();
+    // Sized up front: a repository's indexes hold several hundred thousand of these.
+    let mut out = Vec::with_capacity(field.bytes().filter(|&b| b == b',').count() + 1);
     for item in field.split(',') {
         let item = item.trim();
         if item.is_empty() {
             continue; // dpkg tolerates a trailing comma
         }
-        let mut alternatives = Vec::new();
+        let mut alternatives = Vec::with_capacity(item.bytes().filter(|&b| b == b'|').count() + 1);
         for alt in item.split('|') {
             alternatives.push(parse_alternative(alt.trim()).map_err(|m| (item.to_string(), m))?);
         }
         out.push(Relation { alternatives });
     }
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -588,7 +580,6 @@ SHA256: ABCD\nDescription: a lib\n long text\n\nPackage: sh\nVersion: 1\nArchite
         assert_eq!(p.pre_depends[0].alternatives[0].name, "libc6");
         assert_eq!(p.provides[0].to_string(), "libfoo (= 1.2)");
         assert_eq!(p.sha256.as_deref(), Some("abcd"));
-        assert_eq!(p.description, "a lib");
         assert_eq!(p.repo, 3);
         assert!(ps[1].essential);
         assert_eq!(ps[1].source, "sh");

@@ -139,32 +139,47 @@ impl Universe {
         foreign: &[&str],
     ) -> Universe {
         let prio = |p: &Package| repo_priorities.get(p.repo).copied().unwrap_or(500);
-        let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
-        let mut kept: Vec<Package> = Vec::new();
-        for p in packages {
-            let arch_ok = p.architecture == native
+        // Filtered and deduplicated in place: the indexes are large and a second copy of every
+        // record would double the peak memory of planning.
+        let mut kept = packages;
+        kept.retain(|p| {
+            p.architecture == native
                 || p.architecture == "all"
-                || foreign.contains(&p.architecture.as_str());
-            if !arch_ok {
-                continue;
-            }
-            let key = (
-                p.name.clone(),
-                p.architecture.clone(),
-                p.version.as_str().to_string(),
-            );
-            match seen.get(&key) {
-                Some(&i) => {
-                    if prio(&p) > prio(&kept[i]) {
-                        kept[i] = p;
+                || foreign.contains(&p.architecture.as_str())
+        });
+        // For each (name, architecture, version), the first position and the best record so far;
+        // the best moves to the first position, so index order is that of first appearance.
+        let mut first = vec![true; kept.len()];
+        let mut best: Vec<(usize, usize)> = Vec::new();
+        {
+            let mut seen: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(kept.len());
+            for (i, p) in kept.iter().enumerate() {
+                let key = (p.name.as_str(), p.architecture.as_str(), p.version.as_str());
+                match seen.get(&key) {
+                    Some(&b) => {
+                        first[i] = false;
+                        let (j, cur) = best[b];
+                        if prio(p) > prio(&kept[cur]) {
+                            best[b] = (j, i);
+                        }
                     }
-                }
-                None => {
-                    seen.insert(key, kept.len());
-                    kept.push(p);
+                    None => {
+                        seen.insert(key, best.len());
+                        best.push((i, i));
+                    }
                 }
             }
         }
+        for &(j, b) in &best {
+            if j != b {
+                kept.swap(j, b);
+            }
+        }
+        let mut pos = 0;
+        kept.retain(|_| {
+            pos += 1;
+            first[pos - 1]
+        });
         let priorities: Vec<i32> = kept.iter().map(prio).collect();
         let mut u = Universe {
             packages: kept,
@@ -1016,6 +1031,25 @@ Package: c\nVersion: 1\nArchitecture: all\nDepends: b (<< 3)\n";
         assert_eq!(solve(&u, &["b"]).unwrap(), ["b=3"]);
         let u = universe(&[BASE, low], &[500, 990]);
         assert_eq!(solve(&u, &["b"]).unwrap(), ["b=9"]);
+    }
+
+    #[test]
+    fn a_package_listed_twice_is_kept_once_from_the_better_repository() {
+        let first = "Package: d\nVersion: 1\nArchitecture: amd64\nFilename: low/d.deb\n\n\
+Package: e\nVersion: 1\nArchitecture: amd64\n";
+        let second = "Package: d\nVersion: 1\nArchitecture: amd64\nFilename: high/d.deb\n\n\
+Package: f\nVersion: 1\nArchitecture: arm64\n";
+        let u = universe(&[first, second], &[100, 500]);
+        let listed: Vec<(&str, usize)> = u
+            .packages()
+            .iter()
+            .map(|p| (p.name.as_str(), p.repo))
+            .collect();
+        // The better record takes the place of the first one; the foreign architecture is left out.
+        assert_eq!(listed, [("d", 1), ("e", 0)]);
+        assert_eq!(u.packages()[0].filename.as_deref(), Some("high/d.deb"));
+        let u = universe(&[first, second], &[500, 500]);
+        assert_eq!(u.packages()[0].filename.as_deref(), Some("low/d.deb"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::ops::Range;
 use std::str::FromStr;
 
 /// Why a version string is not a valid Debian version.
@@ -43,16 +42,22 @@ pub enum VersionError {
         /// The offending character.
         ch: char,
     },
+    /// Longer than the 4 GiB a version is stored in.
+    #[error("version string of {0} bytes is too long")]
+    TooLong(usize),
 }
 
 /// A parsed Debian version. Equality and ordering follow dpkg, so `1.0` equals `1.0-0` and
 /// `0:1.0`; the original spelling is kept for display.
 #[derive(Clone)]
 pub struct Version {
-    text: String,
+    // Compact on purpose: a repository's indexes hold several hundred thousand versions.
+    text: Box<str>,
     epoch: u32,
-    upstream: Range<usize>,
-    revision: Range<usize>,
+    /// Byte range of the upstream part in `text`.
+    upstream: (u32, u32),
+    /// Start of the revision in `text` (it runs to the end; empty when absent).
+    revision: u32,
 }
 
 impl Version {
@@ -126,11 +131,12 @@ impl Version {
                 ch,
             });
         }
+        let small = |n: usize| u32::try_from(n).map_err(|_| VersionError::TooLong(t.len()));
         Ok(Version {
-            text: t.to_string(),
+            text: t.into(),
             epoch,
-            upstream,
-            revision,
+            upstream: (small(upstream.start)?, small(upstream.end)?),
+            revision: small(revision.start)?,
         })
     }
 
@@ -141,12 +147,12 @@ impl Version {
 
     /// The upstream part.
     pub fn upstream(&self) -> &str {
-        &self.text[self.upstream.clone()]
+        &self.text[self.upstream.0 as usize..self.upstream.1 as usize]
     }
 
     /// The Debian revision (empty when absent).
     pub fn revision(&self) -> &str {
-        &self.text[self.revision.clone()]
+        &self.text[self.revision as usize..]
     }
 
     /// The version as written.
