@@ -12,7 +12,7 @@ use crate::image::base::BaseImage;
 use crate::image::config::{BaseRef, assemble};
 use crate::image::output::{
     OutputFile, write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_tarball,
-    write_sha256_file,
+    write_sha256_line,
 };
 use crate::image::walk::Excludes;
 use crate::image::{self, Compression, HistoryEntry, ImageSpec, LayerOptions};
@@ -372,6 +372,7 @@ pub fn create(
             excludes: excludes.clone(),
             compression: opts.layer_compression,
             threads: opts.threads,
+            keep_plain: (kind == "docker").then(|| work.path().join("plain")),
         };
         let mut spec = image_spec(image, opts, epoch);
         let layer = if derived {
@@ -455,8 +456,8 @@ pub fn create(
         size: Some(sbom.len() as u64),
     });
     for f in &files {
-        if f.sha256.is_some() {
-            write_sha256_file(&out.join(&f.name))?;
+        if let Some(hexd) = &f.sha256 {
+            write_sha256_line(&out.join(&f.name), hexd)?;
             // Results are for sharing: readable by all, like files cp or tar would make.
             for name in [f.name.clone(), format!("{}.sha256", f.name)] {
                 let p = out.join(name);

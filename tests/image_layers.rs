@@ -291,3 +291,61 @@ fn failed_writes_leave_nothing_behind() {
     .unwrap_err();
     assert!(err.to_string().contains("/proc/imgbuild"), "{err}");
 }
+
+#[test]
+fn kept_plain_tar_matches_the_blob_and_gives_the_same_docker_archive() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root").tap_mkdir();
+    plain_tree(&root);
+    let blobs = t.path().join("blobs");
+    let opts = LayerOptions {
+        source_date_epoch: EPOCH,
+        compression: Compression::Gzip(6),
+        keep_plain: Some(t.path().join("plain")),
+        ..LayerOptions::default()
+    };
+    let layer = write_layer(&root, &blobs, &opts).unwrap();
+    let plain = layer.plain.clone().expect("a plain copy was asked for");
+    let plain_bytes = fs::read(&plain).unwrap();
+    let mut unpacked = Vec::new();
+    flate2::read::MultiGzDecoder::new(fs::File::open(&layer.path).unwrap())
+        .read_to_end(&mut unpacked)
+        .unwrap();
+    assert_eq!(plain_bytes, unpacked);
+    assert_eq!(plain_bytes.len() as u64, layer.tar_size);
+    let hex = layer.diff_id.strip_prefix("sha256:").unwrap();
+    assert_eq!(
+        plain.file_name().unwrap().to_str().unwrap(),
+        format!("{hex}.tar")
+    );
+
+    // The docker-archive written from the copy equals the one written by decompressing.
+    let with_copy = assemble(&spec(), std::slice::from_ref(&layer), &blobs).unwrap();
+    let without = assemble(
+        &spec(),
+        &[imgbuild::image::LayerBlob {
+            plain: None,
+            ..layer.clone()
+        }],
+        &blobs,
+    )
+    .unwrap();
+    let a = t.path().join("a.docker.tar");
+    let b = t.path().join("b.docker.tar");
+    let fa = write_docker_archive(&with_copy, &a, Compression::None, 0, EPOCH).unwrap();
+    let fb = write_docker_archive(&without, &b, Compression::None, 0, EPOCH).unwrap();
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    assert_eq!(fa.sha256, fb.sha256);
+
+    // A copy that no longer matches its diff_id is refused, not shipped.
+    fs::write(&plain, b"tampered").unwrap();
+    let err = write_docker_archive(
+        &with_copy,
+        &t.path().join("c.docker.tar"),
+        Compression::None,
+        0,
+        EPOCH,
+    )
+    .unwrap_err();
+    assert!(!t.path().join("c.docker.tar").exists(), "{err}");
+}

@@ -103,6 +103,8 @@ pub struct ImageLayer {
     pub diff_id: String,
     /// Size of the uncompressed tar, when known without reading it.
     pub tar_size: Option<u64>,
+    /// An uncompressed copy of the layer's tar, when the build kept one.
+    pub plain: Option<PathBuf>,
 }
 
 /// An image whose blobs (layers, config, manifest) are all in one blobs directory.
@@ -413,6 +415,7 @@ pub fn assemble(spec: &ImageSpec, layers: &[LayerBlob], blobs_dir: &Path) -> Res
                 descriptor: d.clone(),
                 diff_id: id.clone(),
                 tar_size,
+                plain: None,
             });
         }
     }
@@ -425,6 +428,7 @@ pub fn assemble(spec: &ImageSpec, layers: &[LayerBlob], blobs_dir: &Path) -> Res
             )?,
             diff_id: l.diff_id.clone(),
             tar_size: Some(l.tar_size),
+            plain: l.plain.clone(),
         });
     }
 

@@ -29,6 +29,10 @@ pub struct LayerOptions {
     pub compression: Compression,
     /// Compression threads; 0 = every core. Output does not depend on it.
     pub threads: usize,
+    /// Also keep the uncompressed tar in this directory, as `<diff_id hex>.tar`: a
+    /// docker-archive holds layers uncompressed, and keeping the copy costs less than
+    /// decompressing the blob again.
+    pub keep_plain: Option<PathBuf>,
 }
 
 /// A layer written into a blobs directory.
@@ -46,6 +50,8 @@ pub struct LayerBlob {
     pub media_type: MediaType,
     /// Where the blob is (`<blobs_dir>/<hex>`).
     pub path: PathBuf,
+    /// The uncompressed copy, when [`LayerOptions::keep_plain`] asked for one.
+    pub plain: Option<PathBuf>,
 }
 
 /// OCI layer media type for a compression.
@@ -65,22 +71,18 @@ pub fn layer_media_type(c: Compression) -> Result<MediaType> {
 /// `blobs/sha256` directory, created if missing).
 pub fn write_layer(root: &Path, blobs_dir: &Path, opts: &LayerOptions) -> Result<LayerBlob> {
     let mut emitter = TarEmitter::new(opts.source_date_epoch);
-    write_tar_blob(blobs_dir, opts.compression, opts.threads, |w| {
+    write_tar_blob(blobs_dir, opts, |w| {
         walk::walk(root, &opts.excludes, |e| emitter.emit(w, e))
     })
 }
 
 /// Streams a tar produced by `body` (which writes entries, not the end marker) through hashing
 /// and compression into a blob named by its digest.
-pub(crate) fn write_tar_blob<F>(
-    blobs_dir: &Path,
-    compression: Compression,
-    threads: usize,
-    body: F,
-) -> Result<LayerBlob>
+pub(crate) fn write_tar_blob<F>(blobs_dir: &Path, opts: &LayerOptions, body: F) -> Result<LayerBlob>
 where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
+    let (compression, threads) = (opts.compression, opts.threads);
     let media_type = layer_media_type(compression)?;
     fs::create_dir_all(blobs_dir).map_err(io_err(blobs_dir))?;
     let tmp = tempfile::Builder::new()
@@ -99,11 +101,48 @@ where
         format: compression.name(),
         message: e.to_string(),
     })?;
-    let mut tar = BufWriter::with_capacity(1 << 18, HashingWriter::new(enc));
+    let plain = match &opts.keep_plain {
+        Some(dir) => {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            let t = tempfile::Builder::new()
+                .prefix(".tmp-plain-")
+                .tempfile_in(dir)
+                .map_err(io_err(dir))?;
+            let f = t.reopen().map_err(io_err(t.path()))?;
+            Some((t, BufWriter::with_capacity(1 << 20, f)))
+        }
+        None => None,
+    };
+    let (plain_tmp, plain_file) = match plain {
+        Some((t, f)) => (Some(t), Some(f)),
+        None => (None, None),
+    };
+    let tee = Tee {
+        blob: enc,
+        plain: plain_file,
+    };
+    let mut tar = BufWriter::with_capacity(1 << 18, HashingWriter::new(tee));
     body(&mut tar)?;
     tarball::write_end(&mut tar).map_err(werr)?;
     let tar = tar.into_inner().map_err(|e| werr(e.into_error()))?;
-    let (enc, diff_hex, tar_size) = tar.finish();
+    let (tee, diff_hex, tar_size) = tar.finish();
+    let enc = tee.blob;
+    let plain = match (plain_tmp, tee.plain, &opts.keep_plain) {
+        (Some(t), Some(f), Some(dir)) => {
+            let perr = |e: io::Error| ImageError::Io {
+                path: t.path().to_path_buf(),
+                source: e,
+            };
+            f.into_inner().map_err(|e| perr(e.into_error()))?;
+            let dest = dir.join(format!("{diff_hex}.tar"));
+            t.persist(&dest).map_err(|e| ImageError::Io {
+                path: dest.clone(),
+                source: e.error,
+            })?;
+            Some(dest)
+        }
+        _ => None,
+    };
     let blob = enc.finish().map_err(|e| ImageError::Compress {
         path: tmp_path.clone(),
         format: compression.name(),
@@ -126,7 +165,32 @@ where
         tar_size,
         media_type,
         path,
+        plain,
     })
+}
+
+/// The tar stream going to the compressor and, when asked, to an uncompressed copy as well.
+struct Tee<W> {
+    blob: W,
+    plain: Option<BufWriter<File>>,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.blob.write_all(buf)?;
+        if let Some(p) = &mut self.plain {
+            p.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.blob.flush()?;
+        if let Some(p) = &mut self.plain {
+            p.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Turns walk entries into tar entries: hardlinks kept, xattrs sorted, mtimes clamped.

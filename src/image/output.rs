@@ -294,13 +294,22 @@ pub fn write_docker_archive(
             if !written.insert(diff_hex.clone()) {
                 continue;
             }
-            let src = image.blob_path(l.descriptor.digest());
+            let (src, mut r): (PathBuf, Box<dyn Read>) = match &l.plain {
+                Some(p) => {
+                    let f = File::open(p).map_err(io_err(p))?;
+                    (p.clone(), Box::new(f))
+                }
+                None => {
+                    let src = image.blob_path(l.descriptor.digest());
+                    let f = File::open(&src).map_err(io_err(&src))?;
+                    let r = compress::decoder(BufReader::new(f)).map_err(io_err(&src))?;
+                    (src, r)
+                }
+            };
             let size = match l.tar_size {
                 Some(n) => n,
                 None => uncompressed_size(&src)?,
             };
-            let f = File::open(&src).map_err(io_err(&src))?;
-            let mut r = compress::decoder(BufReader::new(f)).map_err(io_err(&src))?;
             // Hash while streaming so a layer that does not match its diff_id is never shipped.
             let mut hr = HashingReader::new(&mut r);
             stream_entry(w, name.as_bytes(), &mut hr, size, mtime, &src)?;
@@ -393,6 +402,13 @@ pub fn write_sha256_file(file: &Path) -> Result<String> {
     let mut h = HashingWriter::new(io::sink());
     io::copy(&mut f, &mut h).map_err(io_err(file))?;
     let (_, hexd, _) = h.finish();
+    write_sha256_line(file, &hexd)?;
+    Ok(hexd)
+}
+
+/// Write `<file>.sha256` for a file whose sha256 (lowercase hex) is already known, as it is
+/// for every file imgbuild hashed while writing it.
+pub fn write_sha256_line(file: &Path, hexd: &str) -> Result<()> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -410,5 +426,5 @@ pub fn write_sha256_file(file: &Path) -> Result<String> {
         path: dest.clone(),
         source: e.error,
     })?;
-    Ok(hexd)
+    Ok(())
 }

@@ -375,9 +375,7 @@ pub fn write_diff_layer(
         children: base.children(),
         emitter: TarEmitter::new(opts.source_date_epoch),
     };
-    write_tar_blob(blobs_dir, opts.compression, opts.threads, |w| {
-        differ.merge(w, b"")
-    })
+    write_tar_blob(blobs_dir, opts, |w| differ.merge(w, b""))
 }
 
 #[cfg(test)]

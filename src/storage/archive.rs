@@ -481,6 +481,7 @@ pub fn save_image(
             descriptor: desc.clone(),
             diff_id: diff_id.clone(),
             tar_size: None,
+            plain: None,
         });
     }
     let digest = |d: &str| {
