@@ -7,7 +7,7 @@
 //! directory beside the target first and replaces the target in one rename, so a target directory
 //! is never half written. `build` is `prepare` into a temporary root, then `create`.
 
-use crate::description::ResolvedImage;
+use crate::description::{Loc, ResolvedImage};
 use crate::image::base::BaseImage;
 use crate::image::config::{BaseRef, assemble};
 use crate::image::output::{
@@ -266,12 +266,7 @@ pub fn create(
     let kind = image.build_type.image.as_str();
     if !matches!(kind, "docker" | "oci" | "tbz") {
         return Err(BuildError::Unsupported {
-            location: image
-                .build_type
-                .loc
-                .as_ref()
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
+            location: Loc::describe(&image.build_type.loc),
             message: format!(
                 "image type {kind:?} is not supported (imgbuild writes docker, oci and tbz)"
             ),
@@ -280,12 +275,7 @@ pub fn create(
     let derived = !image.build_type.derived_from.is_empty();
     if derived && kind == "tbz" {
         return Err(BuildError::Unsupported {
-            location: image
-                .build_type
-                .loc
-                .as_ref()
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
+            location: Loc::describe(&image.build_type.loc),
             message: "derived_from needs a container image type (docker or oci)".to_string(),
         });
     }

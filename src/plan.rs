@@ -18,7 +18,7 @@ use crate::apt::lock::{LockFile, LockedPackage};
 use crate::apt::release::{self, RepoContext, RepoMetadata, ResolvedRepo};
 use crate::apt::repo::RepoSpec;
 use crate::apt::solver::{PackageId, Request, Universe};
-use crate::description::ResolvedImage;
+use crate::description::{Loc, ResolvedImage};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -297,7 +297,7 @@ pub fn repository_specs(
 ) -> Result<Vec<RepoSpec>, PlanError> {
     let mut specs = Vec::new();
     for r in &image.repositories {
-        let location = r.loc.as_ref().map(|l| l.to_string()).unwrap_or_default();
+        let location = Loc::describe(&r.loc);
         if r.kind != "apt-deb" {
             return Err(PlanError::Unsupported {
                 location,
@@ -344,7 +344,7 @@ pub fn repository_specs(
 pub fn check_package_manager(image: &ResolvedImage) -> Result<(), PlanError> {
     match &image.preferences.packagemanager {
         Some(pm) if pm.value != "apt" && pm.value != "apt-get" => Err(PlanError::Unsupported {
-            location: pm.loc.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+            location: Loc::describe(&pm.loc),
             message: format!(
                 "packagemanager {} is not supported yet (imgbuild installs Debian packages with apt)",
                 pm.value
@@ -427,12 +427,7 @@ pub fn plan(
         // Without the base's package set the plan would be a full bootstrap: wrong, and a lock
         // file written from it would not match the build.
         return Err(PlanError::Unsupported {
-            location: image
-                .build_type
-                .loc
-                .as_ref()
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
+            location: Loc::describe(&image.build_type.loc),
             message: "a derived image is planned on its base's packages; use `imgbuild build`"
                 .to_string(),
         });

@@ -25,6 +25,12 @@ impl Loc {
             column,
         }
     }
+
+    /// `file:line:col` of an optional location, empty when there is none: what errors that
+    /// point into a description print.
+    pub fn describe(loc: &Option<Loc>) -> String {
+        loc.as_ref().map(Loc::to_string).unwrap_or_default()
+    }
 }
 
 impl fmt::Display for Loc {
