@@ -602,7 +602,7 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
     }
     // Its cgroup could not be removed by the killed imgbuild; the next sandbox with limits
     // sweeps it away.
-    let stale = || {
+    let stale_dirs = || {
         walkdir::WalkDir::new("/sys/fs/cgroup")
             .max_depth(6)
             .into_iter()
@@ -611,9 +611,23 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
                 imgbuild::sandbox::cgroup::owner_pid(&e.file_name().to_string_lossy())
                     == Some(child.id())
             })
-            .count()
+            .map(|e| e.into_path())
+            .collect::<Vec<_>>()
     };
+    let stale = || stale_dirs().len();
     assert_eq!(stale(), 1, "the killed imgbuild's cgroup");
+    // Only a cgroup without processes can be removed: wait until the killed sandbox has been
+    // reaped (its zombie still counts as a member under load).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stale_dirs().iter().any(|d| {
+        std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed sandbox was never reaped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     run_ok(sh(&root, "true").limits(Limits {
         memory: Some(256 << 20),
         ..Limits::default()
