@@ -771,8 +771,10 @@ mod tests {
         s.create.target_dir = dir.join("other-target");
         s.plan.cache_dir = dir.join("other-cache");
         assert_eq!(key_of(&s), k);
-        // Ignoring the lock file means asking the repository, which is unreachable here.
+        // Ignoring the lock file means reading the repository's Release: offline, from the
+        // cache, which has none here.
         s.plan.ignore_lock = true;
+        s.plan.offline = true;
         let inputs = BuildInputs {
             description: &s.desc,
             image: &s.image,
