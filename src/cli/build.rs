@@ -154,6 +154,24 @@ pub fn run(
     }
     let mut create = args.output.options(Path::new(&image.name))?;
     let mut log = StageLog::new();
+    let parent = create
+        .target_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp;
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix(".imgbuild-root-")
+                .tempdir_in(&parent)
+                .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+            tmp.path().join("root")
+        }
+    };
     let overrides = args.packages.overrides();
     let plan_opts = args.packages.plan_options(&image);
     let inputs = reuse::BuildInputs {
@@ -169,8 +187,9 @@ pub fn run(
             .map(|p| reuse::absolute(p))
             .collect(),
     };
-    // The key is recorded even when this build may not reuse (`--force`, `--root`), so the
-    // next plain build can.
+    // Checked once the target's parent is known to be writable (the work directory exists), so
+    // a build that cannot write its result fails before touching the cache. The key is recorded
+    // even when this build may not reuse (`--force`, `--root`), so the next plain build can.
     match reuse::inputs_key(&inputs) {
         Ok(reuse::InputsKey::Known(key)) => {
             if args.force || args.root.is_some() {
@@ -199,24 +218,6 @@ pub fn run(
         }
         Err(e) => log.info(&format!("not checking for a reusable result: {e}")),
     }
-    let parent = create
-        .target_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp;
-    let root = match &args.root {
-        Some(r) => r.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix(".imgbuild-root-")
-                .tempdir_in(&parent)
-                .with_context(|| format!("creating a work directory in {}", parent.display()))?;
-            tmp.path().join("root")
-        }
-    };
     let opts = PrepareOptions {
         root: root.clone(),
         allow_existing_root: false,
