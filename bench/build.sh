@@ -2,12 +2,13 @@
 # End-to-end build benchmark: `imgbuild build descriptions/debian-minimal` (release binary, warm
 # package cache) against KIWI itself (`kiwi-ng --type docker system build`) building the same
 # description from the same mirror, alternating runs; then KIWI with its outer compression off
-# (runtime config `container: compress: false`), a no-op rebuild of imgbuild, and the
-# packing-only comparison of bench/pack.sh. Prints the tables and ratios.
+# (runtime config `container: compress: false`), a no-op rebuild of imgbuild (bench/noop.sh),
+# and the packing-only comparison of bench/pack.sh. Prints the tables and ratios.
 #
 # usage: bench/build.sh          (needs root; kiwi-ng, debootstrap, rsync, umoci, skopeo for KIWI)
 # Environment: ROUNDS (default 3), KIWI_WARM=0 to skip KIWI's untimed warm-up build, PROFILE (default: the description's default, trixie),
-# CACHE (imgbuild's package cache, default target/bench-build-cache), SKIP_PACK=1 to skip pack.sh.
+# CACHE (imgbuild's package cache, default target/bench-build-cache), SKIP_PACK=1 to skip pack.sh,
+# NOOP_RUNS (hyperfine runs of the no-op rebuild, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -41,11 +42,14 @@ export IMGBUILD_STORAGE_ROOT=$W/store
 "$BIN" build "$DESC" "${profile_args[@]}" --cache-dir "$CACHE" --target-dir "$W/warm" >/dev/null 2>"$W/warm.log" ||
   { tail -n 20 "$W/warm.log" >&2; exit 1; }
 echo "imgbuild result: $(ls "$W/warm" | tr '\n' ' ')"
-imgbuild_cmd="$BIN build $DESC ${profile_args[*]} --cache-dir $CACHE --target-dir $W/t-imgbuild"
+# Timed builds are fresh builds: the target is removed before each run, and --force would build
+# even if it were not, so no timed run can reuse a result.
+imgbuild_cmd="$BIN build $DESC ${profile_args[*]} --force --cache-dir $CACHE --target-dir $W/t-imgbuild"
 
-# No-op rebuild: a second build with everything cached and nothing changed.
-TIMEFORMAT=%R
-noop=$( { time "$BIN" build "$DESC" "${profile_args[@]}" --cache-dir "$CACHE" --target-dir "$W/warm" >/dev/null 2>&1; } 2>&1 )
+# No-op rebuild: a second build into the warm result with everything cached and nothing changed
+# (hyperfine, RUNS runs).
+noop=$(BIN=$BIN DESC=$DESC CACHE=$CACHE TARGET=$W/warm RUNS=${NOOP_RUNS:-20} bash bench/noop.sh 2>"$W/noop.log") ||
+  noop="failed: $(tail -n 5 "$W/noop.log")"
 
 # KIWI: the same description, the host mirror via --set-repo (KIWI's tuple:
 # source,type,alias,priority,imageinclude,package_gpgcheck,{keys},components,distribution,repo_gpgcheck).
@@ -79,7 +83,8 @@ python3 bench/alternate.py --rounds "$ROUNDS" \
   --setup "rm -rf $W/t-imgbuild $W/t-kiwi $W/t-kiwi-nc $W/kiwi.log $W/kiwi-nc.log" \
   "imgbuild=$imgbuild_cmd" "${kiwi_cmds[@]}"
 echo
-echo "== no-op rebuild (second imgbuild build, everything cached): ${noop} s"
+echo "== no-op rebuild (second imgbuild build, everything cached, hyperfine)"
+echo "$noop"
 if [ -z "${SKIP_PACK:-}" ]; then
   echo
   echo "== packing only (bench/pack.sh)"

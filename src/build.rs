@@ -18,7 +18,7 @@ use crate::image::walk::Excludes;
 use crate::image::{self, Compression, HistoryEntry, ImageSpec, LayerOptions};
 use crate::rootfs::prepare::{self, PrepareError};
 use crate::rootfs::{RootfsError, cleanup};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,9 @@ pub enum BuildError {
     /// The SBOM could not be written.
     #[error(transparent)]
     Sbom(#[from] crate::sbom::SbomError),
+    /// A result directory could not be digested.
+    #[error(transparent)]
+    Reuse(#[from] Box<crate::reuse::ReuseError>),
     /// The description asks for an output imgbuild does not write.
     #[error("{location}: {message}")]
     Unsupported {
@@ -84,10 +87,12 @@ pub struct CreateOptions {
     pub source_date_epoch: Option<u64>,
     /// Compression threads (0: every core). The bytes do not depend on it.
     pub threads: usize,
+    /// The inputs key recorded in `result.json` (see [`crate::reuse`]); none: not reusable.
+    pub inputs: Option<String>,
 }
 
 /// One file written.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultFile {
     /// What it is: `docker-archive`, `oci-archive`, `oci-layout`, `rootfs`, `packages`.
     pub kind: String,
@@ -97,10 +102,13 @@ pub struct ResultFile {
     pub sha256: Option<String>,
     /// Size in bytes (none for a directory).
     pub size: Option<u64>,
+    /// For a directory: [`crate::reuse::tree_digest`] of its contents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
 }
 
 /// What `create` made; also written as `result.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
     /// Image name.
     pub name: String,
@@ -116,6 +124,9 @@ pub struct Created {
     pub source_date_epoch: u64,
     /// The files written.
     pub files: Vec<ResultFile>,
+    /// The inputs key of the build (see [`crate::reuse`]), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// The KIWI file name stem: `<name>.<arch>-<version>`.
@@ -319,6 +330,7 @@ pub fn create(
         layers: Vec::new(),
         source_date_epoch: epoch,
         files: Vec::new(),
+        inputs: opts.inputs.clone(),
     };
     let add = |files: &mut Vec<ResultFile>, kind: &str, f: &OutputFile| {
         files.push(ResultFile {
@@ -330,6 +342,7 @@ pub fn create(
                 .unwrap_or_default(),
             sha256: Some(f.sha256.clone()),
             size: Some(f.size),
+            tree: None,
         });
     };
     let outer_suffix = opts.compress.suffix();
@@ -404,11 +417,13 @@ pub fn create(
         if opts.oci_dir {
             let dir = out.join(format!("{stem}.oci"));
             write_oci_layout(&built, &dir)?;
+            let tree = crate::reuse::tree_digest(&dir).map_err(Box::new)?;
             files.push(ResultFile {
                 kind: "oci-layout".to_string(),
                 name: format!("{stem}.oci"),
                 sha256: None,
                 size: None,
+                tree: Some(tree),
             });
         }
     }
@@ -424,6 +439,7 @@ pub fn create(
         name: format!("{stem}.packages"),
         sha256: Some(digest),
         size: Some(packages.len() as u64),
+        tree: None,
     });
     let sbom = crate::sbom::write(
         root,
@@ -444,6 +460,7 @@ pub fn create(
         name: format!("{stem}.spdx.json"),
         sha256: Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sbom))),
         size: Some(sbom.len() as u64),
+        tree: None,
     });
     for f in &files {
         if let Some(hexd) = &f.sha256 {

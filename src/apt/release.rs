@@ -509,20 +509,32 @@ enum Compression {
     None,
 }
 
-/// Fetch (or, offline, read from the cache) and verify a repository's Release and its Packages
-/// indexes for `architectures` (the spec's own list wins when it has one).
-pub fn fetch_metadata(
-    spec: &RepoSpec,
-    architectures: &[String],
+/// A repository's Release text as fetched (or, offline, read from the cache) and verified.
+#[derive(Debug, Clone)]
+pub struct FetchedRelease {
+    /// The URL the Release text came from (`InRelease`, or `Release` with `Release.gpg`).
+    pub url: String,
+    /// The file's bytes as fetched.
+    pub raw: Vec<u8>,
+    /// The detached signature (`Release.gpg`), if one was used.
+    pub detached: Option<Vec<u8>>,
+    /// The Release text (the signed part of an InRelease).
+    pub text: String,
+}
+
+/// Fetch (or, offline, read from the cache) a repository's InRelease, else Release and
+/// Release.gpg, and check the signature unless the repository is explicitly trusted. Nothing is
+/// parsed and no index is fetched.
+pub fn fetch_release(
+    repo: &ResolvedRepo,
     ctx: &RepoContext<'_>,
-) -> Result<RepoMetadata, ReleaseError> {
-    let repo = ResolvedRepo::resolve(spec, &ctx.apt_dir)?;
+) -> Result<FetchedRelease, ReleaseError> {
+    let spec = &repo.spec;
     let creds = spec.credentials.as_ref();
     let dist_url = repo.dist_url();
     let inrelease_url = format!("{dist_url}InRelease");
     let release_url = format!("{dist_url}Release");
     let gpg_url = format!("{dist_url}Release.gpg");
-
     // (url of the Release text, raw bytes, detached signature)
     let (text_url, raw, detached) = match ctx.cache.mode() {
         CacheMode::Online => match ctx.fetcher.get_bytes(&inrelease_url, creds, METADATA_LIMIT) {
@@ -559,8 +571,6 @@ pub fn fetch_metadata(
             }
         }
     };
-    let release_digest = Sha256Digest::of(&raw);
-
     let gpgcheck = spec.gpgcheck();
     let text = if text_url == inrelease_url {
         if gpgcheck {
@@ -582,6 +592,32 @@ pub fn fetch_metadata(
             message: e.to_string(),
         })?
     };
+    Ok(FetchedRelease {
+        url: text_url,
+        raw,
+        detached,
+        text,
+    })
+}
+
+/// Fetch (or, offline, read from the cache) and verify a repository's Release and its Packages
+/// indexes for `architectures` (the spec's own list wins when it has one).
+pub fn fetch_metadata(
+    spec: &RepoSpec,
+    architectures: &[String],
+    ctx: &RepoContext<'_>,
+) -> Result<RepoMetadata, ReleaseError> {
+    let repo = ResolvedRepo::resolve(spec, &ctx.apt_dir)?;
+    let dist_url = repo.dist_url();
+    let gpg_url = format!("{dist_url}Release.gpg");
+    let FetchedRelease {
+        url: text_url,
+        raw,
+        detached,
+        text,
+    } = fetch_release(&repo, ctx)?;
+    let release_digest = Sha256Digest::of(&raw);
+    let gpgcheck = spec.gpgcheck();
     let release = Release::parse(&text, &text_url)?;
     // Offline builds reuse metadata that was checked when it was fetched; an expiry date that has
     // passed since must not break a hermetic rebuild.

@@ -6,6 +6,7 @@ use clap::Args;
 use imgbuild::build::{self, CreateOptions};
 use imgbuild::description::{self, Selection};
 use imgbuild::image::Compression;
+use imgbuild::reuse;
 use imgbuild::rootfs::prepare::{self, PrepareOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +71,7 @@ impl OutputArgs {
             labels,
             source_date_epoch,
             threads: 0,
+            inputs: None,
         })
     }
 }
@@ -93,6 +95,9 @@ pub struct BuildArgs {
     /// Also load the built image into the local image store (see `imgbuild images`).
     #[arg(long)]
     pub load: bool,
+    /// Build even when the target directory holds an intact result of the same inputs.
+    #[arg(long, alias = "no-reuse")]
+    pub force: bool,
 }
 
 fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
@@ -147,7 +152,7 @@ pub fn run(
         let cwd = std::env::current_dir().context("reading the working directory")?;
         image.build_type.derived_from = vec![prepare::resolve_base_uri(uri, &cwd)];
     }
-    let create = args.output.options(Path::new(&image.name))?;
+    let mut create = args.output.options(Path::new(&image.name))?;
     let mut log = StageLog::new();
     let parent = create
         .target_dir
@@ -167,11 +172,57 @@ pub fn run(
             tmp.path().join("root")
         }
     };
+    let overrides = args.packages.overrides();
+    let plan_opts = args.packages.plan_options(&image);
+    let inputs = reuse::BuildInputs {
+        description: &desc,
+        image: &image,
+        overrides: &overrides,
+        delete_packages: &args.packages.delete_packages,
+        plan: &plan_opts,
+        create: &create,
+        tool: reuse::tool_identity(),
+        skip: std::iter::once(&create.target_dir)
+            .chain(args.root.as_ref())
+            .map(|p| reuse::absolute(p))
+            .collect(),
+    };
+    // Checked once the target's parent is known to be writable (the work directory exists), so
+    // a build that cannot write its result fails before touching the cache. The key is recorded
+    // even when this build may not reuse (`--force`, `--root`), so the next plain build can.
+    match reuse::inputs_key(&inputs) {
+        Ok(reuse::InputsKey::Known(key)) => {
+            if args.force || args.root.is_some() {
+                create.inputs = Some(key);
+            } else {
+                match reuse::check(&create.target_dir, &key) {
+                    reuse::Verdict::Reuse(created) => {
+                        log.info(&format!("up to date (inputs {key})"));
+                        print_result(&created, &create.target_dir, &log);
+                        if let Some(store) = &store {
+                            load_result(store, &created, &create.target_dir)?;
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    reuse::Verdict::Rebuild(reason) => {
+                        if create.target_dir.join("result.json").exists() {
+                            log.info(&format!("rebuilding: {reason}"));
+                        }
+                        create.inputs = Some(key);
+                    }
+                }
+            }
+        }
+        Ok(reuse::InputsKey::Unknown(reason)) => {
+            log.info(&format!("the result cannot be reused: {reason}"));
+        }
+        Err(e) => log.info(&format!("not checking for a reusable result: {e}")),
+    }
     let opts = PrepareOptions {
         root: root.clone(),
         allow_existing_root: false,
-        plan: args.packages.plan_options(&image),
-        overrides: args.packages.overrides(),
+        plan: plan_opts,
+        overrides,
         delete_packages: args.packages.delete_packages.clone(),
     };
     if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {

@@ -1,0 +1,917 @@
+//! Rebuild avoidance: a build whose inputs have not changed reuses the result already in its
+//! target directory, as `make` does.
+//!
+//! The inputs key is a sha256 over a canonical, versioned serialisation of everything that can
+//! change the output: imgbuild itself, the description (its spliced text, every file of its
+//! directory and every file it names outside it), the selection, the command-line options that
+//! shape the image, `SOURCE_DATE_EPOCH`, the repositories as resolved (with their keyrings), the
+//! lock file when one is used — else each repository's signed (In)Release as the mirror serves
+//! it now — and the bytes of every local base image of a derived build. `create` records the key
+//! in `result.json`; [`check`] accepts a previous result only when its key matches and every file
+//! it lists is intact.
+
+use crate::apt::cache::CacheError;
+use crate::apt::fetch::Progress;
+use crate::apt::release::{self, ReleaseError, RepoContext, ResolvedRepo};
+use crate::build::{CreateOptions, Created};
+use crate::description::{Description, ResolvedImage};
+use crate::image::ImageError;
+use crate::image::base::BaseSource;
+use crate::plan::{self, Overrides, PlanError, PlanOptions};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Version of the key's serialisation; bumped whenever what goes into the key changes.
+pub const FORMAT: &str = "imgbuild-inputs/1";
+
+/// Errors while computing the inputs key or a tree digest.
+#[derive(Debug, thiserror::Error)]
+pub enum ReuseError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A directory could not be walked.
+    #[error("{path}: {source}")]
+    Walk {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: walkdir::Error,
+    },
+    /// The repositories could not be resolved.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A repository's Release file could not be fetched or verified.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// The download cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A base image reference is unusable.
+    #[error("{uri}: {source}")]
+    Base {
+        /// The `derived_from` URI.
+        uri: String,
+        /// What is wrong.
+        source: ImageError,
+    },
+}
+
+fn io(path: &Path, source: std::io::Error) -> ReuseError {
+    ReuseError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The canonical serialisation: tagged, length-prefixed fields hashed as they are written, so no
+/// two different field sequences give the same bytes.
+struct KeyWriter {
+    hash: Sha256,
+}
+
+impl KeyWriter {
+    fn new() -> KeyWriter {
+        let mut w = KeyWriter {
+            hash: Sha256::new(),
+        };
+        w.field("format", FORMAT.as_bytes());
+        w
+    }
+
+    fn field(&mut self, tag: &str, value: &[u8]) {
+        self.hash.update((tag.len() as u64).to_le_bytes());
+        self.hash.update(tag.as_bytes());
+        self.hash.update((value.len() as u64).to_le_bytes());
+        self.hash.update(value);
+    }
+
+    fn str(&mut self, tag: &str, value: &str) {
+        self.field(tag, value.as_bytes());
+    }
+
+    fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.hash.finalize()))
+    }
+}
+
+fn file_sha256(path: &Path) -> Result<[u8; 32], ReuseError> {
+    let mut f = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Feeds one filesystem entry (not following a symlink): its relative path, type, permission
+/// bits, and its content digest or link target.
+fn feed_entry(
+    w: &mut KeyWriter,
+    rel: &Path,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<(), ReuseError> {
+    w.field("path", rel.as_os_str().as_bytes());
+    w.str("mode", &format!("{:o}", meta.mode() & 0o7777));
+    let ft = meta.file_type();
+    if ft.is_file() {
+        w.field("file", &file_sha256(path)?);
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(path).map_err(|e| io(path, e))?;
+        w.field("symlink", target.as_os_str().as_bytes());
+    } else if ft.is_dir() {
+        w.str("dir", "");
+    } else {
+        let kind = if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_socket() {
+            "socket"
+        } else if ft.is_char_device() {
+            "char"
+        } else {
+            "block"
+        };
+        w.str("special", &format!("{kind} {}", meta.rdev()));
+    }
+    Ok(())
+}
+
+/// Feeds every entry under `dir` in sorted order (symlinks recorded, not followed), skipping the
+/// paths in `skip` and imgbuild's own work directories.
+fn feed_tree(w: &mut KeyWriter, dir: &Path, skip: &[PathBuf]) -> Result<(), ReuseError> {
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().as_bytes();
+            !(skip.iter().any(|s| s == e.path())
+                || name.starts_with(b".imgbuild-root-")
+                || name.starts_with(b".imgbuild-result-"))
+        });
+    for entry in walk {
+        let entry = entry.map_err(|source| ReuseError::Walk {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        let meta = entry
+            .path()
+            .symlink_metadata()
+            .map_err(|e| io(entry.path(), e))?;
+        feed_entry(w, rel, entry.path(), &meta)?;
+    }
+    Ok(())
+}
+
+/// Feeds what `path` names, following symlinks: a directory's tree, a file's content, or its
+/// absence.
+fn feed_followed(
+    w: &mut KeyWriter,
+    tag: &str,
+    path: &Path,
+    skip: &[PathBuf],
+) -> Result<(), ReuseError> {
+    w.field(tag, path.as_os_str().as_bytes());
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            w.str("missing", "");
+            Ok(())
+        }
+        Err(e) => Err(io(path, e)),
+        Ok(m) if m.is_dir() => {
+            let real = std::fs::canonicalize(path).map_err(|e| io(path, e))?;
+            feed_tree(w, &real, skip)
+        }
+        Ok(m) => feed_entry(w, Path::new(""), path, &m),
+    }
+}
+
+/// sha256 over a directory tree (sorted relative paths, types, permission bits, contents and
+/// link targets): how a result directory such as an OCI layout is recorded and checked.
+pub fn tree_digest(dir: &Path) -> Result<String, ReuseError> {
+    let mut w = KeyWriter::new();
+    feed_tree(&mut w, dir, &[])?;
+    Ok(w.finish())
+}
+
+/// Everything a build reads, as given to `imgbuild build`.
+#[derive(Debug, Clone)]
+pub struct BuildInputs<'a> {
+    /// The loaded description (includes spliced).
+    pub description: &'a Description,
+    /// The description resolved for the selection (after `--set-container-derived-from`).
+    pub image: &'a ResolvedImage,
+    /// `--set-repo`, `--add-repo`, `--add-package`, `--add-bootstrap-package`.
+    pub overrides: &'a Overrides,
+    /// `--delete-package`.
+    pub delete_packages: &'a [String],
+    /// Lock file and cache settings (the cache location does not enter the key).
+    pub plan: &'a PlanOptions,
+    /// The output options (the target directory and thread count do not enter the key).
+    pub create: &'a CreateOptions,
+    /// Identity of the program building ([`tool_identity`]).
+    pub tool: String,
+    /// Paths inside the description directory that are not inputs (the target directory, a
+    /// kept root); absolute.
+    pub skip: Vec<PathBuf>,
+}
+
+/// The inputs key of a build, or why none can be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputsKey {
+    /// `sha256:<hex>` over every input.
+    Known(String),
+    /// An input cannot be pinned down locally (a base image in a registry); never reuse.
+    Unknown(String),
+}
+
+/// imgbuild's version plus the identity (path, size, modification time) of the running
+/// executable, so that a rebuilt imgbuild of the same version does not reuse older results.
+pub fn tool_identity() -> String {
+    let mut id = format!("imgbuild {}", env!("CARGO_PKG_VERSION"));
+    if let Ok(exe) = std::env::current_exe()
+        && let Ok(m) = exe.metadata()
+    {
+        id.push_str(&format!(
+            " {} {} {}.{}",
+            exe.display(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+    }
+    id
+}
+
+/// The absolute form of `p` with its existing parent resolved (the path itself may not exist).
+pub fn absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if let Ok(real) = std::fs::canonicalize(&abs) {
+        return real;
+    }
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Computes the inputs key of a build. Without a lock file in use this fetches each
+/// repository's (In)Release and checks its signature (only the Release file, no index); offline,
+/// the cached Release files stand in, since those are what an offline build would solve from.
+pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
+    let image = inputs.image;
+    let mut w = KeyWriter::new();
+    w.str("tool", &inputs.tool);
+
+    // The description: the spliced text (which covers included files wherever they live) and
+    // the selection it was resolved for.
+    w.str("description", &inputs.description.to_xml());
+    w.str("profiles", &image.profiles.join("\n"));
+    w.str("type", &image.build_type.image);
+    w.str("arch", &image.arch);
+
+    // Every file of the description directory, and what a top-level symlink points to
+    // (`root/`, `config.sh`, … are read through their links).
+    let dir = std::fs::canonicalize(&image.dir).map_err(|e| io(&image.dir, e))?;
+    w.field("dir", b"");
+    feed_tree(&mut w, &dir, &inputs.skip)?;
+    let top = std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?;
+    let mut links = Vec::new();
+    for e in top {
+        let e = e.map_err(|e| io(&dir, e))?;
+        if e.file_type()
+            .map_err(|err| io(&e.path(), err))?
+            .is_symlink()
+        {
+            links.push(e.path());
+        }
+    }
+    links.sort();
+    for l in &links {
+        feed_followed(&mut w, "linked", l, &inputs.skip)?;
+    }
+    // `<archive>` and `<file>` sources, which may lie outside the directory.
+    for set in [&image.packages.bootstrap, &image.packages.image] {
+        for a in &set.archives {
+            feed_followed(&mut w, "archive", &image.dir.join(&a.name), &inputs.skip)?;
+        }
+        for f in &set.files {
+            feed_followed(&mut w, "file", &image.dir.join(&f.name), &inputs.skip)?;
+        }
+    }
+
+    // Command-line options that shape the image, in the order given (later labels override).
+    let o = inputs.overrides;
+    w.str("set-repo", o.set_repo.as_deref().unwrap_or("\0none"));
+    for (tag, list) in [
+        ("add-repo", &o.add_repos),
+        ("add-package", &o.add_packages),
+        ("add-bootstrap-package", &o.add_bootstrap_packages),
+    ] {
+        w.str(tag, &list.join("\n"));
+    }
+    w.str("delete-package", &inputs.delete_packages.join("\n"));
+    let c = inputs.create;
+    w.str("layer-compression", &format!("{:?}", c.layer_compression));
+    w.str("compress", &format!("{:?}", c.compress));
+    w.str("oci-dir", if c.oci_dir { "yes" } else { "no" });
+    w.str("tag", c.tag.as_deref().unwrap_or("\0none"));
+    for (k, v) in &c.labels {
+        w.str("label", &format!("{k}={v}"));
+    }
+    w.str(
+        "source-date-epoch",
+        &c.source_date_epoch
+            .map_or_else(|| "\0none".to_string(), |e| e.to_string()),
+    );
+
+    // Repositories as resolved (`apt-host:/` through this host's sources), with their keys.
+    let specs = plan::repository_specs(image, inputs.overrides)?;
+    let repos = specs
+        .iter()
+        .map(|s| ResolvedRepo::resolve(s, &inputs.plan.apt_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    for r in &repos {
+        w.str("repo", &format!("{:?}", r.spec));
+        w.str("base-uri", &r.base_uri);
+        w.str("inline-key", r.inline_key.as_deref().unwrap_or("\0none"));
+        for k in &r.keyrings {
+            feed_followed(&mut w, "keyring", k, &[])?;
+        }
+    }
+
+    // The package set: pinned by the lock file, or decided by the repositories' current state.
+    let lock = &inputs.plan.lock_path;
+    if !inputs.plan.ignore_lock && lock.exists() {
+        w.field("lock", &std::fs::read(lock).map_err(|e| io(lock, e))?);
+    } else {
+        let usable: Vec<&ResolvedRepo> = repos.iter().filter(|r| !r.spec.imageonly).collect();
+        if !usable.is_empty() {
+            let opts = PlanOptions {
+                progress: Progress::Quiet,
+                ..inputs.plan.clone()
+            };
+            let (cache, fetcher) = plan::open_cache(&opts)?;
+            let ctx = RepoContext {
+                apt_dir: opts.apt_dir.clone(),
+                ..RepoContext::new(&cache, &fetcher)
+            };
+            let fetched: Vec<Result<release::FetchedRelease, ReleaseError>> =
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = usable
+                        .iter()
+                        .map(|r| s.spawn(|| release::fetch_release(r, &ctx)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .zip(&usable)
+                        .map(|(h, r)| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(ReleaseError::Parse {
+                                    url: r.dist_url(),
+                                    message: "release worker panicked".into(),
+                                })
+                            })
+                        })
+                        .collect()
+                });
+            for f in fetched {
+                let f = f?;
+                w.str("release-url", &f.url);
+                w.field("release", &f.raw);
+            }
+        }
+    }
+
+    // Base images of a derived build: the reference and the bytes behind it.
+    for given in &image.build_type.derived_from {
+        let uri = crate::rootfs::prepare::resolve_base_uri(given.trim(), &image.dir);
+        w.str("base", &uri);
+        let source = match BaseSource::parse(&uri) {
+            Ok(s) => s,
+            Err(ImageError::Option { reason, .. }) => {
+                return Ok(InputsKey::Unknown(format!("base image {reason}")));
+            }
+            Err(source) => return Err(ReuseError::Base { uri, source }),
+        };
+        match source {
+            BaseSource::OciArchive(p) | BaseSource::DockerArchive(p) => {
+                feed_followed(&mut w, "base-archive", &p, &[])?
+            }
+            BaseSource::OciLayout(d, tag) => {
+                w.str("base-tag", tag.as_deref().unwrap_or("\0none"));
+                feed_followed(&mut w, "base-layout", &d, &[])?
+            }
+        }
+    }
+    Ok(InputsKey::Known(w.finish()))
+}
+
+/// Whether the result in a target directory can be reused.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// The result is complete, intact and built from the same inputs.
+    Reuse(Created),
+    /// It cannot be reused, and why.
+    Rebuild(String),
+}
+
+/// Checks the result in `target_dir` against `key`: `result.json` must record this inputs key
+/// and every file it lists must be there with its recorded size and sha256 (and a matching
+/// `.sha256` file), every directory with its recorded tree digest. Anything unreadable means
+/// rebuild.
+pub fn check(target_dir: &Path, key: &str) -> Verdict {
+    match check_result(target_dir, key) {
+        Ok(c) => Verdict::Reuse(c),
+        Err(reason) => Verdict::Rebuild(reason),
+    }
+}
+
+fn check_result(target: &Path, key: &str) -> Result<Created, String> {
+    let rj = target.join("result.json");
+    let text = match std::fs::read_to_string(&rj) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("no previous result in {}", target.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", rj.display())),
+    };
+    let created: Created =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", rj.display()))?;
+    if created.inputs.as_deref() != Some(key) {
+        return Err("the inputs changed".to_string());
+    }
+    if created.files.is_empty() {
+        return Err(format!("{} lists no files", rj.display()));
+    }
+    for f in &created.files {
+        let plain = Path::new(&f.name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if f.name.is_empty() || !plain {
+            return Err(format!("{}: bad file name {:?}", rj.display(), f.name));
+        }
+        let path = target.join(&f.name);
+        let bad = |what: &str| format!("{}: {what}", path.display());
+        let meta = path.symlink_metadata().map_err(|e| bad(&e.to_string()))?;
+        match (&f.sha256, f.size, &f.tree) {
+            (Some(sha), Some(size), _) => {
+                if !meta.is_file() || meta.len() != size {
+                    return Err(bad("size differs from the recorded one"));
+                }
+                let got = hex::encode(file_sha256(&path).map_err(|e| e.to_string())?);
+                if &got != sha {
+                    return Err(bad("content differs from the recorded sha256"));
+                }
+                let side = target.join(format!("{}.sha256", f.name));
+                let want = format!("{sha}  {}\n", f.name);
+                match std::fs::read_to_string(&side) {
+                    Ok(t) if t == want => {}
+                    _ => return Err(format!("{}: missing or changed", side.display())),
+                }
+            }
+            (None, None, Some(tree)) => {
+                if !meta.is_dir() {
+                    return Err(bad("not a directory"));
+                }
+                if &tree_digest(&path).map_err(|e| e.to_string())? != tree {
+                    return Err(bad("contents differ from the recorded tree digest"));
+                }
+            }
+            _ => return Err(bad("no digest recorded")),
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::ResultFile;
+    use crate::description::{self, Selection};
+    use crate::image::Compression;
+    use std::fs;
+
+    const XML: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<image schemaversion="8.5" name="reuse-test">
+    <description type="system">
+        <author>t</author>
+        <contact>t@localhost</contact>
+        <specification>reuse test</specification>
+    </description>
+    <preferences>
+        <version>1.0.0</version>
+        <packagemanager>apt</packagemanager>
+        <type image="docker"/>
+    </preferences>
+    <repository type="apt-deb" distribution="trixie" components="main">
+        <source path="http://127.0.0.1:9/debian"/>
+    </repository>
+    <packages type="image">
+        <package name="hello"/>
+    </packages>
+    <packages type="bootstrap">
+        <package name="base-files"/>
+    </packages>
+</image>
+"#;
+
+    /// A description directory with config.xml, config.sh, a lock file (so no repository is
+    /// asked) and a `root/` overlay, its files written in `order`.
+    fn description_dir(dir: &Path, reversed: bool) {
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("config.xml", XML.as_bytes()),
+            ("config.sh", b"#!/bin/sh\necho configured\n"),
+            ("imgbuild.lock", b"lock v1\n"),
+            ("root/etc/motd", b"hello\n"),
+            ("root/etc/issue", b"issue\n"),
+        ];
+        if reversed {
+            files.reverse();
+        }
+        for (name, data) in files {
+            let p = dir.join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, data).unwrap();
+        }
+    }
+
+    struct Setup {
+        desc: Description,
+        image: ResolvedImage,
+        overrides: Overrides,
+        plan: PlanOptions,
+        create: CreateOptions,
+        apt: tempfile::TempDir,
+    }
+
+    fn setup(dir: &Path) -> Setup {
+        let desc = description::load(dir).unwrap();
+        let image = desc
+            .resolve(&Selection {
+                profiles: Vec::new(),
+                build_type: None,
+                target_arch: "x86_64".into(),
+            })
+            .unwrap();
+        let apt = tempfile::tempdir().unwrap();
+        let plan = PlanOptions {
+            cache_dir: dir.join("no-cache"),
+            offline: false,
+            lock_path: dir.join("imgbuild.lock"),
+            ignore_lock: false,
+            progress: Progress::Quiet,
+            apt_dir: apt.path().to_path_buf(),
+        };
+        let create = CreateOptions {
+            target_dir: dir.join("out"),
+            layer_compression: Compression::default(),
+            compress: Compression::None,
+            oci_dir: false,
+            tag: None,
+            labels: Vec::new(),
+            source_date_epoch: None,
+            threads: 0,
+            inputs: None,
+        };
+        Setup {
+            desc,
+            image,
+            overrides: Overrides::default(),
+            plan,
+            create,
+            apt,
+        }
+    }
+
+    fn key_of(s: &Setup) -> String {
+        let inputs = BuildInputs {
+            description: &s.desc,
+            image: &s.image,
+            overrides: &s.overrides,
+            delete_packages: &[],
+            plan: &s.plan,
+            create: &s.create,
+            tool: "imgbuild test".into(),
+            skip: vec![absolute(&s.create.target_dir)],
+        };
+        match inputs_key(&inputs).unwrap() {
+            InputsKey::Known(k) => k,
+            InputsKey::Unknown(r) => panic!("no key: {r}"),
+        }
+    }
+
+    fn key_in(dir: &Path) -> String {
+        let s = setup(dir);
+        let _ = &s.apt;
+        key_of(&s)
+    }
+
+    #[test]
+    fn the_key_ignores_write_order_location_mtimes_and_the_target_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("elsewhere/b"));
+        description_dir(&a, false);
+        description_dir(&b, true);
+        let ka = key_in(&a);
+        assert!(ka.starts_with("sha256:") && ka.len() == 71, "{ka}");
+        assert_eq!(ka, key_in(&b));
+        // Touching a file, or a result written into the (default) target dir inside the
+        // description directory, changes nothing.
+        let f = fs::File::options()
+            .write(true)
+            .open(a.join("config.sh"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        fs::create_dir_all(a.join("out")).unwrap();
+        fs::write(a.join("out/result.json"), "{}").unwrap();
+        fs::create_dir_all(a.join(".imgbuild-root-x/root")).unwrap();
+        assert_eq!(ka, key_in(&a));
+    }
+
+    #[test]
+    fn every_description_file_is_in_the_key() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        description_dir(&dir, false);
+        let base = key_in(&dir);
+        let mut seen = vec![base.clone()];
+        let mut changed = |what: &str, change: &dyn Fn(&Path), undo: &dyn Fn(&Path)| {
+            change(&dir);
+            let k = key_in(&dir);
+            assert!(!seen.contains(&k), "{what} did not change the key");
+            seen.push(k);
+            undo(&dir);
+            assert_eq!(key_in(&dir), base, "undoing {what}");
+        };
+        changed(
+            "a byte of config.sh",
+            &|d| fs::write(d.join("config.sh"), b"#!/bin/sh\necho configureD\n").unwrap(),
+            &|d| fs::write(d.join("config.sh"), b"#!/bin/sh\necho configured\n").unwrap(),
+        );
+        changed(
+            "a byte of config.xml",
+            &|d| fs::write(d.join("config.xml"), XML.replace("hello", "hellp")).unwrap(),
+            &|d| fs::write(d.join("config.xml"), XML).unwrap(),
+        );
+        changed(
+            "a byte under root/",
+            &|d| fs::write(d.join("root/etc/motd"), b"hellO\n").unwrap(),
+            &|d| fs::write(d.join("root/etc/motd"), b"hello\n").unwrap(),
+        );
+        changed(
+            "a mode under root/",
+            &|d| {
+                fs::set_permissions(
+                    d.join("root/etc/motd"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap()
+            },
+            &|d| {
+                fs::set_permissions(
+                    d.join("root/etc/motd"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                )
+                .unwrap()
+            },
+        );
+        changed(
+            "a new empty file",
+            &|d| fs::write(d.join("images.sh"), b"").unwrap(),
+            &|d| fs::remove_file(d.join("images.sh")).unwrap(),
+        );
+        changed(
+            "a file renamed",
+            &|d| fs::rename(d.join("root/etc/issue"), d.join("root/etc/issue.net")).unwrap(),
+            &|d| fs::rename(d.join("root/etc/issue.net"), d.join("root/etc/issue")).unwrap(),
+        );
+        changed(
+            "a symlink target",
+            &|d| std::os::unix::fs::symlink("motd", d.join("root/etc/link")).unwrap(),
+            &|d| fs::remove_file(d.join("root/etc/link")).unwrap(),
+        );
+        changed(
+            "the lock file",
+            &|d| fs::write(d.join("imgbuild.lock"), b"lock v2\n").unwrap(),
+            &|d| fs::write(d.join("imgbuild.lock"), b"lock v1\n").unwrap(),
+        );
+    }
+
+    #[test]
+    fn a_linked_overlay_outside_the_directory_is_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        description_dir(&dir, false);
+        fs::remove_dir_all(dir.join("root")).unwrap();
+        let outside = t.path().join("overlay");
+        fs::create_dir_all(outside.join("etc")).unwrap();
+        fs::write(outside.join("etc/motd"), "one").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("root")).unwrap();
+        let k1 = key_in(&dir);
+        fs::write(outside.join("etc/motd"), "two").unwrap();
+        assert_ne!(k1, key_in(&dir));
+    }
+
+    #[test]
+    fn output_options_and_the_epoch_are_in_the_key() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        description_dir(&dir, false);
+        let mut s = setup(&dir);
+        let base = key_of(&s);
+        let mut seen = vec![base.clone()];
+        let mut check = |what: &str, s: &Setup| {
+            let k = key_of(s);
+            assert!(!seen.contains(&k), "{what} did not change the key");
+            seen.push(k);
+        };
+        s.create.labels = vec![("a".into(), "1".into())];
+        check("a label", &s);
+        s.create.labels = vec![("a".into(), "2".into())];
+        check("a label value", &s);
+        s.create.labels = vec![("a".into(), "2".into()), ("b".into(), "1".into())];
+        check("a second label", &s);
+        s.create.layer_compression = Compression::Zstd(3);
+        check("--layer-compression zstd", &s);
+        s.create.compress = Compression::Gzip(6);
+        check("--compress gzip", &s);
+        s.create.oci_dir = true;
+        check("--oci-dir", &s);
+        s.create.tag = Some("t".into());
+        check("--set-container-tag", &s);
+        s.create.source_date_epoch = Some(1);
+        check("SOURCE_DATE_EPOCH=1", &s);
+        s.create.source_date_epoch = Some(2);
+        check("SOURCE_DATE_EPOCH=2", &s);
+        s.overrides.add_packages = vec!["curl".into()];
+        check("--add-package", &s);
+        s.overrides.add_repos = vec!["http://127.0.0.1:9/other,apt-deb,o".into()];
+        check("--add-repo", &s);
+        // What does not change the output stays out: threads, cache dir and target dir.
+        let k = key_of(&s);
+        s.create.threads = 7;
+        s.create.target_dir = dir.join("other-target");
+        s.plan.cache_dir = dir.join("other-cache");
+        assert_eq!(key_of(&s), k);
+        // Ignoring the lock file means reading the repository's Release: offline, from the
+        // cache, which has none here.
+        s.plan.ignore_lock = true;
+        s.plan.offline = true;
+        let inputs = BuildInputs {
+            description: &s.desc,
+            image: &s.image,
+            overrides: &s.overrides,
+            delete_packages: &[],
+            plan: &s.plan,
+            create: &s.create,
+            tool: "imgbuild test".into(),
+            skip: Vec::new(),
+        };
+        assert!(inputs_key(&inputs).is_err());
+    }
+
+    /// A result directory as `create` writes it: a file with its `.sha256`, an OCI-layout-like
+    /// directory and result.json with `key`.
+    fn result_dir(dir: &Path, key: &str) {
+        fs::create_dir_all(dir.join("img.oci/blobs")).unwrap();
+        fs::write(dir.join("img.oci/blobs/x"), "blob").unwrap();
+        let data = b"image bytes";
+        fs::write(dir.join("img.tar"), data).unwrap();
+        let sha = hex::encode(Sha256::digest(data));
+        fs::write(dir.join("img.tar.sha256"), format!("{sha}  img.tar\n")).unwrap();
+        let created = Created {
+            name: "img".into(),
+            tags: vec!["img:1".into()],
+            manifest_digest: None,
+            config_digest: None,
+            layers: Vec::new(),
+            source_date_epoch: 1,
+            files: vec![
+                ResultFile {
+                    kind: "docker-archive".into(),
+                    name: "img.tar".into(),
+                    sha256: Some(sha),
+                    size: Some(data.len() as u64),
+                    tree: None,
+                },
+                ResultFile {
+                    kind: "oci-layout".into(),
+                    name: "img.oci".into(),
+                    sha256: None,
+                    size: None,
+                    tree: Some(tree_digest(&dir.join("img.oci")).unwrap()),
+                },
+            ],
+            inputs: Some(key.into()),
+        };
+        fs::write(
+            dir.join("result.json"),
+            serde_json::to_string(&created).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn reused(dir: &Path, key: &str) -> bool {
+        match check(dir, key) {
+            Verdict::Reuse(c) => {
+                assert_eq!(c.tags, ["img:1"]);
+                true
+            }
+            Verdict::Rebuild(reason) => {
+                assert!(!reason.is_empty());
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn only_an_intact_result_of_the_same_inputs_is_reused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("out");
+        assert!(!reused(&dir, "sha256:k"), "no result at all");
+        let fresh = || {
+            let _ = fs::remove_dir_all(&dir);
+            result_dir(&dir, "sha256:k");
+            assert!(reused(&dir, "sha256:k"));
+        };
+        fresh();
+        assert!(!reused(&dir, "sha256:other"), "other inputs");
+
+        type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+        let breakages: Vec<Breakage> = vec![
+            (
+                "truncated",
+                Box::new(|| fs::write(dir.join("img.tar"), b"image").unwrap()),
+            ),
+            (
+                "corrupted, same size",
+                Box::new(|| fs::write(dir.join("img.tar"), b"image bytez").unwrap()),
+            ),
+            (
+                "deleted",
+                Box::new(|| fs::remove_file(dir.join("img.tar")).unwrap()),
+            ),
+            (
+                "checksum file changed",
+                Box::new(|| fs::write(dir.join("img.tar.sha256"), "0  img.tar\n").unwrap()),
+            ),
+            (
+                "checksum file deleted",
+                Box::new(|| fs::remove_file(dir.join("img.tar.sha256")).unwrap()),
+            ),
+            (
+                "layout blob changed",
+                Box::new(|| fs::write(dir.join("img.oci/blobs/x"), "blub").unwrap()),
+            ),
+            (
+                "layout file added",
+                Box::new(|| fs::write(dir.join("img.oci/blobs/y"), "").unwrap()),
+            ),
+            (
+                "result.json garbled",
+                Box::new(|| fs::write(dir.join("result.json"), "{").unwrap()),
+            ),
+            (
+                "result.json without inputs",
+                Box::new(|| {
+                    let p = dir.join("result.json");
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+                    v.as_object_mut().unwrap().remove("inputs");
+                    fs::write(&p, v.to_string()).unwrap();
+                }),
+            ),
+            (
+                "a file name leaving the directory",
+                Box::new(|| {
+                    let p = dir.join("result.json");
+                    let text = fs::read_to_string(&p).unwrap();
+                    fs::write(&p, text.replace("\"img.tar\"", "\"../out/img.tar\"")).unwrap();
+                }),
+            ),
+        ];
+        for (what, breakage) in &breakages {
+            fresh();
+            breakage();
+            assert!(!reused(&dir, "sha256:k"), "{what}: reused");
+        }
+    }
+}
