@@ -601,8 +601,8 @@ mod tests {
         }
     }
 
-    fn key_of(s: &Setup) -> String {
-        let inputs = BuildInputs {
+    fn inputs_of(s: &Setup, skip: Vec<PathBuf>) -> BuildInputs<'_> {
+        BuildInputs {
             description: &s.desc,
             image: &s.image,
             overrides: &s.overrides,
@@ -610,8 +610,12 @@ mod tests {
             plan: &s.plan,
             create: &s.create,
             tool: "imgbuild test".into(),
-            skip: vec![absolute(&s.create.target_dir)],
-        };
+            skip,
+        }
+    }
+
+    fn key_of(s: &Setup) -> String {
+        let inputs = inputs_of(s, vec![absolute(&s.create.target_dir)]);
         match inputs_key(&inputs).unwrap() {
             InputsKey::Known(k) => k,
             InputsKey::Unknown(r) => panic!("no key: {r}"),
@@ -775,17 +779,7 @@ mod tests {
         // cache, which has none here.
         s.plan.ignore_lock = true;
         s.plan.offline = true;
-        let inputs = BuildInputs {
-            description: &s.desc,
-            image: &s.image,
-            overrides: &s.overrides,
-            delete_packages: &[],
-            plan: &s.plan,
-            create: &s.create,
-            tool: "imgbuild test".into(),
-            skip: Vec::new(),
-        };
-        assert!(inputs_key(&inputs).is_err());
+        assert!(inputs_key(&inputs_of(&s, Vec::new())).is_err());
     }
 
     /// A result directory as `create` writes it: a file with its `.sha256`, an OCI-layout-like
