@@ -9,6 +9,17 @@ use std::path::Path;
 /// Write `data` to `path` (mode 0644) atomically: a reader sees the old file or the new one, and a
 /// crash leaves no partial file under `path`.
 pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with(path, data, true)
+}
+
+/// [`write`] without the sync: for files inside a root tree being built, which is thrown away
+/// if the build does not finish. A sync there would also flush every file unpacked so far, since
+/// the filesystem's journal commits them together.
+pub fn write_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with(path, data, false)
+}
+
+fn write_with(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -19,7 +30,9 @@ pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
     tmp.write_all(data)?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

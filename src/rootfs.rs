@@ -30,7 +30,7 @@ pub enum RootfsError {
     Cleanup(#[from] cleanup::CleanupError),
 }
 
-pub(crate) use crate::atomic::write as write_atomic;
+pub(crate) use crate::atomic::write_unsynced as write_atomic;
 
 /// Top-level directories that are symlinks into `/usr` on a merged-/usr Debian root: `lib64`
 /// only where the architecture's dynamic loader lives there.

@@ -176,6 +176,9 @@ fn build_profile_has_full_capabilities() {
         Some(host_mask("CapBnd"))
     );
     assert!(status.contains("NoNewPrivs:\t0"));
+    // dpkg's syncs are no-ops in a build (a seccomp filter); `sync` still succeeds.
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    run_ok(sh(&root, "sync"));
     // Maintainer scripts mount things: it works, and stays inside.
     run_ok(sh(&root, "mount -t tmpfs scratch /tmp && touch /tmp/x"));
     assert!(!root.join("tmp/x").exists());
@@ -193,6 +196,8 @@ fn container_profile_has_docker_capabilities_and_cannot_mount() {
     assert_eq!(caps::status_mask(&status, "CapEff"), Some(DOCKER_DEFAULT));
     assert_eq!(caps::status_mask(&status, "CapInh"), Some(0));
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // A running image keeps real syncs.
+    assert!(status.contains("Seccomp:\t0"), "{status}");
     let o = sh(&root, "mount -t tmpfs scratch /tmp")
         .profile(Profile::Container)
         .run()

@@ -64,6 +64,11 @@ pub enum Step {
     },
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     NoNewPrivs,
+    /// A seccomp filter that turns `fsync`, `fdatasync`, `sync`, `syncfs` and
+    /// `sync_file_range` into successful no-ops (as `systemd-nspawn --suppress-sync`): a root
+    /// being built is thrown away if the build does not finish, and every one of dpkg's
+    /// hundreds of syncs would otherwise flush the host's whole filesystem journal.
+    SuppressSync,
 }
 
 fn lossy(c: &CString) -> String {
@@ -142,6 +147,7 @@ impl fmt::Display for Step {
                 "capset permitted {permitted:#x} effective {effective:#x} inheritable {inheritable:#x}"
             ),
             Step::NoNewPrivs => write!(f, "no_new_privs"),
+            Step::SuppressSync => write!(f, "suppress sync"),
         }
     }
 }
@@ -585,6 +591,11 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
             last_cap: input.last_cap,
         });
     }
+    if !container {
+        // Installed while the build sandbox still has CAP_SYS_ADMIN, so it needs no
+        // no_new_privs (which would disable setuid programs in maintainer scripts).
+        b.steps.push(Step::SuppressSync);
+    }
     b.steps.push(Step::SetGroups(input.groups.clone()));
     b.steps.push(Step::SetGid(input.gid));
     b.steps.push(Step::SetUid(input.uid));
@@ -680,6 +691,8 @@ mod tests {
                 .any(|s| s == "no_new_privs" || s.starts_with("mask"))
         );
         assert!(!l.iter().any(|s| s == "ifup lo"));
+        assert!(position(&l, "chdir /") < position(&l, "suppress sync"));
+        assert!(position(&l, "suppress sync") < position(&l, "setgroups"));
         assert_eq!(l.last().unwrap(), "setuid 0");
     }
 
