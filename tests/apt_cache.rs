@@ -16,6 +16,7 @@ fn fetcher() -> Fetcher {
         timeout: Duration::from_secs(10),
         concurrency: 8,
         progress: Progress::Quiet,
+        ..FetchOptions::default()
     })
 }
 

@@ -21,6 +21,7 @@ fn fetcher() -> Fetcher {
         timeout: Duration::from_secs(10),
         concurrency: 4,
         progress: Progress::Quiet,
+        ..FetchOptions::default()
     })
 }
 
@@ -377,6 +378,31 @@ fn connection_cut_mid_body_is_retried() {
     let p = f.fetch_to_cache(&cache, &url, None, &expected).unwrap();
     assert_eq!(std::fs::read(p).unwrap(), d.data);
     assert_eq!(server.count(&d.filename), 3);
+    assert_eq!(blobs(cdir.path()), vec![d.sha256().to_hex()]);
+}
+
+#[test]
+fn a_stalled_request_is_hedged_on_another_connection() {
+    let repo = FakeRepo::build(RepoOptions::default());
+    let server = Server::start(repo.root());
+    let cdir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cdir.path(), CacheMode::Online).unwrap();
+    let f = fetcher();
+    let d = &repo.debs[1];
+    // The first request for the file gets no answer for longer than the test may take.
+    let stall = Duration::from_secs(60);
+    server.stall(&format!("/{}", d.filename), 1, stall);
+    let url = format!("{}/{}", server.base, d.filename);
+    let expected = imgbuild::apt::cache::Expected {
+        sha256: d.sha256(),
+        size: Some(d.data.len() as u64),
+    };
+    let started = std::time::Instant::now();
+    let p = f.fetch_to_cache(&cache, &url, None, &expected).unwrap();
+    assert!(started.elapsed() < stall, "the stalled answer was awaited");
+    assert_eq!(std::fs::read(p).unwrap(), d.data);
+    // The same GET went out twice: the stalled one and the hedge that answered.
+    assert_eq!(server.count(&d.filename), 2);
     assert_eq!(blobs(cdir.path()), vec![d.sha256().to_hex()]);
 }
 

@@ -149,6 +149,9 @@ pub struct FetchOptions {
     pub concurrency: usize,
     /// Progress display for [`Fetcher::fetch_many`].
     pub progress: Progress,
+    /// When a request has had no response for this long, send the same GET again on another
+    /// connection and take whichever answers first; `None` never does.
+    pub hedge_after: Option<Duration>,
 }
 
 impl Default for FetchOptions {
@@ -159,6 +162,9 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(30),
             concurrency: 8,
             progress: Progress::Auto,
+            // Mirrors and their caches now and then hold one request for seconds while
+            // answering the next at once; a second GET for the same file is harmless.
+            hedge_after: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -261,13 +267,7 @@ impl Fetcher {
         attempts: u32,
         dest: &Dest,
     ) -> Result<Attempt<ureq::Body>, FetchError> {
-        let mut req = self.agent.get(url);
-        if let Some(c) = credentials {
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", c.username, c.password));
-            req = req.header("Authorization", format!("Basic {token}"));
-        }
-        match req.call() {
+        match self.call_hedged(url, credentials) {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match status {
@@ -301,6 +301,53 @@ impl Fetcher {
                 }),
                 other => Ok(Attempt::Retry(other.to_string(), None)),
             },
+        }
+    }
+
+    /// GET `url`. When no response has come after [`FetchOptions::hedge_after`], the same
+    /// request goes out again on another connection, and the first answer wins; a failed answer
+    /// waits for the other one. The losing request is dropped when it answers.
+    fn call_hedged(
+        &self,
+        url: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let request = || {
+            let mut req = self.agent.get(url);
+            if let Some(c) = credentials {
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.username, c.password));
+                req = req.header("Authorization", format!("Basic {token}"));
+            }
+            req
+        };
+        let Some(delay) = self.opts.hedge_after else {
+            return request().call();
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let send = |req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("imgbuild-fetch".into())
+                .spawn(move || {
+                    let _ = tx.send(req.call());
+                })
+                .is_ok()
+        };
+        if !send(request()) {
+            return request().call();
+        }
+        match rx.recv_timeout(delay) {
+            Ok(answer) => return answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return request().call(),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let hedged = send(request());
+        drop(tx);
+        let first = rx.recv().unwrap_or_else(|_| request().call());
+        match first {
+            Err(_) if hedged => rx.recv().unwrap_or(first),
+            answer => answer,
         }
     }
 

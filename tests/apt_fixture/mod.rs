@@ -265,6 +265,8 @@ pub struct ServerState {
     pub throttle: Option<std::time::Duration>,
     /// `Authorization` header values received.
     pub auth: Vec<String>,
+    /// Per path: how many of the next requests to hold, and for how long, before answering.
+    pub stall: HashMap<String, (usize, std::time::Duration)>,
 }
 
 /// A tiny HTTP/1.1 server for files under a root directory (one thread per connection,
@@ -329,6 +331,15 @@ impl Server {
         self.state.lock().unwrap().auth.clone()
     }
 
+    /// Hold the next `times` requests for `path` for `pause` before answering them.
+    pub fn stall(&self, path: &str, times: usize, pause: std::time::Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .stall
+            .insert(path.to_string(), (times, pause));
+    }
+
     /// Answer the next requests for `path` with `statuses`.
     pub fn fail(&self, path: &str, statuses: &[u16]) {
         self.state
@@ -386,6 +397,20 @@ fn handle(conn: TcpStream, root: &Path, state: &Mutex<ServerState>) {
             }
         })
     };
+    // Logged first, so a test sees the request while it is held.
+    let stall = {
+        let mut st = state.lock().unwrap();
+        match st.stall.get_mut(&path) {
+            Some((n, pause)) if *n > 0 => {
+                *n -= 1;
+                Some(*pause)
+            }
+            _ => None,
+        }
+    };
+    if let Some(pause) = stall {
+        std::thread::sleep(pause);
+    }
     let mut conn = conn;
     let (status, body): (u16, Vec<u8>) = match forced {
         Some(s) => (s, format!("forced {s}\n").into_bytes()),
