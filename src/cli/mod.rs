@@ -72,6 +72,27 @@ pub enum Command {
     Run(run::RunCommand),
 }
 
+/// Rows as `docker images`/`docker ps` print them: columns three spaces apart, each as wide as its
+/// widest cell in characters, trailing blanks trimmed.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, w) in r.iter().zip(widths) {
+            line.push_str(&format!("{c:<w$}   "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Run the parsed command; the exit code is the command's.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     prepare::set_log_settings(prepare::LogSettings {
@@ -105,5 +126,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_align_by_characters_and_trim_line_ends() {
+        let rows = [
+            ["ID".to_string(), "COMMAND".to_string(), "NAMES".to_string()],
+            ["1".to_string(), "\"sleep…\"".to_string(), String::new()],
+        ];
+        assert_eq!(
+            super::columns(&rows),
+            "ID   COMMAND    NAMES\n1    \"sleep…\"\n"
+        );
     }
 }
