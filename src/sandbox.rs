@@ -32,8 +32,10 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod devices;
 mod exec;
 pub mod plan;
+pub mod seccomp;
 mod signals;
 
 use std::ffi::{CString, OsStr, OsString};
@@ -371,6 +373,27 @@ pub fn clamp_rlimits(
         .collect()
 }
 
+/// The `ro`, `nosuid` and `noexec` flags of the mount holding `path`, as mount flags.
+fn mount_flags(path: &Path) -> Result<plan::MountFlags, SandboxError> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(|e| SandboxError::Root {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let f = st.flags();
+    use nix::sys::statvfs::FsFlags;
+    let mut out = 0;
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, libc::MS_RDONLY),
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    Ok(out)
+}
+
 fn check_mountpoint(root: &Path, name: &str) -> Result<(), SandboxError> {
     let p = root.join(name);
     match std::fs::symlink_metadata(&p) {
@@ -493,6 +516,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
 
     let pty = if sb.tty { Some(open_pty()?) } else { None };
 
+    let cgroup_host = cgroup::Host::detect()?;
     let input = plan::PlanInput {
         root: root.clone(),
         profile: sb.profile,
@@ -508,6 +532,8 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         groups: sb.groups.clone(),
         rlimits,
         last_cap: caps::last_cap(),
+        root_flags: mount_flags(&root)?,
+        cgroup_view: cgroup_host.view(),
     };
     let steps = plan::build(&input)?;
 
@@ -601,11 +627,9 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         supervise::copy_winsize(&sources, p.master.as_raw_fd());
     }
 
-    let cgroups = if sb.limits.is_empty() {
-        None
-    } else {
-        Some(cgroup::setup(&sb.limits)?)
-    };
+    // Always: the device policy lives in the sandbox's cgroup, and the cgroup namespace shows
+    // the command its own cgroup.
+    let cgroups = Some(cgroup::setup(&sb.limits, &cgroup_host)?);
 
     let (start_r, start_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

@@ -241,6 +241,154 @@ fn container_matches_crun() {
     f.assert_clean();
 }
 
+/// A loop device attached for one test, detached on drop (also when the test fails).
+struct LoopDevice {
+    dev: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl LoopDevice {
+    fn attach() -> LoopDevice {
+        let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        file.as_file().set_len(1 << 20).unwrap();
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        LoopDevice {
+            dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            _file: file,
+        }
+    }
+
+    /// Major and minor number.
+    fn numbers(&self) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
+        (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// What a container may do, one fact per line: capability sets, no_new_privs, the seccomp
+/// mode, masked and read-only paths, device access (a block node of the host's loop device
+/// `$1:$2` can be made but not opened), the memory limit seen in /sys/fs/cgroup, host sysctls.
+const CONFORMANCE_PROBE: &str = r#"grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
+for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /sys/firmware; do [ -e $p ] && echo "$p $(ls $p | wc -l) $(cat $p 2>/dev/null | wc -c)"; done
+for p in /proc/sys/vm/swappiness /proc/sys/kernel/core_pattern /proc/sysrq-trigger; do (echo 1 > $p) 2>/dev/null && echo "$p writable" || echo "$p read-only"; done
+touch /sys/x 2>/dev/null && echo sys-writable || echo sys-read-only
+b=/dev/shm/blk; rm -f $b; mknod $b b $1 $2 && echo mknod-ok || echo mknod-refused
+dd if=$b of=/dev/null bs=512 count=1 2>/dev/null && echo block-read || echo block-read-denied
+dd if=/dev/zero of=$b bs=512 count=1 2>/dev/null && echo block-write || echo block-write-denied
+echo x > /dev/null && head -c 4 /dev/urandom | wc -c
+cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; true
+"#;
+
+/// podman (with crun) on the same tree, configured with Docker's defaults as imgbuild uses
+/// them: Docker's capability list and no_new_privs; podman's own seccomp profile, masked
+/// paths and device list; a private cgroup namespace.
+fn podman_crun(root: &Path, args: &[&str]) -> Result<String, String> {
+    let quirks = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("for s in ../shared/scripts/host-quirks.sh ../../shared/scripts/host-quirks.sh /work/shared/scripts/host-quirks.sh; do [ -x $s ] && exec $s; done")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let quirks = String::from_utf8_lossy(&quirks.stdout).into_owned();
+    let out = Command::new("podman")
+        .args(["run", "--rm", "--runtime", "crun", "--cgroupns=private"])
+        .args(quirks.split_whitespace())
+        .args(["--cap-drop", "all"])
+        .args(
+            imgbuild::sandbox::caps::DOCKER_DEFAULT_NAMES
+                .iter()
+                .flat_map(|c| ["--cap-add", c]),
+        )
+        .args(["--security-opt", "no-new-privileges", "--memory", "64m"])
+        .arg("--rootfs")
+        .arg(root)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("podman: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "podman run failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn container_conformance_with_crun() {
+    let _g = serial();
+    let Some(f) = Fixture::new("container_conformance_with_crun", DriverKind::Overlay) else {
+        return;
+    };
+    let lo = LoopDevice::attach();
+    let (major, minor) = lo.numbers();
+    let (maj, min) = (major.to_string(), minor.to_string());
+    let ours = f.sh_ok(
+        &["--memory", "64m"],
+        &format!("set -- {maj} {min}\n{CONFORMANCE_PROBE}"),
+    );
+    // The facts themselves, whatever crun says.
+    for fact in [
+        "CapBnd:\t00000000a80425fb",
+        "CapEff:\t00000000a80425fb",
+        "CapInh:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "/proc/sys/vm/swappiness read-only",
+        "/proc/sys/kernel/core_pattern read-only",
+        "/proc/sysrq-trigger read-only",
+        "sys-read-only",
+        "mknod-ok",
+        "block-read-denied",
+        "block-write-denied",
+        "\n4\n",
+        "67108864",
+    ] {
+        assert!(ours.contains(fact), "missing {fact:?} in:\n{ours}");
+    }
+    if Path::new("/proc/kcore").exists() {
+        assert!(ours.contains("/proc/kcore 1 0\n"), "{ours}");
+    }
+    host_quirks();
+    // podman's --rootfs runs in the tree itself: probe a copy.
+    let copy = tempfile::tempdir_in("/var/tmp").unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", f.busybox.display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    match podman_crun(
+        copy.path(),
+        &["/bin/sh", "-c", CONFORMANCE_PROBE, "sh", &maj, &min],
+    ) {
+        Ok(theirs) => assert_eq!(ours, theirs, "imgbuild run vs podman/crun"),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "podman/crun unavailable in CI: {e}"
+            );
+            eprintln!("SKIP (crun part of container_conformance_with_crun): {e}");
+        }
+    }
+    f.assert_clean();
+}
+
 #[test]
 fn limits_exit_codes_and_signals() {
     let _g = serial();

@@ -43,7 +43,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// True when no limit is set (no cgroup is created then).
+    /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
         self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
     }
@@ -58,6 +58,8 @@ pub struct Hierarchy {
     pub controllers: Vec<String>,
     /// True for cgroup2.
     pub unified: bool,
+    /// The `name=` of a named v1 hierarchy without controllers (`systemd`).
+    pub name: Option<String>,
 }
 
 /// The host's cgroup layout as seen by this process.
@@ -90,6 +92,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
                 mount,
                 controllers: Vec::new(),
                 unified: true,
+                name: None,
             }),
             "cgroup" => {
                 let opts = rfields.get(2).copied().unwrap_or("");
@@ -116,10 +119,15 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
                     })
                     .map(str::to_string)
                     .collect();
+                let name = opts
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("name="))
+                    .map(str::to_string);
                 out.push(Hierarchy {
                     mount,
                     controllers,
                     unified: false,
+                    name,
                 });
             }
             _ => {}
@@ -183,6 +191,36 @@ impl Host {
         host
     }
 
+    /// The hierarchies mounted under `/sys/fs/cgroup`, as a sandbox shows them.
+    pub fn view(&self) -> Vec<super::plan::CgroupView> {
+        let base = Path::new("/sys/fs/cgroup");
+        let mut out = Vec::new();
+        for h in &self.hierarchies {
+            let Ok(rel) = h.mount.strip_prefix(base) else {
+                continue;
+            };
+            let dir = rel.to_string_lossy().into_owned();
+            if dir.contains('/') {
+                continue;
+            }
+            let options = if h.unified {
+                None
+            } else if !h.controllers.is_empty() {
+                Some(h.controllers.join(","))
+            } else if let Some(n) = &h.name {
+                Some(format!("none,name={n}"))
+            } else {
+                continue;
+            };
+            out.push(super::plan::CgroupView {
+                dir,
+                fstype: if h.unified { "cgroup2" } else { "cgroup" },
+                options,
+            });
+        }
+        out
+    }
+
     fn v2_dir(&self) -> Option<PathBuf> {
         let h = self.hierarchies.iter().find(|h| h.unified)?;
         let path = self.v2_path.as_deref().unwrap_or("/");
@@ -210,6 +248,9 @@ pub struct Plan {
     pub enable: Vec<Write>,
     pub dirs: Vec<PathBuf>,
     pub writes: Vec<Write>,
+    /// The cgroup v2 directory the device program is attached to, when the device policy is
+    /// enforced on v2 (no v1 `devices` controller).
+    pub device_program: Option<PathBuf>,
 }
 
 const CPU_PERIOD: u64 = 100_000;
@@ -291,7 +332,52 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
             });
         }
     }
+    devices(&mut p, host, name)?;
     Ok(p)
+}
+
+/// The device policy ([`super::devices::DEFAULT`]): on the v1 `devices` controller when the
+/// host has one, else as an eBPF program on the v2 cgroup.
+fn devices(p: &mut Plan, host: &Host, name: &str) -> Result<(), CgroupError> {
+    let v1 = host
+        .hierarchies
+        .iter()
+        .find(|h| !h.unified && h.controllers.iter().any(|c| c == "devices"));
+    if let Some(h) = v1 {
+        let path = host
+            .v1_paths
+            .iter()
+            .find(|(c, _)| c == "devices")
+            .map_or("/", |(_, p)| p.as_str());
+        let dir = join_cgroup(&h.mount, path).join(name);
+        if !p.dirs.contains(&dir) {
+            p.dirs.push(dir.clone());
+        }
+        p.writes.push(Write {
+            file: dir.join("devices.deny"),
+            value: "a".into(),
+            optional: false,
+        });
+        for r in super::devices::DEFAULT {
+            p.writes.push(Write {
+                file: dir.join("devices.allow"),
+                value: r.v1_line(),
+                optional: false,
+            });
+        }
+        return Ok(());
+    }
+    let Some(h) = host.hierarchies.iter().find(|h| h.unified) else {
+        return Err(CgroupError::Unavailable {
+            controller: "devices",
+        });
+    };
+    let dir = join_cgroup(&h.mount, host.v2_path.as_deref().unwrap_or("/")).join(name);
+    if !p.dirs.contains(&dir) {
+        p.dirs.push(dir.clone());
+    }
+    p.device_program = Some(dir);
+    Ok(())
 }
 
 /// Create the cgroups for `limits` on this host.
@@ -300,10 +386,9 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
 /// processes of its own (the root excepted); imgbuild usually sits in such a cgroup (a
 /// systemd service or session scope). When enabling fails for that reason (`EBUSY`), the
 /// sandbox's cgroup goes below the v2 root instead, as container engines' cgroupfs drivers do.
-pub fn setup(limits: &Limits) -> Result<Cgroups, CgroupError> {
-    let host = Host::detect()?;
+pub fn setup(limits: &Limits, host: &Host) -> Result<Cgroups, CgroupError> {
     let name = unique_name();
-    match Cgroups::create(&plan(limits, &host, &name)?) {
+    match Cgroups::create(&plan(limits, host, &name)?) {
         Err(CgroupError::Io { source, .. })
             if source.raw_os_error() == Some(libc::EBUSY)
                 && host.v2_path.as_deref().is_some_and(|p| p != "/") =>
@@ -384,6 +469,14 @@ impl Cgroups {
         for w in &plan.writes {
             write(w)?;
         }
+        if let Some(dir) = &plan.device_program {
+            super::devices::attach_program(dir, super::devices::DEFAULT).map_err(|source| {
+                CgroupError::Io {
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+        }
         Ok(made)
     }
 
@@ -447,6 +540,7 @@ mod tests {
 33 30 0:29 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
 34 30 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
 35 30 0:31 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+36 30 0:32 / /sys/fs/cgroup/devices rw,nosuid - cgroup cgroup rw,devices
 ";
     const HYBRID_CGROUP: &str =
         "5:pids:/\n4:memory:/jobs/a\n3:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n";
@@ -464,7 +558,8 @@ mod tests {
     #[test]
     fn parses_hybrid_host() {
         let h = hybrid(&[]);
-        assert_eq!(h.hierarchies.len(), 5);
+        assert_eq!(h.hierarchies.len(), 6);
+        assert_eq!(h.hierarchies[4].name.as_deref(), Some("systemd"));
         assert!(h.hierarchies[0].unified);
         assert_eq!(h.hierarchies[3].controllers, vec!["cpu", "cpuacct"]);
         assert!(
@@ -490,11 +585,14 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/memory/jobs/a/x"),
                 PathBuf::from("/sys/fs/cgroup/pids/x"),
                 PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/x"),
+                PathBuf::from("/sys/fs/cgroup/devices/x"),
             ]
         );
+        assert_eq!(p.device_program, None, "v1 devices controller used");
         let w: Vec<(String, String)> = p
             .writes
             .iter()
+            .filter(|w| !w.file.starts_with("/sys/fs/cgroup/devices"))
             .map(|w| (w.file.display().to_string(), w.value.clone()))
             .collect();
         assert_eq!(
@@ -543,6 +641,11 @@ mod tests {
         let p = plan(&limits, &host, "sb").unwrap();
         let dir = PathBuf::from("/sys/fs/cgroup/user.slice/job/sb");
         assert_eq!(p.dirs, vec![dir.clone()]);
+        assert_eq!(
+            p.device_program.as_ref(),
+            Some(&dir),
+            "devices as an eBPF program"
+        );
         assert_eq!(
             p.enable
                 .iter()
@@ -614,12 +717,54 @@ mod tests {
             vec![
                 PathBuf::from("/sys/fs/cgroup/memory/jobs/a/y"),
                 PathBuf::from("/sys/fs/cgroup/unified/y"),
+                PathBuf::from("/sys/fs/cgroup/devices/y"),
             ]
         );
-        assert_eq!(
-            p.writes.last().unwrap().file,
-            Path::new("/sys/fs/cgroup/unified/y/pids.max")
+        assert!(
+            p.writes
+                .iter()
+                .any(|w| w.file == Path::new("/sys/fs/cgroup/unified/y/pids.max"))
         );
+    }
+
+    #[test]
+    fn v1_device_policy_denies_all_then_allows_the_defaults() {
+        let p = plan(&Limits::default(), &hybrid(&[]), "d").unwrap();
+        assert_eq!(p.dirs, vec![PathBuf::from("/sys/fs/cgroup/devices/d")]);
+        assert_eq!(
+            p.writes[0].file,
+            Path::new("/sys/fs/cgroup/devices/d/devices.deny")
+        );
+        assert_eq!(p.writes[0].value, "a");
+        let allowed: Vec<&str> = p.writes[1..].iter().map(|w| w.value.as_str()).collect();
+        assert!(allowed.contains(&"c 1:3 rwm") && allowed.contains(&"b *:* m"));
+    }
+
+    #[test]
+    fn view_mirrors_the_hosts_hierarchies() {
+        let v = hybrid(&[]).view();
+        let dirs: Vec<(&str, &str, Option<&str>)> = v
+            .iter()
+            .map(|v| (v.dir.as_str(), v.fstype, v.options.as_deref()))
+            .collect();
+        assert_eq!(
+            dirs,
+            vec![
+                ("unified", "cgroup2", None),
+                ("memory", "cgroup", Some("memory")),
+                ("pids", "cgroup", Some("pids")),
+                ("cpu,cpuacct", "cgroup", Some("cpu,cpuacct")),
+                ("systemd", "cgroup", Some("none,name=systemd")),
+                ("devices", "cgroup", Some("devices")),
+            ]
+        );
+        let pure = Host {
+            hierarchies: parse_mountinfo("25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
+            ..Host::default()
+        };
+        let v = pure.view();
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].dir.as_str(), v[0].fstype), ("", "cgroup2"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
 use super::plan::Step;
+use super::seccomp::Insn;
 
 /// The system calls the executor needs. [`RealSys`] makes them; tests record them.
 /// Errors are raw `errno` values so the child never allocates.
@@ -40,7 +41,10 @@ pub trait Sys {
     fn setuid(&mut self, uid: libc::uid_t) -> Result<(), i32>;
     fn capset(&mut self, permitted: u64, effective: u64, inheritable: u64) -> Result<(), i32>;
     fn no_new_privs(&mut self) -> Result<(), i32>;
-    fn suppress_sync(&mut self) -> Result<(), i32>;
+    /// Install one seccomp filter program.
+    fn seccomp(&mut self, filter: &[Insn]) -> Result<(), i32>;
+    /// `unshare(2)` with these `CLONE_NEW*` flags.
+    fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32>;
 }
 
 const DOT: &CStr = c".";
@@ -130,11 +134,11 @@ fn apply<S: Sys>(step: &Step, sys: &mut S) -> Result<(), i32> {
                 Err(e) => Err(e),
             }
         }
-        Step::RemountRootReadonly => sys.mount(
+        Step::RemountRootReadonly { flags } => sys.mount(
             None,
             SLASH,
             None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
             None,
         ),
         Step::Chdir(p) => sys.chdir(p),
@@ -160,7 +164,29 @@ fn apply<S: Sys>(step: &Step, sys: &mut S) -> Result<(), i32> {
             inheritable,
         } => sys.capset(*permitted, *effective, *inheritable),
         Step::NoNewPrivs => sys.no_new_privs(),
-        Step::SuppressSync => sys.suppress_sync(),
+        Step::Seccomp(filters) => {
+            for f in filters {
+                sys.seccomp(f)?;
+            }
+            Ok(())
+        }
+        Step::NewCgroupNamespace => sys.unshare(libc::CLONE_NEWCGROUP),
+        Step::MountCgroup {
+            target,
+            fstype,
+            data,
+        } => {
+            // Informational only: a hierarchy this host cannot mount again leaves an empty
+            // directory.
+            let _ = sys.mount(
+                Some(fstype),
+                target,
+                Some(fstype),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data.as_deref(),
+            );
+            Ok(())
+        }
     }
 }
 
@@ -349,12 +375,13 @@ impl Sys for RealSys {
         // SAFETY: prctl with integer arguments.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
-    fn suppress_sync(&mut self) -> Result<(), i32> {
+    fn seccomp(&mut self, filter: &[Insn]) -> Result<(), i32> {
         let prog = libc::sock_fprog {
-            len: SYNC_FILTER.len() as u16,
-            filter: SYNC_FILTER.as_ptr().cast_mut(),
+            len: filter.len() as u16,
+            // `Insn` has the layout of `struct sock_filter`.
+            filter: filter.as_ptr().cast::<libc::sock_filter>().cast_mut(),
         };
-        // SAFETY: a valid, static BPF program; the kernel copies it.
+        // SAFETY: a valid BPF program prepared by the parent; the kernel copies it.
         check(unsafe {
             libc::prctl(
                 libc::PR_SET_SECCOMP,
@@ -365,53 +392,11 @@ impl Sys for RealSys {
             )
         })
     }
+    fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32> {
+        // SAFETY: integer argument.
+        check(unsafe { libc::unshare(flags) })
+    }
 }
-
-/// `AUDIT_ARCH_*` of the architecture this was built for: the filter only matches syscall
-/// numbers of the native ABI and lets everything else through.
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const AUDIT_ARCH: u32 = 0;
-
-const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-/// The syscalls [`Step::SuppressSync`] turns into no-ops.
-const SYNC_CALLS: [libc::c_long; 5] = [
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_sync,
-    libc::SYS_syncfs,
-    libc::SYS_sync_file_range,
-];
-
-/// Classic BPF over `struct seccomp_data`: another ABI → allow; one of [`SYNC_CALLS`] → return
-/// 0 without running it; anything else → allow. Built at compile time: the child may not
-/// allocate.
-static SYNC_FILTER: [libc::sock_filter; 10] = {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    const ARCH_OFFSET: u32 = 4;
-    const NR_OFFSET: u32 = 0;
-    [
-        bpf(LD_W_ABS, 0, 0, ARCH_OFFSET),
-        bpf(JEQ_K, 0, 6, AUDIT_ARCH),
-        bpf(LD_W_ABS, 0, 0, NR_OFFSET),
-        bpf(JEQ_K, 5, 0, SYNC_CALLS[0] as u32),
-        bpf(JEQ_K, 4, 0, SYNC_CALLS[1] as u32),
-        bpf(JEQ_K, 3, 0, SYNC_CALLS[2] as u32),
-        bpf(JEQ_K, 2, 0, SYNC_CALLS[3] as u32),
-        bpf(JEQ_K, 1, 0, SYNC_CALLS[4] as u32),
-        bpf(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-        // Errno 0: the call "succeeds" without doing anything.
-        bpf(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO),
-    ]
-};
 
 /// The child's standard stream wiring: for each of fd 0, 1, 2 the fd to `dup2` onto it, or
 /// -1 to leave the inherited one.
@@ -664,8 +649,11 @@ mod tests {
         fn no_new_privs(&mut self) -> Result<(), i32> {
             self.call("no_new_privs".into())
         }
-        fn suppress_sync(&mut self) -> Result<(), i32> {
-            self.call("suppress_sync".into())
+        fn seccomp(&mut self, filter: &[Insn]) -> Result<(), i32> {
+            self.call(format!("seccomp {}", filter.len()))
+        }
+        fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32> {
+            self.call(format!("unshare {flags:#x}"))
         }
     }
 
@@ -685,6 +673,8 @@ mod tests {
             groups: Vec::new(),
             rlimits: Vec::new(),
             last_cap: 40,
+            root_flags: 0,
+            cgroup_view: Vec::new(),
         }
     }
 
@@ -785,7 +775,9 @@ mod tests {
             .filter(|n| crate::sandbox::caps::DOCKER_DEFAULT & (1 << n) == 0)
             .collect();
         assert_eq!(dropped, expected);
-        assert_eq!(c.last().unwrap(), "no_new_privs");
+        let nnp = c.iter().position(|x| x == "no_new_privs").unwrap();
+        assert!(c[nnp + 1..].iter().all(|x| x.starts_with("seccomp ")));
+        assert_eq!(c.iter().filter(|x| x.starts_with("seccomp ")).count(), 2);
     }
 
     #[test]
@@ -801,42 +793,108 @@ mod tests {
         execute(&steps, &mut rec).unwrap();
     }
 
-    #[test]
-    fn sync_filter_makes_sync_calls_succeed_without_running_them() {
-        // In a forked child (the filter cannot be removed again): no_new_privs, so no
-        // privilege is needed, then the filter. fsync(-1) would fail with EBADF if it ran;
-        // other calls are untouched.
+    /// Runs `body` in a forked child after installing the filters for `caps` (with
+    /// no_new_privs, so no privilege is needed); returns the child's exit code.
+    fn in_filtered_child(caps: u64, suppress_sync: bool, body: fn() -> i32) -> i32 {
+        let filters = crate::sandbox::seccomp::compile(caps, suppress_sync).unwrap();
         // SAFETY: the child makes only raw syscalls and leaves with _exit.
         unsafe {
             let pid = libc::fork();
             assert!(pid >= 0);
             if pid == 0 {
                 let mut sys = RealSys;
-                let installed = sys.no_new_privs().is_ok() && sys.suppress_sync().is_ok();
-                let synced = libc::fsync(-1) == 0
-                    && libc::fdatasync(-1) == 0
-                    && libc::syncfs(-1) == 0
-                    && libc::sync_file_range(-1, 0, 0, 0) == 0;
-                let others_untouched = libc::close(-1) == -1;
-                let code = match (installed, synced, others_untouched) {
-                    (true, true, true) => 0,
-                    (false, _, _) => 1,
-                    (_, false, _) => 2,
-                    _ => 3,
-                };
-                libc::_exit(code);
+                if sys.no_new_privs().is_err() || filters.iter().any(|f| sys.seccomp(f).is_err()) {
+                    libc::_exit(100);
+                }
+                libc::_exit(body());
             }
             let mut status = 0;
             assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-            assert!(libc::WIFEXITED(status));
-            assert_eq!(
-                libc::WEXITSTATUS(status),
-                0,
-                "1: not installed, 2: a sync call ran, 3: other calls changed"
-            );
+            assert!(libc::WIFEXITED(status), "child killed: {status:#x}");
+            libc::WEXITSTATUS(status)
         }
+    }
+
+    fn errno_of(rc: libc::c_long) -> i32 {
+        if rc < 0 { errno() } else { 0 }
+    }
+
+    #[test]
+    fn sync_filter_makes_sync_calls_succeed_without_running_them() {
+        // fsync(-1) would fail with EBADF if it ran; other calls are untouched.
+        let code = in_filtered_child(crate::sandbox::caps::BUILD_DEFAULT, true, || unsafe {
+            // SAFETY: calls on invalid descriptors only return errors.
+            let synced = libc::fsync(-1) == 0
+                && libc::fdatasync(-1) == 0
+                && libc::syncfs(-1) == 0
+                && libc::sync_file_range(-1, 0, 0, 0) == 0;
+            let others_untouched = libc::close(-1) == -1;
+            match (synced, others_untouched) {
+                (true, true) => 0,
+                (false, _) => 2,
+                _ => 3,
+            }
+        });
+        assert_eq!(
+            code, 0,
+            "100: not installed, 2: a sync call ran, 3: other calls changed"
+        );
         // Without the filter the same call fails, so the check above means something.
         // SAFETY: fsync on an invalid descriptor only returns an error.
         assert_eq!(unsafe { libc::fsync(-1) }, -1);
+    }
+
+    #[test]
+    fn container_filter_refuses_as_docker_does() {
+        let code = in_filtered_child(crate::sandbox::caps::DOCKER_DEFAULT, false, || {
+            // SAFETY: each call either fails or has no effect worth undoing in this child.
+            unsafe {
+                let checks = [
+                    // Namespaces need CAP_SYS_ADMIN: EPERM.
+                    errno_of(libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS)) == libc::EPERM,
+                    errno_of(libc::syscall(
+                        libc::SYS_mount,
+                        c"none".as_ptr(),
+                        c"/".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        0,
+                    )) == libc::EPERM,
+                    errno_of(libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0)) == libc::EPERM,
+                    // clone3 says ENOSYS so the C library falls back to clone.
+                    errno_of(libc::syscall(libc::SYS_clone3, 0, 0)) == libc::ENOSYS,
+                    // clone with a namespace flag: EPERM (the filter sees the flags).
+                    errno_of(libc::syscall(
+                        libc::SYS_clone,
+                        libc::CLONE_NEWUSER | libc::SIGCHLD,
+                        0,
+                        0,
+                        0,
+                        0,
+                    )) == libc::EPERM,
+                    // AF_VSOCK refused, AF_UNIX fine.
+                    errno_of(libc::syscall(libc::SYS_socket, 40, libc::SOCK_STREAM, 0))
+                        == libc::EPERM,
+                    {
+                        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                        fd >= 0 && libc::close(fd) == 0
+                    },
+                    // personality: the query is fine, others refused.
+                    libc::personality(0xffff_ffff) >= 0,
+                    errno_of(libc::personality(0x0040_0000) as libc::c_long) == libc::EPERM,
+                    // A syscall newer than the table: ENOSYS, as runc answers.
+                    errno_of(libc::syscall(1000)) == libc::ENOSYS,
+                    // sync really runs (no suppression in containers): fsync(-1) is EBADF.
+                    errno_of(libc::fsync(-1) as libc::c_long) == libc::EBADF,
+                    // Ordinary calls work.
+                    libc::getpid() > 0,
+                ];
+                match checks.iter().position(|ok| !ok) {
+                    None => 0,
+                    Some(i) => 10 + i as i32,
+                }
+            }
+        });
+        assert_eq!(code, 0, "100: not installed; 10+i: check i failed");
     }
 }

@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::caps;
+use super::seccomp::Insn;
 
 /// Mount flags used by the plan (`libc::MS_*`).
 pub type MountFlags = libc::c_ulong;
@@ -42,8 +43,8 @@ pub enum Step {
     /// `pivot_root(new_root, new_root)` then detach the old root; `chroot` where the current
     /// root cannot be pivoted (an initramfs `rootfs`).
     PivotRoot { new_root: CString },
-    /// Remount the (already pivoted) root read-only.
-    RemountRootReadonly,
+    /// Remount the (already pivoted) root read-only, keeping these other flags.
+    RemountRootReadonly { flags: MountFlags },
     /// `chdir(2)`.
     Chdir(CString),
     /// `setrlimit(2)`, already clamped to the host's hard limit.
@@ -64,11 +65,18 @@ pub enum Step {
     },
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
     NoNewPrivs,
-    /// A seccomp filter that turns `fsync`, `fdatasync`, `sync`, `syncfs` and
-    /// `sync_file_range` into successful no-ops (as `systemd-nspawn --suppress-sync`): a root
-    /// being built is thrown away if the build does not finish, and every one of dpkg's
-    /// hundreds of syncs would otherwise flush the host's whole filesystem journal.
-    SuppressSync,
+    /// Install these seccomp filters, in order (see [`super::seccomp`]).
+    Seccomp(Vec<Vec<Insn>>),
+    /// `unshare(CLONE_NEWCGROUP)`: taken after the parent has moved the process into its
+    /// cgroups, so the namespace's root is the sandbox's own cgroup.
+    NewCgroupNamespace,
+    /// Mount a cgroup hierarchy for the sandbox's view of `/sys/fs/cgroup`; a failure leaves
+    /// the directory empty rather than failing the sandbox (the view is informational).
+    MountCgroup {
+        target: CString,
+        fstype: CString,
+        data: Option<CString>,
+    },
 }
 
 fn lossy(c: &CString) -> String {
@@ -127,7 +135,7 @@ impl fmt::Display for Step {
             Step::MaskPath { path, .. } => write!(f, "mask {}", lossy(path)),
             Step::ReadonlyPath { path } => write!(f, "readonly {}", lossy(path)),
             Step::PivotRoot { new_root } => write!(f, "pivot_root {}", lossy(new_root)),
-            Step::RemountRootReadonly => write!(f, "remount / read-only"),
+            Step::RemountRootReadonly { .. } => write!(f, "remount / read-only"),
             Step::Chdir(p) => write!(f, "chdir {}", lossy(p)),
             Step::SetRlimit {
                 resource,
@@ -147,7 +155,27 @@ impl fmt::Display for Step {
                 "capset permitted {permitted:#x} effective {effective:#x} inheritable {inheritable:#x}"
             ),
             Step::NoNewPrivs => write!(f, "no_new_privs"),
-            Step::SuppressSync => write!(f, "suppress sync"),
+            Step::Seccomp(filters) => write!(
+                f,
+                "seccomp {}",
+                filters
+                    .iter()
+                    .map(|p| p.len().to_string())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            ),
+            Step::NewCgroupNamespace => write!(f, "unshare cgroup namespace"),
+            Step::MountCgroup {
+                target,
+                fstype,
+                data,
+            } => write!(
+                f,
+                "mount {} on {} ({})",
+                lossy(fstype),
+                lossy(target),
+                data.as_ref().map_or(String::new(), lossy)
+            ),
         }
     }
 }
@@ -170,6 +198,9 @@ pub enum PlanError {
     /// A bind mount target that would cover a filesystem the sandbox mounts itself.
     #[error("bind mount target {path} lies under /proc or /sys, which the sandbox mounts itself")]
     ReservedTarget { path: PathBuf },
+    /// The seccomp policy could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
 }
 
 pub(crate) fn cstring(path: &Path) -> Result<CString, PlanError> {
@@ -329,6 +360,32 @@ pub struct PlanInput {
     pub rlimits: Vec<(u32, u64, u64)>,
     /// Highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
     pub last_cap: u32,
+    /// `MS_RDONLY`, `MS_NOSUID`, `MS_NOEXEC` as the host mount holding the root has them: kept
+    /// when the root's bind mount is remounted `nodev`.
+    pub root_flags: MountFlags,
+    /// The cgroup hierarchies to show under `/sys/fs/cgroup` (read-only, in the sandbox's
+    /// cgroup namespace).
+    pub cgroup_view: Vec<CgroupView>,
+}
+
+/// One cgroup hierarchy of the sandbox's `/sys/fs/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupView {
+    /// Directory below `/sys/fs/cgroup`; empty for a pure cgroup v2 host, where the v2
+    /// hierarchy is `/sys/fs/cgroup` itself.
+    pub dir: String,
+    /// `cgroup` or `cgroup2`.
+    pub fstype: &'static str,
+    /// Mount options naming the v1 controllers (`memory`, `cpu,cpuacct`, `none,name=systemd`).
+    pub options: Option<String>,
+}
+
+/// The capabilities the command keeps (bounding, permitted and effective sets, for root).
+pub fn kept_caps(profile: Profile) -> u64 {
+    match profile {
+        Profile::Container => caps::DOCKER_DEFAULT,
+        Profile::Build => caps::BUILD_DEFAULT,
+    }
 }
 
 /// The clone flags (namespaces) for this input.
@@ -390,11 +447,57 @@ fn is_under(path: &Path, prefix: &str) -> bool {
     path.starts_with(prefix)
 }
 
+/// The read-only `/sys/fs/cgroup` of the sandbox's cgroup namespace: the v2 hierarchy itself
+/// on a pure v2 host, else a tmpfs with each hierarchy below it (as the host lays them out).
+fn cgroup_view(b: &mut Builder, sys_dir: &Path, view: &[CgroupView]) -> Result<(), PlanError> {
+    if view.is_empty() {
+        return Ok(());
+    }
+    let base = sys_dir.join("fs/cgroup");
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let cgroup = |target: &Path, v: &CgroupView| -> Result<Step, PlanError> {
+        Ok(Step::MountCgroup {
+            target: cstring(target)?,
+            fstype: CString::new(v.fstype).unwrap_or_default(),
+            data: v
+                .options
+                .as_deref()
+                .map(|o| CString::new(o).unwrap_or_default()),
+        })
+    };
+    if let [only] = view
+        && only.dir.is_empty()
+    {
+        b.steps.push(cgroup(&base, only)?);
+        return Ok(());
+    }
+    b.mount(
+        Some(Path::new("tmpfs")),
+        &base,
+        Some("tmpfs"),
+        flags,
+        Some("mode=755,size=64k"),
+    )?;
+    for v in view.iter().filter(|v| !v.dir.is_empty()) {
+        let target = base.join(&v.dir);
+        b.mkdir(&target, 0o555)?;
+        b.steps.push(cgroup(&target, v)?);
+    }
+    b.mount(
+        None,
+        &base,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+        Some("mode=755,size=64k"),
+    )
+}
+
 /// Compute the ordered setup steps for a sandbox.
 pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
     let root = &input.root;
     let mut b = Builder { steps: Vec::new() };
     let container = input.profile == Profile::Container;
+    b.steps.push(Step::NewCgroupNamespace);
 
     if let Some(h) = &input.hostname {
         b.steps
@@ -419,6 +522,15 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
         None,
     )?;
     b.mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+    // Device nodes the command creates in the root cannot be opened (`nodev`); the nodes
+    // the sandbox offers are bind mounts of the host's own, which keep their mount's flags.
+    b.mount(
+        None,
+        root,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | input.root_flags,
+        None,
+    )?;
 
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let proc_dir = root.join("proc");
@@ -439,6 +551,7 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
         nosuid_nodev_noexec | libc::MS_RDONLY,
         None,
     )?;
+    cgroup_view(&mut b, &sys_dir, &input.cgroup_view)?;
 
     let dev = root.join("dev");
     b.mkdir(&dev, 0o755)?;
@@ -446,7 +559,7 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
         Some(Path::new("tmpfs")),
         &dev,
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
     for name in DEVICES {
@@ -545,36 +658,37 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
             libc::MS_BIND | libc::MS_REC,
             None,
         )?;
-        if bind.read_only {
-            b.mount(
-                None,
-                target,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
-                None,
-            )?;
-        }
+        let ro = if bind.read_only { libc::MS_RDONLY } else { 0 };
+        b.mount(
+            None,
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | ro | libc::MS_REC,
+            None,
+        )?;
     }
 
-    if container {
-        for p in MASKED_PATHS {
-            b.steps.push(Step::MaskPath {
-                path: cstring(&root.join(&p[1..]))?,
-                null_device: cstring(Path::new("/dev/null"))?,
-            });
-        }
-        for p in READONLY_PATHS {
-            b.steps.push(Step::ReadonlyPath {
-                path: cstring(&root.join(&p[1..]))?,
-            });
-        }
+    // Both profiles: a build hook is as untrusted as a container (packages and hooks come
+    // from outside), so neither may write the host's sysctls or read what Docker hides.
+    for p in MASKED_PATHS {
+        b.steps.push(Step::MaskPath {
+            path: cstring(&root.join(&p[1..]))?,
+            null_device: cstring(Path::new("/dev/null"))?,
+        });
+    }
+    for p in READONLY_PATHS {
+        b.steps.push(Step::ReadonlyPath {
+            path: cstring(&root.join(&p[1..]))?,
+        });
     }
 
     b.steps.push(Step::PivotRoot {
         new_root: cstring(root)?,
     });
     if input.read_only_root {
-        b.steps.push(Step::RemountRootReadonly);
+        b.steps.push(Step::RemountRootReadonly {
+            flags: input.root_flags | libc::MS_NODEV,
+        });
     }
     b.steps.push(Step::Chdir(cstring(&input.cwd)?));
 
@@ -585,34 +699,36 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
             hard,
         });
     }
-    if container {
-        b.steps.push(Step::DropBounding {
-            keep: caps::DOCKER_DEFAULT,
-            last_cap: input.last_cap,
-        });
-    }
-    if !container {
-        // Installed while the build sandbox still has CAP_SYS_ADMIN, so it needs no
-        // no_new_privs (which would disable setuid programs in maintainer scripts).
-        b.steps.push(Step::SuppressSync);
-    }
+    let keep = kept_caps(input.profile);
+    b.steps.push(Step::DropBounding {
+        keep,
+        last_cap: input.last_cap,
+    });
     b.steps.push(Step::SetGroups(input.groups.clone()));
     b.steps.push(Step::SetGid(input.gid));
     b.steps.push(Step::SetUid(input.uid));
+    // Only root keeps capabilities across setuid (and execve); the inheritable set is empty.
+    let set = if input.uid == 0 { keep } else { 0 };
+    let filters = super::seccomp::compile(keep, !container)?;
     if container {
-        // Only root keeps capabilities across setuid; Docker gives root its default set and
-        // an empty inheritable set.
-        let set = if input.uid == 0 {
-            caps::DOCKER_DEFAULT
-        } else {
-            0
-        };
         b.steps.push(Step::SetCaps {
             permitted: set,
             effective: set,
             inheritable: 0,
         });
         b.steps.push(Step::NoNewPrivs);
+        // Last, as crun does: every setup call above runs unfiltered.
+        b.steps.push(Step::Seccomp(filters));
+    } else {
+        // Installed while CAP_SYS_ADMIN is still effective, so no no_new_privs is needed (it
+        // would disable the setuid programs maintainer scripts may run); capset comes after,
+        // and the filter allows it.
+        b.steps.push(Step::Seccomp(filters));
+        b.steps.push(Step::SetCaps {
+            permitted: set,
+            effective: set,
+            inheritable: 0,
+        });
     }
     Ok(b.steps)
 }
@@ -637,6 +753,8 @@ mod tests {
             groups: Vec::new(),
             rlimits: Vec::new(),
             last_cap: 40,
+            root_flags: 0,
+            cgroup_view: Vec::new(),
         }
     }
 
@@ -655,9 +773,11 @@ mod tests {
     fn build_profile_order_and_flags() {
         let steps = build(&input(Path::new("/r"), Profile::Build)).unwrap();
         let l = lines(&steps);
-        assert_eq!(l[0], "sethostname box");
-        assert_eq!(l[1], "mount none on / type none (rec,slave)");
-        assert_eq!(l[2], "mount /r on /r type none (bind,rec)");
+        assert_eq!(l[0], "unshare cgroup namespace");
+        assert_eq!(l[1], "sethostname box");
+        assert_eq!(l[2], "mount none on / type none (rec,slave)");
+        assert_eq!(l[3], "mount /r on /r type none (bind,rec)");
+        assert_eq!(l[4], "mount none on /r type none (nodev,remount,bind)");
         assert!(l.contains(&"mount proc on /r/proc type proc (nosuid,nodev,noexec)".to_string()));
         assert!(
             l.contains(&"mount sysfs on /r/sys type sysfs (ro,nosuid,nodev,noexec)".to_string())
@@ -675,25 +795,24 @@ mod tests {
                 &format!("mount /dev/{d} on /r/dev/{d} type none (bind)"),
             );
             assert!(touch < bind);
-            assert!(position(&l, "type tmpfs (nosuid,strictatime) [mode=755") < touch);
+            assert!(position(&l, "type tmpfs (nosuid,nodev,strictatime) [mode=755") < touch);
         }
         // The root is bound before anything is mounted into it, and pivoted after.
         let pivot = position(&l, "pivot_root /r");
         assert!(position(&l, "/r/dev/mqueue type mqueue") < pivot);
         assert!(pivot < position(&l, "chdir /"));
-        // Build keeps every capability: no bounding set, capset or no_new_privs steps.
-        assert!(
-            !l.iter()
-                .any(|s| s.starts_with("bounding") || s.starts_with("capset"))
-        );
-        assert!(
-            !l.iter()
-                .any(|s| s == "no_new_privs" || s.starts_with("mask"))
-        );
+        // Build drops to its own capability set, masks what Docker masks, and installs the
+        // filters (with sync suppression) while still privileged, before capset; no
+        // no_new_privs, so setuid programs keep working in maintainer scripts.
+        assert!(l.contains(&format!("bounding set {:#x}", caps::BUILD_DEFAULT)));
+        assert!(l.contains(&"mask /r/proc/kcore".to_string()));
+        assert!(l.contains(&"readonly /r/proc/sys".to_string()));
+        assert!(!l.iter().any(|s| s == "no_new_privs"));
         assert!(!l.iter().any(|s| s == "ifup lo"));
-        assert!(position(&l, "chdir /") < position(&l, "suppress sync"));
-        assert!(position(&l, "suppress sync") < position(&l, "setgroups"));
-        assert_eq!(l.last().unwrap(), "setuid 0");
+        let seccomp = position(&l, "seccomp ");
+        assert!(position(&l, "setuid 0") < seccomp);
+        assert!(seccomp < position(&l, "capset"));
+        assert!(l.last().unwrap().starts_with("capset"));
     }
 
     #[test]
@@ -726,7 +845,9 @@ mod tests {
         assert!(position(&l, "setgroups [100, 27]") < position(&l, "setgid 100"));
         assert!(position(&l, "setgid 100") < setuid);
         assert!(l.contains(&"capset permitted 0x0 effective 0x0 inheritable 0x0".to_string()));
-        assert_eq!(l.last().unwrap(), "no_new_privs");
+        // no_new_privs, then the filters last of all.
+        assert!(position(&l, "no_new_privs") < position(&l, "seccomp "));
+        assert!(l.last().unwrap().starts_with("seccomp "));
         assert!(position(&l, "setrlimit 7 20000:20000") < setuid);
         assert_eq!(
             clone_flags(Network::None) & libc::CLONE_NEWNET,
@@ -780,7 +901,7 @@ mod tests {
         assert!(
             bind < position(
                 &l,
-                "mount none on /r/var/cache/apt type none (ro,remount,bind,rec)"
+                "mount none on /r/var/cache/apt type none (ro,nodev,remount,bind,rec)"
             )
         );
         assert!(
