@@ -166,6 +166,9 @@ pub struct PlanOptions {
     pub progress: Progress,
     /// The host's apt configuration directory (for `apt-host:/` and default keyrings).
     pub apt_dir: PathBuf,
+    /// Accept a signed Release older than the newest this cache has seen for its repository,
+    /// with a warning, instead of refusing it (`--allow-older-release`).
+    pub allow_older_release: bool,
 }
 
 /// A package the base image of a derived build has installed (from its dpkg database).
@@ -213,6 +216,8 @@ pub struct Plan {
     pub from_lock: bool,
     /// Digest of what was asked for (packages and repositories); recorded in the lock.
     pub inputs: String,
+    /// What the user should hear about, such as an older Release accepted as allowed.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -469,6 +474,8 @@ fn plan_with(
         .map(|s| ResolvedRepo::resolve(s, &opts.apt_dir))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // A lock pins every package by sha256: no repository metadata is read, so neither a replayed
+    // nor a rolled-back Release can change what is installed.
     if !opts.ignore_lock && opts.lock_path.exists() {
         let lock = LockFile::read(&opts.lock_path)?;
         if lock.inputs != inputs {
@@ -481,10 +488,15 @@ fn plan_with(
 
     let ctx = RepoContext {
         apt_dir: opts.apt_dir.clone(),
+        allow_older_release: opts.allow_older_release,
         ..RepoContext::new(cache, fetcher)
     };
     let usable: Vec<RepoSpec> = specs.iter().filter(|s| !s.imageonly).cloned().collect();
     let metadata = release::fetch_all_metadata(&usable, std::slice::from_ref(&arch), &ctx)?;
+    let warnings: Vec<String> = metadata
+        .iter()
+        .filter_map(|m| m.older.as_ref().map(|o| o.to_string()))
+        .collect();
     let (universe, meta_of_repo) = universe(&metadata, &arch)?;
 
     if let Some(base) = base {
@@ -505,6 +517,7 @@ fn plan_with(
             packages,
             from_lock: false,
             inputs,
+            warnings,
         });
     }
 
@@ -546,6 +559,7 @@ fn plan_with(
         packages,
         from_lock: false,
         inputs,
+        warnings,
     })
 }
 
@@ -690,6 +704,7 @@ fn from_lock(
         packages,
         from_lock: true,
         inputs,
+        warnings: Vec::new(),
     })
 }
 

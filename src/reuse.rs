@@ -369,8 +369,11 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
                 ..inputs.plan.clone()
             };
             let (cache, fetcher) = plan::open_cache(&opts)?;
+            // The same date checks as the plan's: a replayed Release must not select an old
+            // result either. The key need not see the override: it holds the Release itself.
             let ctx = RepoContext {
                 apt_dir: opts.apt_dir.clone(),
+                allow_older_release: opts.allow_older_release,
                 ..RepoContext::new(&cache, &fetcher)
             };
             let fetched: Vec<Result<release::FetchedRelease, ReleaseError>> =
@@ -579,6 +582,7 @@ mod tests {
             ignore_lock: false,
             progress: Progress::Quiet,
             apt_dir: apt.path().to_path_buf(),
+            allow_older_release: false,
         };
         let create = CreateOptions {
             target_dir: dir.join("out"),

@@ -32,6 +32,8 @@ fn ctx<'a>(cache: &'a Cache, fetcher: &'a Fetcher, apt_dir: &Path) -> RepoContex
         apt_dir: apt_dir.to_path_buf(),
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_686_387_242),
         check_valid_until: None,
+        check_date: None,
+        allow_older_release: false,
     }
 }
 

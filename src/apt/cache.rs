@@ -7,6 +7,9 @@
 //!   (InRelease, Release, Release.gpg), so an offline build can find it again;
 //! - `locks/<hex>.lock`: one lock per blob while it is being downloaded, so two builds fetching the
 //!   same file download it once;
+//! - `release-dates/<sha256 of the URL>`: the newest signed Release `Date` seen for a repository
+//!   (keyed by the directory URL holding its InRelease), so an older Release served later is
+//!   recognised as going back in time; `release-dates/<hex>.lock` serialises its updates;
 //! - `lock`: held shared by every open [`Cache`], exclusively by [`Cache::clear`].
 
 use sha2::{Digest as _, Sha256};
@@ -121,6 +124,19 @@ impl fmt::Debug for Sha256Digest {
     }
 }
 
+/// The directory of the remembered Release dates.
+const RELEASE_DATES: &str = "release-dates";
+
+/// A Release file's `Date`: seconds since the epoch, and the text as the file gives it (for
+/// messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseDate {
+    /// Seconds since the epoch.
+    pub epoch: i64,
+    /// The `Date` field as written in the Release file.
+    pub text: String,
+}
+
 /// What a file must be: its sha256 and, when the metadata gives it, its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
@@ -159,7 +175,7 @@ impl Cache {
     /// Open (creating when needed) the cache at `root`.
     pub fn open(root: impl Into<PathBuf>, mode: CacheMode) -> Result<Cache, CacheError> {
         let root = root.into();
-        for sub in ["blobs/sha256", "refs", "locks"] {
+        for sub in ["blobs/sha256", "refs", "locks", RELEASE_DATES] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
@@ -168,7 +184,7 @@ impl Cache {
         // When nobody else has the cache open, temporary files are leftovers of a killed build:
         // remove them. Otherwise they may be another build's writes in progress.
         if fs4::FileExt::try_lock(&lock).is_ok() {
-            for sub in ["blobs/sha256", "refs"] {
+            for sub in ["blobs/sha256", "refs", RELEASE_DATES] {
                 remove_temp_files(&root.join(sub))?;
             }
             fs4::FileExt::unlock(&lock).map_err(io_err(&lock_path))?;
@@ -338,7 +354,56 @@ impl Cache {
         self.ref_path(url)
     }
 
-    /// Remove every blob and ref. Waits until no other build has the cache open.
+    fn release_date_path(&self, dist_url: &str) -> PathBuf {
+        self.root
+            .join(RELEASE_DATES)
+            .join(Sha256Digest::of(dist_url.as_bytes()).to_hex())
+    }
+
+    /// The newest Release `Date` remembered for the repository whose InRelease lives under
+    /// `dist_url`; `None` when none was remembered.
+    pub fn release_date(&self, dist_url: &str) -> Result<Option<ReleaseDate>, CacheError> {
+        read_release_date(&self.release_date_path(dist_url))
+    }
+
+    /// Compare `date` with the newest Release `Date` remembered for `dist_url` and remember it
+    /// when it is newer (never older: the remembered date only moves forward). Returns the
+    /// remembered date when `date` is older than it, else `None`. The comparison and the update
+    /// hold a per-repository lock, so two builds seeing different dates cannot move it back.
+    pub fn remember_release_date(
+        &self,
+        dist_url: &str,
+        date: &ReleaseDate,
+    ) -> Result<Option<ReleaseDate>, CacheError> {
+        let path = self.release_date_path(dist_url);
+        let lock_path = path.with_extension("lock");
+        let lock = open_lock_file(&lock_path)?;
+        fs4::FileExt::lock(&lock).map_err(io_err(&lock_path))?;
+        match read_release_date(&path)? {
+            Some(newest) if newest.epoch > date.epoch => return Ok(Some(newest)),
+            Some(newest) if newest.epoch == date.epoch => return Ok(None),
+            _ => {}
+        }
+        let dir = self.root.join(RELEASE_DATES);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))?;
+        // One line each, so a URL or date can never be mistaken for another field.
+        let text = date.text.replace(['\n', '\r'], " ");
+        writeln!(tmp, "{}\n{}\n{}", date.epoch, text, dist_url).map_err(io_err(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err(&path))?;
+        tmp.persist(&path).map_err(|e| io_err(&path)(e.error))?;
+        // Make the rename durable: a crash must not bring back an older date.
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))?;
+        Ok(None)
+    }
+
+    /// Remove every blob and ref. The remembered Release dates stay: they are what protects the
+    /// next build from older metadata, not cached content. Waits until no other build has the
+    /// cache open.
     pub fn clear(self) -> Result<(), CacheError> {
         let Cache {
             root,
@@ -359,6 +424,26 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// Read a remembered Release date. The file is only ever replaced whole (written beside it and
+/// renamed), so a killed build cannot leave it torn; a file that still does not parse (damaged
+/// outside imgbuild) counts as absent and is replaced by the next date seen.
+fn read_release_date(path: &Path) -> Result<Option<ReleaseDate>, CacheError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut lines = text.lines();
+    let (Some(Ok(epoch)), Some(date)) = (lines.next().map(str::parse::<i64>), lines.next()) else {
+        return Ok(None);
+    };
+    Ok(Some(ReleaseDate {
+        epoch,
+        text: date.to_string(),
+    }))
 }
 
 fn remove_temp_files(dir: &Path) -> Result<(), CacheError> {
@@ -585,5 +670,90 @@ mod tests {
             cache.read_ref("http://h/InRelease").unwrap().as_deref(),
             Some(&b"release text"[..])
         );
+    }
+
+    fn date(epoch: i64) -> ReleaseDate {
+        ReleaseDate {
+            epoch,
+            text: format!("date {epoch}"),
+        }
+    }
+
+    #[test]
+    fn release_date_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), CacheMode::Online).unwrap();
+        let url = "http://h/debian/dists/stable/";
+        assert_eq!(cache.release_date(url).unwrap(), None);
+        assert_eq!(cache.remember_release_date(url, &date(100)).unwrap(), None);
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(100)));
+        // The same date again, and a newer one, are fine; the newer one is remembered.
+        assert_eq!(cache.remember_release_date(url, &date(100)).unwrap(), None);
+        assert_eq!(cache.remember_release_date(url, &date(200)).unwrap(), None);
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(200)));
+        // An older one is reported with the newest, and does not replace it.
+        assert_eq!(
+            cache.remember_release_date(url, &date(150)).unwrap(),
+            Some(date(200))
+        );
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(200)));
+        // Each repository has its own date.
+        let other = "http://h/debian/dists/testing/";
+        assert_eq!(cache.remember_release_date(other, &date(1)).unwrap(), None);
+        assert_eq!(cache.release_date(other).unwrap(), Some(date(1)));
+        // Kept across opening the cache again, and by clear (they are not cached content).
+        drop(cache);
+        let cache = Cache::open(dir.path(), CacheMode::Offline).unwrap();
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(200)));
+        cache.clear().unwrap();
+        let cache = Cache::open(dir.path(), CacheMode::Online).unwrap();
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(200)));
+    }
+
+    #[test]
+    fn damaged_release_date_counts_as_absent_and_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), CacheMode::Online).unwrap();
+        let url = "http://h/r/";
+        cache.remember_release_date(url, &date(500)).unwrap();
+        let path = cache.release_date_path(url);
+        for damage in [&b""[..], b"not a number\nx\n", b"12", b"\xff\xfe\n"] {
+            fs::write(&path, damage).unwrap();
+            assert_eq!(cache.release_date(url).unwrap(), None, "{damage:?}");
+            assert_eq!(cache.remember_release_date(url, &date(7)).unwrap(), None);
+            assert_eq!(cache.release_date(url).unwrap(), Some(date(7)));
+        }
+        // A leftover temporary file of a killed write is removed by the next sole user.
+        let leftover = dir.path().join("release-dates/.tmp-killed");
+        fs::write(&leftover, b"99").unwrap();
+        drop(cache);
+        let cache = Cache::open(dir.path(), CacheMode::Online).unwrap();
+        assert!(!leftover.exists());
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(7)));
+    }
+
+    #[test]
+    fn concurrent_release_dates_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://h/r/dists/x/";
+        std::thread::scope(|s| {
+            for t in 0..4i64 {
+                let root = dir.path().to_path_buf();
+                s.spawn(move || {
+                    let cache = Cache::open(&root, CacheMode::Online).unwrap();
+                    for i in 0..50i64 {
+                        cache
+                            .remember_release_date(url, &date((i * 7 + t * 13) % 100))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let cache = Cache::open(dir.path(), CacheMode::Online).unwrap();
+        let newest = (0..4i64)
+            .flat_map(|t| (0..50i64).map(move |i| (i * 7 + t * 13) % 100))
+            .max()
+            .unwrap();
+        assert_eq!(cache.release_date(url).unwrap(), Some(date(newest)));
     }
 }

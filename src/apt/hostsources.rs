@@ -81,6 +81,11 @@ pub struct HostSource {
     pub signed_by: Option<SignedBy>,
     /// `check-valid-until`, when given.
     pub check_valid_until: Option<bool>,
+    /// `check-date`, when given (`no` trusts no clock check: neither a future `Date` nor
+    /// `Valid-Until` is checked).
+    pub check_date: Option<bool>,
+    /// `date-max-future` in seconds, when given.
+    pub date_max_future: Option<u64>,
     /// `trusted`, when given.
     pub trusted: Option<bool>,
     /// The file the entry came from.
@@ -96,6 +101,10 @@ pub struct Resolved {
     pub signed_by: Option<SignedBy>,
     /// The host entry's `check-valid-until` (apt's snapshot mirrors turn it off).
     pub check_valid_until: Option<bool>,
+    /// The host entry's `check-date`.
+    pub check_date: Option<bool>,
+    /// The host entry's `date-max-future`, in seconds.
+    pub date_max_future: Option<u64>,
     /// The host entry's `trusted`.
     pub trusted: Option<bool>,
 }
@@ -189,6 +198,8 @@ pub fn parse_one_line(text: &str, file: &Path) -> Result<Vec<HostSource>, HostSo
             components: words.map(str::to_string).collect(),
             signed_by: None,
             check_valid_until: None,
+            check_date: None,
+            date_max_future: None,
             trusted: None,
             file: file.to_path_buf(),
         };
@@ -202,6 +213,8 @@ pub fn parse_one_line(text: &str, file: &Path) -> Result<Vec<HostSource>, HostSo
                         Some(SignedBy::Files(v.split(',').map(PathBuf::from).collect()))
                 }
                 "check-valid-until" => entry.check_valid_until = yes_no(v),
+                "check-date" => entry.check_date = yes_no(v),
+                "date-max-future" => entry.date_max_future = v.parse().ok(),
                 "trusted" => entry.trusted = yes_no(v),
                 _ => {}
             }
@@ -260,6 +273,8 @@ pub fn parse_deb822(text: &str, file: &Path) -> Result<Vec<HostSource>, HostSour
                 components: components.clone(),
                 signed_by: signed_by.clone(),
                 check_valid_until: p.get("Check-Valid-Until").and_then(yes_no),
+                check_date: p.get("Check-Date").and_then(yes_no),
+                date_max_future: p.get("Date-Max-Future").and_then(|v| v.trim().parse().ok()),
                 trusted: p.get("Trusted").and_then(yes_no),
                 file: file.to_path_buf(),
             });
@@ -365,6 +380,8 @@ pub fn resolve(
             uri: join(m.trim()),
             signed_by: None,
             check_valid_until: None,
+            check_date: None,
+            date_max_future: None,
             trusted: None,
         });
     }
@@ -395,6 +412,8 @@ pub fn resolve(
             uri: join(&expand_mirror_list(&s.uri, &s.file)?),
             signed_by: s.signed_by.clone(),
             check_valid_until: s.check_valid_until,
+            check_date: s.check_date,
+            date_max_future: s.date_max_future,
             trusted: s.trusted,
         }),
         None => Err(HostSourcesError::NoMatch {
@@ -458,6 +477,25 @@ mod tests {
             Some(SignedBy::Files(vec![PathBuf::from("/k/a.gpg")]))
         );
         assert_eq!(v[0].check_valid_until, Some(false));
+        assert_eq!((v[0].check_date, v[0].date_max_future), (None, None));
+        let v = parse_one_line(
+            "deb [check-date=no date-max-future=86400] http://m.example/debian bookworm main\n",
+            Path::new("x.list"),
+        )
+        .unwrap();
+        assert_eq!(
+            (v[0].check_date, v[0].date_max_future),
+            (Some(false), Some(86400))
+        );
+        let v = parse_deb822(
+            "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm\nComponents: main\nCheck-Date: no\nDate-Max-Future: 60\n",
+            Path::new("x.sources"),
+        )
+        .unwrap();
+        assert_eq!(
+            (v[0].check_date, v[0].date_max_future),
+            (Some(false), Some(60))
+        );
         let e = parse_one_line("deb http://only-uri\n", Path::new("y.list")).unwrap_err();
         assert!(e.to_string().starts_with("y.list:1:"), "{e}");
     }

@@ -4,7 +4,7 @@
 //! A warm build makes one request per repository (InRelease): every index is looked up in the cache
 //! by the sha256 the signed Release gives, including the decompressed form when Release lists it.
 
-use crate::apt::cache::{Cache, CacheError, CacheMode, Expected, Sha256Digest};
+use crate::apt::cache::{Cache, CacheError, CacheMode, Expected, ReleaseDate, Sha256Digest};
 use crate::apt::control;
 use crate::apt::fetch::{Credentials, Download, FetchError, Fetcher, METADATA_LIMIT};
 use crate::apt::hostsources::{self, HostSourcesError, SignedBy};
@@ -14,10 +14,25 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Environment variable that turns the `Valid-Until` check off (`0`, `no`, `false`) or forces it on.
 pub const ENV_CHECK_VALID_UNTIL: &str = "IMGBUILD_CHECK_VALID_UNTIL";
+
+/// Environment variable that turns the clock checks off (`0`, `no`, `false`): a Release `Date` in
+/// the future, and `Valid-Until` with it, as apt's `Acquire::Check-Date`. `1` forces the `Date`
+/// check on.
+pub const ENV_CHECK_DATE: &str = "IMGBUILD_CHECK_DATE";
+
+/// Environment variable of the `--allow-older-release` flag.
+pub const ENV_ALLOW_OLDER_RELEASE: &str = "IMGBUILD_ALLOW_OLDER_RELEASE";
+
+/// The command-line flag that accepts a Release older than the newest seen.
+pub const FLAG_ALLOW_OLDER_RELEASE: &str = "--allow-older-release";
+
+/// How far a Release `Date` may lie ahead of this machine's clock: apt's
+/// `Acquire::Max-FutureTime` default. A host source's `date-max-future` overrides it.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(10);
 
 /// Errors reading a repository's metadata. Each names the URL (and cache path) involved.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +83,39 @@ pub enum ReleaseError {
         url: String,
         /// The Valid-Until value.
         valid_until: String,
+        /// The environment override.
+        env: &'static str,
+    },
+    /// The Release `Date` lies further ahead of this machine's clock than allowed.
+    #[error(
+        "{url}: the Release file is not valid yet (invalid for another {ahead}): its Date {date} is more than {allowed} s ahead of this machine's clock; check the clock, or turn the check off with the host's check-date=no (or date-max-future=SECONDS) for this source, or {env}=0"
+    )]
+    NotValidYet {
+        /// The Release URL.
+        url: String,
+        /// The `Date` value.
+        date: String,
+        /// How far ahead of the clock it is, as apt prints it (`30d 0h 0min 0s`).
+        ahead: String,
+        /// The allowance in seconds.
+        allowed: u64,
+        /// The environment override.
+        env: &'static str,
+    },
+    /// The Release `Date` is older than the newest this cache has seen for the repository: a
+    /// mirror serving old metadata, or a replay.
+    #[error(
+        "{url}: the Release file would go back in time: its Date {date} is older than {newest}, the newest seen for this repository; refused, since old metadata may lack security updates. If the repository really was rolled back, pass {flag} (or set {env}=1), or build with a lock file pinning the packages"
+    )]
+    Rewound {
+        /// The Release URL.
+        url: String,
+        /// The `Date` value (`(missing)` when the file has none that parses).
+        date: String,
+        /// The newest `Date` seen before.
+        newest: String,
+        /// The command-line override.
+        flag: &'static str,
         /// The environment override.
         env: &'static str,
     },
@@ -212,6 +260,34 @@ impl Release {
         })
     }
 
+    /// The `Date` in seconds since the epoch; `None` when absent or not a date.
+    pub fn date_epoch(&self) -> Option<i64> {
+        self.date.as_deref().and_then(parse_rfc2822)
+    }
+
+    /// Fail when `Date` lies more than `allowed` ahead of `now` (apt's Check-Date).
+    pub fn check_date(
+        &self,
+        now: SystemTime,
+        allowed: Duration,
+        url: &str,
+    ) -> Result<(), ReleaseError> {
+        let (Some(text), Some(date)) = (&self.date, self.date_epoch()) else {
+            return Ok(());
+        };
+        let ahead = date.saturating_sub(epoch_secs(now));
+        if ahead > i64::try_from(allowed.as_secs()).unwrap_or(i64::MAX) {
+            return Err(ReleaseError::NotValidYet {
+                url: url.to_string(),
+                date: text.clone(),
+                ahead: duration_text(ahead),
+                allowed: allowed.as_secs(),
+                env: ENV_CHECK_DATE,
+            });
+        }
+        Ok(())
+    }
+
     /// Fail when `Valid-Until` is before `now`.
     pub fn check_valid_until(&self, now: SystemTime, url: &str) -> Result<(), ReleaseError> {
         let Some(v) = &self.valid_until else {
@@ -221,11 +297,7 @@ impl Release {
             url: url.to_string(),
             message: format!("Valid-Until {v:?} is not a date"),
         })?;
-        let now = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        if now > until {
+        if epoch_secs(now) > until {
             return Err(ReleaseError::Expired {
                 url: url.to_string(),
                 valid_until: v.clone(),
@@ -234,6 +306,43 @@ impl Release {
         }
         Ok(())
     }
+}
+
+/// Seconds since the epoch (0 for a clock before it).
+fn epoch_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A span of seconds the way apt prints one: `7d 3h 42min 1s`, `3h 0min 5s`, `42min 1s`, `9s`.
+fn duration_text(secs: i64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h}h {m}min {s}s")
+    } else if h > 0 {
+        format!("{h}h {m}min {s}s")
+    } else if m > 0 {
+        format!("{m}min {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Parse an on/off environment value (`0`, `no`, `false`, `off` / `1`, `yes`, `true`, `on`).
+fn env_switch(name: &str) -> Option<bool> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| match v.to_ascii_lowercase().as_str() {
+            "0" | "no" | "false" | "off" => Some(false),
+            "1" | "yes" | "true" | "on" => Some(true),
+            _ => None,
+        })
 }
 
 /// Seconds since the epoch for a Release date such as `Sat, 10 Jun 2023 08:54:02 UTC`.
@@ -303,28 +412,31 @@ pub struct RepoContext<'a> {
     pub fetcher: &'a Fetcher,
     /// The host's apt directory (`/etc/apt`): sources for `apt-host:/`, default trusted keys.
     pub apt_dir: PathBuf,
-    /// The time Valid-Until is checked against.
+    /// The time Valid-Until and a future Date are checked against.
     pub now: SystemTime,
     /// Global Valid-Until override (the [`ENV_CHECK_VALID_UNTIL`] variable); `None` keeps each
     /// repository's own setting.
     pub check_valid_until: Option<bool>,
+    /// Global clock-check override (the [`ENV_CHECK_DATE`] variable); `None` keeps each
+    /// repository's own setting.
+    pub check_date: Option<bool>,
+    /// Accept a signed Release older than the newest seen for its repository, with a warning
+    /// ([`FLAG_ALLOW_OLDER_RELEASE`]).
+    pub allow_older_release: bool,
 }
 
 impl<'a> RepoContext<'a> {
-    /// A context using the host's `/etc/apt`, the current time and the environment override.
+    /// A context using the host's `/etc/apt`, the current time and the environment overrides;
+    /// older Release files are refused.
     pub fn new(cache: &'a Cache, fetcher: &'a Fetcher) -> RepoContext<'a> {
         RepoContext {
             cache,
             fetcher,
             apt_dir: PathBuf::from(hostsources::DEFAULT_APT_DIR),
             now: SystemTime::now(),
-            check_valid_until: std::env::var(ENV_CHECK_VALID_UNTIL).ok().and_then(|v| {
-                match v.to_ascii_lowercase().as_str() {
-                    "0" | "no" | "false" | "off" => Some(false),
-                    "1" | "yes" | "true" | "on" => Some(true),
-                    _ => None,
-                }
-            }),
+            check_valid_until: env_switch(ENV_CHECK_VALID_UNTIL),
+            check_date: env_switch(ENV_CHECK_DATE),
+            allow_older_release: false,
         }
     }
 }
@@ -343,6 +455,12 @@ pub struct ResolvedRepo {
     pub inline_key: Option<String>,
     /// Whether to check Valid-Until.
     pub check_valid_until: bool,
+    /// Whether to check the clock against the Release (apt's `check-date`): a `Date` in the
+    /// future is refused. Off also turns the Valid-Until check off, as in apt.
+    pub check_date: bool,
+    /// How far `Date` may lie ahead of the clock (the host source's `date-max-future`);
+    /// `None`: [`DEFAULT_MAX_FUTURE`].
+    pub date_max_future: Option<Duration>,
 }
 
 impl ResolvedRepo {
@@ -352,6 +470,8 @@ impl ResolvedRepo {
         let mut keyrings = spec.signing_key_paths()?;
         let mut inline_key = None;
         let mut check = spec.check_valid_until;
+        let mut check_date = None;
+        let mut date_max_future = None;
         let base_uri = if let Some(path) = spec.source.strip_prefix(APT_HOST_SCHEME) {
             let dist = spec.distribution.clone().unwrap_or_default();
             let r = hostsources::resolve_from_host(path, &dist, apt_dir)?;
@@ -363,6 +483,8 @@ impl ResolvedRepo {
                 }
             }
             check = check.or(r.check_valid_until);
+            check_date = r.check_date;
+            date_max_future = r.date_max_future;
             r.uri
         } else {
             let base = spec.source.trim_end_matches('/').to_string();
@@ -374,6 +496,8 @@ impl ResolvedRepo {
                         keyrings.extend(f.iter().cloned());
                     }
                     check = check.or(h.check_valid_until);
+                    check_date = check_date.or(h.check_date);
+                    date_max_future = date_max_future.or(h.date_max_future);
                 }
                 keyrings.sort();
                 keyrings.dedup();
@@ -386,6 +510,8 @@ impl ResolvedRepo {
             keyrings,
             inline_key,
             check_valid_until: check.unwrap_or(true),
+            check_date: check_date.unwrap_or(true),
+            date_max_future: date_max_future.map(Duration::from_secs),
         })
     }
 
@@ -487,6 +613,24 @@ pub struct RepoMetadata {
     pub release: Release,
     /// The Packages indexes, one per component and architecture, in that order.
     pub packages: Vec<PackagesIndex>,
+    /// Set when this Release is older than the newest seen and was accepted only because
+    /// [`RepoContext::allow_older_release`] is on: the warning to show.
+    pub older: Option<OlderRelease>,
+}
+
+/// A signed Release older than the newest seen for its repository, accepted because the build
+/// allows it. Its `Display` is the warning to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{url}: using a Release file older than one seen before (Date {date}; the newest seen is {newest}), as {FLAG_ALLOW_OLDER_RELEASE} allows"
+)]
+pub struct OlderRelease {
+    /// The Release URL.
+    pub url: String,
+    /// Its `Date` (`(missing)` when it has none that parses).
+    pub date: String,
+    /// The newest `Date` seen before.
+    pub newest: String,
 }
 
 impl RepoMetadata {
@@ -520,11 +664,16 @@ pub struct FetchedRelease {
     pub detached: Option<Vec<u8>>,
     /// The Release text (the signed part of an InRelease).
     pub text: String,
+    /// The parsed Release.
+    pub release: Release,
+    /// Set when the Release is older than the newest seen and the context allows that.
+    pub older: Option<OlderRelease>,
 }
 
 /// Fetch (or, offline, read from the cache) a repository's InRelease, else Release and
-/// Release.gpg, and check the signature unless the repository is explicitly trusted. Nothing is
-/// parsed and no index is fetched.
+/// Release.gpg, check the signature unless the repository is explicitly trusted, and parse it.
+/// Online, its `Date` is checked as apt does: not ahead of the clock (see [`check_freshness`]),
+/// and, when signed, not older than the newest seen for the repository. No index is fetched.
 pub fn fetch_release(
     repo: &ResolvedRepo,
     ctx: &RepoContext<'_>,
@@ -592,11 +741,77 @@ pub fn fetch_release(
             message: e.to_string(),
         })?
     };
+    let release = Release::parse(&text, &text_url)?;
+    // Offline builds reuse metadata that was checked when it was fetched.
+    let older = match ctx.cache.mode() {
+        CacheMode::Online => check_freshness(repo, ctx, &text_url, &release, gpgcheck)?,
+        CacheMode::Offline => None,
+    };
     Ok(FetchedRelease {
         url: text_url,
         raw,
         detached,
         text,
+        release,
+        older,
+    })
+}
+
+/// apt's date checks on a freshly fetched Release:
+/// - with the clock check on (apt's `Check-Date`), `Date` may lie at most the allowance ahead of
+///   the clock ([`DEFAULT_MAX_FUTURE`], or the host source's `date-max-future`);
+/// - when the signature was checked, `Date` must not be older than the newest this cache has
+///   seen for the repository, which it then remembers. A Release without a `Date` that parses
+///   counts as older than any (apt reads it as the epoch). Unsigned metadata proves nothing
+///   and is neither compared nor remembered.
+///
+/// An older Release is refused, or, with [`RepoContext::allow_older_release`], returned for a
+/// warning; the remembered date never moves back.
+pub fn check_freshness(
+    repo: &ResolvedRepo,
+    ctx: &RepoContext<'_>,
+    url: &str,
+    release: &Release,
+    verified: bool,
+) -> Result<Option<OlderRelease>, ReleaseError> {
+    if ctx.check_date.unwrap_or(repo.check_date) {
+        let allowed = repo.date_max_future.unwrap_or(DEFAULT_MAX_FUTURE);
+        release.check_date(ctx.now, allowed, url)?;
+    }
+    if !verified {
+        return Ok(None);
+    }
+    let dist_url = repo.dist_url();
+    let newest = match (&release.date, release.date_epoch()) {
+        (Some(text), Some(epoch)) => ctx.cache.remember_release_date(
+            &dist_url,
+            &ReleaseDate {
+                epoch,
+                text: text.clone(),
+            },
+        )?,
+        _ => ctx.cache.release_date(&dist_url)?,
+    };
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let date = match &release.date {
+        Some(d) if release.date_epoch().is_some() => d.clone(),
+        _ => "(missing)".to_string(),
+    };
+    if ctx.allow_older_release {
+        return Ok(Some(OlderRelease {
+            url: url.to_string(),
+            date,
+            newest: newest.text,
+        }));
+    }
+    Err(ReleaseError::Rewound {
+        url: url.to_string(),
+        date,
+        newest: newest.text,
+        flag: FLAG_ALLOW_OLDER_RELEASE,
+        env: ENV_ALLOW_OLDER_RELEASE,
     })
 }
 
@@ -614,14 +829,17 @@ pub fn fetch_metadata(
         url: text_url,
         raw,
         detached,
-        text,
+        text: _,
+        release,
+        older,
     } = fetch_release(&repo, ctx)?;
     let release_digest = Sha256Digest::of(&raw);
     let gpgcheck = spec.gpgcheck();
-    let release = Release::parse(&text, &text_url)?;
     // Offline builds reuse metadata that was checked when it was fetched; an expiry date that has
-    // passed since must not break a hermetic rebuild.
+    // passed since must not break a hermetic rebuild. Without the clock check (apt's
+    // `check-date=no`), Valid-Until is not checked either, as in apt.
     let check_expiry = ctx.check_valid_until.unwrap_or(repo.check_valid_until)
+        && ctx.check_date.unwrap_or(repo.check_date)
         && ctx.cache.mode() == CacheMode::Online;
     if check_expiry {
         release.check_valid_until(ctx.now, &text_url)?;
@@ -697,6 +915,7 @@ pub fn fetch_metadata(
         verified: gpgcheck,
         release,
         packages,
+        older,
     })
 }
 
@@ -887,6 +1106,46 @@ mod tests {
             None
         );
         assert_eq!(parse_rfc2822("Sat, 10 Jun 2023 08:54:02 +0é0"), None);
+    }
+
+    #[test]
+    fn future_dates_within_the_allowance_pass() {
+        let r = Release {
+            date: Some("Sat, 10 Jun 2023 08:54:12 UTC".into()),
+            ..Release::default()
+        };
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        // Ten seconds ahead is apt's default allowance; eleven is too many.
+        r.check_date(at(1_686_387_242), DEFAULT_MAX_FUTURE, "u")
+            .unwrap();
+        let e = r
+            .check_date(at(1_686_387_241), DEFAULT_MAX_FUTURE, "u")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not valid yet (invalid for another 11s)"),
+            "{e}"
+        );
+        r.check_date(at(1_686_387_241), Duration::from_secs(11), "u")
+            .unwrap();
+        // Without a Date that parses there is nothing to compare with the clock.
+        for date in [None, Some("someday".to_string())] {
+            let r = Release {
+                date,
+                ..Release::default()
+            };
+            assert_eq!(r.date_epoch(), None);
+            r.check_date(UNIX_EPOCH, Duration::ZERO, "u").unwrap();
+        }
+    }
+
+    #[test]
+    fn durations_read_as_apt_prints_them() {
+        assert_eq!(duration_text(0), "0s");
+        assert_eq!(duration_text(59), "59s");
+        assert_eq!(duration_text(61), "1min 1s");
+        assert_eq!(duration_text(3600), "1h 0min 0s");
+        assert_eq!(duration_text(30 * 86_400 + 5), "30d 0h 0min 5s");
     }
 
     #[test]

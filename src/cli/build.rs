@@ -231,8 +231,11 @@ pub fn run(
             opts.plan.lock_path.display()
         ));
     }
-    prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
+    let prepared = prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
         .with_context(|| format!("preparing {}", root.display()))?;
+    for w in &prepared.plan.warnings {
+        log.warn(w);
+    }
     let created = build::create(&root, &image, &create, &mut |s| log.stage(s))
         .with_context(|| format!("writing {}", create.target_dir.display()))?;
     log.finish();

@@ -61,6 +61,14 @@ pub struct PackageArgs {
     /// Ignore an existing lock file and resolve afresh.
     #[arg(long)]
     pub no_lock: bool,
+    /// Accept a signed Release file older than the newest this cache has seen for its
+    /// repository (a rolled-back mirror), with a warning; refused by default as a replay.
+    #[arg(
+        long,
+        env = imgbuild::apt::release::ENV_ALLOW_OLDER_RELEASE,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_older_release: bool,
     /// Replace the first repository (KIWI's 11-field tuple: source,type,alias,priority,…).
     #[arg(long, value_name = "TUPLE")]
     pub set_repo: Option<String>,
@@ -97,6 +105,7 @@ impl PackageArgs {
                 Progress::Lines
             },
             apt_dir: PathBuf::from("/etc/apt"),
+            allow_older_release: self.allow_older_release,
         }
     }
 
@@ -235,6 +244,20 @@ impl StageLog {
         }
     }
 
+    /// A warning: shown even with `-q` (text: `imgbuild: warning: <message>`; json:
+    /// `{"event":"warning",..}`).
+    pub fn warn(&self, message: &str) {
+        match self.settings.format {
+            LogFormat::Text => eprintln!("imgbuild: warning: {message}"),
+            LogFormat::Json => {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"event": "warning", "message": message})
+                )
+            }
+        }
+    }
+
     /// Seconds since the log started.
     pub fn total(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
@@ -261,6 +284,9 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
     let prepared = prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
         .with_context(|| format!("preparing {}", args.root.display()))?;
     log.finish();
+    for w in &prepared.plan.warnings {
+        log.warn(w);
+    }
     log.info(&format!(
         "prepared {} ({} packages) in {:.1} s",
         args.root.display(),
@@ -287,7 +313,11 @@ pub fn run_lock(args: LockArgs) -> anyhow::Result<ExitCode> {
     let (cache, fetcher) = plan::open_cache(&opts)?;
     let p = plan::plan(&image, &args.packages.overrides(), &opts, &cache, &fetcher)?;
     p.lock_file().write(&opts.lock_path)?;
-    StageLog::new().info(&format!(
+    let log = StageLog::new();
+    for w in &p.warnings {
+        log.warn(w);
+    }
+    log.info(&format!(
         "locked {} packages in {}",
         p.packages.len(),
         opts.lock_path.display()

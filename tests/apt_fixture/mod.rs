@@ -71,6 +71,8 @@ pub struct RepoOptions {
     pub inrelease: bool,
     pub release_gpg: bool,
     pub valid_until: Option<String>,
+    /// The Release `Date`.
+    pub date: String,
     pub by_hash: bool,
     pub debs: usize,
 }
@@ -82,6 +84,7 @@ impl Default for RepoOptions {
             inrelease: true,
             release_gpg: true,
             valid_until: None,
+            date: "Sat, 10 Jun 2023 08:54:02 UTC".into(),
             by_hash: false,
             debs: 3,
         }
@@ -200,7 +203,7 @@ impl FakeRepo {
             release.push_str(&format!("Suite: {d}\nCodename: {d}\n"));
             release.push_str("Architectures: amd64\nComponents: main\n");
         }
-        release.push_str("Date: Sat, 10 Jun 2023 08:54:02 UTC\n");
+        release.push_str(&format!("Date: {}\n", self.opts.date));
         if let Some(v) = &self.opts.valid_until {
             release.push_str(&format!("Valid-Until: {v}\n"));
         }
