@@ -105,12 +105,14 @@ load "$work/store-overlay" overlay "$big" bench/big
 load "$work/store-vfs" vfs "$small" bench/small
 load "$work/store-vfs" vfs "$big" bench/big
 
-echo "== crun bundle (the same tree, Docker's default capabilities)"
+echo "== crun bundle (the same tree, Docker's default capabilities, seccomp and device control on)"
+seccomp_profile=/usr/share/containers/seccomp.json
+[ -f "$seccomp_profile" ] || { echo "bench/run.sh needs $seccomp_profile (podman's containers-common)" >&2; exit 1; }
 bundle="$work/bundle"
 mkdir -p "$bundle"
 cp -a "$small" "$bundle/rootfs"
 (cd "$bundle" && crun spec)
-python3 - "$bundle/config.json" <<'EOF'
+python3 - "$bundle/config.json" "$seccomp_profile" <<'EOF'
 import json, sys
 p = sys.argv[1]
 c = json.load(open(p))
@@ -122,6 +124,31 @@ c["process"]["args"] = ["/bin/true"]
 for s in ("bounding", "effective", "permitted"):
     c["process"]["capabilities"][s] = caps
 c["root"] = {"path": "rootfs", "readonly": False}
+# The seccomp profile engines hand crun (the containers' default profile this host ships),
+# resolved for these capabilities and this architecture, as podman does before calling crun.
+import platform
+arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+prof = json.load(open(sys.argv[2]))
+rules = []
+for s in prof["syscalls"]:
+    inc, exc = s.get("includes") or {}, s.get("excludes") or {}
+    if inc.get("caps") and not set(inc["caps"]) <= set(caps):
+        continue
+    if exc.get("caps") and set(exc["caps"]) & set(caps):
+        continue
+    if inc.get("arches") and arch not in inc["arches"]:
+        continue
+    if exc.get("arches") and arch in exc["arches"]:
+        continue
+    r = {"names": s["names"], "action": s["action"]}
+    for k in ("args", "errnoRet"):
+        if s.get(k):
+            r[k] = s[k]
+    rules.append(r)
+c["linux"]["seccomp"] = {"defaultAction": prof["defaultAction"],
+                         "defaultErrnoRet": prof.get("defaultErrnoRet", 1),
+                         "syscalls": rules}
+assert any(d.get("allow") is False for d in c["linux"]["resources"]["devices"]), "device control"
 json.dump(c, open(p, "w"))
 EOF
 

@@ -389,6 +389,52 @@ fn container_conformance_with_crun() {
     f.assert_clean();
 }
 
+/// Finding: `imgbuild run … sh -c 'mknod /b b 7 0; dd … of=/b'` wrote the host's loop device.
+#[test]
+fn container_cannot_write_host_block_device() {
+    let _g = serial();
+    let Some(f) = Fixture::new(
+        "container_cannot_write_host_block_device",
+        DriverKind::Overlay,
+    ) else {
+        return;
+    };
+    let lo = LoopDevice::attach();
+    std::fs::write(lo._file.path(), b"marker").unwrap();
+    let (major, minor) = lo.numbers();
+    let (code, out, _) = f.sh(
+        &[],
+        &format!(
+            "mknod /b b {major} {minor} && echo made; \
+             dd if=/dev/zero of=/b bs=512 count=1 conv=notrunc,nocreat 2>/dev/null && echo wrote; \
+             dd if=/b of=/dev/null bs=512 count=1 2>/dev/null && echo read; true"
+        ),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "made\n", "the container reached the host's device");
+    assert!(
+        std::fs::read(lo._file.path())
+            .unwrap()
+            .starts_with(b"marker")
+    );
+    f.assert_clean();
+}
+
+/// Finding: `/proc/self/status` showed `Seccomp: 0` in containers (podman/crun: 2).
+#[test]
+fn container_runs_under_seccomp() {
+    let _g = serial();
+    let Some(f) = Fixture::new("container_runs_under_seccomp", DriverKind::Vfs) else {
+        return;
+    };
+    let out = f.sh_ok(
+        &[],
+        "grep -E '^Seccomp:' /proc/self/status; unshare -m true 2>/dev/null && echo unshared; true",
+    );
+    assert_eq!(out, "Seccomp:\t2\n");
+    f.assert_clean();
+}
+
 #[test]
 fn limits_exit_codes_and_signals() {
     let _g = serial();

@@ -21,7 +21,13 @@ pub const DOCKER_DEFAULT: u64 = bit(0) // CAP_CHOWN
 /// The capabilities build hooks and maintainer scripts keep (see docs/sandbox.md for how the
 /// set was measured): what `dpkg`, maintainer scripts and KIWI hooks use, and nothing that
 /// reaches past the root tree (no `SYS_ADMIN`, `SYS_MODULE`, `SYS_PTRACE`, `NET_ADMIN`, …).
-pub const BUILD_DEFAULT: u64 = DOCKER_DEFAULT;
+pub const BUILD_DEFAULT: u64 = bit(0) // CAP_CHOWN
+    | bit(1) // CAP_DAC_OVERRIDE
+    | bit(3) // CAP_FOWNER
+    | bit(4) // CAP_FSETID
+    | bit(6) // CAP_SETGID
+    | bit(7) // CAP_SETUID
+    | bit(31); // CAP_SETFCAP
 
 /// The names of [`DOCKER_DEFAULT`] as an OCI runtime spec lists them.
 pub const DOCKER_DEFAULT_NAMES: &[&str] = &[
@@ -77,6 +83,12 @@ mod tests {
             DOCKER_DEFAULT.count_ones() as usize,
             DOCKER_DEFAULT_NAMES.len()
         );
+    }
+
+    #[test]
+    fn build_set_is_within_dockers() {
+        assert_eq!(BUILD_DEFAULT, 0x800000db);
+        assert_eq!(BUILD_DEFAULT & !DOCKER_DEFAULT, 0);
     }
 
     #[test]

@@ -278,11 +278,13 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, PlanError> {
 /// The isolation profile decides namespaces, devices, capabilities and hardening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
-    /// For package maintainer scripts and build hooks: full root capabilities, writable root.
+    /// For package maintainer scripts and build hooks: writable root, the build capability set
+    /// ([`caps::BUILD_DEFAULT`]), Docker's seccomp profile with syncs as no-ops, device policy,
+    /// masked and read-only `/proc` paths; no `no_new_privs`.
     #[default]
     Build,
-    /// For running images: Docker's default capabilities, `no_new_privs`, masked and read-only
-    /// `/proc` paths, clamped rlimits.
+    /// For running images: Docker's default capabilities and seccomp profile, `no_new_privs`,
+    /// device policy, masked and read-only `/proc` paths, clamped rlimits.
     Container,
 }
 
