@@ -172,8 +172,8 @@ pub enum StorageError {
         #[source]
         source: ApplyError,
     },
-    #[error("invalid reference '{reference}': {reason}")]
-    InvalidReference { reference: String, reason: String },
+    #[error(transparent)]
+    InvalidReference(crate::reference::InvalidName),
     #[error("no such image: {0}")]
     ImageNotFound(String),
     #[error("image reference '{reference}' is ambiguous: it matches {count} images")]

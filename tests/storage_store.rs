@@ -113,10 +113,7 @@ fn config_not_matching_manifest_is_refused() {
             &ConfinedApplier,
         )
         .unwrap_err();
-    assert!(
-        matches!(err, StorageError::InvalidReference { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StorageError::InvalidReference(_)), "{err}");
 }
 
 #[test]

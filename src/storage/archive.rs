@@ -371,13 +371,18 @@ pub struct Loaded {
 /// plus `extra_tags`, unpacking layers with the confined extraction. On failure nothing of
 /// the image is left in the store.
 pub fn load_archive(store: &Store, path: &Path, extra_tags: &[String]) -> Result<Loaded> {
-    let img = open_archive(path)?;
-    let mut tags = img.tags.clone();
-    for t in extra_tags {
-        let t = normalize_tag(t).map_err(|source| ArchiveError::Store {
+    // The names asked for are checked before the archive is read.
+    let extra = extra_tags
+        .iter()
+        .map(|t| normalize_tag(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ArchiveError::Store {
             context: format!("loading {}", path.display()),
             source,
         })?;
+    let img = open_archive(path)?;
+    let mut tags = img.tags.clone();
+    for t in extra {
         if !tags.contains(&t) {
             tags.push(t);
         }
