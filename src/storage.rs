@@ -158,6 +158,21 @@ pub enum StorageError {
     },
     #[error("blob {expected}: content hashes to {actual}; refusing corrupt blob")]
     BlobDigestMismatch { expected: String, actual: String },
+    #[error("blob {digest}: the manifest gives its size as {declared} bytes, it has {found}")]
+    BlobSizeMismatch {
+        digest: String,
+        declared: u64,
+        found: String,
+    },
+    #[error(
+        "layer {blob}: refused: its uncompressed content would take {source}; the partial \
+         layer was removed"
+    )]
+    LayerTooLarge {
+        blob: String,
+        #[source]
+        source: crate::image::limits::SpaceExceeded,
+    },
     #[error(
         "layer {blob}: uncompressed content hashes to {actual}, the config's diff_id is {expected}"
     )]

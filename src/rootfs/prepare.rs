@@ -390,14 +390,25 @@ fn unpack_bases(
         };
         let base = crate::image::base::BaseImage::open(&uri).map_err(base_err)?;
         for (layer, reader) in base.layers.iter().zip(base.layer_readers()) {
-            let mut reader = reader.map_err(base_err)?;
+            // Bounded by the root's free space, as the store bounds its layers: a layer too big
+            // for the disk (a decompression bomb, a wrong diff_id) stops there, not at ENOSPC.
+            let mut reader = crate::image::limits::SpaceBound::new(reader.map_err(base_err)?, root)
+                .map_err(|source| io(root, source))?;
             let layer_err = |source| PrepareError::BaseLayer {
                 uri: uri.clone(),
                 layer: layer.path.clone(),
                 source,
             };
-            crate::confine::unpack(&r, &mut reader, &UnpackOptions::for_layer(Whiteouts::Apply))
-                .map_err(layer_err)?;
+            let unpacked = crate::confine::unpack(
+                &r,
+                &mut reader,
+                &UnpackOptions::for_layer(Whiteouts::Apply),
+            );
+            if let Some(e) = reader.exceeded() {
+                let e = std::io::Error::new(std::io::ErrorKind::StorageFull, e.clone());
+                return Err(io(&layer.path, e));
+            }
+            unpacked.map_err(layer_err)?;
             // The tar reader stops at the end-of-archive marker; the rest of the stream is read
             // so that the diff_id check at its end runs.
             std::io::copy(&mut reader, &mut std::io::sink())
