@@ -116,13 +116,12 @@ pub enum ImageError {
         max: u64,
     },
     /// Writing untrusted content would leave its filesystem too full (see [`limits`]).
-    #[error("{path}: {source}")]
+    #[error("{path}: refused: {bound}")]
     NoSpace {
-        /// What was being written (an archive member, a layer).
+        /// What was being written (an archive member).
         path: String,
-        /// How far it got.
-        #[source]
-        source: limits::SpaceExceeded,
+        /// The bound it would pass.
+        bound: limits::SpaceExceeded,
     },
     /// A caller-given option is invalid.
     #[error("invalid option {option}: {reason}")]

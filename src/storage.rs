@@ -164,14 +164,10 @@ pub enum StorageError {
         declared: u64,
         found: String,
     },
-    #[error(
-        "layer {blob}: refused: its uncompressed content would take {source}; the partial \
-         layer was removed"
-    )]
+    #[error("layer {blob}: refused: unpacked, {bound}; the partial layer was removed")]
     LayerTooLarge {
         blob: String,
-        #[source]
-        source: crate::image::limits::SpaceExceeded,
+        bound: crate::image::limits::SpaceExceeded,
     },
     #[error(
         "layer {blob}: uncompressed content hashes to {actual}, the config's diff_id is {expected}"

@@ -533,9 +533,9 @@ fn unpack_members(
         .map_err(io_err(std::env::temp_dir()))?;
     let mut budget = limits::SpaceBudget::of(tmp.path()).map_err(io_err(tmp.path()))?;
     let mut take = |name: &Path, size: u64| {
-        budget.take(size).map_err(|source| ImageError::NoSpace {
+        budget.take(size).map_err(|bound| ImageError::NoSpace {
             path: format!("{}:{}", path.display(), name.display()),
-            source,
+            bound,
         })
     };
     // Regular members to write: the needed ones and the ones needed links lead to.

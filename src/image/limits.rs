@@ -81,12 +81,13 @@ pub fn read_bounded(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// A stream was stopped because writing more would leave the filesystem too full.
+/// A stream was stopped because writing more would leave its filesystem too full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "more than the {limit} bytes that may be written to {} ({available} bytes free, {reserve} \
-     kept free)",
-    dir.display()
+    "it would leave less than {} free on the filesystem of {} (at most {} could be written there)",
+    mib(*reserve),
+    dir.display(),
+    mib(*limit)
 )]
 pub struct SpaceExceeded {
     /// The directory written to.
@@ -97,6 +98,11 @@ pub struct SpaceExceeded {
     pub available: u64,
     /// Bytes kept free.
     pub reserve: u64,
+}
+
+/// `n` bytes in MiB, for messages.
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
 }
 
 /// How much may still be written to a directory's filesystem: its available space when
@@ -231,7 +237,9 @@ mod tests {
         assert!(b.take(10).is_ok());
         let e = b.take(1).unwrap_err();
         assert_eq!(e.limit, 10);
-        assert!(e.to_string().contains(&t.path().display().to_string()));
+        let msg = e.to_string();
+        assert!(msg.contains(&t.path().display().to_string()), "{msg}");
+        assert!(msg.contains("at most 0.0 MiB could be written"), "{msg}");
     }
 
     #[test]

@@ -70,6 +70,17 @@ pub enum PrepareError {
         /// What went wrong (a path escaping the root, a corrupt stream, …).
         source: crate::confine::ConfineError,
     },
+    /// A layer of a base image would leave the root's filesystem too full; the rest of it
+    /// was not unpacked.
+    #[error("base image {uri}: layer {layer}: refused: unpacked, {bound}")]
+    BaseLayerTooLarge {
+        /// The base's URI, as resolved.
+        uri: String,
+        /// The layer blob.
+        layer: PathBuf,
+        /// The bound it would pass.
+        bound: crate::image::limits::SpaceExceeded,
+    },
     /// The base's record in a prepared root is missing or unreadable.
     #[error("{path}: {message}")]
     BaseRecord {
@@ -399,20 +410,26 @@ fn unpack_bases(
                 layer: layer.path.clone(),
                 source,
             };
+            // The tar reader stops at the end-of-archive marker; the rest of the stream is read
+            // so that the diff_id check at its end runs.
             let unpacked = crate::confine::unpack(
                 &r,
                 &mut reader,
                 &UnpackOptions::for_layer(Whiteouts::Apply),
-            );
-            if let Some(e) = reader.exceeded() {
-                let e = std::io::Error::new(std::io::ErrorKind::StorageFull, e.clone());
-                return Err(io(&layer.path, e));
+            )
+            .map_err(layer_err)
+            .and_then(|_| {
+                std::io::copy(&mut reader, &mut std::io::sink())
+                    .map_err(|source| io(&layer.path, source))
+            });
+            if let Some(bound) = reader.exceeded() {
+                return Err(PrepareError::BaseLayerTooLarge {
+                    uri: uri.clone(),
+                    layer: layer.path.clone(),
+                    bound: bound.clone(),
+                });
             }
-            unpacked.map_err(layer_err)?;
-            // The tar reader stops at the end-of-archive marker; the rest of the stream is read
-            // so that the diff_id check at its end runs.
-            std::io::copy(&mut reader, &mut std::io::sink())
-                .map_err(|source| io(&layer.path, source))?;
+            unpacked?;
         }
         records.push(BaseRecord {
             uri: uri.clone(),

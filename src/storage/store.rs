@@ -348,7 +348,10 @@ impl Store {
         // Nothing declares the uncompressed size, and a wrong diff_id shows only at the end:
         // the stream is bounded by the space of the layer's filesystem instead, so a layer
         // that could never be stored stops at the first byte past it, not at a full disk.
-        let bounded = SpaceBound::new(decoded, dir).map_err(|e| StorageError::io(dir, e))?;
+        // Measured (and named) at the store's root: the layer directory is a temporary one on
+        // the same filesystem.
+        let bounded =
+            SpaceBound::new(decoded, &self.root).map_err(|e| StorageError::io(&self.root, e))?;
         let mut reader = HashingReader::new(bounded);
         let applied = applier
             .apply(&mut reader, dir, self.driver.apply_mode())
@@ -364,7 +367,7 @@ impl Store {
         if let Some(e) = reader.get_ref().exceeded() {
             return Err(StorageError::LayerTooLarge {
                 blob: layer.digest.clone(),
-                source: e.clone(),
+                bound: e.clone(),
             });
         }
         applied?;
