@@ -91,6 +91,25 @@ pub struct CreateOptions {
     pub inputs: Option<String>,
 }
 
+impl CreateOptions {
+    /// Checks the tag and label names by the rules a description's own obey (see
+    /// [`crate::reference`]), so no archive is written that podman or docker would refuse.
+    pub fn check(&self) -> Result<(), BuildError> {
+        let bad = |option: &str, e: crate::reference::InvalidName| BuildError::BadOption {
+            option: option.to_string(),
+            message: e.to_string(),
+        };
+        if let Some(t) = &self.tag {
+            crate::reference::check_tag(t).map_err(|e| bad("--set-container-tag", e))?;
+        }
+        for (name, _) in &self.labels {
+            crate::reference::check_label_name(name)
+                .map_err(|e| bad("--add-container-label", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// One file written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultFile {
@@ -283,6 +302,7 @@ pub fn create(
             ),
         });
     }
+    opts.check()?;
     let derived = !image.build_type.derived_from.is_empty();
     if derived && kind == "tbz" {
         return Err(BuildError::Unsupported {
@@ -600,6 +620,39 @@ fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_options_refuse_bad_tags_and_label_names() {
+        let ok = CreateOptions {
+            target_dir: PathBuf::from("out"),
+            layer_compression: Compression::None,
+            compress: Compression::None,
+            oci_dir: false,
+            tag: Some("v1.2_3".into()),
+            labels: vec![("org.example.a".into(), "any value".into())],
+            source_date_epoch: None,
+            threads: 0,
+            inputs: None,
+        };
+        assert!(ok.check().is_ok());
+        for tag in ["bad tag/..", &"a".repeat(10_000)] {
+            let opts = CreateOptions {
+                tag: Some(tag.to_string()),
+                ..ok.clone()
+            };
+            let e = opts.check().unwrap_err().to_string();
+            assert!(e.starts_with("--set-container-tag: "), "{e}");
+        }
+        let opts = CreateOptions {
+            labels: vec![("a b".into(), String::new())],
+            ..ok
+        };
+        let e = opts.check().unwrap_err().to_string();
+        assert!(
+            e.contains("--add-container-label") && e.contains("\"a b\""),
+            "{e}"
+        );
+    }
 
     /// A one-layer image holding `file` in an OCI layout at `dir`.
     fn layout(dir: &Path, file: &str, created_by: &str) -> BaseImage {

@@ -11,6 +11,7 @@ pub mod base;
 pub mod compress;
 pub mod config;
 pub mod layer;
+pub mod limits;
 pub mod output;
 pub mod snapshot;
 pub mod tarball;
@@ -88,6 +89,39 @@ pub enum ImageError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An image has more layers than Docker allows (see [`limits`]).
+    #[error(
+        "{path}: the image has {count} layers, more than the {max} Docker and podman allow; \
+         refused before unpacking"
+    )]
+    TooManyLayers {
+        /// The archive, layout or manifest read.
+        path: PathBuf,
+        /// Layers it lists.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A manifest, index or config is larger than the container tools allow (see [`limits`]).
+    #[error("{path}: {what} of {size} bytes is larger than the {max} bytes allowed")]
+    TooLarge {
+        /// The file or archive member.
+        path: String,
+        /// What it is.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Writing untrusted content would leave its filesystem too full (see [`limits`]).
+    #[error("{path}: refused: {bound}")]
+    NoSpace {
+        /// What was being written (an archive member).
+        path: String,
+        /// The bound it would pass.
+        bound: limits::SpaceExceeded,
     },
     /// A caller-given option is invalid.
     #[error("invalid option {option}: {reason}")]

@@ -11,6 +11,7 @@ pub mod confine;
 pub mod description;
 pub mod image;
 pub mod plan;
+pub mod reference;
 pub mod reuse;
 pub mod rootfs;
 pub mod runtime;

@@ -158,6 +158,17 @@ pub enum StorageError {
     },
     #[error("blob {expected}: content hashes to {actual}; refusing corrupt blob")]
     BlobDigestMismatch { expected: String, actual: String },
+    #[error("blob {digest}: the manifest gives its size as {declared} bytes, it has {found}")]
+    BlobSizeMismatch {
+        digest: String,
+        declared: u64,
+        found: String,
+    },
+    #[error("layer {blob}: refused: unpacked, {bound}; the partial layer was removed")]
+    LayerTooLarge {
+        blob: String,
+        bound: crate::image::limits::SpaceExceeded,
+    },
     #[error(
         "layer {blob}: uncompressed content hashes to {actual}, the config's diff_id is {expected}"
     )]
@@ -172,8 +183,8 @@ pub enum StorageError {
         #[source]
         source: ApplyError,
     },
-    #[error("invalid reference '{reference}': {reason}")]
-    InvalidReference { reference: String, reason: String },
+    #[error(transparent)]
+    InvalidReference(crate::reference::InvalidName),
     #[error("no such image: {0}")]
     ImageNotFound(String),
     #[error("image reference '{reference}' is ambiguous: it matches {count} images")]

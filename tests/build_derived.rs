@@ -3,6 +3,8 @@
 //! `derived_image_adds_one_layer_on_the_unchanged_base` needs root, the host's Debian mirror
 //! (bookworm) and podman; the bad-input tests need root only (they fail before any download).
 
+mod storage_common;
+
 use std::fs;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -435,4 +437,82 @@ fn set_container_derived_from_needs_a_derived_description() {
     assert!(!out.status.success());
     assert!(stderr.contains("has no derived_from"), "{stderr}");
     assert!(!t.path().join("out").exists());
+}
+
+/// A docker-archive of `layers` (each `(member bytes, diff_id)`, listed in this order).
+fn docker_archive_of(path: &Path, layers: &[(Vec<u8>, String)]) {
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.1).collect::<Vec<_>>()},
+    })
+    .to_string();
+    let config_name = format!("{}.json", sha256_hex(config.as_bytes()));
+    let mut names = Vec::new();
+    let mut ar = Vec::new();
+    tar_member(&mut ar, &config_name, config.as_bytes());
+    for (data, _) in layers {
+        let name = format!("{}/layer.tar", sha256_hex(data));
+        if !names.contains(&name) {
+            tar_member(&mut ar, &name, data);
+        }
+        names.push(name);
+    }
+    let manifest = serde_json::json!([{"Config": config_name, "Layers": names}]).to_string();
+    tar_member(&mut ar, "manifest.json", manifest.as_bytes());
+    ar.extend_from_slice(&[0u8; 1024]);
+    fs::write(path, ar).unwrap();
+}
+
+#[test]
+fn base_with_too_many_layers_is_refused() {
+    if !storage_common::root_or_skip("base_with_too_many_layers_is_refused") {
+        return;
+    }
+    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut layer = Vec::new();
+    tar_member(&mut layer, "f", b"x");
+    layer.extend_from_slice(&[0u8; 1024]);
+    let diff_id = format!("sha256:{}", sha256_hex(&layer));
+    let base = t.path().join("deep.tar");
+    docker_archive_of(&base, &vec![(layer, diff_id); 126]);
+    let desc = t.path().join("desc");
+    derived_description(&desc, &format!("docker-archive:{}", base.display()), &[]);
+    expect_failure(
+        t.path(),
+        &desc,
+        &format!(
+            "{}: the image has 126 layers, more than the 125 Docker and podman allow",
+            base.display()
+        ),
+    );
+}
+
+#[test]
+fn base_layer_bomb_stops_without_filling_disk() {
+    if !storage_common::root_or_skip("base_layer_bomb_stops_without_filling_disk") {
+        return;
+    }
+    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // The base is right (its diff_id matches), but its one layer unpacks to 128 MiB, and the
+    // build's root is on a 64 MiB filesystem: it must stop at the bound, not at a full disk.
+    let (gz, diff_id) = storage_common::zero_layer(128 << 20);
+    let base = t.path().join("bomb.tar");
+    docker_archive_of(&base, &[(gz, diff_id)]);
+    let fs = storage_common::Tmpfs::new(64 << 20).expect("mount a tmpfs");
+    let desc = t.path().join("desc");
+    derived_description(&desc, &format!("docker-archive:{}", base.display()), &[]);
+    let before = fs.available();
+    let out = expect_failure(
+        fs.path(),
+        &desc,
+        "refused: unpacked, it would leave less than 3.2 MiB free",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("No space left"), "{err}");
+    assert!(
+        fs.available() + (64 << 10) >= before,
+        "space not given back: {err}"
+    );
 }

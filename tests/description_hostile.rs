@@ -142,6 +142,22 @@ fn semantic_checks_name_the_problem() {
             "not a valid tag",
         ),
         (
+            r#"<containerconfig name="a..b"/>"#,
+            "not a valid container name: \"..\" in \"a..b\" is not a separator",
+        ),
+        (
+            r#"<containerconfig name="ok" additionalnames="ok:v1,Bad:v2"/>"#,
+            "\"Bad:v2\" is not of the form",
+        ),
+        (
+            &format!(r#"<containerconfig name="ok" tag="{}"/>"#, "t".repeat(129)),
+            "at most 128 are allowed",
+        ),
+        (
+            r#"<containerconfig name="ok"><labels><label name="a b" value="x"/></labels></containerconfig>"#,
+            "label@name: \"a b\" is not a valid label name",
+        ),
+        (
             r#"<containerconfig name="ok"><stopsignal>TERM</stopsignal></containerconfig>"#,
             "not a signal name",
         ),

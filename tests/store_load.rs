@@ -516,3 +516,262 @@ fn build_load_then_run() {
         "{result}"
     );
 }
+
+// Limits on untrusted archives (issue 9, finding 8): an archive of 10,000 layers was unpacked
+// for over a minute, and a layer whose diff_id is wrong was unpacked until the disk was full.
+
+/// An image whose `n` layers are all the same tiny layer (one blob): the cheapest deep image.
+fn deep_image(n: usize) -> TestImage {
+    let one = TestImage::new(&[vec![E::File("f", b"x", 0o644, 0, 0)]], "deep");
+    let diff = sha256_digest(&layer_tar(&[E::File("f", b"x", 0o644, 0, 0)]));
+    TestImage::assemble(vec![diff; n], vec![one.blobs[0].clone(); n], "deep")
+}
+
+/// `members` without repeated names (the first of each kept).
+fn dedup(members: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let mut seen = std::collections::BTreeSet::new();
+    members
+        .into_iter()
+        .filter(|(n, _)| seen.insert(n.clone()))
+        .collect()
+}
+
+#[test]
+fn load_refuses_too_many_layers() {
+    if !root_or_skip("load_refuses_too_many_layers") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let deep = deep_image(126);
+    let layout = t.path().join("layout");
+    write_layout(&layout, &dedup(oci_members(&deep, TAG)));
+    let oci = t.path().join("deep.oci.tar");
+    std::fs::write(&oci, tar_of(&dedup(oci_members(&deep, TAG)))).unwrap();
+    let docker = t.path().join("deep.docker.tar.gz");
+    std::fs::write(&docker, gzip(&tar_of(&dedup(docker_members(&deep, TAG))))).unwrap();
+    for path in [&layout, &oci, &docker] {
+        let root = t.path().join(format!(
+            "store-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let out = imgbuild(&root, &["load", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{} loaded", path.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{}: the image has 126 layers, more than the 125 Docker and podman allow",
+                path.display()
+            )),
+            "{err}"
+        );
+        assert_empty(&root);
+        // Refused by the count alone, before any blob was unpacked or read for a digest.
+        match archive::open_archive(path) {
+            Err(archive::ArchiveError::Read {
+                source: imgbuild::image::ImageError::TooManyLayers { count: 126, .. },
+                ..
+            }) => {}
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    // 125 is Docker's limit, and allowed.
+    let ok = t.path().join("ok.oci.tar");
+    std::fs::write(&ok, tar_of(&dedup(oci_members(&deep_image(125), TAG)))).unwrap();
+    let store = open(&t.path().join("store-ok"));
+    let rec = archive::load_archive(&store, &ok, &[]).unwrap().record;
+    assert_eq!(rec.layers.len(), 125);
+}
+
+#[test]
+fn load_stops_at_wrong_diff_id_layer_without_filling_disk() {
+    if !root_or_skip("load_stops_at_wrong_diff_id_layer_without_filling_disk") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // The store on a 64 MiB filesystem; each layer unpacks to 128 MiB.
+    let fs = Tmpfs::new(64 << 20).expect("mount a tmpfs");
+    let reserve = imgbuild::image::limits::reserve_of(64 << 20);
+    let (gz, true_diff_id) = zero_layer(128 << 20);
+    let wrong = sha256_digest(b"not this layer");
+    let blob = (sha256_digest(&gz), gz);
+    for (label, diff_id) in [("wrong-diff-id", &wrong), ("gzip-bomb", &true_diff_id)] {
+        let img = TestImage::assemble(vec![diff_id.clone()], vec![blob.clone()], label);
+        let path = t.path().join(format!("{label}.oci.tar"));
+        std::fs::write(&path, tar_of(&oci_members(&img, TAG))).unwrap();
+        let root = fs.path().join(label);
+        let store = open(&root);
+        let before = fs.available();
+        // The least free space seen while the load runs, measured until it has ended.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (result, least) = std::thread::scope(|s| {
+            let watch = s.spawn(|| {
+                let mut least = u64::MAX;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    least = least.min(fs.available());
+                    std::thread::yield_now();
+                }
+                least
+            });
+            let result = archive::load_archive(&store, &path, &[]);
+            done.store(true, std::sync::atomic::Ordering::Release);
+            (result, watch.join().unwrap())
+        });
+        let err = result.expect_err(label);
+        assert!(
+            matches!(
+                &err,
+                archive::ArchiveError::Store {
+                    source: imgbuild::storage::StorageError::LayerTooLarge { .. },
+                    ..
+                }
+            ),
+            "{label}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&blob.0) && msg.contains("the partial layer was removed"),
+            "{label}: {msg}"
+        );
+        // Stopped at the bound, never at a full disk, and nothing of the layer is left.
+        assert!(
+            least >= reserve / 2,
+            "{label}: only {least} bytes were left free"
+        );
+        assert_empty(&root);
+        assert!(
+            fs.available() + (64 << 10) >= before,
+            "{label}: space not given back"
+        );
+    }
+    // A docker-archive's layer is checked against its diff_id before it is stored at all.
+    let img = TestImage::assemble(vec![wrong.clone()], vec![blob.clone()], "docker");
+    let path = t.path().join("wrong.docker.tar");
+    let mut members = docker_members(&img, TAG);
+    // docker_members unpacks the layer; keep it compressed (docker load accepts that too).
+    for m in &mut members {
+        if m.0.ends_with("layer.tar") {
+            m.1 = blob.1.clone();
+        }
+    }
+    std::fs::write(&path, tar_of(&members)).unwrap();
+    let root = fs.path().join("docker");
+    let store = open(&root);
+    let err = archive::load_archive(&store, &path, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("digest mismatch") && err.contains(&wrong),
+        "{err}"
+    );
+    assert_empty(&root);
+}
+
+#[test]
+fn oci_blob_larger_than_descriptor_is_refused() {
+    if !root_or_skip("oci_blob_larger_than_descriptor_is_refused") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = two_layer();
+    let (digest, data) = img.blobs[1].clone();
+    let declared = data.len();
+    let name = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+    let mut members = oci_members(&img, TAG);
+    for m in &mut members {
+        if m.0 == name {
+            // The blob as the manifest describes it, and a megabyte more.
+            m.1.extend(std::iter::repeat_n(0u8, 1 << 20));
+        }
+    }
+    let layout = t.path().join("layout");
+    write_layout(&layout, &members);
+    let oci = t.path().join("big-blob.oci.tar");
+    std::fs::write(&oci, tar_of(&members)).unwrap();
+    let want = format!(
+        "layer blob {digest} is {} bytes but the manifest says {declared}",
+        declared + (1 << 20)
+    );
+    for path in [&layout, &oci] {
+        let root = t.path().join(format!(
+            "store-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let out = imgbuild(&root, &["load", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{} loaded", path.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&want) && err.contains(path.to_str().unwrap()),
+            "{err}"
+        );
+        assert_empty(&root);
+    }
+    // The same for a base of a derived build.
+    let err = imgbuild::image::base::BaseImage::open(&format!("oci-archive:{}", oci.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&want), "{err}");
+}
+
+#[test]
+fn oversized_manifests_and_configs_are_refused() {
+    if !root_or_skip("oversized_manifests_and_configs_are_refused") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = two_layer();
+    // JSON padded with whitespace past the 4 MiB containers/image allows (1 MiB for a
+    // docker-archive's manifest.json).
+    let pad = |json: &[u8], to: usize| {
+        let mut v = json.to_vec();
+        v.resize(to, b' ');
+        v
+    };
+    let mut big_index = oci_members(&img, TAG);
+    for m in &mut big_index {
+        if m.0 == "index.json" {
+            m.1 = pad(&m.1, (4 << 20) + 1);
+        }
+    }
+    let mut big_docker = docker_members(&img, TAG);
+    for m in &mut big_docker {
+        if m.0 == "manifest.json" {
+            m.1 = pad(&m.1, (1 << 20) + 1);
+        }
+    }
+    // A config over the limit, named by a manifest that agrees with it.
+    let mut cfg: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
+    cfg["config"]["Labels"]["pad"] = serde_json::Value::String("x".repeat(4 << 20));
+    let config = serde_json::to_vec(&cfg).unwrap();
+    let mut big_config_img = img.clone();
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    m["config"]["digest"] = sha256_digest(&config).into();
+    m["config"]["size"] = config.len().into();
+    big_config_img.manifest = serde_json::to_vec(&m).unwrap();
+    big_config_img.config = config;
+    let cases = [
+        ("index", tar_of(&big_index), "index.json of 4194305 bytes"),
+        (
+            "docker-manifest",
+            tar_of(&big_docker),
+            "docker-archive manifest.json of 1048577 bytes",
+        ),
+        (
+            "config",
+            tar_of(&oci_members(&big_config_img, TAG)),
+            "config of",
+        ),
+    ];
+    for (label, data, want) in cases {
+        let p = t.path().join(format!("{label}.tar"));
+        std::fs::write(&p, data).unwrap();
+        let root = t.path().join(format!("store-{label}"));
+        let out = imgbuild(&root, &["load", p.to_str().unwrap()]);
+        assert!(!out.status.success(), "{label} loaded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want) && err.contains("is larger than the"),
+            "{label}: {err}"
+        );
+        assert_empty(&root);
+    }
+}

@@ -45,11 +45,19 @@ impl OutputArgs {
         if matches!(layer_compression, Compression::Xz(_) | Compression::None) {
             bail!("--layer-compression: layers are gzip or zstd");
         }
+        // Names are checked before any work starts, by the rules the description's own obey.
+        if let Some(t) = &self.set_container_tag {
+            imgbuild::reference::check_tag(t).map_err(|e| {
+                anyhow::anyhow!("--set-container-tag {}: {}", e.shown_value(), e.reason)
+            })?;
+        }
         let mut labels = Vec::new();
         for l in &self.labels {
             let Some((k, v)) = l.split_once('=') else {
                 bail!("--add-container-label {l:?}: expected NAME=VALUE");
             };
+            imgbuild::reference::check_label_name(k)
+                .map_err(|e| anyhow::anyhow!("--add-container-label: {e}"))?;
             labels.push((k.to_string(), v.to_string()));
         }
         let source_date_epoch =

@@ -244,6 +244,16 @@ fn archive_path(image: &str) -> Option<PathBuf> {
     ((image.contains('/') || suffix) && p.exists()).then(|| p.to_path_buf())
 }
 
+/// What `run` can refuse before any work: a container name Docker would refuse.
+fn early_checks(args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.name
+        && !imgbuild::runtime::valid_name(name)
+    {
+        anyhow::bail!(RuntimeError::InvalidName(name.clone()));
+    }
+    Ok(())
+}
+
 /// Load the archive `run` was given and return the loaded image's id.
 fn load_for_run(store: &imgbuild::storage::Store, archive: &Path) -> anyhow::Result<String> {
     let record = imgbuild::storage::archive::load_archive(store, archive, &[])?.record;
@@ -268,7 +278,9 @@ pub fn run(
             // executed, 127 when it is not found, else the command's own code.
             defer_termination_signals();
             let mut args = args;
-            let result = open_store(root, driver)
+            // The name is checked before the store is opened or an archive loaded.
+            let result = early_checks(&args)
+                .and_then(|()| open_store(root, driver))
                 .and_then(|s| {
                     if let Some(archive) = archive_path(&args.image) {
                         args.image = load_for_run(&s, &archive)?;

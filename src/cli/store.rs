@@ -149,12 +149,29 @@ fn table(images: &[ImageRecord]) -> String {
     super::columns(&rows)
 }
 
+/// Refuses a `name[:tag]` the store would refuse, naming the argument it came from.
+fn check_reference(arg: &str, reference: &str) -> anyhow::Result<()> {
+    imgbuild::reference::normalize_tagged(reference)
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("{arg} {}: {}", e.shown_value(), e.reason))
+}
+
 /// Run a store command against the store the global options name.
 pub fn run(
     command: StoreCommand,
     root: Option<&Path>,
     driver: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    // Names given are checked before the store is opened or an archive read.
+    match &command {
+        StoreCommand::Tag { target, .. } => check_reference("tag: TARGET", target)?,
+        StoreCommand::Load { tags, .. } => {
+            for t in tags {
+                check_reference("--tag", t)?;
+            }
+        }
+        _ => {}
+    }
     let store = open_store(root, driver)?;
     match command {
         StoreCommand::Images { format } => {

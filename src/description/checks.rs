@@ -3,13 +3,12 @@
 
 use super::Diagnostic;
 use super::tree::Node;
+use crate::reference;
 use regex::Regex;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 struct Patterns {
-    repo_name: Regex,
-    tag: Regex,
     signal: Regex,
 }
 
@@ -22,9 +21,6 @@ fn patterns() -> &'static Patterns {
             Err(e) => panic!("bad built-in pattern {s}: {e}"),
         };
         Patterns {
-            // OCI distribution-spec repository name components, optionally with a registry host
-            repo_name: re(r"^([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"),
-            tag: re(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"),
             signal: re(r"^(SIG[A-Z0-9]+([+-][0-9]+)?|[0-9]+)$"),
         }
     })
@@ -119,42 +115,60 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
         let Some(cc) = ty.child("containerconfig") else {
             continue;
         };
-        // appx/wsl and oem use the name for other things; OCI naming rules apply to images only
+        // appx/wsl and oem use the name for other things; OCI naming rules apply to images only.
+        // Names and tags are checked by the same rules as the command-line flags.
         let oci = matches!(ty.get("image"), Some("docker" | "oci"));
         if let (Some(a), true) = (cc.attr("name"), oci)
-            && !p.repo_name.is_match(&a.value)
+            && let Err(e) = reference::check_name(&a.value)
         {
             out.push(Diagnostic::new(
-                    a.loc.clone(),
-                    "containerconfig@name",
-                    format!("{:?} is not a valid container name (lowercase letters, digits, '.', '_', '-', '/' separated components)", a.value),
-                ));
+                a.loc.clone(),
+                "containerconfig@name",
+                format!(
+                    "{} is not a valid container name: {}",
+                    e.shown_value(),
+                    e.reason
+                ),
+            ));
         }
         if let Some(a) = cc.attr("tag")
-            && !p.tag.is_match(&a.value)
+            && let Err(e) = reference::check_tag(&a.value)
         {
             out.push(Diagnostic::new(
                 a.loc.clone(),
                 "containerconfig@tag",
-                format!(
-                    "{:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
-                    a.value
-                ),
+                e.to_string(),
             ));
         }
         if let Some(a) = cc.attr("additionalnames") {
             for entry in a.value.split(',').map(str::trim) {
-                let (name, tag) = entry.split_once(':').unwrap_or((entry, ""));
-                let ok = (name.is_empty() || p.repo_name.is_match(name))
-                    && (tag.is_empty() || p.tag.is_match(tag))
-                    && !(name.is_empty() && tag.is_empty());
-                if !ok {
+                // The forms `image::config::repo_tags` expands: `name:tag`, `:tag`, `name:`, `name`.
+                let checked = match reference::split_tag(entry) {
+                    ("", Some("")) => Err(None),
+                    ("", Some(tag)) => reference::check_tag(tag).map_err(Some),
+                    (name, Some("")) | (name, None) => reference::check_name(name).map_err(Some),
+                    (name, Some(tag)) => reference::check_name(name)
+                        .and_then(|()| reference::check_tag(tag))
+                        .map_err(Some),
+                };
+                if let Err(e) = checked {
+                    let why = e.map_or(String::new(), |e| format!(" ({e})"));
                     out.push(Diagnostic::new(
                         a.loc.clone(),
                         "containerconfig@additionalnames",
-                        format!("{entry:?} is not of the form name:tag, :tag or name:"),
+                        format!("{entry:?} is not of the form name:tag, :tag or name:{why}"),
                     ));
                 }
+            }
+        }
+        for label in cc
+            .children_named("labels")
+            .flat_map(|l| l.children_named("label"))
+        {
+            if let Some(a) = label.attr("name")
+                && let Err(e) = reference::check_label_name(&a.value)
+            {
+                out.push(Diagnostic::new(a.loc.clone(), "label@name", e.to_string()));
             }
         }
         if let Some(sig) = cc.child("stopsignal") {

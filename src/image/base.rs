@@ -4,6 +4,7 @@
 //! they are read. Archives are unpacked into a private temp dir by name only (regular files
 //! and in-archive symlinks to them; nothing can land outside it).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -18,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::compress::{self, HashingWriter};
 use super::config::{BaseRef, canonical_json};
-use super::{ImageError, Result, io_err};
+use super::{ImageError, Result, io_err, limits};
 
 /// Where a base image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,12 +104,21 @@ pub struct BaseImage {
     pub manifest: ImageManifest,
     /// `sha256:<hex>` of the manifest.
     pub manifest_digest: String,
+    /// The manifest's bytes: as stored, or for docker-archives the canonical JSON of the
+    /// equivalent OCI manifest (they hash to `manifest_digest`).
+    pub manifest_json: Vec<u8>,
     /// The image config.
     pub config: ImageConfiguration,
+    /// The config's bytes as stored.
+    pub config_json: Vec<u8>,
     /// The layers, bottom first.
     pub layers: Vec<BaseLayer>,
     /// The config's history.
     pub history: Vec<History>,
+    /// The OCI `index.json` the image was found through, if any (for its names).
+    pub(crate) index_json: Option<Vec<u8>>,
+    /// The docker-archive `manifest.json`, if the image came from one (for its names).
+    pub(crate) docker_manifest_json: Option<Vec<u8>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -127,35 +137,48 @@ fn sha256_of(path: &Path) -> Result<(String, u64)> {
     Ok((format!("sha256:{hexd}"), n))
 }
 
-/// Checks a blob against its descriptor and returns its path.
-fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
+/// `blobs/sha256/<hex>` of a descriptor, once its digest is known to be a sha256 digest.
+fn blob_rel(origin: &Path, d: &Descriptor) -> Result<PathBuf> {
     let digest = d.digest();
     let hexd = digest.digest();
-    if digest.algorithm().as_ref() != "sha256" || hexd.len() != 64 {
-        return Err(bad(layout, format!("unsupported digest {digest}")));
+    let hex_ok = hexd.len() == 64
+        && hexd
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if digest.algorithm().as_ref() != "sha256" || !hex_ok {
+        return Err(bad(origin, format!("unsupported digest {digest}")));
     }
-    let path = layout.join("blobs/sha256").join(hexd);
-    let (actual, size) = sha256_of(&path)?;
-    if actual != digest.to_string() {
-        return Err(ImageError::DigestMismatch {
-            path: path.display().to_string(),
-            expected: digest.to_string(),
-            actual,
-        });
-    }
+    Ok(Path::new("blobs/sha256").join(hexd))
+}
+
+/// Checks a blob of a layout directory against its descriptor and returns its path. The size
+/// is compared first, so a blob larger than its descriptor says is refused without reading it.
+fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
+    let path = layout.join(blob_rel(layout, d)?);
+    let size = fs::metadata(&path).map_err(io_err(&path))?.len();
     if size != d.size() {
         return Err(bad(
             &path,
             format!("size {size} but the descriptor says {}", d.size()),
         ));
     }
+    let (actual, read) = sha256_of(&path)?;
+    if read != d.size() {
+        return Err(bad(&path, "blob changed while it was read"));
+    }
+    if actual != d.digest().to_string() {
+        return Err(ImageError::DigestMismatch {
+            path: path.display().to_string(),
+            expected: d.digest().to_string(),
+            actual,
+        });
+    }
     Ok(path)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let data = fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&data).map_err(|source| ImageError::Json {
-        what: path.display().to_string(),
+fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(data).map_err(|source| ImageError::Json {
+        what: what.to_string(),
         source,
     })
 }
@@ -173,75 +196,319 @@ fn safe_name(name: &Path) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// Unpacks the regular files (and symlinks to them) of an archive into a new temp dir.
-fn unpack_archive(path: &Path) -> Result<tempfile::TempDir> {
-    let tmp = tempfile::Builder::new()
-        .prefix("imgbuild-base-")
-        .tempdir()
-        .map_err(io_err(std::env::temp_dir()))?;
+/// What one reading pass over an archive learned; nothing is written.
+#[derive(Default)]
+struct Members {
+    /// Regular members and their sizes.
+    sizes: BTreeMap<PathBuf, u64>,
+    /// Symbolic and hard links, each to the member it names (resolved inside the archive).
+    links: BTreeMap<PathBuf, PathBuf>,
+    /// The contents of the members asked for.
+    read: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+impl Members {
+    /// The regular member a name leads to through links (a few hops at most).
+    fn resolve(&self, name: &Path) -> PathBuf {
+        let mut cur = name.to_path_buf();
+        for _ in 0..8 {
+            match self.links.get(&cur) {
+                Some(next) => cur = next.clone(),
+                None => break,
+            }
+        }
+        cur
+    }
+
+    /// The size of the regular member `name` leads to.
+    fn size(&self, name: &Path) -> Option<u64> {
+        self.sizes.get(&self.resolve(name)).copied()
+    }
+}
+
+/// Opens an archive, plain or compressed as a whole.
+fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
     let f = File::open(path).map_err(io_err(path))?;
     let r = compress::decoder(BufReader::new(f)).map_err(io_err(path))?;
-    let mut ar = tar::Archive::new(r);
-    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    Ok(tar::Archive::new(r))
+}
+
+/// The member name of an entry, refused if it could leave the archive.
+fn member_name<R: Read>(path: &Path, e: &tar::Entry<'_, R>) -> Result<PathBuf> {
+    let raw = e.path().map_err(io_err(path))?.into_owned();
+    safe_name(&raw).ok_or_else(|| {
+        bad(
+            path,
+            format!("member {} escapes the archive", raw.display()),
+        )
+    })
+}
+
+/// Where a link entry points, resolved inside the archive.
+fn link_target<R: Read>(path: &Path, name: &Path, e: &tar::Entry<'_, R>) -> Result<PathBuf> {
+    let target = e
+        .link_name()
+        .map_err(io_err(path))?
+        .ok_or_else(|| bad(path, format!("{}: link without target", name.display())))?;
+    let resolved = if e.header().entry_type() == tar::EntryType::Symlink {
+        name.parent().unwrap_or(Path::new("")).join(target.as_ref())
+    } else {
+        target.into_owned()
+    };
+    // Resolve `..` lexically inside the archive; escaping is an error.
+    let mut norm = PathBuf::new();
+    for c in resolved.components() {
+        match c {
+            Component::Normal(p) => norm.push(p),
+            Component::CurDir => {}
+            Component::ParentDir if norm.pop() => {}
+            _ => {
+                return Err(bad(
+                    path,
+                    format!("link {} escapes the archive", name.display()),
+                ));
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// One reading pass over an archive: every member's name, size and link target, and the
+/// contents of the members `want` names (each with its size limit and what it is; a larger one
+/// is refused without being read).
+fn scan_members(path: &Path, want: &BTreeMap<PathBuf, (u64, String)>) -> Result<Members> {
+    let mut out = Members::default();
+    let mut ar = open_tar(path)?;
     for e in ar.entries().map_err(io_err(path))? {
         let mut e = e.map_err(io_err(path))?;
-        let raw = e.path().map_err(io_err(path))?.into_owned();
-        let Some(name) = safe_name(&raw) else {
-            return Err(bad(
-                path,
-                format!("member {} escapes the archive", raw.display()),
-            ));
-        };
-        let dest = tmp.path().join(&name);
+        let name = member_name(path, &e)?;
         match e.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if let Some(p) = dest.parent() {
-                    fs::create_dir_all(p).map_err(io_err(p))?;
+                let size = e.size();
+                out.sizes.insert(name.clone(), size);
+                if let Some((max, what)) = want.get(&name) {
+                    let member = format!("{}:{}", path.display(), name.display());
+                    limits::check_size(Path::new(&member), what, size, *max)?;
+                    let mut data = Vec::with_capacity(size as usize);
+                    e.read_to_end(&mut data).map_err(io_err(path))?;
+                    out.read.insert(name, data);
                 }
-                let mut out = File::create(&dest).map_err(io_err(&dest))?;
-                io::copy(&mut e, &mut out).map_err(io_err(path))?;
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = e
-                    .link_name()
-                    .map_err(io_err(path))?
-                    .ok_or_else(|| bad(path, format!("{}: link without target", raw.display())))?;
-                let resolved = if e.header().entry_type() == tar::EntryType::Symlink {
-                    name.parent().unwrap_or(Path::new("")).join(target.as_ref())
-                } else {
-                    target.into_owned()
-                };
-                // Resolve `..` lexically inside the archive; escaping is an error.
-                let mut norm = PathBuf::new();
-                for c in resolved.components() {
-                    match c {
-                        Component::Normal(p) => norm.push(p),
-                        Component::CurDir => {}
-                        Component::ParentDir if norm.pop() => {}
-                        _ => {
-                            return Err(bad(
-                                path,
-                                format!("link {} escapes the archive", raw.display()),
-                            ));
-                        }
-                    }
-                }
-                links.push((name, norm));
+                let target = link_target(path, &name, &e)?;
+                out.links.insert(name, target);
             }
             _ => {}
         }
     }
-    for (name, target) in links {
-        let src = tmp.path().join(&target);
-        let dest = tmp.path().join(&name);
-        if src.is_file() {
-            if let Some(p) = dest.parent() {
-                fs::create_dir_all(p).map_err(io_err(p))?;
-            }
-            fs::copy(&src, &dest).map_err(io_err(&src))?;
+    Ok(out)
+}
+
+/// Where the blobs of an OCI layout are read from while the image is located: the files of a
+/// layout directory, or the members of an archive (read in extra passes, never unpacked).
+trait BlobSource {
+    /// The path errors name.
+    fn origin(&self) -> &Path;
+    /// The size of the file `rel` of the layout, if present.
+    fn size(&self, rel: &Path) -> Result<Option<u64>>;
+    /// The content of `rel`, which must be at most `max` bytes.
+    fn read(&mut self, rel: &Path, what: &str, max: u64) -> Result<Vec<u8>>;
+}
+
+struct DirSource<'a>(&'a Path);
+
+impl BlobSource for DirSource<'_> {
+    fn origin(&self) -> &Path {
+        self.0
+    }
+
+    fn size(&self, rel: &Path) -> Result<Option<u64>> {
+        let p = self.0.join(rel);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&p)(e)),
         }
     }
-    Ok(tmp)
+
+    fn read(&mut self, rel: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+        limits::read_bounded(&self.0.join(rel), what, max)
+    }
+}
+
+struct ArchiveSource<'a> {
+    path: &'a Path,
+    members: Members,
+}
+
+impl BlobSource for ArchiveSource<'_> {
+    fn origin(&self) -> &Path {
+        self.path
+    }
+
+    fn size(&self, rel: &Path) -> Result<Option<u64>> {
+        Ok(self.members.size(rel))
+    }
+
+    fn read(&mut self, rel: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+        let real = self.members.resolve(rel);
+        if let Some(data) = self.members.read.get(&real) {
+            return Ok(data.clone());
+        }
+        let want = BTreeMap::from([(real.clone(), (max, what.to_string()))]);
+        let mut pass = scan_members(self.path, &want)?;
+        let data = pass
+            .read
+            .remove(&real)
+            .ok_or_else(|| bad(self.path, format!("{what} {} not found", rel.display())))?;
+        self.members.read.insert(real, data.clone());
+        Ok(data)
+    }
+}
+
+/// Reads the blob a descriptor names, checking its size (before reading it) and its digest.
+fn read_blob(src: &mut dyn BlobSource, d: &Descriptor, what: &str, max: u64) -> Result<Vec<u8>> {
+    let origin = src.origin().to_path_buf();
+    let rel = blob_rel(&origin, d)?;
+    let shown = format!("{}:{}", origin.display(), rel.display());
+    limits::check_size(Path::new(&shown), what, d.size(), max)?;
+    match src.size(&rel)? {
+        None => {
+            return Err(bad(
+                &origin,
+                format!("{what} blob {} not found", d.digest()),
+            ));
+        }
+        Some(n) if n != d.size() => {
+            return Err(bad(
+                &origin,
+                format!(
+                    "{what} blob {} is {n} bytes but its descriptor says {}",
+                    d.digest(),
+                    d.size()
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    let data = src.read(&rel, what, max)?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    if actual != d.digest().to_string() || data.len() as u64 != d.size() {
+        return Err(ImageError::DigestMismatch {
+            path: shown,
+            expected: d.digest().to_string(),
+            actual,
+        });
+    }
+    Ok(data)
+}
+
+/// The host's architecture as OCI names it.
+fn host_arch() -> String {
+    std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64")
+}
+
+/// An image manifest found through an `index.json` and checked against the limits.
+struct Located {
+    index_json: Vec<u8>,
+    manifest_digest: String,
+    manifest_json: Vec<u8>,
+    manifest: ImageManifest,
+}
+
+/// Finds the image an OCI layout's `index.json` names (by `tag`, else the only one, else the
+/// host's platform, else the first; through one nested index), reads its manifest and checks,
+/// before any layer is read: the layer count, and that the config and every layer blob are
+/// present with the sizes their descriptors give.
+fn locate(src: &mut dyn BlobSource, tag: Option<&str>) -> Result<Located> {
+    let origin = src.origin().to_path_buf();
+    let index_json = src.read(
+        Path::new("index.json"),
+        "index.json",
+        limits::MAX_MANIFEST_SIZE,
+    )?;
+    let index: ImageIndex = parse_json(&index_json, &format!("{}:index.json", origin.display()))?;
+    let pick = |m: &&Descriptor| match tag {
+        Some(t) => m
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+            .is_some_and(|r| r == t),
+        None => true,
+    };
+    let candidates: Vec<&Descriptor> = index.manifests().iter().filter(pick).collect();
+    let on_host = |d: &&Descriptor| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| p.architecture().to_string() == host_arch())
+    };
+    let mut mdesc = match (candidates.as_slice(), tag) {
+        ([one], _) => (*one).clone(),
+        ([], Some(t)) => return Err(bad(&origin, format!("no image tagged {t}"))),
+        ([], None) => return Err(bad(&origin, "index.json lists no image")),
+        // Several: prefer the host architecture, else the first.
+        (many, _) => (*many.iter().find(|d| on_host(d)).unwrap_or(&many[0])).clone(),
+    };
+    let mut manifest_json = read_blob(src, &mdesc, "manifest", limits::MAX_MANIFEST_SIZE)?;
+    if *mdesc.media_type() == MediaType::ImageIndex {
+        // A nested (multi-platform) index: take the host's platform or the first.
+        let nested: ImageIndex = parse_json(&manifest_json, mdesc.digest().as_ref())?;
+        mdesc = nested
+            .manifests()
+            .iter()
+            .find(|d| on_host(d))
+            .or_else(|| nested.manifests().first())
+            .ok_or_else(|| bad(&origin, "nested index lists no image"))?
+            .clone();
+        manifest_json = read_blob(src, &mdesc, "manifest", limits::MAX_MANIFEST_SIZE)?;
+    }
+    let manifest: ImageManifest = parse_json(&manifest_json, mdesc.digest().as_ref())?;
+    limits::check_layer_count(&origin, manifest.layers().len())?;
+    let c = manifest.config();
+    let shown = format!("{}:{}", origin.display(), blob_rel(&origin, c)?.display());
+    limits::check_size(
+        Path::new(&shown),
+        "config",
+        c.size(),
+        limits::MAX_CONFIG_SIZE,
+    )?;
+    for (i, d) in std::iter::once(c).chain(manifest.layers()).enumerate() {
+        let what = if i == 0 { "config" } else { "layer" };
+        match src.size(&blob_rel(&origin, d)?)? {
+            None => {
+                return Err(bad(
+                    &origin,
+                    format!("{what} blob {} not found", d.digest()),
+                ));
+            }
+            Some(n) if n != d.size() => {
+                return Err(bad(
+                    &origin,
+                    format!(
+                        "{what} blob {} is {n} bytes but the manifest says {}",
+                        d.digest(),
+                        d.size()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Located {
+        index_json,
+        manifest_digest: mdesc.digest().to_string(),
+        manifest_json,
+        manifest,
+    })
+}
+
+/// The archive formats an image file may be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Oci,
+    Docker,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +517,65 @@ struct DockerManifestEntry {
     config: String,
     #[serde(default)]
     layers: Vec<String>,
+}
+
+/// Unpacks the members `needed` (regular files, or links to them, which become copies) of an
+/// archive into a new temp dir, refusing a member that would leave the temp dir's filesystem
+/// too full before writing it.
+fn unpack_members(
+    path: &Path,
+    members: &Members,
+    needed: &BTreeSet<PathBuf>,
+) -> Result<tempfile::TempDir> {
+    let tmp = tempfile::Builder::new()
+        .prefix("imgbuild-base-")
+        .tempdir()
+        .map_err(io_err(std::env::temp_dir()))?;
+    let mut budget = limits::SpaceBudget::of(tmp.path()).map_err(io_err(tmp.path()))?;
+    let mut take = |name: &Path, size: u64| {
+        budget.take(size).map_err(|bound| ImageError::NoSpace {
+            path: format!("{}:{}", path.display(), name.display()),
+            bound,
+        })
+    };
+    // Regular members to write: the needed ones and the ones needed links lead to.
+    let real: BTreeSet<PathBuf> = needed.iter().map(|n| members.resolve(n)).collect();
+    let mut ar = open_tar(path)?;
+    for e in ar.entries().map_err(io_err(path))? {
+        let mut e = e.map_err(io_err(path))?;
+        if !matches!(
+            e.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            continue;
+        }
+        let name = member_name(path, &e)?;
+        if !real.contains(&name) {
+            continue;
+        }
+        take(&name, e.size())?;
+        let dest = tmp.path().join(&name);
+        if let Some(p) = dest.parent() {
+            fs::create_dir_all(p).map_err(io_err(p))?;
+        }
+        let mut out = File::create(&dest).map_err(io_err(&dest))?;
+        io::copy(&mut e, &mut out).map_err(io_err(path))?;
+    }
+    for name in needed {
+        let target = members.resolve(name);
+        if target == *name {
+            continue;
+        }
+        let (src, dest) = (tmp.path().join(&target), tmp.path().join(name));
+        if src.is_file() && !dest.exists() {
+            take(name, members.sizes.get(&target).copied().unwrap_or(0))?;
+            if let Some(p) = dest.parent() {
+                fs::create_dir_all(p).map_err(io_err(p))?;
+            }
+            fs::copy(&src, &dest).map_err(io_err(&src))?;
+        }
+    }
+    Ok(tmp)
 }
 
 fn descriptor(mt: MediaType, digest: &str, size: u64, what: &Path) -> Result<Descriptor> {
@@ -291,76 +617,101 @@ impl BaseImage {
     /// Reads and verifies a base from a parsed source; `name` is kept for annotations.
     pub fn from_source(src: &BaseSource, name: &str) -> Result<Self> {
         match src {
-            BaseSource::OciLayout(dir, tag) => Self::from_layout(dir, tag.as_deref(), name, None),
-            BaseSource::OciArchive(p) => {
-                let tmp = unpack_archive(p)?;
-                let dir = tmp.path().to_path_buf();
-                Self::from_layout(&dir, None, name, Some(tmp)).map_err(|e| match e {
-                    ImageError::BadBase { reason, .. } => bad(p, reason),
-                    e => e,
-                })
+            BaseSource::OciLayout(dir, tag) => {
+                let located = locate(&mut DirSource(dir), tag.as_deref())?;
+                Self::from_layout(dir, located, name, None)
             }
-            BaseSource::DockerArchive(p) => Self::from_docker_archive(p, name),
+            BaseSource::OciArchive(p) => Self::from_archive(p, Some(Format::Oci), name),
+            BaseSource::DockerArchive(p) => Self::from_archive(p, Some(Format::Docker), name),
         }
     }
 
+    /// Reads and verifies the image in an archive file: an oci-archive, else a docker-archive
+    /// (an archive holding both is read as an oci-archive).
+    pub fn from_archive_file(path: &Path, name: &str) -> Result<Self> {
+        Self::from_archive(path, None, name)
+    }
+
+    /// Reads an archive: one reading pass for its metadata, for an oci-archive one or two more
+    /// for its manifest; the limits are checked there, before anything is written. Then only the
+    /// members the image needs are unpacked into a private temp dir and verified.
+    fn from_archive(path: &Path, format: Option<Format>, name: &str) -> Result<Self> {
+        let want = BTreeMap::from([
+            (
+                PathBuf::from("manifest.json"),
+                (
+                    limits::MAX_TAR_MANIFEST_SIZE,
+                    "docker-archive manifest.json".to_string(),
+                ),
+            ),
+            (
+                PathBuf::from("index.json"),
+                (limits::MAX_MANIFEST_SIZE, "index.json".to_string()),
+            ),
+        ]);
+        let members = scan_members(path, &want)?;
+        let has_index = members.read.contains_key(Path::new("index.json"));
+        let oci = has_index && members.sizes.contains_key(Path::new("oci-layout"));
+        let docker = members.read.contains_key(Path::new("manifest.json"));
+        let format = match format {
+            Some(Format::Oci) if has_index => Format::Oci,
+            Some(Format::Oci) => return Err(bad(path, "not an oci-archive: no index.json")),
+            Some(Format::Docker) if docker => Format::Docker,
+            Some(Format::Docker) => {
+                return Err(bad(path, "not a docker-archive: no manifest.json"));
+            }
+            None if oci => Format::Oci,
+            None if docker => Format::Docker,
+            None => {
+                return Err(bad(
+                    path,
+                    "neither a docker-archive (no manifest.json) nor an oci-archive (no \
+                     index.json and oci-layout)",
+                ));
+            }
+        };
+        match format {
+            Format::Oci => {
+                let mut src = ArchiveSource { path, members };
+                let located = locate(&mut src, None)?;
+                let mut needed = BTreeSet::new();
+                for d in std::iter::once(located.manifest.config()).chain(located.manifest.layers())
+                {
+                    needed.insert(blob_rel(path, d)?);
+                }
+                let tmp = unpack_members(path, &src.members, &needed)?;
+                let dir = tmp.path().to_path_buf();
+                Self::from_layout(&dir, located, name, Some(tmp)).map_err(|e| match e {
+                    ImageError::BadBase { reason, .. } => bad(path, reason),
+                    e => e,
+                })
+            }
+            Format::Docker => Self::from_docker_archive(path, members, name),
+        }
+    }
+
+    /// Finishes a located image of a layout directory: reads and checks the config, and
+    /// verifies every layer blob.
     fn from_layout(
         dir: &Path,
-        tag: Option<&str>,
+        located: Located,
         name: &str,
         tmp: Option<tempfile::TempDir>,
     ) -> Result<Self> {
-        let index: ImageIndex = read_json(&dir.join("index.json"))?;
-        let pick = |m: &&Descriptor| match tag {
-            Some(t) => m
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_REF_NAME))
-                .is_some_and(|r| r == t),
-            None => true,
-        };
-        let candidates: Vec<&Descriptor> = index.manifests().iter().filter(pick).collect();
-        let mdesc = match (candidates.as_slice(), tag) {
-            ([one], _) => (*one).clone(),
-            ([], Some(t)) => return Err(bad(dir, format!("no image tagged {t}"))),
-            ([], None) => return Err(bad(dir, "index.json lists no image")),
-            (many, _) => {
-                // Several: prefer the host architecture, else the first.
-                let arch = std::env::consts::ARCH.replace("x86_64", "amd64");
-                let arch = arch.replace("aarch64", "arm64");
-                let found = many.iter().find(|d| {
-                    d.platform()
-                        .as_ref()
-                        .is_some_and(|p| p.architecture().to_string() == arch)
-                });
-                (*found.unwrap_or(&many[0])).clone()
-            }
-        };
-        let mut mpath = verified_blob(dir, &mdesc)?;
-        let mut mdigest = mdesc.digest().to_string();
-        if *mdesc.media_type() == MediaType::ImageIndex {
-            // A nested (multi-platform) index: take the host's platform or the first.
-            let nested: ImageIndex = read_json(&mpath)?;
-            let arch = std::env::consts::ARCH
-                .replace("x86_64", "amd64")
-                .replace("aarch64", "arm64");
-            let d = nested
-                .manifests()
-                .iter()
-                .find(|d| {
-                    d.platform()
-                        .as_ref()
-                        .is_some_and(|p| p.architecture().to_string() == arch)
-                })
-                .or_else(|| nested.manifests().first())
-                .ok_or_else(|| bad(dir, "nested index lists no image"))?
-                .clone();
-            mpath = verified_blob(dir, &d)?;
-            mdigest = d.digest().to_string();
-        }
-        let manifest: ImageManifest = read_json(&mpath)?;
-        let cpath = verified_blob(dir, manifest.config())?;
-        let config: ImageConfiguration = read_json(&cpath)?;
+        let Located {
+            index_json,
+            manifest_digest,
+            manifest_json,
+            manifest,
+        } = located;
+        let config_json = read_blob(
+            &mut DirSource(dir),
+            manifest.config(),
+            "config",
+            limits::MAX_CONFIG_SIZE,
+        )?;
+        let config: ImageConfiguration =
+            parse_json(&config_json, manifest.config().digest().as_ref())?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
             return Err(bad(
@@ -384,29 +735,60 @@ impl BaseImage {
             name: name.to_string(),
             history: config.history().clone().unwrap_or_default(),
             manifest,
-            manifest_digest: mdigest,
+            manifest_digest,
+            manifest_json,
             config,
+            config_json,
             layers,
+            index_json: Some(index_json),
+            docker_manifest_json: None,
             _tmp: tmp,
         })
     }
 
-    fn from_docker_archive(archive: &Path, name: &str) -> Result<Self> {
-        let tmp = unpack_archive(archive)?;
-        let dir = tmp.path();
-        let entries: Vec<DockerManifestEntry> = read_json(&dir.join("manifest.json"))
-            .map_err(|e| bad(archive, format!("manifest.json: {e}")))?;
+    fn from_docker_archive(archive: &Path, members: Members, name: &str) -> Result<Self> {
+        let manifest_json = members
+            .read
+            .get(Path::new("manifest.json"))
+            .cloned()
+            .unwrap_or_default();
+        let entries: Vec<DockerManifestEntry> = parse_json(
+            &manifest_json,
+            &format!("{}:manifest.json", archive.display()),
+        )?;
         let entry = entries
             .first()
             .ok_or_else(|| bad(archive, "manifest.json lists no image"))?;
+        limits::check_layer_count(archive, entry.layers.len())?;
         let member = |n: &str| {
             safe_name(Path::new(n))
-                .map(|p| dir.join(p))
                 .ok_or_else(|| bad(archive, format!("member {n} escapes the archive")))
         };
-        let cpath = member(&entry.config)?;
-        let (cdigest, csize) = sha256_of(&cpath)?;
-        let config: ImageConfiguration = read_json(&cpath)?;
+        let config_name = member(&entry.config)?;
+        let config_size = members
+            .size(&config_name)
+            .ok_or_else(|| bad(archive, format!("config {} not found", entry.config)))?;
+        let shown = format!("{}:{}", archive.display(), entry.config);
+        limits::check_size(
+            Path::new(&shown),
+            "config",
+            config_size,
+            limits::MAX_CONFIG_SIZE,
+        )?;
+        let mut needed = BTreeSet::from([config_name.clone()]);
+        for l in &entry.layers {
+            let n = member(l)?;
+            if members.size(&n).is_none() {
+                return Err(bad(archive, format!("layer {l} not found")));
+            }
+            needed.insert(n);
+        }
+        let tmp = unpack_members(archive, &members, &needed)?;
+        let dir = tmp.path();
+        let cpath = dir.join(&config_name);
+        let config_json = limits::read_bounded(&cpath, "config", limits::MAX_CONFIG_SIZE)?;
+        let cdigest = format!("sha256:{}", hex::encode(Sha256::digest(&config_json)));
+        let config: ImageConfiguration = parse_json(&config_json, &shown)?;
         let diff_ids = config.rootfs().diff_ids().clone();
         if diff_ids.len() != entry.layers.len() {
             return Err(bad(
@@ -420,7 +802,7 @@ impl BaseImage {
         }
         let mut layers = Vec::new();
         for (l, id) in entry.layers.iter().zip(&diff_ids) {
-            let path = member(l)?;
+            let path = dir.join(member(l)?);
             let actual = diff_id_of(&path)?;
             if &actual != id {
                 return Err(ImageError::DigestMismatch {
@@ -440,7 +822,12 @@ impl BaseImage {
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(descriptor(MediaType::ImageConfig, &cdigest, csize, &cpath)?)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &cdigest,
+                config_json.len() as u64,
+                &cpath,
+            )?)
             .layers(
                 layers
                     .iter()
@@ -455,8 +842,12 @@ impl BaseImage {
             history: config.history().clone().unwrap_or_default(),
             manifest,
             manifest_digest: format!("sha256:{}", hex::encode(Sha256::digest(&mjson))),
+            manifest_json: mjson,
             config,
+            config_json,
             layers,
+            index_json: None,
+            docker_manifest_json: Some(manifest_json),
             _tmp: Some(tmp),
         })
     }
@@ -583,6 +974,54 @@ mod tests {
             }
         }
         assert!(!t.path().parent().unwrap().join("evil").exists());
+    }
+
+    #[test]
+    fn docker_archive_layers_may_be_links_and_junk_is_not_unpacked() {
+        // Older `docker save` writes a repeated layer as a symlink to the first copy.
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(1);
+        layer.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let layer = layer.into_inner().unwrap();
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&layer)));
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [&diff_id, &diff_id]},
+        })
+        .to_string();
+        let manifest = r#"[{"Config":"c.json","Layers":["a/layer.tar","b/layer.tar"]}]"#;
+        let mut ar = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            ar.append_data(&mut h, name, data).unwrap();
+        };
+        add("c.json", config.as_bytes());
+        add("a/layer.tar", &layer);
+        add("junk/big", &vec![0u8; 1 << 20]);
+        add("manifest.json", manifest.as_bytes());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        ar.append_link(&mut h, "b/layer.tar", "../a/layer.tar")
+            .unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("img.tar");
+        fs::write(&p, ar.into_inner().unwrap()).unwrap();
+        let base = BaseImage::open(&format!("docker-archive:{}", p.display())).unwrap();
+        assert_eq!(base.layers.len(), 2);
+        assert_eq!(base.layers[1].diff_id, diff_id);
+        let unpacked = base.layers[0].path.parent().unwrap().parent().unwrap();
+        assert!(
+            !unpacked.join("junk").exists(),
+            "a member the image does not use was unpacked"
+        );
     }
 
     #[test]

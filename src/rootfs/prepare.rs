@@ -70,6 +70,17 @@ pub enum PrepareError {
         /// What went wrong (a path escaping the root, a corrupt stream, …).
         source: crate::confine::ConfineError,
     },
+    /// A layer of a base image would leave the root's filesystem too full; the rest of it
+    /// was not unpacked.
+    #[error("base image {uri}: layer {layer}: refused: unpacked, {bound}")]
+    BaseLayerTooLarge {
+        /// The base's URI, as resolved.
+        uri: String,
+        /// The layer blob.
+        layer: PathBuf,
+        /// The bound it would pass.
+        bound: crate::image::limits::SpaceExceeded,
+    },
     /// The base's record in a prepared root is missing or unreadable.
     #[error("{path}: {message}")]
     BaseRecord {
@@ -390,18 +401,35 @@ fn unpack_bases(
         };
         let base = crate::image::base::BaseImage::open(&uri).map_err(base_err)?;
         for (layer, reader) in base.layers.iter().zip(base.layer_readers()) {
-            let mut reader = reader.map_err(base_err)?;
+            // Bounded by the root's free space, as the store bounds its layers: a layer too big
+            // for the disk (a decompression bomb, a wrong diff_id) stops there, not at ENOSPC.
+            let mut reader = crate::image::limits::SpaceBound::new(reader.map_err(base_err)?, root)
+                .map_err(|source| io(root, source))?;
             let layer_err = |source| PrepareError::BaseLayer {
                 uri: uri.clone(),
                 layer: layer.path.clone(),
                 source,
             };
-            crate::confine::unpack(&r, &mut reader, &UnpackOptions::for_layer(Whiteouts::Apply))
-                .map_err(layer_err)?;
             // The tar reader stops at the end-of-archive marker; the rest of the stream is read
             // so that the diff_id check at its end runs.
-            std::io::copy(&mut reader, &mut std::io::sink())
-                .map_err(|source| io(&layer.path, source))?;
+            let unpacked = crate::confine::unpack(
+                &r,
+                &mut reader,
+                &UnpackOptions::for_layer(Whiteouts::Apply),
+            )
+            .map_err(layer_err)
+            .and_then(|_| {
+                std::io::copy(&mut reader, &mut std::io::sink())
+                    .map_err(|source| io(&layer.path, source))
+            });
+            if let Some(bound) = reader.exceeded() {
+                return Err(PrepareError::BaseLayerTooLarge {
+                    uri: uri.clone(),
+                    layer: layer.path.clone(),
+                    bound: bound.clone(),
+                });
+            }
+            unpacked?;
         }
         records.push(BaseRecord {
             uri: uri.clone(),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
@@ -16,12 +16,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     ConfinedApplier, ImageRecord, LayerBlob, StorageError, Store, StoreInput, normalize_tag,
-    sha256_digest,
 };
 use crate::image::base::{BaseImage, BaseSource};
-use crate::image::config::{BuiltImage, ImageLayer, canonical_json};
+use crate::image::config::{BuiltImage, ImageLayer};
 use crate::image::output::{self, OutputFile};
-use crate::image::{Compression, ImageError, compress};
+use crate::image::{Compression, ImageError};
 
 /// Errors of loading and saving archives; each names the archive or image involved.
 #[derive(Debug, thiserror::Error)]
@@ -110,88 +109,11 @@ fn invalid(path: &Path, reason: impl Into<String>) -> ArchiveError {
     }
 }
 
-/// Small metadata members are at most this big; anything larger is not a manifest or config.
-const MAX_METADATA: u64 = 64 << 20;
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct DockerEntry {
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
-}
-
-/// What one pass over an archive's members found.
-#[derive(Default)]
-struct Scan {
-    docker_manifest: Option<Vec<u8>>,
-    index: Option<Vec<u8>>,
-    oci_layout: bool,
-    /// Members whose sha256 is one of the wanted digests.
-    blobs: Vec<(String, Vec<u8>)>,
-}
-
-/// Reads an archive's members once: `manifest.json`, `index.json`, `oci-layout`, and every
-/// regular member that may be one of the `wanted` blobs (digest, size if known) and hashes
-/// to it.
-fn scan(path: &Path, wanted: &[(String, Option<u64>)]) -> Result<Scan> {
-    let f = File::open(path).map_err(io_err(path))?;
-    let r = compress::decoder(BufReader::new(f)).map_err(io_err(path))?;
-    let mut ar = tar::Archive::new(r);
-    let mut out = Scan::default();
-    for e in ar.entries().map_err(io_err(path))? {
-        let mut e = e.map_err(io_err(path))?;
-        if !matches!(
-            e.header().entry_type(),
-            tar::EntryType::Regular | tar::EntryType::Continuous
-        ) {
-            continue;
-        }
-        let name = e.path_bytes().into_owned();
-        let name = name.strip_prefix(b"./").unwrap_or(&name).to_vec();
-        let size = e.size();
-        let meta_name = matches!(&name[..], b"manifest.json" | b"index.json" | b"oci-layout");
-        // A wanted blob is recognised by its size (docker-archive configs have free names)
-        // or by its OCI layout name; either way its content is hashed before use.
-        let wanted_here = wanted.iter().any(|(d, s)| {
-            *s == Some(size)
-                || name.strip_prefix(b"blobs/sha256/")
-                    == Some(d.trim_start_matches("sha256:").as_bytes())
-        });
-        if !(meta_name || wanted_here) || size > MAX_METADATA {
-            continue;
-        }
-        let mut data = Vec::with_capacity(size as usize);
-        e.read_to_end(&mut data).map_err(io_err(path))?;
-        match &name[..] {
-            b"manifest.json" => out.docker_manifest = Some(data.clone()),
-            b"index.json" => out.index = Some(data.clone()),
-            b"oci-layout" => out.oci_layout = true,
-            _ => {}
-        }
-        if wanted_here {
-            let d = sha256_digest(&data);
-            if wanted.iter().any(|(w, _)| *w == d) && !out.blobs.iter().any(|(b, _)| *b == d) {
-                out.blobs.push((d, data));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Reads a file of an OCI layout directory, if present.
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(d) => Ok(Some(d)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
-    }
-}
-
-/// A verified blob's bytes: found by digest, checked again here.
-fn take_blob(found: &mut Vec<(String, Vec<u8>)>, digest: &str) -> Option<Vec<u8>> {
-    let i = found.iter().position(|(d, _)| d == digest)?;
-    let (_, data) = found.swap_remove(i);
-    (sha256_digest(&data) == digest).then_some(data)
 }
 
 /// Tags an OCI index gives the manifest `digest`: ref names that are full `name:tag`
@@ -242,102 +164,28 @@ fn clean_tags(tags: Vec<String>) -> Vec<String> {
 /// Reads and verifies the image in `path`: an OCI layout directory, or a docker-archive or
 /// oci-archive file, plain or compressed as a whole with gzip, zstd or xz. Every blob is
 /// checked against its digest and every layer against its diff id before anything is stored.
+/// The limits of [`crate::image::limits`] are checked first: an image of too many layers, or
+/// with an oversized manifest, index or config, is refused before anything is unpacked.
 pub fn open_archive(path: &Path) -> Result<ArchiveImage> {
     let meta = fs::metadata(path).map_err(io_err(path))?;
     let name = path.display().to_string();
-    let read_err = |source| ArchiveError::Read {
+    let base = if meta.is_dir() {
+        BaseImage::from_source(&BaseSource::OciLayout(path.to_path_buf(), None), &name)
+    } else {
+        BaseImage::from_archive_file(path, &name)
+    }
+    .map_err(|source| ArchiveError::Read {
         path: path.to_path_buf(),
         source,
-    };
-    if meta.is_dir() {
-        let base = BaseImage::from_source(&BaseSource::OciLayout(path.to_path_buf(), None), &name)
-            .map_err(read_err)?;
-        let blob = |d: &str| {
-            let p = path
-                .join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:"));
-            read_opt(&p)
-        };
-        let mut found = Vec::new();
-        for d in [
-            base.manifest_digest.clone(),
-            base.manifest.config().digest().to_string(),
-        ] {
-            if let Some(data) = blob(&d)? {
-                found.push((sha256_digest(&data), data));
-            }
-        }
-        let index = read_opt(&path.join("index.json"))?.unwrap_or_default();
-        let tags = index_tags(&index, &base.manifest_digest);
-        return finish(path, base, found, tags);
-    }
-    // One pass to learn the format and the names, then the verifying reader.
-    let first = scan(path, &[])?;
-    let src = if first.index.is_some() && first.oci_layout {
-        BaseSource::OciArchive(path.to_path_buf())
-    } else if first.docker_manifest.is_some() {
-        BaseSource::DockerArchive(path.to_path_buf())
-    } else {
-        return Err(invalid(
-            path,
-            "neither a docker-archive (no manifest.json) nor an oci-archive (no index.json and \
-             oci-layout)",
-        ));
-    };
-    let base = BaseImage::from_source(&src, &name).map_err(read_err)?;
-    let mut tags = first
-        .docker_manifest
+    })?;
+    let mut tags = base
+        .docker_manifest_json
         .as_deref()
         .map(docker_tags)
         .unwrap_or_default();
-    if let Some(index) = &first.index {
+    if let Some(index) = &base.index_json {
         tags.extend(index_tags(index, &base.manifest_digest));
     }
-    let found = match src {
-        BaseSource::OciArchive(_) => {
-            let c = base.manifest.config();
-            let wanted = [
-                (base.manifest_digest.clone(), None),
-                (c.digest().to_string(), Some(c.size())),
-            ];
-            scan(path, &wanted)?.blobs
-        }
-        _ => {
-            let c = base.manifest.config();
-            scan(path, &[(c.digest().to_string(), Some(c.size()))])?.blobs
-        }
-    };
-    finish(path, base, found, tags)
-}
-
-fn finish(
-    path: &Path,
-    base: BaseImage,
-    mut found: Vec<(String, Vec<u8>)>,
-    tags: Vec<String>,
-) -> Result<ArchiveImage> {
-    let config_digest = base.manifest.config().digest().to_string();
-    let config = take_blob(&mut found, &config_digest)
-        .ok_or_else(|| invalid(path, format!("config blob {config_digest} not found")))?;
-    let manifest = match take_blob(&mut found, &base.manifest_digest) {
-        Some(m) => m,
-        None => {
-            // A docker-archive has no manifest: the reader made the canonical OCI one.
-            let m = canonical_json(&base.manifest, "manifest").map_err(|source| {
-                ArchiveError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-            if sha256_digest(&m) != base.manifest_digest {
-                return Err(invalid(
-                    path,
-                    format!("manifest blob {} not found", base.manifest_digest),
-                ));
-            }
-            m
-        }
-    };
     let mut layers = Vec::with_capacity(base.layers.len());
     for l in &base.layers {
         let f = File::open(&l.path).map_err(io_err(&l.path))?;
@@ -349,8 +197,8 @@ fn finish(
     }
     Ok(ArchiveImage {
         input: StoreInput {
-            manifest,
-            config,
+            manifest: base.manifest_json.clone(),
+            config: base.config_json.clone(),
             layers,
         },
         tags: clean_tags(tags),
@@ -371,13 +219,18 @@ pub struct Loaded {
 /// plus `extra_tags`, unpacking layers with the confined extraction. On failure nothing of
 /// the image is left in the store.
 pub fn load_archive(store: &Store, path: &Path, extra_tags: &[String]) -> Result<Loaded> {
-    let img = open_archive(path)?;
-    let mut tags = img.tags.clone();
-    for t in extra_tags {
-        let t = normalize_tag(t).map_err(|source| ArchiveError::Store {
+    // The names asked for are checked before the archive is read.
+    let extra = extra_tags
+        .iter()
+        .map(|t| normalize_tag(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ArchiveError::Store {
             context: format!("loading {}", path.display()),
             source,
         })?;
+    let img = open_archive(path)?;
+    let mut tags = img.tags.clone();
+    for t in extra {
         if !tags.contains(&t) {
             tags.push(t);
         }

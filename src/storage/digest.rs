@@ -57,6 +57,11 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    /// The wrapped reader.
+    pub(crate) fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// Read the rest of the stream (so the digest covers all of it) and return
     /// `(sha256:<hex>, length)`.
     pub(crate) fn finish(mut self) -> std::io::Result<(String, u64)> {

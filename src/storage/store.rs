@@ -10,6 +10,7 @@ use super::driver::{Driver, DriverKind, default_driver, open_driver};
 use super::fsutil::{create_private_dir, random_hex_id, read_json, remove_any, write_json};
 use super::reference::normalize_tag;
 use super::{LayerApplier, LayerBlob, Result, StorageError, StoreInput};
+use crate::image::limits::{self, SpaceBound};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -138,6 +139,7 @@ struct Descriptor {
     #[serde(rename = "mediaType")]
     media_type: Option<String>,
     digest: String,
+    size: u64,
 }
 
 #[derive(Deserialize)]
@@ -280,8 +282,9 @@ impl Store {
             .join(format!("{}.json", hex_of(chain_id)))
     }
 
-    /// Store a blob from a stream, verifying it hashes to `expected`; returns its size.
-    fn put_blob(&self, expected: &str, data: &mut dyn Read) -> Result<u64> {
+    /// Store a blob from a stream, verifying it hashes to `expected` and, when `size` is given,
+    /// that it has that many bytes: reading stops at the first byte past it. Returns its size.
+    fn put_blob(&self, expected: &str, size: Option<u64>, data: &mut dyn Read) -> Result<u64> {
         digest_hex(expected, "blob")?;
         let dest = self.blob_path(expected);
         if let Ok(meta) = std::fs::metadata(&dest) {
@@ -295,9 +298,22 @@ impl Store {
             path: path.to_path_buf(),
             source: e,
         };
-        let mut reader = HashingReader::new(data);
+        let mut reader = HashingReader::new(data.take(size.map_or(u64::MAX, |n| n + 1)));
         std::io::copy(&mut reader, &mut tmp).map_err(|e| blob_err(tmp.path(), e))?;
         let (actual, len) = reader.finish().map_err(|e| blob_err(tmp.path(), e))?;
+        if let Some(declared) = size
+            && len != declared
+        {
+            return Err(StorageError::BlobSizeMismatch {
+                digest: expected.to_string(),
+                declared,
+                found: if len > declared {
+                    format!("more than {declared}")
+                } else {
+                    len.to_string()
+                },
+            });
+        }
         if actual != expected {
             return Err(StorageError::BlobDigestMismatch {
                 expected: expected.to_string(),
@@ -329,13 +345,32 @@ impl Store {
         } else {
             Box::new(buf)
         };
-        let mut reader = HashingReader::new(decoded);
-        applier
+        // Nothing declares the uncompressed size, and a wrong diff_id shows only at the end:
+        // the stream is bounded by the space of the layer's filesystem instead, so a layer
+        // that could never be stored stops at the first byte past it, not at a full disk.
+        // Measured (and named) at the store's root: the layer directory is a temporary one on
+        // the same filesystem.
+        let bounded =
+            SpaceBound::new(decoded, &self.root).map_err(|e| StorageError::io(&self.root, e))?;
+        let mut reader = HashingReader::new(bounded);
+        let applied = applier
             .apply(&mut reader, dir, self.driver.apply_mode())
             .map_err(|source| StorageError::Apply {
                 blob: layer.digest.clone(),
                 source,
-            })?;
+            })
+            // The tar reader stops at the end-of-archive marker: the rest is hashed too.
+            .and_then(|()| {
+                std::io::copy(&mut reader, &mut std::io::sink())
+                    .map_err(|e| StorageError::io(&path, e))
+            });
+        if let Some(e) = reader.get_ref().exceeded() {
+            return Err(StorageError::LayerTooLarge {
+                blob: layer.digest.clone(),
+                bound: e.clone(),
+            });
+        }
+        applied?;
         let (actual, _) = reader.finish().map_err(|e| StorageError::io(&path, e))?;
         if actual != layer.diff_id {
             return Err(StorageError::DiffIdMismatch {
@@ -361,6 +396,23 @@ impl Store {
             .iter()
             .map(|t| normalize_tag(t))
             .collect::<Result<Vec<_>>>()?;
+        // The container tools' own limits (see `image::limits`), checked before anything is
+        // stored.
+        for (what, len, max) in [
+            (
+                "image manifest",
+                input.manifest.len(),
+                limits::MAX_MANIFEST_SIZE,
+            ),
+            ("image config", input.config.len(), limits::MAX_CONFIG_SIZE),
+        ] {
+            if len as u64 > max {
+                return Err(StorageError::invalid(
+                    what,
+                    format!("{len} bytes, more than the {max} allowed"),
+                ));
+            }
+        }
         let manifest: Manifest = parse_json(&input.manifest, "image manifest")?;
         digest_hex(&manifest.config.digest, "manifest config")?;
         let id = sha256_digest(&input.config);
@@ -382,6 +434,15 @@ impl Store {
             return Err(StorageError::invalid(
                 "image manifest",
                 "the image has no layers",
+            ));
+        }
+        if n > limits::MAX_LAYERS {
+            return Err(StorageError::invalid(
+                "image manifest",
+                format!(
+                    "the image has {n} layers, more than the {} Docker and podman allow",
+                    limits::MAX_LAYERS
+                ),
             ));
         }
         if config.rootfs.diff_ids.len() != n || input.layers.len() != n {
@@ -452,15 +513,15 @@ impl Store {
         tags: Vec<String>,
         applier: &dyn LayerApplier,
     ) -> Result<ImageRecord> {
-        self.put_blob(&record.id, &mut &input.config[..])?;
-        self.put_blob(&record.manifest_digest, &mut &input.manifest[..])?;
+        self.put_blob(&record.id, None, &mut &input.config[..])?;
+        self.put_blob(&record.manifest_digest, None, &mut &input.manifest[..])?;
         for (i, blob) in input.layers.into_iter().enumerate() {
             let LayerBlob {
                 digest,
                 media_type,
                 mut data,
             } = blob;
-            let size = self.put_blob(&digest, &mut data)?;
+            let size = self.put_blob(&digest, Some(manifest.layers[i].size), &mut data)?;
             record.size += size;
             record.layers.push(ImageLayer {
                 chain_id: chains[i].clone(),

@@ -7,13 +7,60 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// True when running as root; otherwise prints the SKIP line for `test`.
+/// True when running as root; otherwise prints the SKIP line for `test`, or fails it in CI
+/// (`CI` set), where every test must run.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
+    } else if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root, and CI is set: run the tests as root");
     } else {
         eprintln!("SKIP: {test} needs root");
         false
+    }
+}
+
+/// A size-limited tmpfs mounted on a temp dir; unmounted on drop, also when the test fails.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size` bytes.
+    pub fn new(size: u64) -> Result<Tmpfs, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("imgbuild-tmpfs-test")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut t = Tmpfs {
+            dir,
+            mounted: false,
+        };
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(t.dir.path()))?;
+        t.mounted = true;
+        Ok(t)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes available on it now.
+    pub fn available(&self) -> u64 {
+        fs4::available_space(self.path()).unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if self.mounted && run(Command::new("umount").arg(self.dir.path())).is_err() {
+            let _ = run(Command::new("umount").arg("-l").arg(self.dir.path()));
+        }
     }
 }
 
@@ -176,6 +223,47 @@ impl TestImage {
                 .collect(),
         }
     }
+}
+
+/// A gzip layer of one file of `size` zero bytes, streamed (never held uncompressed), and the
+/// layer's true diff_id.
+pub fn zero_layer(size: u64) -> (Vec<u8>, String) {
+    use sha2::Digest as _;
+    struct Tee<W> {
+        out: W,
+        hash: sha2::Sha256,
+    }
+    impl<W: Write> Write for Tee<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.hash.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(Tee {
+        out: gz,
+        hash: sha2::Sha256::new(),
+    });
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    b.append_data(
+        &mut h,
+        "zeros",
+        std::io::Read::take(std::io::repeat(0), size),
+    )
+    .unwrap();
+    let tee = b.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(tee.hash.finalize()));
+    (tee.out.finish().unwrap(), diff_id)
 }
 
 /// The base layer of the test images.
