@@ -4,47 +4,14 @@
 //! Needs root and the Debian mirror (skips otherwise; fails in CI).
 
 mod build_common;
+mod loop_device;
 
 use build_common::*;
+use loop_device::LoopDevice;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-
-/// A loop device attached for the test, detached on drop (also when the test fails).
-struct LoopDevice {
-    dev: String,
-    _file: tempfile::NamedTempFile,
-}
-
-impl LoopDevice {
-    fn attach() -> LoopDevice {
-        let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
-        file.as_file().set_len(1 << 20).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "losetup: {out:?}");
-        LoopDevice {
-            dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            _file: file,
-        }
-    }
-
-    fn numbers(&self) -> (u64, u64) {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = fs::metadata(&self.dev).unwrap().rdev();
-        (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
 
 /// Writes each value back unchanged, so a sandbox that failed to protect the host changes
 /// nothing while the probe still sees that the write went through.
@@ -124,7 +91,7 @@ fn build_hook_cannot_write_host_sysctls_open_host_devices_or_see_host_processes(
     fs::write(&hook, script).unwrap();
     fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
     // The backing file carries a marker a write through the node would destroy.
-    fs::write(lo._file.path(), b"marker").unwrap();
+    fs::write(lo.backing(), b"marker").unwrap();
     let swappiness = fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
     let core_pattern = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
 
@@ -169,7 +136,7 @@ fn build_hook_cannot_write_host_sysctls_open_host_devices_or_see_host_processes(
         fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
         core_pattern
     );
-    assert!(fs::read(lo._file.path()).unwrap().starts_with(b"marker"));
+    assert!(fs::read(lo.backing()).unwrap().starts_with(b"marker"));
     assert!(!Path::new(&root).join("tmp/blk").exists());
     assert!(!Path::new(&root).join("srv/blk").exists());
 }

@@ -4,10 +4,12 @@
 //! tree is built from it once and cached).
 
 mod busybox_root;
+mod loop_device;
 mod runtime_common;
 mod storage_common;
 
 use imgbuild::storage::DriverKind;
+use loop_device::LoopDevice;
 use runtime_common::*;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -241,42 +243,6 @@ fn container_matches_crun() {
     f.assert_clean();
 }
 
-/// A loop device attached for one test, detached on drop (also when the test fails).
-struct LoopDevice {
-    dev: String,
-    _file: tempfile::NamedTempFile,
-}
-
-impl LoopDevice {
-    fn attach() -> LoopDevice {
-        let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
-        file.as_file().set_len(1 << 20).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "losetup: {out:?}");
-        LoopDevice {
-            dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            _file: file,
-        }
-    }
-
-    /// Major and minor number.
-    fn numbers(&self) -> (u64, u64) {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
-        (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
 /// What a container may do, one fact per line: capability sets, no_new_privs, the seccomp
 /// mode, masked and read-only paths, device access (a block node of the host's loop device
 /// `$1:$2` can be made but not opened), the memory limit seen in /sys/fs/cgroup, host sysctls.
@@ -400,7 +366,7 @@ fn container_cannot_write_host_block_device() {
         return;
     };
     let lo = LoopDevice::attach();
-    std::fs::write(lo._file.path(), b"marker").unwrap();
+    std::fs::write(lo.backing(), b"marker").unwrap();
     let (major, minor) = lo.numbers();
     let (code, out, _) = f.sh(
         &[],
@@ -412,11 +378,7 @@ fn container_cannot_write_host_block_device() {
     );
     assert_eq!(code, 0);
     assert_eq!(out, "made\n", "the container reached the host's device");
-    assert!(
-        std::fs::read(lo._file.path())
-            .unwrap()
-            .starts_with(b"marker")
-    );
+    assert!(std::fs::read(lo.backing()).unwrap().starts_with(b"marker"));
     f.assert_clean();
 }
 
