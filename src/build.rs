@@ -6,6 +6,10 @@
 //! `.packages` list, a `.sha256` per result and `result.json`. Everything goes to a temporary
 //! directory beside the target first and replaces the target in one rename, so a target directory
 //! is never half written. `build` is `prepare` into a temporary root, then `create`.
+//!
+//! Only a result imgbuild wrote is ever replaced: an existing target must be empty or hold a
+//! `result.json` of imgbuild's and nothing it does not list ([`check_target`]), unless the caller
+//! opts in with [`CreateOptions::replace_target_dir`].
 
 use crate::description::{Loc, ResolvedImage};
 use crate::image::base::BaseImage;
@@ -21,6 +25,7 @@ use crate::rootfs::{RootfsError, cleanup};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Errors of `create` and `build`.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,27 @@ pub enum BuildError {
         /// What is not supported.
         message: String,
     },
+    /// The target directory holds files imgbuild did not write.
+    #[error(
+        "{path}: not replacing the target directory: {found} (give a new or empty directory, or --replace-target-dir to replace it with everything in it)"
+    )]
+    TargetNotOurs {
+        /// The target directory.
+        path: PathBuf,
+        /// What was found: a file imgbuild did not write, or a missing or foreign `result.json`.
+        found: String,
+    },
+    /// The target exists and is not a directory.
+    #[error("{path}: the target exists and is not a directory ({kind}); give a directory path")]
+    TargetNotDirectory {
+        /// The target.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A work directory beside the target could not be made.
+    #[error(transparent)]
+    WorkDir(#[from] crate::workdir::WorkDirError),
     /// An option value is malformed.
     #[error("{option}: {message}")]
     BadOption {
@@ -89,6 +115,10 @@ pub struct CreateOptions {
     pub threads: usize,
     /// The inputs key recorded in `result.json` (see [`crate::reuse`]); none: not reusable.
     pub inputs: Option<String>,
+    /// The longest `images.sh` may run; none: no limit.
+    pub hook_timeout: Option<Duration>,
+    /// Replace an existing target directory even when imgbuild did not write it.
+    pub replace_target_dir: bool,
 }
 
 impl CreateOptions {
@@ -286,6 +316,74 @@ pub fn image_spec(image: &ResolvedImage, opts: &CreateOptions, epoch: u64) -> Im
     }
 }
 
+/// Refuse a `target` that a build must not replace: anything but a directory, and, unless
+/// `replace` is set, a non-empty directory that is not a result imgbuild wrote (a `result.json`
+/// that parses as one, and no entry it does not list). A missing or empty target is fine.
+pub fn check_target(target: &Path, replace: bool) -> Result<(), BuildError> {
+    let meta = match target.symlink_metadata() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(target, e)),
+    };
+    let ft = meta.file_type();
+    if !ft.is_dir() {
+        return Err(BuildError::TargetNotDirectory {
+            path: target.to_path_buf(),
+            kind: if ft.is_symlink() {
+                "a symlink"
+            } else if ft.is_file() {
+                "a regular file"
+            } else {
+                "a special file"
+            },
+        });
+    }
+    if replace {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(target).map_err(|e| io(target, e))? {
+        names.push(e.map_err(|e| io(target, e))?.file_name());
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let not_ours = |found: String| BuildError::TargetNotOurs {
+        path: target.to_path_buf(),
+        found,
+    };
+    let result = target.join("result.json");
+    let created: Created = match result.symlink_metadata() {
+        Ok(m) if m.is_file() => {
+            let text = std::fs::read(&result).map_err(|e| io(&result, e))?;
+            serde_json::from_slice(&text)
+                .map_err(|_| not_ours("its result.json is not imgbuild's".to_string()))?
+        }
+        _ => {
+            names.sort();
+            return Err(not_ours(format!(
+                "it holds {:?} and no result.json of an imgbuild build",
+                names[0]
+            )));
+        }
+    };
+    let mut known: std::collections::BTreeSet<std::ffi::OsString> =
+        std::iter::once("result.json".into()).collect();
+    for f in &created.files {
+        known.insert(f.name.clone().into());
+        if f.sha256.is_some() {
+            known.insert(format!("{}.sha256", f.name).into());
+        }
+    }
+    names.sort();
+    match names.iter().find(|n| !known.contains(*n)) {
+        Some(foreign) => Err(not_ours(format!(
+            "it holds {foreign:?}, which imgbuild did not write"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Finish the prepared root at `root` and write the image files for `image`.
 pub fn create(
     root: &Path,
@@ -293,6 +391,7 @@ pub fn create(
     opts: &CreateOptions,
     on_step: &mut dyn FnMut(&str),
 ) -> Result<Created, BuildError> {
+    check_target(&opts.target_dir, opts.replace_target_dir)?;
     let kind = image.build_type.image.as_str();
     if !matches!(kind, "docker" | "oci" | "tbz") {
         return Err(BuildError::Unsupported {
@@ -314,7 +413,13 @@ pub fn create(
     on_step("finish root");
     let images_sh = root.join("image/images.sh");
     if images_sh.is_file() {
-        prepare::run_hook(root, &images_sh, "images.sh", &prepare::profile_vars(image))?;
+        prepare::run_hook(
+            root,
+            &images_sh,
+            "images.sh",
+            &prepare::profile_vars(image),
+            opts.hook_timeout,
+        )?;
     }
     cleanup::clean(root, image.build_type.ensure_empty_tmpdirs)?;
     let epoch = opts
@@ -328,10 +433,7 @@ pub fn create(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-    let work = tempfile::Builder::new()
-        .prefix(".imgbuild-result-")
-        .tempdir_in(&parent)
-        .map_err(|e| io(&parent, e))?;
+    let work = crate::workdir::WorkDir::create(&parent, crate::workdir::RESULT_PREFIX)?;
     let out = work.path().join("out");
     let blobs = work.path().join("blobs/sha256");
     std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
@@ -677,6 +779,84 @@ mod tests {
         let out = dir.join("layout");
         write_oci_layout(&built, &out).unwrap();
         BaseImage::open(&format!("oci:{}", out.display())).unwrap()
+    }
+
+    #[test]
+    fn only_an_imgbuild_result_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("out");
+        check_target(&dir, false).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        check_target(&dir, false).unwrap();
+
+        // The user's own files: refused, naming the directory and the file; the opt-in allows.
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        let e = check_target(&dir, false).unwrap_err();
+        assert!(matches!(e, BuildError::TargetNotOurs { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&dir.display().to_string()) && msg.contains("notes.txt"));
+        assert!(msg.contains("--replace-target-dir"), "{msg}");
+        check_target(&dir, true).unwrap();
+
+        // A result.json that is not imgbuild's.
+        std::fs::remove_file(dir.join("notes.txt")).unwrap();
+        std::fs::write(dir.join("result.json"), "{\"name\": 1}").unwrap();
+        assert!(check_target(&dir, false).is_err());
+
+        // imgbuild's result: every listed file with its .sha256, and result.json.
+        let created = Created {
+            name: "x".into(),
+            tags: Vec::new(),
+            manifest_digest: None,
+            config_digest: None,
+            layers: Vec::new(),
+            source_date_epoch: 0,
+            files: vec![
+                ResultFile {
+                    kind: "docker-archive".into(),
+                    name: "x.docker.tar".into(),
+                    sha256: Some("00".into()),
+                    size: Some(0),
+                    tree: None,
+                },
+                ResultFile {
+                    kind: "oci-layout".into(),
+                    name: "x.oci".into(),
+                    sha256: None,
+                    size: None,
+                    tree: Some("t".into()),
+                },
+            ],
+            inputs: None,
+        };
+        std::fs::write(
+            dir.join("result.json"),
+            serde_json::to_string(&created).unwrap(),
+        )
+        .unwrap();
+        for f in ["x.docker.tar", "x.docker.tar.sha256"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        std::fs::create_dir(dir.join("x.oci")).unwrap();
+        check_target(&dir, false).unwrap();
+        // ... and nothing else.
+        std::fs::write(dir.join("x.oci.sha256"), "").unwrap();
+        let e = check_target(&dir, false).unwrap_err().to_string();
+        assert!(e.contains("x.oci.sha256"), "{e}");
+
+        // Not a directory: refused even with the opt-in.
+        let file = t.path().join("file");
+        std::fs::write(&file, "data").unwrap();
+        for replace in [false, true] {
+            let e = check_target(&file, replace).unwrap_err();
+            assert!(matches!(e, BuildError::TargetNotDirectory { .. }), "{e}");
+        }
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(matches!(
+            check_target(&link, false),
+            Err(BuildError::TargetNotDirectory { .. })
+        ));
     }
 
     #[test]

@@ -594,6 +594,8 @@ mod tests {
             source_date_epoch: None,
             threads: 0,
             inputs: None,
+            hook_timeout: None,
+            replace_target_dir: false,
         };
         Setup {
             desc,

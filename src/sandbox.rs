@@ -27,8 +27,11 @@
 //!   imgbuild dies, even by SIGKILL, the command dies and its namespaces with it.
 //!   (The death signal follows the *thread* that called [`Sandbox::run`], which blocks until
 //!   the command ends, so it holds.)
-//! * **Signals**: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 received while a
-//!   sandbox runs are forwarded to its command instead of acting on imgbuild.
+//! * **Signals**: a [`Profile::Container`] sandbox forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+//!   SIGUSR1 and SIGUSR2 received while it runs to its command instead of acting on imgbuild.
+//!   A [`Profile::Build`] sandbox forwards nothing: when imgbuild is told to stop (see
+//!   [`crate::interrupt`]), or a [`Sandbox::timeout`] passes, the command is SIGKILLed, and
+//!   with it its whole pid namespace.
 
 pub mod caps;
 pub mod cgroup;
@@ -112,6 +115,15 @@ pub enum SandboxError {
     /// Signal forwarding could not be set up.
     #[error(transparent)]
     Signals(#[from] signals::SignalError),
+    /// imgbuild received a stop signal; the command of a build sandbox was killed.
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
+    /// The command ran longer than [`Sandbox::timeout`] and was killed.
+    #[error("the command did not finish within {} s and was killed", .after.as_secs())]
+    TimedOut {
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// A system call in the parent failed.
     #[error("cannot {what}: {source}")]
     Os {
@@ -168,6 +180,7 @@ pub struct Sandbox {
     resolv_conf: bool,
     limits: Limits,
     rlimits: Vec<(u32, u64, u64)>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Sandbox {
@@ -199,6 +212,7 @@ impl Sandbox {
             resolv_conf: true,
             limits: Limits::default(),
             rlimits: Vec::new(),
+            timeout: None,
         }
     }
 
@@ -316,6 +330,13 @@ impl Sandbox {
     pub fn rlimit(mut self, resource: u32, soft: u64, hard: u64) -> Self {
         self.rlimits.retain(|r| r.0 != resource);
         self.rlimits.push((resource, soft, hard));
+        self
+    }
+
+    /// Kill the command (and its whole pid namespace) when it has not ended after `after`;
+    /// [`Sandbox::run`] then fails with [`SandboxError::TimedOut`]. Default: no limit.
+    pub fn timeout(mut self, after: std::time::Duration) -> Self {
+        self.timeout = Some(after);
         self
     }
 
@@ -633,7 +654,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
 
     let (start_r, start_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let forwarding = signals::Forwarding::start()?;
+    let forwarding = signals::Forwarding::start(sb.profile == Profile::Container)?;
 
     let spec = exec::ChildSpec {
         steps: &steps,
@@ -728,9 +749,14 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         });
     }
 
+    let stop = supervise::Stop {
+        timeout: sb.timeout,
+        on_interrupt: sb.profile == Profile::Build,
+    };
     let result = supervise::wait(
         child,
         &forwarding,
+        stop,
         captures,
         pty_master,
         tty_input,

@@ -83,6 +83,22 @@ pub enum FetchError {
     /// Storing or verifying in the cache failed (the error names the URL and the cache path).
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// imgbuild received a stop signal during the download.
+    #[error("{url}: {source}")]
+    Interrupted {
+        /// The URL.
+        url: String,
+        /// The signal.
+        source: crate::interrupt::Interrupted,
+    },
+}
+
+/// Fails with [`FetchError::Interrupted`] for `url` once a stop signal was received.
+fn check_interrupt(url: &str) -> Result<(), FetchError> {
+    crate::interrupt::check().map_err(|source| FetchError::Interrupted {
+        url: url.to_string(),
+        source,
+    })
 }
 
 impl FetchError {
@@ -388,6 +404,7 @@ impl Fetcher {
         }
         let mut attempt = 0u32;
         loop {
+            check_interrupt(url)?;
             attempt += 1;
             let (message, status) = match self.open_http(url, credentials, attempt, dest)? {
                 Attempt::Done(b) => {
@@ -415,7 +432,12 @@ impl Fetcher {
                     },
                 });
             }
-            std::thread::sleep(self.backoff(attempt - 1));
+            crate::interrupt::sleep(self.backoff(attempt - 1)).map_err(|source| {
+                FetchError::Interrupted {
+                    url: url.to_string(),
+                    source,
+                }
+            })?;
         }
     }
 
@@ -431,6 +453,7 @@ impl Fetcher {
             let mut out = Vec::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
+                check_interrupt(url)?;
                 let n = match r.read(&mut buf) {
                     Ok(0) => return Ok(Ok(out)),
                     Ok(n) => n,
@@ -486,6 +509,7 @@ impl Fetcher {
             let mut w = cache.writer(url, *expected)?;
             let mut buf = vec![0u8; 256 * 1024];
             loop {
+                check_interrupt(url)?;
                 let n = match r.read(&mut buf) {
                     // A body that ends early is a broken transfer, worth another attempt.
                     Ok(0) => match expected.size {

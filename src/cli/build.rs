@@ -1,6 +1,6 @@
 //! `imgbuild build` (KIWI's `system build`) and `imgbuild create` (`system create`).
 
-use super::prepare::{DescriptionArgs, PackageArgs, StageLog};
+use super::prepare::{DescriptionArgs, HookArgs, PackageArgs, StageLog};
 use anyhow::{Context, bail};
 use clap::Args;
 use imgbuild::build::{self, CreateOptions};
@@ -8,15 +8,20 @@ use imgbuild::description::{self, Selection};
 use imgbuild::image::Compression;
 use imgbuild::reuse;
 use imgbuild::rootfs::prepare::{self, PrepareOptions};
+use imgbuild::workdir::{self, WorkDir};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// How the image files are written.
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
-    /// Directory for the result files [default: ./<image name>]; replaced as a whole.
+    /// Directory for the result files [default: ./<image name>]; replaced as a whole, so it
+    /// must be new, empty or hold an earlier imgbuild result.
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
+    /// Replace the target directory even when it holds files imgbuild did not write.
+    #[arg(long)]
+    pub replace_target_dir: bool,
     /// Compression of the archive files: none, gzip, zstd or xz [default: none].
     #[arg(long, value_name = "ALGO", default_value = "none")]
     pub compress: String,
@@ -80,6 +85,8 @@ impl OutputArgs {
             source_date_epoch,
             threads: 0,
             inputs: None,
+            hook_timeout: None,
+            replace_target_dir: self.replace_target_dir,
         })
     }
 }
@@ -93,6 +100,8 @@ pub struct BuildArgs {
     pub packages: PackageArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
     /// Keep the prepared root tree in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -137,18 +146,41 @@ fn load_result(
     Ok(())
 }
 
+/// The directory the target lives in (created when missing), with the work directories of
+/// builds that were killed removed, one log line each.
+fn target_parent(target: &Path, log: &StageLog) -> anyhow::Result<PathBuf> {
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    for stale in workdir::remove_stale(&parent) {
+        let whose = if stale.had_lock {
+            "a build that was stopped"
+        } else {
+            "an older imgbuild"
+        };
+        match stale.error {
+            None => log.info(&format!(
+                "removed {}, left by {whose}",
+                stale.path.display()
+            )),
+            Some(e) => log.info(&format!(
+                "cannot remove {}, left by {whose}: {e}",
+                stale.path.display()
+            )),
+        }
+    }
+    Ok(parent)
+}
+
 /// Run `imgbuild build`; with `--load` the result goes into the store the global options name.
 pub fn run(
     args: BuildArgs,
     storage_root: Option<&Path>,
     storage_driver: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    // Open the store first, so a store that cannot be used fails before a long build.
-    let store = if args.load {
-        Some(super::store::open_store(storage_root, storage_driver)?)
-    } else {
-        None
-    };
     let (desc, mut image) = args.description.resolve()?;
     if let Some(uri) = &args.set_container_derived_from {
         if image.build_type.derived_from.is_empty() {
@@ -161,21 +193,22 @@ pub fn run(
         image.build_type.derived_from = vec![prepare::resolve_base_uri(uri, &cwd)];
     }
     let mut create = args.output.options(Path::new(&image.name))?;
+    create.hook_timeout = args.hooks.timeout();
+    // Before anything is written or downloaded: a target that is not ours is never replaced.
+    build::check_target(&create.target_dir, create.replace_target_dir)?;
+    // Open the store next, so a store that cannot be used fails before a long build.
+    let store = if args.load {
+        Some(super::store::open_store(storage_root, storage_driver)?)
+    } else {
+        None
+    };
     let mut log = StageLog::new();
-    let parent = create
-        .target_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let parent = target_parent(&create.target_dir, &log)?;
     let tmp;
     let root = match &args.root {
         Some(r) => r.clone(),
         None => {
-            tmp = tempfile::Builder::new()
-                .prefix(".imgbuild-root-")
-                .tempdir_in(&parent)
+            tmp = WorkDir::create(&parent, workdir::ROOT_PREFIX)
                 .with_context(|| format!("creating a work directory in {}", parent.display()))?;
             tmp.path().join("root")
         }
@@ -232,6 +265,7 @@ pub fn run(
         plan: plan_opts,
         overrides,
         delete_packages: args.packages.delete_packages.clone(),
+        hook_timeout: args.hooks.timeout(),
     };
     if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {
         log.info(&format!(
@@ -262,6 +296,8 @@ pub struct CreateArgs {
     pub root: PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 /// Run `imgbuild create`: the description and selection kept in `<root>/image` are resolved again.
@@ -294,8 +330,11 @@ pub fn run_create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     };
     let desc = description::load(&kept.join("config.xml"))?;
     let image = desc.resolve(&selection)?;
-    let create = args.output.options(Path::new(&image.name))?;
+    let mut create = args.output.options(Path::new(&image.name))?;
+    create.hook_timeout = args.hooks.timeout();
+    build::check_target(&create.target_dir, create.replace_target_dir)?;
     let mut log = StageLog::new();
+    target_parent(&create.target_dir, &log)?;
     let created = build::create(&args.root, &image, &create, &mut |s| log.stage(s))
         .with_context(|| format!("writing {}", create.target_dir.display()))?;
     log.finish();

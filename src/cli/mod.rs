@@ -8,6 +8,7 @@ mod sandbox_init;
 pub mod store;
 pub mod validate;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         verbose: cli.verbose || cli.verbose_short,
         format: cli.log_format,
     });
+    // The commands that build stop cleanly on SIGINT, SIGTERM and SIGHUP (see
+    // `imgbuild::interrupt`); `run` forwards them to its container instead.
+    if matches!(
+        cli.command,
+        Command::Build(_) | Command::Create(_) | Command::Prepare(_) | Command::Lock(_)
+    ) {
+        imgbuild::interrupt::install().context("installing the signal handlers")?;
+    }
     match cli.command {
         Command::Version => {
             println!("imgbuild {}", env!("CARGO_PKG_VERSION"));

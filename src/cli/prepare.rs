@@ -120,6 +120,22 @@ impl PackageArgs {
     }
 }
 
+/// How long KIWI hooks may run.
+#[derive(Args, Debug, Clone)]
+pub struct HookArgs {
+    /// Stop a KIWI hook (post_bootstrap.sh, config.sh, images.sh) that runs longer than this
+    /// many seconds, failing the build; 0: no limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = prepare::DEFAULT_HOOK_TIMEOUT.as_secs())]
+    pub hook_timeout: u64,
+}
+
+impl HookArgs {
+    /// The timeout, none for no limit.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        (self.hook_timeout > 0).then(|| std::time::Duration::from_secs(self.hook_timeout))
+    }
+}
+
 /// Build the root tree of a description (no image is written).
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
@@ -133,6 +149,8 @@ pub struct PrepareArgs {
     pub allow_existing_root: bool,
     #[command(flatten)]
     pub packages: PackageArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 /// How stage lines are written on stderr.
@@ -273,6 +291,7 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         plan: args.packages.plan_options(&image),
         overrides: args.packages.overrides(),
         delete_packages: args.packages.delete_packages.clone(),
+        hook_timeout: args.hooks.timeout(),
     };
     let mut log = StageLog::new();
     if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {

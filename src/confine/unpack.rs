@@ -219,10 +219,12 @@ pub fn unpack(root: &Root, reader: impl Read, opts: &UnpackOptions) -> Result<Un
     // The last good entry's name, kept in one reused buffer: only errors need it.
     let mut last: Vec<u8> = Vec::new();
     for (index, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|source| ConfineError::Archive {
-            after: (index > 0).then(|| PathBuf::from(OsStr::from_bytes(&last))),
-            source,
-        })?;
+        let mut entry = entry
+            .and_then(|e| crate::interrupt::check_io().map(|()| e))
+            .map_err(|source| ConfineError::Archive {
+                after: (index > 0).then(|| PathBuf::from(OsStr::from_bytes(&last))),
+                source,
+            })?;
         if let Err(e) = u.entry(&mut entry) {
             return Err(ConfineError::Entry {
                 index: index as u64,

@@ -138,6 +138,8 @@ where
     for name in list_dir(dir, rel, excludes)? {
         let child_rel = join_rel(rel, &name);
         let abs = dir.join(std::ffi::OsStr::from_bytes(&name));
+        // Packing is the longest step after installing: stop it promptly on a stop signal.
+        crate::interrupt::check_io().map_err(io_err(&abs))?;
         let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
         let is_dir = meta.is_dir();
         let entry = WalkEntry {

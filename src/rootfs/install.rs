@@ -311,7 +311,7 @@ fn run_script(root: &Path, script: &str) -> Result<(), InstallError> {
     if !had_policy {
         write_policy_rc(root)?;
     }
-    let result = run_in_sandbox(root, script);
+    let result = run_in_sandbox(root, script, None);
     if !had_policy {
         let _ = std::fs::remove_file(&policy);
     }
@@ -364,9 +364,14 @@ pub fn set_verbose(on: bool) {
     VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Run a shell script in the build sandbox of `root`, capturing its output.
-pub fn run_in_sandbox(root: &Path, script: &str) -> Result<Outcome, InstallError> {
-    let out = run_in_sandbox_quiet(root, script)?;
+/// Run a shell script in the build sandbox of `root`, capturing its output; with a `timeout`,
+/// a script still running after it is killed ([`SandboxError::TimedOut`]).
+pub fn run_in_sandbox(
+    root: &Path,
+    script: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<Outcome, InstallError> {
+    let out = run_in_sandbox_quiet(root, script, timeout)?;
     if out.success() && VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
         use std::io::Write;
         let mut err = std::io::stderr().lock();
@@ -376,16 +381,21 @@ pub fn run_in_sandbox(root: &Path, script: &str) -> Result<Outcome, InstallError
     Ok(out)
 }
 
-fn run_in_sandbox_quiet(root: &Path, script: &str) -> Result<Outcome, InstallError> {
-    // The shell is PID 1 of its namespace, which ignores signals it has no handler for: trap
-    // the ones imgbuild forwards, so an interrupted build stops instead of running on.
-    let script =
-        format!("trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP\n{script}");
-    let mut sb = Sandbox::new(root, ["/bin/sh", "-c", script.as_str()])
+fn run_in_sandbox_quiet(
+    root: &Path,
+    script: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<Outcome, InstallError> {
+    // No signal reaches the script: when imgbuild is told to stop, the build sandbox kills the
+    // shell (PID 1 of its namespace) and everything it started.
+    let mut sb = Sandbox::new(root, ["/bin/sh", "-c", script])
         .profile(Profile::Build)
         .stdin(Stdio::Null)
         .stdout(Stdio::Capture)
         .stderr(Stdio::Capture);
+    if let Some(t) = timeout {
+        sb = sb.timeout(t);
+    }
     for (k, v) in SCRIPT_ENV {
         sb = sb.env(*k, *v);
     }

@@ -104,6 +104,19 @@ pub enum PrepareError {
     /// The base's tree could not be recorded.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// A hook ran longer than the hook timeout and was killed.
+    #[error(
+        "{step} in {root} did not finish within {} s and was stopped (see --hook-timeout)",
+        .after.as_secs()
+    )]
+    HookTimeout {
+        /// The hook.
+        step: String,
+        /// The root tree.
+        root: PathBuf,
+        /// The timeout.
+        after: Duration,
+    },
     /// A hook script or command in the root failed.
     #[error("{step} failed in {root} (exit {code}):\n{output}")]
     Step {
@@ -131,7 +144,13 @@ pub struct PrepareOptions {
     pub overrides: Overrides,
     /// `--delete-package`: packages removed (forced) at the end.
     pub delete_packages: Vec<String>,
+    /// The longest a KIWI hook (`post_bootstrap.sh`, `config.sh`) may run; none: no limit.
+    pub hook_timeout: Option<Duration>,
 }
+
+/// The default of `--hook-timeout`: generous, since hooks may build software, yet finite, so a
+/// hook waiting for input that never comes does not hold a CI runner for ever.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// One finished step and how long it took.
 #[derive(Debug, Clone)]
@@ -189,6 +208,8 @@ pub fn prepare(
         path: root.to_path_buf(),
         armed: !existed,
     };
+    // Should a stop signal leave no time for the guard, the interrupt watcher removes it.
+    let _registration = (!existed).then(|| crate::interrupt::remove_on_exit(root));
     let mut steps = Vec::new();
     let timed = |name: &'static str, on_step: &mut dyn FnMut(&str)| {
         on_step(name);
@@ -254,7 +275,13 @@ pub fn prepare(
 
     if !derived && let Some(script) = hook(&image.dir, "post_bootstrap.sh") {
         let done = timed("post_bootstrap.sh", on_step);
-        run_hook(root, &script, "post_bootstrap.sh", &BTreeMap::new())?;
+        run_hook(
+            root,
+            &script,
+            "post_bootstrap.sh",
+            &BTreeMap::new(),
+            opts.hook_timeout,
+        )?;
         done(&mut steps);
     }
 
@@ -277,7 +304,7 @@ pub fn prepare(
     description_files(root, image)?;
     image_sources(root, &the_plan)?;
     if let Some(script) = hook(&image.dir, "config.sh") {
-        run_hook(root, &script, "config.sh", &vars)?;
+        run_hook(root, &script, "config.sh", &vars, opts.hook_timeout)?;
     }
     done(&mut steps);
 
@@ -490,12 +517,14 @@ pub fn hook(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Copy `script` into the root's `/image`, run it there (directly when executable, else with
-/// bash, as KIWI does) with `vars` in its environment, and fail with its output on error.
+/// bash, as KIWI does) with `vars` in its environment, and fail with its output on error, or
+/// when it is still running after `timeout`.
 pub fn run_hook(
     root: &Path,
     script: &Path,
     name: &str,
     vars: &BTreeMap<String, String>,
+    timeout: Option<Duration>,
 ) -> Result<(), PrepareError> {
     use std::os::unix::fs::PermissionsExt;
     let data = std::fs::read(script).map_err(|source| io(script, source))?;
@@ -517,12 +546,35 @@ pub fn run_hook(
     } else {
         cmd.push_str(&format!("$(command -v bash || echo sh) /image/{name}"));
     }
-    run_checked(root, name, &format!("cd / && {cmd}"))
+    run_checked_within(root, name, &format!("cd / && {cmd}"), timeout)
 }
 
 /// Run a shell snippet in the build sandbox; a non-zero exit is an error with its output.
 pub fn run_checked(root: &Path, step: &str, script: &str) -> Result<(), PrepareError> {
-    let out = install::run_in_sandbox(root, script)?;
+    run_checked_within(root, step, script, None)
+}
+
+/// [`run_checked`], killing the snippet when it runs longer than `timeout`.
+fn run_checked_within(
+    root: &Path,
+    step: &str,
+    script: &str,
+    timeout: Option<Duration>,
+) -> Result<(), PrepareError> {
+    let out = match install::run_in_sandbox(root, script, timeout) {
+        Ok(out) => out,
+        Err(InstallError::Sandbox {
+            source: crate::sandbox::SandboxError::TimedOut { after },
+            ..
+        }) => {
+            return Err(PrepareError::HookTimeout {
+                step: step.to_string(),
+                root: root.to_path_buf(),
+                after,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     if out.success() {
         return Ok(());
     }

@@ -1,16 +1,23 @@
 //! Forwarding of the signals imgbuild receives to the sandboxed commands.
 //!
-//! A process-wide handler (installed while at least one sandbox runs, the previous
+//! Only [`Profile::Container`](super::Profile::Container) sandboxes forward: `imgbuild run`
+//! passes SIGINT, SIGTERM, … on to its container, as podman does. A build sandbox does not:
+//! its command is a hook or maintainer script that imgbuild stops itself, by SIGKILL, when a
+//! stop signal reaches imgbuild (see [`crate::interrupt`]); forwarding would only let a shell
+//! that waits for its child, or a PID 1 without handlers, ignore the signal. SIGWINCH is
+//! caught for every sandbox with a pty, to copy the window size.
+//!
+//! A process-wide handler (installed while a sandbox that needs it runs, the previous
 //! dispositions restored afterwards) writes each signal number into the self-pipe of every
-//! running sandbox; each sandbox's wait loop reads its pipe and `kill`s its command. The pipes
-//! live for the whole process and are only ever claimed and released, never closed, so the
-//! handler can never write into an fd that was closed and reused meanwhile.
+//! running sandbox that wants it; each sandbox's wait loop reads its pipe and `kill`s its
+//! command. The pipes live for the whole process and are only ever claimed and released, never
+//! closed, so the handler can never write into an fd that was closed and reused meanwhile.
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-/// Signals forwarded to the command.
+/// Signals forwarded to the command of a forwarding sandbox.
 pub const FORWARDED: &[libc::c_int] = &[
     libc::SIGINT,
     libc::SIGTERM,
@@ -27,16 +34,24 @@ const SLOTS: usize = 64;
 
 static WRITE_FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 static CLAIMED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+/// Whether the slot's sandbox wants the [`FORWARDED`] signals (else only SIGWINCH).
+static FORWARDS: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
 
 struct Installed {
+    /// Sandboxes running, each with SIGWINCH caught.
     users: usize,
-    previous: Vec<(libc::c_int, libc::sigaction)>,
+    /// Of those, the ones forwarding [`FORWARDED`].
+    forwarders: usize,
+    previous_winch: Vec<(libc::c_int, libc::sigaction)>,
+    previous_forwarded: Vec<(libc::c_int, libc::sigaction)>,
     read_fds: [RawFd; SLOTS],
 }
 
 static STATE: Mutex<Installed> = Mutex::new(Installed {
     users: 0,
-    previous: Vec::new(),
+    forwarders: 0,
+    previous_winch: Vec::new(),
+    previous_forwarded: Vec::new(),
     read_fds: [-1; SLOTS],
 });
 
@@ -47,11 +62,38 @@ extern "C" fn handler(sig: libc::c_int) {
         let byte = sig as u8;
         for (slot, fd) in WRITE_FDS.iter().enumerate() {
             let fd = fd.load(Ordering::Acquire);
-            if fd >= 0 && CLAIMED[slot].load(Ordering::Acquire) {
+            let wanted = sig == WINCH || FORWARDS[slot].load(Ordering::Acquire);
+            if fd >= 0 && CLAIMED[slot].load(Ordering::Acquire) && wanted {
                 libc::write(fd, (&byte as *const u8).cast(), 1);
             }
         }
         *libc::__errno_location() = saved;
+    }
+}
+
+/// Install [`handler`] for `signals`, returning the dispositions it replaced.
+fn install(signals: &[libc::c_int]) -> Vec<(libc::c_int, libc::sigaction)> {
+    let mut previous = Vec::new();
+    for &sig in signals {
+        // SAFETY: installing a handler that only does async-signal-safe work.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = handler as *const () as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, &act, &mut old) == 0 {
+                previous.push((sig, old));
+            }
+        }
+    }
+    previous
+}
+
+fn restore(previous: &mut Vec<(libc::c_int, libc::sigaction)>) {
+    for (sig, old) in previous.drain(..) {
+        // SAFETY: restoring the disposition saved when we installed ours.
+        unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
     }
 }
 
@@ -68,11 +110,13 @@ pub enum SignalError {
 pub struct Forwarding {
     slot: usize,
     read_fd: RawFd,
+    forward: bool,
 }
 
 impl Forwarding {
-    /// Claim a slot and make sure the handlers are installed.
-    pub fn start() -> Result<Forwarding, SignalError> {
+    /// Claim a slot and make sure the handlers are installed: SIGWINCH always, the
+    /// [`FORWARDED`] signals when `forward` is true.
+    pub fn start(forward: bool) -> Result<Forwarding, SignalError> {
         let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
         let slot = (0..SLOTS)
             .find(|&i| !CLAIMED[i].load(Ordering::Acquire))
@@ -91,26 +135,23 @@ impl Forwarding {
         let mut buf = [0u8; 64];
         // SAFETY: reading into a stack buffer from our non-blocking pipe.
         while unsafe { libc::read(read_fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        FORWARDS[slot].store(forward, Ordering::Release);
         CLAIMED[slot].store(true, Ordering::Release);
         if state.users == 0 {
-            let mut previous = Vec::new();
-            for &sig in FORWARDED.iter().chain(std::iter::once(&WINCH)) {
-                // SAFETY: installing a handler that only does async-signal-safe work.
-                unsafe {
-                    let mut act: libc::sigaction = std::mem::zeroed();
-                    act.sa_sigaction = handler as *const () as libc::sighandler_t;
-                    act.sa_flags = libc::SA_RESTART;
-                    libc::sigemptyset(&mut act.sa_mask);
-                    let mut old: libc::sigaction = std::mem::zeroed();
-                    if libc::sigaction(sig, &act, &mut old) == 0 {
-                        previous.push((sig, old));
-                    }
-                }
-            }
-            state.previous = previous;
+            state.previous_winch = install(&[WINCH]);
         }
         state.users += 1;
-        Ok(Forwarding { slot, read_fd })
+        if forward {
+            if state.forwarders == 0 {
+                state.previous_forwarded = install(FORWARDED);
+            }
+            state.forwarders += 1;
+        }
+        Ok(Forwarding {
+            slot,
+            read_fd,
+            forward,
+        })
     }
 
     /// The fd to poll for readability.
@@ -138,12 +179,17 @@ impl Drop for Forwarding {
     fn drop(&mut self) {
         let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
         CLAIMED[self.slot].store(false, Ordering::Release);
+        if self.forward {
+            state.forwarders -= 1;
+            if state.forwarders == 0 {
+                let mut previous = std::mem::take(&mut state.previous_forwarded);
+                restore(&mut previous);
+            }
+        }
         state.users -= 1;
         if state.users == 0 {
-            for (sig, old) in state.previous.drain(..) {
-                // SAFETY: restoring the disposition saved when we installed ours.
-                unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
-            }
+            let mut previous = std::mem::take(&mut state.previous_winch);
+            restore(&mut previous);
         }
     }
 }
@@ -163,16 +209,22 @@ mod tests {
             }
         };
         let before = current();
-        let a = Forwarding::start().unwrap();
-        let b = Forwarding::start().unwrap();
+        // A build sandbox alone leaves the signal to imgbuild.
+        let quiet = Forwarding::start(false).unwrap();
+        assert_eq!(current(), before);
+        let a = Forwarding::start(true).unwrap();
+        let b = Forwarding::start(true).unwrap();
         assert_ne!(a.fd(), b.fd());
         // SAFETY: raising a signal whose handler is ours.
         unsafe { libc::raise(libc::SIGUSR2) };
         assert_eq!(a.take(), vec![libc::SIGUSR2]);
         assert_eq!(b.take(), vec![libc::SIGUSR2]);
         assert!(a.take().is_empty());
+        assert!(quiet.take().is_empty(), "not forwarded to a build sandbox");
         drop(a);
         drop(b);
+        assert_eq!(current(), before);
+        drop(quiet);
         assert_eq!(current(), before);
     }
 }

@@ -1,8 +1,9 @@
-//! The parent's wait loop: child exit (through a pidfd), forwarded signals, captured output
-//! and the pty relay, all in one `poll`.
+//! The parent's wait loop: child exit (through a pidfd), forwarded signals, captured output,
+//! the pty relay, a build's stop signal and the timeout, all in one `poll`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use super::signals::{self, Forwarding};
 use super::{ChildGuard, Outcome, SandboxError, TtyOut, os};
@@ -140,9 +141,31 @@ pub(super) fn size_sources(tty_input: Option<RawFd>, tty_output: &TtyOut) -> Vec
 /// something outside the sandbox still holds.
 const DRAIN_TIMEOUT_MS: libc::c_int = 2000;
 
+/// When the wait loop ends the command itself.
+pub(super) struct Stop {
+    /// Kill the command when it runs longer.
+    pub timeout: Option<Duration>,
+    /// Kill the command when imgbuild receives a stop signal (see [`crate::interrupt`]).
+    pub on_interrupt: bool,
+}
+
+/// Why the wait loop killed the command.
+enum Killed {
+    Interrupted(crate::interrupt::Interrupted),
+    TimedOut(Duration),
+}
+
+/// Milliseconds until `deadline` for `poll`, rounded up so the wakeup is never early.
+fn poll_ms(deadline: Instant) -> libc::c_int {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = left.as_micros().div_ceil(1000);
+    ms.min(libc::c_int::MAX as u128) as libc::c_int
+}
+
 pub(super) fn wait(
     mut child: ChildGuard,
     fwd: &Forwarding,
+    stop: Stop,
     captures: [Option<OwnedFd>; 2],
     master: Option<OwnedFd>,
     tty_input: Option<RawFd>,
@@ -174,13 +197,31 @@ pub(super) fn wait(
     let mut pending: Vec<u8> = Vec::new();
     let mut status: Option<libc::c_int> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    let deadline = stop.timeout.map(|t| Instant::now() + t);
+    let interrupt_fd = stop.on_interrupt.then(crate::interrupt::poll_fd).flatten();
+    let mut killed: Option<Killed> = None;
 
     loop {
         let outputs_open = outputs.iter().any(Option::is_some) || master.is_some();
         if status.is_some() && !outputs_open {
             break;
         }
-        // Index map: 0 pidfd, 1 signals, 2/3 captures, 4 master, 5 input.
+        if status.is_none() && killed.is_none() {
+            let why = match (stop.on_interrupt, deadline) {
+                (true, _) if crate::interrupt::received().is_some() => {
+                    crate::interrupt::received().map(Killed::Interrupted)
+                }
+                (_, Some(d)) if Instant::now() >= d => stop.timeout.map(Killed::TimedOut),
+                _ => None,
+            };
+            if why.is_some() {
+                // SAFETY: signalling our own, not yet reaped, child: PID 1 of its pid
+                // namespace, so the kernel kills every process in it.
+                unsafe { libc::kill(child.pid, libc::SIGKILL) };
+                killed = why;
+            }
+        }
+        // Index map: 0 pidfd, 1 signals, 2/3 captures, 4 master, 5 input, 6 stop signal.
         let mut pfds: Vec<(usize, libc::pollfd)> = Vec::new();
         let mut add = |tag: usize, fd: RawFd, events: libc::c_short| {
             pfds.push((
@@ -195,6 +236,9 @@ pub(super) fn wait(
         if status.is_none() {
             add(0, pidfd.as_raw_fd(), libc::POLLIN);
             add(1, fwd.fd(), libc::POLLIN);
+            if let (Some(fd), None) = (interrupt_fd, &killed) {
+                add(6, fd, libc::POLLIN);
+            }
         }
         for (i, o) in outputs.iter().enumerate() {
             if let Some(o) = o {
@@ -212,10 +256,10 @@ pub(super) fn wait(
             }
         }
         let mut raw: Vec<libc::pollfd> = pfds.iter().map(|(_, p)| *p).collect();
-        let timeout = if status.is_some() {
-            DRAIN_TIMEOUT_MS
-        } else {
-            -1
+        let timeout = match (status, deadline, &killed) {
+            (Some(_), _, _) => DRAIN_TIMEOUT_MS,
+            (None, Some(d), None) => poll_ms(d),
+            _ => -1,
         };
         // SAFETY: `raw` is a valid pollfd array of its length.
         let n = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, timeout) };
@@ -228,6 +272,7 @@ pub(super) fn wait(
         if n == 0 && status.is_some() {
             break;
         }
+        // A stop signal (tag 6) or the deadline is acted on at the top of the loop.
         for ((tag, _), p) in pfds.iter().zip(raw.iter()) {
             if p.revents == 0 {
                 continue;
@@ -304,6 +349,11 @@ pub(super) fn wait(
                 _ => {}
             }
         }
+    }
+    match killed {
+        Some(Killed::Interrupted(i)) => return Err(SandboxError::Interrupted(i)),
+        Some(Killed::TimedOut(after)) => return Err(SandboxError::TimedOut { after }),
+        None => {}
     }
     let status = status.unwrap_or(0);
     let (code, signal) = exit_code(status);
