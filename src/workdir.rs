@@ -168,8 +168,39 @@ pub fn remove_stale(parent: &Path) -> Vec<Stale> {
 
 /// Remove `path` and everything under it without following any symlink, also when a directory
 /// inside is read-only (its owner's permission bits are restored first). A missing `path` is
-/// not an error.
+/// not an error. A work directory's [`LOCK_FILE`] goes last: a removal cut short by SIGKILL
+/// leaves the lock file behind, so the next sweep sees a free lock and finishes the job at once.
 pub fn remove_tree(path: &Path) -> Result<(), WorkDirError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return fs::remove_file(path).map_err(io_err(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    clear_all_but_lock(path);
+    remove_all(path)
+}
+
+/// Remove everything in the directory `path` except its [`LOCK_FILE`]; best effort: whatever is
+/// left is removed (or reported) with the directory itself.
+fn clear_all_but_lock(path: &Path) {
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_name() == LOCK_FILE {
+                continue;
+            }
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = remove_all(&p);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+/// `remove_dir_all`, restoring owner permissions on a permission error and trying again.
+fn remove_all(path: &Path) -> Result<(), WorkDirError> {
     // std's remove_dir_all works on directory fds and never follows a symlink out of the tree.
     match fs::remove_dir_all(path) {
         Ok(()) => return Ok(()),
@@ -281,6 +312,27 @@ mod tests {
         assert!(young.is_dir() && live.path().is_dir() && other.is_dir() && file.is_file());
         assert!(link.symlink_metadata().is_ok());
         assert_eq!(fs::read(outside.join("keep")).unwrap(), b"user data");
+    }
+
+    #[test]
+    fn the_lock_file_is_removed_last() {
+        // What a removal cut short after its first pass leaves: the lock file alone, which the
+        // next sweep takes for a dead build's.
+        let t = tempfile::tempdir().unwrap();
+        let w = WorkDir::create(t.path(), RESULT_PREFIX).unwrap();
+        fs::create_dir_all(w.path().join("out/sub")).unwrap();
+        fs::write(w.path().join("out/sub/f"), "x").unwrap();
+        fs::write(w.path().join("z-file"), "x").unwrap();
+        clear_all_but_lock(w.path());
+        let left: Vec<_> = fs::read_dir(w.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [LOCK_FILE]);
+        let p = w.path().to_path_buf();
+        drop(w);
+        assert!(!p.exists());
     }
 
     #[test]
