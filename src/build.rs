@@ -735,6 +735,8 @@ mod tests {
             source_date_epoch: None,
             threads: 0,
             inputs: None,
+            hook_timeout: None,
+            replace_target_dir: false,
         };
         assert!(ok.check().is_ok());
         for tag in ["bad tag/..", &"a".repeat(10_000)] {
