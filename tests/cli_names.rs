@@ -128,3 +128,35 @@ fn store_names_are_refused_before_the_store_is_opened() {
     assert_refused(&out, "at most 128 are allowed", t.path());
     assert!(out.stderr.len() < 1000);
 }
+
+#[test]
+fn set_container_derived_from_invalid_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    let layout = dir.path().join("missing-layout");
+    for (uri, want) in [
+        (
+            format!("oci:{}:bad tag", dir.path().display()),
+            "' ' is not allowed",
+        ),
+        (
+            "https://example.invalid/base".to_string(),
+            "transport not supported",
+        ),
+        (layout.display().to_string(), "missing-layout"),
+    ] {
+        let out = imgbuild(
+            &dir.path().join("store"),
+            &[
+                "build",
+                "descriptions/debian-derived",
+                "--target-dir",
+                target.to_str().unwrap(),
+                "--set-container-derived-from",
+                &uri,
+            ],
+        );
+        assert_refused(&out, "--set-container-derived-from", dir.path());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{uri}");
+    }
+}

@@ -190,7 +190,20 @@ pub fn run(
             );
         }
         let cwd = std::env::current_dir().context("reading the working directory")?;
-        image.build_type.derived_from = vec![prepare::resolve_base_uri(uri, &cwd)];
+        let resolved = prepare::resolve_base_uri(uri, &cwd);
+        // Checked before any work: the transport, that the base exists, and a layout's tag.
+        let source = imgbuild::image::base::BaseSource::parse(&resolved)
+            .with_context(|| format!("--set-container-derived-from {uri:?}"))?;
+        if let imgbuild::image::base::BaseSource::OciLayout(_, Some(tag)) = &source {
+            imgbuild::reference::check_tag(tag).map_err(|e| {
+                anyhow::anyhow!(
+                    "--set-container-derived-from {}: {}",
+                    e.shown_value(),
+                    e.reason
+                )
+            })?;
+        }
+        image.build_type.derived_from = vec![resolved];
     }
     let mut create = args.output.options(Path::new(&image.name))?;
     create.hook_timeout = args.hooks.timeout();
