@@ -80,14 +80,14 @@ fn same_description_same_bytes() {
     build(s, &desc, &t1, &cold, &cwd1, &[]);
     let d1 = manifest_digest(&t1);
 
-    // Warm cache, another target dir (which holds an old result to be replaced), another working
-    // directory, a later wall-clock time.
+    // Warm cache, another target dir (which holds old files, replaced as asked with
+    // --replace-target-dir), another working directory, a later wall-clock time.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let t2 = s.join("b/other-name");
     fs::create_dir_all(&t2).unwrap();
     fs::write(t2.join("stale.docker.tar"), "old result").unwrap();
     fs::create_dir(t2.join("stale.oci")).unwrap();
-    build(s, &desc, &t2, &cold, &cwd2, &[]);
+    build(s, &desc, &t2, &cold, &cwd2, &["--replace-target-dir"]);
     assert_eq!(
         manifest_digest(&t2),
         d1,

@@ -425,10 +425,13 @@ fn limits_exit_codes_and_signals() {
         (10..=20).contains(&n),
         "pids limit not enforced: {n} processes"
     );
-    f.sh_ok(
+    // In its cgroup namespace the container sees its own cgroup as `/` and its CPU quota.
+    let cpu = f.sh_ok(
         &["--cpus", "0.5"],
-        "grep -q imgbuild-sandbox- /proc/self/cgroup",
+        "cat /proc/self/cgroup; cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu*/cpu.cfs_quota_us 2>/dev/null; true",
     );
+    assert!(!cpu.contains("imgbuild-sandbox-"), "{cpu}");
+    assert!(cpu.contains("50000"), "{cpu}");
 
     // Not found / not executable: Docker's 127 / 126, the container removed all the same.
     let o = f.imgbuild(&["run", "--rm", IMAGE, "/no/such/program"]);
