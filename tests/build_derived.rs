@@ -181,14 +181,26 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
     let test = "derived_image_adds_one_layer_on_the_unchanged_base";
     if !is_root() {
         eprintln!("SKIP: {test} needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     if !mirror_reachable() {
         eprintln!("SKIP: {test} needs the host's Debian mirror (unreachable)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     if !have("podman") {
         eprintln!("SKIP: {test} needs podman");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -388,6 +400,10 @@ fn bad_bases_fail_clearly_and_leave_nothing() {
     let test = "bad_bases_fail_clearly_and_leave_nothing";
     if !is_root() {
         eprintln!("SKIP: {test} needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -224,6 +224,10 @@ fn regular_archive_round_trip() {
 fn xattrs_and_capabilities_match_bsdtar() {
     if !is_root() {
         eprintln!("SKIP: xattrs_and_capabilities_match_bsdtar needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     // cap_net_raw+ep as setcap writes it (VFS_CAP_REVISION_2).
@@ -279,7 +283,13 @@ fn xattrs_and_capabilities_match_bsdtar() {
                 );
             }
         }
-        other => eprintln!("SKIP: bsdtar comparison unavailable: {other:?}"),
+        other => {
+            eprintln!("SKIP: bsdtar comparison unavailable: {other:?}");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set, so this test may not skip (see the SKIP line)"
+            );
+        }
     }
 }
 
@@ -534,6 +544,10 @@ fn devices_follow_the_policy() {
     assert!(!s.root.join("dev/null").exists());
     if !is_root() {
         eprintln!("SKIP: devices_follow_the_policy (create) needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let mut h = Tar::header("dev/null", EntryType::Char, 0, 0o666, None);
@@ -622,6 +636,10 @@ fn whiteouts_apply_removes_lower_content() {
 fn whiteouts_overlayfs_form() {
     if !is_root() {
         eprintln!("SKIP: whiteouts_overlayfs_form needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let s = Scene::new();

@@ -495,15 +495,27 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 fn real_debs_unpack_like_dpkg_deb() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: real_debs_unpack_like_dpkg_deb needs root (owners, setuid)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     if Command::new("dpkg-deb").arg("--version").output().is_err() {
         eprintln!("SKIP: real_debs_unpack_like_dpkg_deb needs dpkg-deb");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let Some((_dir, debs)) = real_debs() else {
         eprintln!(
             "SKIP: real_debs_unpack_like_dpkg_deb needs the apt mirror (apt-get download failed)"
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
         );
         return;
     };
@@ -593,6 +605,10 @@ fn real_debs_unpack_like_dpkg_deb() {
 fn real_deb_control_members() {
     let Some((_dir, debs)) = real_debs() else {
         eprintln!("SKIP: real_deb_control_members needs the apt mirror (apt-get download failed)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     };
     for deb_path in debs {

@@ -74,6 +74,10 @@ fn build(root: &Path, work: &Path, compression: Compression) -> BuiltImage {
 fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
     if !is_root() {
         eprintln!("SKIP: outputs_are_accepted_by_podman_skopeo_umoci_and_schemas needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -143,6 +147,10 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         validate_schema("image-layout-schema.json", &layout.join("oci-layout"));
     } else {
         eprintln!("SKIP: schema validation needs python3-jsonschema");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
     }
 
     // skopeo sees every config field.
@@ -167,6 +175,10 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         assert_eq!(v["history"][0]["created_by"], "imgbuild test");
     } else {
         eprintln!("SKIP: skopeo check needs skopeo");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
     }
 
     // umoci unpacks the layout; the tree keeps setuid, caps, hardlinks, fifos, devices.
@@ -224,6 +236,10 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         );
     } else {
         eprintln!("SKIP: umoci check needs umoci");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
     }
 
     // docker reads the docker-archive too, where a daemon runs.
@@ -248,11 +264,19 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
             .output();
     } else {
         eprintln!("SKIP: docker load check needs a running docker daemon");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
     }
 
     // podman loads the docker-archive and runs it; checks happen inside the container.
     if !have("podman") {
         eprintln!("SKIP: podman check needs podman");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let quirks = run(Command::new("sh")
@@ -345,6 +369,10 @@ fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
     let test = "derived_image_keeps_base_layers_and_adds_one_diff_layer";
     if !is_root() {
         eprintln!("SKIP: {test} needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -429,6 +457,10 @@ fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
     }
     if !have("podman") {
         eprintln!("SKIP: {test}: podman part needs podman");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return;
     }
     let quirks = run(Command::new("sh")

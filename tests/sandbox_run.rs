@@ -23,6 +23,10 @@ static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
 fn setup(test: &str) -> Option<(PathBuf, MutexGuard<'static, ()>)> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: {test} needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return None;
     }
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -37,6 +41,10 @@ fn setup(test: &str) -> Option<(PathBuf, MutexGuard<'static, ()>)> {
         Some(r) => Some((r.clone(), guard)),
         None => {
             eprintln!("SKIP: {test} needs the busybox-static test root (Debian mirror)");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set, so this test may not skip (see the SKIP line)"
+            );
             None
         }
     }

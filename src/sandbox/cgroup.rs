@@ -249,8 +249,11 @@ pub struct Plan {
     pub dirs: Vec<PathBuf>,
     pub writes: Vec<Write>,
     /// The cgroup v2 directory the device program is attached to, when the device policy is
-    /// enforced on v2 (no v1 `devices` controller).
+    /// enforced on v2.
     pub device_program: Option<PathBuf>,
+    /// The sandbox's directory on the v2 hierarchy, if it has one: the process is created
+    /// inside it rather than moved there.
+    pub v2_dir: Option<PathBuf>,
 }
 
 const CPU_PERIOD: u64 = 100_000;
@@ -307,6 +310,7 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
                 value: format!("+{controller}"),
                 optional: false,
             });
+            p.v2_dir = Some(parent.join(name));
             (parent.join(name), v2_writes)
         } else {
             let h = host
@@ -336,47 +340,51 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
     Ok(p)
 }
 
-/// The device policy ([`super::devices::DEFAULT`]): on the v1 `devices` controller when the
-/// host has one, else as an eBPF program on the v2 cgroup.
+/// The device policy ([`super::devices::DEFAULT`]): as an eBPF program on the sandbox's v2
+/// cgroup wherever a cgroup2 hierarchy is mounted (pure v2, and the `unified` mount of hybrid
+/// hosts), else on the v1 `devices` controller. v2 is preferred because the process can then be
+/// created directly inside its cgroup (`CLONE_INTO_CGROUP`): moving a process into a v1 cgroup
+/// waits for an RCU grace period, several milliseconds of every container start.
 fn devices(p: &mut Plan, host: &Host, name: &str) -> Result<(), CgroupError> {
-    let v1 = host
-        .hierarchies
-        .iter()
-        .find(|h| !h.unified && h.controllers.iter().any(|c| c == "devices"));
-    if let Some(h) = v1 {
-        let path = host
-            .v1_paths
-            .iter()
-            .find(|(c, _)| c == "devices")
-            .map_or("/", |(_, p)| p.as_str());
-        let dir = join_cgroup(&h.mount, path).join(name);
+    if let Some(h) = host.hierarchies.iter().find(|h| h.unified) {
+        let dir = join_cgroup(&h.mount, host.v2_path.as_deref().unwrap_or("/")).join(name);
         if !p.dirs.contains(&dir) {
             p.dirs.push(dir.clone());
         }
-        p.writes.push(Write {
-            file: dir.join("devices.deny"),
-            value: "a".into(),
-            optional: false,
-        });
-        for r in super::devices::DEFAULT {
-            p.writes.push(Write {
-                file: dir.join("devices.allow"),
-                value: r.v1_line(),
-                optional: false,
-            });
-        }
+        p.v2_dir = Some(dir.clone());
+        p.device_program = Some(dir);
         return Ok(());
     }
-    let Some(h) = host.hierarchies.iter().find(|h| h.unified) else {
+    let Some(h) = host
+        .hierarchies
+        .iter()
+        .find(|h| !h.unified && h.controllers.iter().any(|c| c == "devices"))
+    else {
         return Err(CgroupError::Unavailable {
             controller: "devices",
         });
     };
-    let dir = join_cgroup(&h.mount, host.v2_path.as_deref().unwrap_or("/")).join(name);
+    let path = host
+        .v1_paths
+        .iter()
+        .find(|(c, _)| c == "devices")
+        .map_or("/", |(_, p)| p.as_str());
+    let dir = join_cgroup(&h.mount, path).join(name);
     if !p.dirs.contains(&dir) {
         p.dirs.push(dir.clone());
     }
-    p.device_program = Some(dir);
+    p.writes.push(Write {
+        file: dir.join("devices.deny"),
+        value: "a".into(),
+        optional: false,
+    });
+    for r in super::devices::DEFAULT {
+        p.writes.push(Write {
+            file: dir.join("devices.allow"),
+            value: r.v1_line(),
+            optional: false,
+        });
+    }
     Ok(())
 }
 
@@ -403,6 +411,7 @@ pub fn setup(limits: &Limits, host: &Host) -> Result<Cgroups, CgroupError> {
 #[derive(Debug)]
 pub struct Cgroups {
     dirs: Vec<PathBuf>,
+    v2_dir: Option<PathBuf>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -458,7 +467,10 @@ impl Cgroups {
             // Enabling an already enabled controller is fine; the kernel accepts it again.
             write(w)?;
         }
-        let mut made = Cgroups { dirs: Vec::new() };
+        let mut made = Cgroups {
+            dirs: Vec::new(),
+            v2_dir: plan.v2_dir.clone(),
+        };
         for d in &plan.dirs {
             if let Some(parent) = d.parent() {
                 sweep_stale(parent);
@@ -480,9 +492,17 @@ impl Cgroups {
         Ok(made)
     }
 
-    /// Move `pid` into every cgroup.
-    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+    /// The directory on the v2 hierarchy, for `CLONE_INTO_CGROUP`.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        self.v2_dir.as_deref()
+    }
+
+    /// Move `pid` into every cgroup, except the v2 one when it was created there already.
+    pub fn attach(&self, pid: i32, born_in_v2: bool) -> Result<(), CgroupError> {
         for d in &self.dirs {
+            if born_in_v2 && Some(d.as_path()) == self.v2_dir.as_deref() {
+                continue;
+            }
             let f = d.join("cgroup.procs");
             std::fs::write(&f, pid.to_string()).map_err(io(&f))?;
         }
@@ -585,14 +605,17 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/memory/jobs/a/x"),
                 PathBuf::from("/sys/fs/cgroup/pids/x"),
                 PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/x"),
-                PathBuf::from("/sys/fs/cgroup/devices/x"),
+                PathBuf::from("/sys/fs/cgroup/unified/x"),
             ]
         );
-        assert_eq!(p.device_program, None, "v1 devices controller used");
+        assert_eq!(
+            p.device_program.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified/x")),
+            "devices as an eBPF program on the unified hierarchy"
+        );
         let w: Vec<(String, String)> = p
             .writes
             .iter()
-            .filter(|w| !w.file.starts_with("/sys/fs/cgroup/devices"))
             .map(|w| (w.file.display().to_string(), w.value.clone()))
             .collect();
         assert_eq!(
@@ -717,7 +740,6 @@ mod tests {
             vec![
                 PathBuf::from("/sys/fs/cgroup/memory/jobs/a/y"),
                 PathBuf::from("/sys/fs/cgroup/unified/y"),
-                PathBuf::from("/sys/fs/cgroup/devices/y"),
             ]
         );
         assert!(
@@ -729,7 +751,12 @@ mod tests {
 
     #[test]
     fn v1_device_policy_denies_all_then_allows_the_defaults() {
-        let p = plan(&Limits::default(), &hybrid(&[]), "d").unwrap();
+        // A pure v1 host: no cgroup2 mount.
+        let mut host = hybrid(&[]);
+        host.hierarchies.retain(|h| !h.unified);
+        let p = plan(&Limits::default(), &host, "d").unwrap();
+        assert_eq!(p.device_program, None);
+        assert_eq!(p.v2_dir, None);
         assert_eq!(p.dirs, vec![PathBuf::from("/sys/fs/cgroup/devices/d")]);
         assert_eq!(
             p.writes[0].file,

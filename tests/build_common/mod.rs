@@ -37,6 +37,10 @@ pub fn scratch(name: &str) -> tempfile::TempDir {
 pub fn can_build(test: &str) -> bool {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: {test} needs root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return false;
     }
     let uri = match imgbuild::apt::hostsources::resolve_from_host(
@@ -47,6 +51,10 @@ pub fn can_build(test: &str) -> bool {
         Ok(r) => r.uri,
         Err(e) => {
             eprintln!("SKIP: {test} needs the Debian mirror of the host's apt sources ({e})");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set, so this test may not skip (see the SKIP line)"
+            );
             return false;
         }
     };
@@ -57,6 +65,10 @@ pub fn can_build(test: &str) -> bool {
     let url = format!("{uri}/dists/trixie/InRelease");
     if let Err(e) = agent.get(&url).call() {
         eprintln!("SKIP: {test} needs the Debian mirror ({url}: {e})");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so this test may not skip (see the SKIP line)"
+        );
         return false;
     }
     true
