@@ -448,42 +448,20 @@ struct Pty {
 }
 
 fn open_pty() -> Result<Pty, SandboxError> {
-    // SAFETY: posix_openpt returns a new fd or -1.
-    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if master < 0 {
-        return Err(os("open a pseudo-terminal")(io::Error::last_os_error()));
-    }
-    // SAFETY: fresh fd we own.
-    let master = unsafe { OwnedFd::from_raw_fd(master) };
-    // SAFETY: plain calls on our master fd; ptsname_r writes into the buffer.
-    let mut name = [0 as libc::c_char; 128];
-    unsafe {
-        if libc::grantpt(master.as_raw_fd()) < 0
-            || libc::unlockpt(master.as_raw_fd()) < 0
-            || libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0
-        {
-            return Err(os("set up a pseudo-terminal")(io::Error::last_os_error()));
-        }
-    }
-    // SAFETY: ptsname_r NUL-terminated the buffer.
-    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
-    let slave_path = PathBuf::from(OsStr::from_bytes(path.to_bytes()));
-    // SAFETY: opening the slave by its path.
-    let slave = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if slave < 0 {
-        return Err(os("open the pseudo-terminal slave")(
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: fresh fd we own.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master =
+        nix::pty::posix_openpt(flags).map_err(|e| os("open a pseudo-terminal")(e.into()))?;
+    nix::pty::grantpt(&master)
+        .and_then(|()| nix::pty::unlockpt(&master))
+        .map_err(|e| os("set up a pseudo-terminal")(e.into()))?;
+    let slave_path = PathBuf::from(
+        nix::pty::ptsname_r(&master).map_err(|e| os("name the pseudo-terminal")(e.into()))?,
+    );
+    let slave = nix::fcntl::open(&slave_path, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| os("open the pseudo-terminal slave")(e.into()))?;
     Ok(Pty {
-        master,
+        master: master.into(),
         slave,
         slave_path,
     })

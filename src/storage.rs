@@ -5,8 +5,9 @@
 //! and digest, and the writable container root trees made from them. Unpacked layers live in a
 //! [`Driver`]: `vfs` (full copies), `overlay` (one diff directory per layer, stacked with
 //! overlayfs), `btrfs` (subvolume snapshots) and `devicemapper` (refused clearly where the kernel
-//! lacks dm-thin). Archive formats are read elsewhere: the store takes a [`StoreInput`] and a
-//! [`LayerApplier`] that unpacks one layer tar into a directory.
+//! lacks dm-thin). The store itself takes a [`StoreInput`] and a [`LayerApplier`] that unpacks
+//! one layer tar into a directory; [`archive`] reads docker- and oci-archives and OCI layouts
+//! into that input (and writes them back out for `save`).
 
 mod apply;
 pub mod archive;

@@ -85,6 +85,36 @@ mod tests {
         );
     }
 
+    /// The hand-written masks and names agree with the `caps` crate's table.
+    fn names_of(mask: u64) -> Vec<String> {
+        caps::all()
+            .into_iter()
+            .filter(|c| mask & c.bitmask() != 0)
+            .map(|c| c.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn masks_match_the_caps_crate() {
+        let mut docker: Vec<String> = DOCKER_DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
+        docker.sort();
+        assert_eq!(names_of(DOCKER_DEFAULT), docker);
+        assert_eq!(
+            names_of(BUILD_DEFAULT),
+            [
+                "CAP_CHOWN",
+                "CAP_DAC_OVERRIDE",
+                "CAP_FOWNER",
+                "CAP_FSETID",
+                "CAP_SETFCAP",
+                "CAP_SETGID",
+                "CAP_SETUID"
+            ]
+        );
+    }
+
     #[test]
     fn build_set_is_within_dockers() {
         assert_eq!(BUILD_DEFAULT, 0x800000db);
