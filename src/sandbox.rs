@@ -467,10 +467,12 @@ fn open_pty() -> Result<Pty, SandboxError> {
     })
 }
 
-fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
-    let Some(program) = sb.argv.first().cloned() else {
-        return Err(SandboxError::EmptyCommand);
-    };
+/// The setup plan for `sb`: the inputs checked and resolved inside the root, then the steps.
+fn prepare(
+    sb: &Sandbox,
+    pty: Option<&Pty>,
+    host: &cgroup::Host,
+) -> Result<(PathBuf, Vec<plan::Step>), SandboxError> {
     if matches!(sb.stdin, Stdio::Capture) {
         return Err(SandboxError::CaptureStdin);
     }
@@ -511,11 +513,6 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
         rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
     }
-    let rlimits = clamp_rlimits(&rlimits, host_hard_limit);
-
-    let pty = if sb.tty { Some(open_pty()?) } else { None };
-
-    let cgroup_host = cgroup::Host::detect()?;
     let input = plan::PlanInput {
         root: root.clone(),
         profile: sb.profile,
@@ -523,20 +520,32 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         hostname: sb.hostname.clone(),
         binds,
         resolv_conf,
-        console: pty.as_ref().map(|p| p.slave_path.clone()),
+        console: pty.map(|p| p.slave_path.clone()),
         read_only_root: sb.read_only_root,
         cwd: sb.cwd.clone(),
         uid: sb.uid,
         gid: sb.gid,
         groups: sb.groups.clone(),
-        rlimits,
+        rlimits: clamp_rlimits(&rlimits, host_hard_limit),
         last_cap: caps::last_cap(),
         root_flags: mount_flags(&root)?,
-        cgroup_view: cgroup_host.view(),
+        cgroup_view: host.view(),
     };
     let steps = plan::build(&input)?;
+    Ok((root, steps))
+}
 
-    // argv, envp and the PATH search, all before clone.
+/// argv, envp and the `PATH` search as C data, made before `clone` (the child may not
+/// allocate). The pointer arrays point into the `CString`s kept beside them.
+struct ExecArgs {
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    candidates: Vec<CString>,
+}
+
+fn exec_args(sb: &Sandbox, program: &OsStr) -> Result<ExecArgs, SandboxError> {
     let argv_c: Vec<CString> = sb
         .argv
         .iter()
@@ -552,147 +561,100 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
             cstr("environment variable", OsStr::from_bytes(&kv))
         })
         .collect::<Result<_, _>>()?;
-    let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
     let path_var = sb
         .env
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_os_str());
-    let candidates = exec_candidates(&program, path_var)?;
+    Ok(ExecArgs {
+        candidates: exec_candidates(program, path_var)?,
+        _argv: argv_c,
+        _envp: envp_c,
+        argv,
+        envp,
+    })
+}
 
-    // Standard streams.
-    let mut keep: Vec<OwnedFd> = Vec::new(); // child ends, closed in the parent after clone
-    let mut captures: [Option<OwnedFd>; 2] = [None, None];
-    let mut stdio = [-1; 3];
-    let mut tty_input: Option<RawFd> = None;
-    let mut tty_output = TtyOut::Discard;
-    let streams = [sb.stdin, sb.stdout, sb.stderr];
-    let mut user_fds: Vec<OwnedFd> = Vec::new();
+/// The standard streams: what the child dup2s onto 0–2, and what the parent keeps.
+struct Wiring {
+    /// Child ends, closed in the parent after clone.
+    child_ends: Vec<OwnedFd>,
+    /// Read ends of captured stdout and stderr.
+    captures: [Option<OwnedFd>; 2],
+    stdio: [RawFd; 3],
+    tty_input: Option<RawFd>,
+    tty_output: TtyOut,
+    /// Caller-given fds, kept open until the command ends.
+    user_fds: Vec<OwnedFd>,
+}
+
+fn wire_stdio(streams: [Stdio; 3], tty: bool) -> Result<Wiring, SandboxError> {
+    let mut w = Wiring {
+        child_ends: Vec::new(),
+        captures: [None, None],
+        stdio: [-1; 3],
+        tty_input: None,
+        tty_output: TtyOut::Discard,
+        user_fds: Vec::new(),
+    };
     for (i, s) in streams.into_iter().enumerate() {
         match s {
             Stdio::Inherit => {
-                if pty.is_some() {
+                if tty {
                     match i {
-                        0 => tty_input = Some(0),
-                        1 => tty_output = TtyOut::Fd(1),
+                        0 => w.tty_input = Some(0),
+                        1 => w.tty_output = TtyOut::Fd(1),
                         _ => {}
                     }
                 }
             }
             Stdio::Null => {
-                if pty.is_none() {
+                if !tty {
                     let f = std::fs::OpenOptions::new()
                         .read(i == 0)
                         .write(i != 0)
                         .open("/dev/null")
                         .map_err(os("open /dev/null"))?;
-                    stdio[i] = f.as_raw_fd();
-                    keep.push(f.into());
+                    w.stdio[i] = f.as_raw_fd();
+                    w.child_ends.push(f.into());
                 }
             }
             Stdio::Capture => {
-                if pty.is_some() {
+                if tty {
                     if i == 1 {
-                        tty_output = TtyOut::Capture;
+                        w.tty_output = TtyOut::Capture;
                     }
                 } else {
-                    let (r, w) = pipe()?;
-                    stdio[i] = w.as_raw_fd();
-                    keep.push(w);
-                    captures[i - 1] = Some(r);
+                    let (r, wr) = pipe()?;
+                    w.stdio[i] = wr.as_raw_fd();
+                    w.child_ends.push(wr);
+                    w.captures[i - 1] = Some(r);
                 }
             }
             Stdio::Fd(fd) => {
-                if pty.is_some() {
+                if tty {
                     match i {
-                        0 => tty_input = Some(fd.as_raw_fd()),
-                        1 => tty_output = TtyOut::Fd(fd.as_raw_fd()),
+                        0 => w.tty_input = Some(fd.as_raw_fd()),
+                        1 => w.tty_output = TtyOut::Fd(fd.as_raw_fd()),
                         _ => {}
                     }
                 } else {
-                    stdio[i] = fd.as_raw_fd();
+                    w.stdio[i] = fd.as_raw_fd();
                 }
-                user_fds.push(fd);
+                w.user_fds.push(fd);
             }
         }
     }
+    Ok(w)
+}
 
-    if let Some(p) = &pty {
-        // Sized before the command starts, so its first look at the terminal is right.
-        let sources = supervise::size_sources(tty_input, &tty_output);
-        supervise::copy_winsize(&sources, p.master.as_raw_fd());
-    }
-
-    // Always: the device policy lives in the sandbox's cgroup, and the cgroup namespace shows
-    // the command its own cgroup.
-    let cgroups = Some(cgroup::setup(&sb.limits, &cgroup_host)?);
-
-    let (start_r, start_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let forwarding = signals::Forwarding::start(sb.profile == Profile::Container)?;
-
-    let spec = exec::ChildSpec {
-        steps: &steps,
-        start_fd: start_r.as_raw_fd(),
-        parent_end: start_w.as_raw_fd(),
-        error_fd: err_w.as_raw_fd(),
-        io: exec::ChildIo {
-            stdio,
-            tty_slave: pty.as_ref().map_or(-1, |p| p.slave.as_raw_fd()),
-        },
-        exec_candidates: &candidates,
-        argv: &argv_p,
-        envp: &envp_p,
-    };
-
-    // Opened before clone: the child is created inside its v2 cgroup.
-    let v2_cgroup = cgroups
-        .as_ref()
-        .and_then(|c| c.v2_dir())
-        .map(|d| {
-            std::fs::File::open(d).map_err(|source| {
-                SandboxError::Cgroup(cgroup::CgroupError::Io {
-                    path: d.to_path_buf(),
-                    source,
-                })
-            })
-        })
-        .transpose()?;
-    let (pid, born_in_v2) = spawn(plan::clone_flags(sb.network), v2_cgroup.as_ref());
-    if pid < 0 {
-        return Err(os("clone the sandbox process")(io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: we are the fresh child.
-        unsafe { exec::child_main(&spec) }
-    }
-    let pid = pid as libc::pid_t;
-    let child = ChildGuard { pid, reaped: false };
-
-    drop(keep);
-    drop(start_r);
-    drop(err_w);
-    // The slave stays open only in the child, so reading the master ends when the
-    // sandbox's last process is gone.
-    let pty_master = pty.map(|p| {
-        drop(p.slave);
-        p.master
-    });
-
-    if let Some(cg) = &cgroups {
-        cg.attach(pid, born_in_v2)?;
-    }
-    // Go. The write end stays open until the command is reaped: its closing tells a child
-    // still in setup that we died.
-    // SAFETY: writing one byte from the stack.
-    if unsafe { libc::write(start_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
-        return Err(os("start the sandbox process")(io::Error::last_os_error()));
-    }
-
-    // Setup errors arrive on the error pipe; EOF means execve succeeded.
+/// Reads the child's setup report: `None` at EOF (the command was executed), else the failing
+/// step's index and errno.
+fn read_report(err_r: &OwnedFd) -> Option<(usize, i32)> {
     let mut report = [0u8; 12];
     let mut got = 0;
     while got < report.len() {
@@ -712,34 +674,144 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         }
         got += n as usize;
     }
-    if got == report.len() {
-        let mut idx = [0u8; 8];
-        idx.copy_from_slice(&report[..8]);
-        let index = u64::from_le_bytes(idx) as usize;
-        let mut e = [0u8; 4];
-        e.copy_from_slice(&report[8..]);
-        let source = io::Error::from_raw_os_error(i32::from_le_bytes(e));
+    if got < report.len() {
+        return None;
+    }
+    let mut idx = [0u8; 8];
+    idx.copy_from_slice(&report[..8]);
+    let mut e = [0u8; 4];
+    e.copy_from_slice(&report[8..]);
+    Some((u64::from_le_bytes(idx) as usize, i32::from_le_bytes(e)))
+}
+
+/// The error for a setup failure the child reported at step `index` (`steps.len()`: execve).
+fn setup_error(
+    index: usize,
+    errno: i32,
+    steps: &[plan::Step],
+    program: OsString,
+    root: PathBuf,
+) -> SandboxError {
+    let source = io::Error::from_raw_os_error(errno);
+    if index == steps.len() {
+        SandboxError::Exec {
+            program,
+            root,
+            source,
+        }
+    } else {
+        SandboxError::Setup {
+            step: steps
+                .get(index)
+                .map_or("prepare stdio and session".to_string(), |s| s.to_string()),
+            root,
+            source,
+        }
+    }
+}
+
+fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
+    let Some(program) = sb.argv.first().cloned() else {
+        return Err(SandboxError::EmptyCommand);
+    };
+    let pty = if sb.tty { Some(open_pty()?) } else { None };
+    let cgroup_host = cgroup::Host::detect()?;
+    let (root, steps) = prepare(&sb, pty.as_ref(), &cgroup_host)?;
+    let exec = exec_args(&sb, &program)?;
+    let Sandbox {
+        stdin,
+        stdout,
+        stderr,
+        profile,
+        network,
+        limits,
+        timeout,
+        ..
+    } = sb;
+    let wiring = wire_stdio([stdin, stdout, stderr], pty.is_some())?;
+    if let Some(p) = &pty {
+        // Sized before the command starts, so its first look at the terminal is right.
+        let sources = supervise::size_sources(wiring.tty_input, &wiring.tty_output);
+        supervise::copy_winsize(&sources, p.master.as_raw_fd());
+    }
+
+    // Always: the device policy lives in the sandbox's cgroup, and the cgroup namespace shows
+    // the command its own cgroup.
+    let cgroups = cgroup::setup(&limits, &cgroup_host)?;
+    // Opened before clone: the child is created inside its v2 cgroup.
+    let v2_cgroup = cgroups
+        .v2_dir()
+        .map(|d| {
+            std::fs::File::open(d).map_err(|source| {
+                SandboxError::Cgroup(cgroup::CgroupError::Io {
+                    path: d.to_path_buf(),
+                    source,
+                })
+            })
+        })
+        .transpose()?;
+
+    let (start_r, start_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let forwarding = signals::Forwarding::start(profile == Profile::Container)?;
+    let spec = exec::ChildSpec {
+        steps: &steps,
+        start_fd: start_r.as_raw_fd(),
+        parent_end: start_w.as_raw_fd(),
+        error_fd: err_w.as_raw_fd(),
+        io: exec::ChildIo {
+            stdio: wiring.stdio,
+            tty_slave: pty.as_ref().map_or(-1, |p| p.slave.as_raw_fd()),
+        },
+        exec_candidates: &exec.candidates,
+        argv: &exec.argv,
+        envp: &exec.envp,
+    };
+    let (pid, born_in_v2) = spawn(plan::clone_flags(network), v2_cgroup.as_ref());
+    if pid < 0 {
+        return Err(os("clone the sandbox process")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: we are the fresh child.
+        unsafe { exec::child_main(&spec) }
+    }
+    let pid = pid as libc::pid_t;
+    let child = ChildGuard { pid, reaped: false };
+
+    let Wiring {
+        child_ends,
+        captures,
+        tty_input,
+        tty_output,
+        user_fds,
+        ..
+    } = wiring;
+    drop(child_ends);
+    drop(start_r);
+    drop(err_w);
+    // The slave stays open only in the child, so reading the master ends when the
+    // sandbox's last process is gone.
+    let pty_master = pty.map(|p| {
+        drop(p.slave);
+        p.master
+    });
+
+    cgroups.attach(pid, born_in_v2)?;
+    // Go. The write end stays open until the command is reaped: its closing tells a child
+    // still in setup that we died.
+    // SAFETY: writing one byte from the stack.
+    if unsafe { libc::write(start_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+        return Err(os("start the sandbox process")(io::Error::last_os_error()));
+    }
+    // Setup errors arrive on the error pipe; EOF means execve succeeded.
+    if let Some((index, errno)) = read_report(&err_r) {
         drop(child);
-        return Err(if index == steps.len() {
-            SandboxError::Exec {
-                program,
-                root,
-                source,
-            }
-        } else {
-            SandboxError::Setup {
-                step: steps
-                    .get(index)
-                    .map_or("prepare stdio and session".to_string(), |s| s.to_string()),
-                root,
-                source,
-            }
-        });
+        return Err(setup_error(index, errno, &steps, program, root));
     }
 
     let stop = supervise::Stop {
-        timeout: sb.timeout,
-        on_interrupt: sb.profile == Profile::Build,
+        timeout,
+        on_interrupt: profile == Profile::Build,
     };
     let result = supervise::wait(
         child,
