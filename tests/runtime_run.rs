@@ -15,7 +15,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// Memory and fork-bomb tests must not overlap on a small machine; run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -472,8 +471,8 @@ fn limits_exit_codes_and_signals() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
+    // "ready" is printed after the trap is set: the signal can be sent now.
     assert_eq!(line, "ready\n");
-    std::thread::sleep(Duration::from_millis(200));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGTERM,

@@ -581,11 +581,14 @@ fn sigterm_to_imgbuild_reaches_the_command() {
     };
     let _c = Clean::new(&root);
     let marker = format!("term-{}", std::process::id());
-    let script = "trap 'echo got-term; exit 7' TERM; while :; do sleep 1 & wait $!; done";
+    let script =
+        "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 1 & wait $!; done";
     let mut child = imgbuild_sandbox(&root, script, &marker, &[]);
-    wait_for_marker(&marker, Duration::from_secs(10)).expect("sandbox started");
-    // The trap is set before the loop starts; give sh a moment to get there.
-    std::thread::sleep(Duration::from_millis(200));
+    // "ready" is printed once the trap is set: the event to wait for.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    stdout.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGTERM,
@@ -593,12 +596,7 @@ fn sigterm_to_imgbuild_reaches_the_command() {
     .unwrap();
     let st = child.wait().unwrap();
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    stdout.read_to_string(&mut out).unwrap();
     assert_eq!(st.code(), Some(7), "{out}");
     assert_eq!(out, "got-term\n");
 }
