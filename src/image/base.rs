@@ -366,31 +366,35 @@ impl BlobSource for ArchiveSource<'_> {
     }
 }
 
+/// Fails unless the blob `rel` of `d` exists in `src` with the size its descriptor gives.
+fn check_blob_size(
+    src: &mut dyn BlobSource,
+    origin: &Path,
+    rel: &Path,
+    d: &Descriptor,
+    what: &str,
+) -> Result<()> {
+    match src.size(rel)? {
+        None => Err(bad(origin, format!("{what} blob {} not found", d.digest()))),
+        Some(n) if n != d.size() => Err(bad(
+            origin,
+            format!(
+                "{what} blob {} is {n} bytes but the manifest says {}",
+                d.digest(),
+                d.size()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Reads the blob a descriptor names, checking its size (before reading it) and its digest.
 fn read_blob(src: &mut dyn BlobSource, d: &Descriptor, what: &str, max: u64) -> Result<Vec<u8>> {
     let origin = src.origin().to_path_buf();
     let rel = blob_rel(&origin, d)?;
     let shown = format!("{}:{}", origin.display(), rel.display());
     limits::check_size(Path::new(&shown), what, d.size(), max)?;
-    match src.size(&rel)? {
-        None => {
-            return Err(bad(
-                &origin,
-                format!("{what} blob {} not found", d.digest()),
-            ));
-        }
-        Some(n) if n != d.size() => {
-            return Err(bad(
-                &origin,
-                format!(
-                    "{what} blob {} is {n} bytes but its descriptor says {}",
-                    d.digest(),
-                    d.size()
-                ),
-            ));
-        }
-        Some(_) => {}
-    }
+    check_blob_size(src, &origin, &rel, d, what)?;
     let data = src.read(&rel, what, max)?;
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
     if actual != d.digest().to_string() || data.len() as u64 != d.size() {
@@ -476,25 +480,7 @@ fn locate(src: &mut dyn BlobSource, tag: Option<&str>) -> Result<Located> {
     )?;
     for (i, d) in std::iter::once(c).chain(manifest.layers()).enumerate() {
         let what = if i == 0 { "config" } else { "layer" };
-        match src.size(&blob_rel(&origin, d)?)? {
-            None => {
-                return Err(bad(
-                    &origin,
-                    format!("{what} blob {} not found", d.digest()),
-                ));
-            }
-            Some(n) if n != d.size() => {
-                return Err(bad(
-                    &origin,
-                    format!(
-                        "{what} blob {} is {n} bytes but the manifest says {}",
-                        d.digest(),
-                        d.size()
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
+        check_blob_size(src, &origin, &blob_rel(&origin, d)?, d, what)?;
     }
     Ok(Located {
         index_json,
