@@ -134,8 +134,12 @@ pub fn trigger(signal: i32) -> bool {
     first
 }
 
+/// How the watcher removes a registered directory; true once it is gone. Each owner supplies
+/// its own (a work directory removes its lock file last), so this module uses none of its users.
+pub type Remover = fn(&Path) -> bool;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static REGISTERED: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
+static REGISTERED: Mutex<Vec<(u64, PathBuf, Remover)>> = Mutex::new(Vec::new());
 
 /// A directory the watcher removes if it has to end the process itself; unregistered on drop.
 #[derive(Debug)]
@@ -146,18 +150,18 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|(id, _)| *id != self.id);
+        list.retain(|(id, _, _)| *id != self.id);
     }
 }
 
-/// Have `dir` removed when the watcher ends the process after a stop signal (the normal path
-/// removes it through its owner's `Drop`).
-pub fn remove_on_exit(dir: &Path) -> Registration {
+/// Have `dir` removed with `remove` when the watcher ends the process after a stop signal (the
+/// normal path removes it through its owner's `Drop`).
+pub fn remove_on_exit(dir: &Path, remove: Remover) -> Registration {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     REGISTERED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push((id, dir.to_path_buf()));
+        .push((id, dir.to_path_buf(), remove));
     Registration { id }
 }
 
@@ -184,16 +188,16 @@ pub fn install() -> io::Result<()> {
 /// The last resort after the grace period: remove the registered directories and end the
 /// process. Build sandboxes die with it (their commands have `PR_SET_PDEATHSIG`).
 fn force_exit(i: Interrupted) -> ! {
-    let dirs: Vec<PathBuf> = REGISTERED
+    let dirs: Vec<(PathBuf, Remover)> = REGISTERED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|(_, p)| p.clone())
+        .map(|(_, p, remove)| (p.clone(), *remove))
         .collect();
-    for d in dirs {
+    for (d, remove) in dirs {
         // The main thread may be removing the same tree: a few tries settle any race.
         for _ in 0..3 {
-            if crate::workdir::remove_tree(&d).is_ok() {
+            if remove(&d) {
                 break;
             }
         }
@@ -240,10 +244,10 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|(_, q)| q == Path::new(p))
+                .any(|(_, q, _)| q == Path::new(p))
         };
-        let a = remove_on_exit(Path::new("/nonexistent/registered-a"));
-        let b = remove_on_exit(Path::new("/nonexistent/registered-b"));
+        let a = remove_on_exit(Path::new("/nonexistent/registered-a"), |_| true);
+        let b = remove_on_exit(Path::new("/nonexistent/registered-b"), |_| true);
         assert!(listed("/nonexistent/registered-a") && listed("/nonexistent/registered-b"));
         drop(a);
         assert!(!listed("/nonexistent/registered-a") && listed("/nonexistent/registered-b"));

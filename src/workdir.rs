@@ -62,7 +62,7 @@ impl WorkDir {
             .map_err(io_err(parent))?
             .keep();
         let mut dir = WorkDir {
-            _registration: interrupt::remove_on_exit(&path),
+            _registration: interrupt::remove_on_exit(&path, |p| remove_tree(p).is_ok()),
             path,
             lock: None,
         };

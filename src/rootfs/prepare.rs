@@ -209,7 +209,9 @@ pub fn prepare(
         armed: !existed,
     };
     // Should a stop signal leave no time for the guard, the interrupt watcher removes it.
-    let _registration = (!existed).then(|| crate::interrupt::remove_on_exit(root));
+    let _registration = (!existed).then(|| {
+        crate::interrupt::remove_on_exit(root, |p| crate::workdir::remove_tree(p).is_ok())
+    });
     let mut steps = Vec::new();
     let timed = |name: &'static str, on_step: &mut dyn FnMut(&str)| {
         on_step(name);
