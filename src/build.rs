@@ -47,7 +47,7 @@ pub enum BuildError {
     Sbom(#[from] crate::sbom::SbomError),
     /// A result directory could not be digested.
     #[error(transparent)]
-    Reuse(#[from] Box<crate::reuse::ReuseError>),
+    Digest(#[from] crate::digest::DigestError),
     /// The description asks for an output imgbuild does not write.
     #[error("{location}: {message}")]
     Unsupported {
@@ -151,7 +151,7 @@ pub struct ResultFile {
     pub sha256: Option<String>,
     /// Size in bytes (none for a directory).
     pub size: Option<u64>,
-    /// For a directory: [`crate::reuse::tree_digest`] of its contents.
+    /// For a directory: [`crate::digest::tree_digest`] of its contents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<String>,
 }
@@ -539,7 +539,7 @@ pub fn create(
         if opts.oci_dir {
             let dir = out.join(format!("{stem}.oci"));
             write_oci_layout(&built, &dir)?;
-            let tree = crate::reuse::tree_digest(&dir).map_err(Box::new)?;
+            let tree = crate::digest::tree_digest(&dir)?;
             files.push(ResultFile {
                 kind: "oci-layout".to_string(),
                 name: format!("{stem}.oci"),

@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod build;
 pub mod confine;
 pub mod description;
+pub mod digest;
 pub mod image;
 pub mod interrupt;
 pub mod plan;

@@ -15,19 +15,16 @@ use crate::apt::fetch::Progress;
 use crate::apt::release::{self, ReleaseError, RepoContext, ResolvedRepo};
 use crate::build::{CreateOptions, Created};
 use crate::description::{Description, ResolvedImage};
-use crate::image::ImageError;
+use crate::digest::{DigestError, KeyWriter, file_sha256, tree_digest};
 use crate::image::base::BaseSource;
+use crate::image::{Compression, ImageError};
 use crate::plan::{self, Overrides, PlanError, PlanOptions};
-use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Version of the key's serialisation; bumped whenever what goes into the key changes.
-pub const FORMAT: &str = "imgbuild-inputs/1";
+pub use crate::digest::FORMAT;
 
-/// Errors while computing the inputs key or a tree digest.
+/// Errors while computing the inputs key.
 #[derive(Debug, thiserror::Error)]
 pub enum ReuseError {
     /// A file could not be read.
@@ -38,14 +35,9 @@ pub enum ReuseError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A directory could not be walked.
-    #[error("{path}: {source}")]
-    Walk {
-        /// The directory.
-        path: PathBuf,
-        /// What went wrong.
-        source: walkdir::Error,
-    },
+    /// A file or directory could not be digested.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
     /// The repositories could not be resolved.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -72,143 +64,6 @@ fn io(path: &Path, source: std::io::Error) -> ReuseError {
     }
 }
 
-/// The canonical serialisation: tagged, length-prefixed fields hashed as they are written, so no
-/// two different field sequences give the same bytes.
-struct KeyWriter {
-    hash: Sha256,
-}
-
-impl KeyWriter {
-    fn new() -> KeyWriter {
-        let mut w = KeyWriter {
-            hash: Sha256::new(),
-        };
-        w.field("format", FORMAT.as_bytes());
-        w
-    }
-
-    fn field(&mut self, tag: &str, value: &[u8]) {
-        self.hash.update((tag.len() as u64).to_le_bytes());
-        self.hash.update(tag.as_bytes());
-        self.hash.update((value.len() as u64).to_le_bytes());
-        self.hash.update(value);
-    }
-
-    fn str(&mut self, tag: &str, value: &str) {
-        self.field(tag, value.as_bytes());
-    }
-
-    fn finish(self) -> String {
-        format!("sha256:{}", hex::encode(self.hash.finalize()))
-    }
-}
-
-fn file_sha256(path: &Path) -> Result<[u8; 32], ReuseError> {
-    let mut f = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().into())
-}
-
-/// Feeds one filesystem entry (not following a symlink): its relative path, type, permission
-/// bits, and its content digest or link target.
-fn feed_entry(
-    w: &mut KeyWriter,
-    rel: &Path,
-    path: &Path,
-    meta: &std::fs::Metadata,
-) -> Result<(), ReuseError> {
-    w.field("path", rel.as_os_str().as_bytes());
-    w.str("mode", &format!("{:o}", meta.mode() & 0o7777));
-    let ft = meta.file_type();
-    if ft.is_file() {
-        w.field("file", &file_sha256(path)?);
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(path).map_err(|e| io(path, e))?;
-        w.field("symlink", target.as_os_str().as_bytes());
-    } else if ft.is_dir() {
-        w.str("dir", "");
-    } else {
-        let kind = if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_socket() {
-            "socket"
-        } else if ft.is_char_device() {
-            "char"
-        } else {
-            "block"
-        };
-        w.str("special", &format!("{kind} {}", meta.rdev()));
-    }
-    Ok(())
-}
-
-/// Feeds every entry under `dir` in sorted order (symlinks recorded, not followed), skipping the
-/// paths in `skip` and imgbuild's own work directories.
-fn feed_tree(w: &mut KeyWriter, dir: &Path, skip: &[PathBuf]) -> Result<(), ReuseError> {
-    let walk = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            let name = e.file_name().as_bytes();
-            !(skip.iter().any(|s| s == e.path())
-                || name.starts_with(b".imgbuild-root-")
-                || name.starts_with(b".imgbuild-result-"))
-        });
-    for entry in walk {
-        let entry = entry.map_err(|source| ReuseError::Walk {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        let meta = entry
-            .path()
-            .symlink_metadata()
-            .map_err(|e| io(entry.path(), e))?;
-        feed_entry(w, rel, entry.path(), &meta)?;
-    }
-    Ok(())
-}
-
-/// Feeds what `path` names, following symlinks: a directory's tree, a file's content, or its
-/// absence.
-fn feed_followed(
-    w: &mut KeyWriter,
-    tag: &str,
-    path: &Path,
-    skip: &[PathBuf],
-) -> Result<(), ReuseError> {
-    w.field(tag, path.as_os_str().as_bytes());
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            w.str("missing", "");
-            Ok(())
-        }
-        Err(e) => Err(io(path, e)),
-        Ok(m) if m.is_dir() => {
-            let real = std::fs::canonicalize(path).map_err(|e| io(path, e))?;
-            feed_tree(w, &real, skip)
-        }
-        Ok(m) => feed_entry(w, Path::new(""), path, &m),
-    }
-}
-
-/// sha256 over a directory tree (sorted relative paths, types, permission bits, contents and
-/// link targets): how a result directory such as an OCI layout is recorded and checked.
-pub fn tree_digest(dir: &Path) -> Result<String, ReuseError> {
-    let mut w = KeyWriter::new();
-    feed_tree(&mut w, dir, &[])?;
-    Ok(w.finish())
-}
-
 /// Everything a build reads, as given to `imgbuild build`.
 #[derive(Debug, Clone)]
 pub struct BuildInputs<'a> {
@@ -222,13 +77,44 @@ pub struct BuildInputs<'a> {
     pub delete_packages: &'a [String],
     /// Lock file and cache settings (the cache location does not enter the key).
     pub plan: &'a PlanOptions,
-    /// The output options (the target directory and thread count do not enter the key).
-    pub create: &'a CreateOptions,
+    /// The output options that shape the image.
+    pub output: OutputOptions,
     /// Identity of the program building ([`tool_identity`]).
     pub tool: String,
     /// Paths inside the description directory that are not inputs (the target directory, a
     /// kept root); absolute.
     pub skip: Vec<PathBuf>,
+}
+
+/// The options of `create` that shape the image, all of which enter the key; where the result
+/// goes, how many threads write it and how long hooks may run do not change its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputOptions {
+    /// Layer compression.
+    pub layer_compression: Compression,
+    /// Compression of the archives themselves.
+    pub compress: Compression,
+    /// Whether a plain OCI image layout directory is written too.
+    pub oci_dir: bool,
+    /// `--set-container-tag`.
+    pub tag: Option<String>,
+    /// `--add-container-label`, in the order given.
+    pub labels: Vec<(String, String)>,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub source_date_epoch: Option<u64>,
+}
+
+impl From<&CreateOptions> for OutputOptions {
+    fn from(c: &CreateOptions) -> OutputOptions {
+        OutputOptions {
+            layer_compression: c.layer_compression,
+            compress: c.compress,
+            oci_dir: c.oci_dir,
+            tag: c.tag.clone(),
+            labels: c.labels.clone(),
+            source_date_epoch: c.source_date_epoch,
+        }
+    }
 }
 
 /// The inputs key of a build, or why none can be given.
@@ -291,7 +177,7 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
     // (`root/`, `config.sh`, … are read through their links).
     let dir = std::fs::canonicalize(&image.dir).map_err(|e| io(&image.dir, e))?;
     w.field("dir", b"");
-    feed_tree(&mut w, &dir, &inputs.skip)?;
+    w.tree(&dir, &inputs.skip)?;
     let top = std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?;
     let mut links = Vec::new();
     for e in top {
@@ -305,15 +191,15 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
     }
     links.sort();
     for l in &links {
-        feed_followed(&mut w, "linked", l, &inputs.skip)?;
+        w.followed("linked", l, &inputs.skip)?;
     }
     // `<archive>` and `<file>` sources, which may lie outside the directory.
     for set in [&image.packages.bootstrap, &image.packages.image] {
         for a in &set.archives {
-            feed_followed(&mut w, "archive", &image.dir.join(&a.name), &inputs.skip)?;
+            w.followed("archive", &image.dir.join(&a.name), &inputs.skip)?;
         }
         for f in &set.files {
-            feed_followed(&mut w, "file", &image.dir.join(&f.name), &inputs.skip)?;
+            w.followed("file", &image.dir.join(&f.name), &inputs.skip)?;
         }
     }
 
@@ -328,7 +214,7 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
         w.str(tag, &list.join("\n"));
     }
     w.str("delete-package", &inputs.delete_packages.join("\n"));
-    let c = inputs.create;
+    let c = &inputs.output;
     w.str("layer-compression", &format!("{:?}", c.layer_compression));
     w.str("compress", &format!("{:?}", c.compress));
     w.str("oci-dir", if c.oci_dir { "yes" } else { "no" });
@@ -353,7 +239,7 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
         w.str("base-uri", &r.base_uri);
         w.str("inline-key", r.inline_key.as_deref().unwrap_or("\0none"));
         for k in &r.keyrings {
-            feed_followed(&mut w, "keyring", k, &[])?;
+            w.followed("keyring", k, &[])?;
         }
     }
 
@@ -416,11 +302,11 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
         };
         match source {
             BaseSource::OciArchive(p) | BaseSource::DockerArchive(p) => {
-                feed_followed(&mut w, "base-archive", &p, &[])?
+                w.followed("base-archive", &p, &[])?
             }
             BaseSource::OciLayout(d, tag) => {
                 w.str("base-tag", tag.as_deref().unwrap_or("\0none"));
-                feed_followed(&mut w, "base-layout", &d, &[])?
+                w.followed("base-layout", &d, &[])?
             }
         }
     }
@@ -509,7 +395,7 @@ mod tests {
     use super::*;
     use crate::build::ResultFile;
     use crate::description::{self, Selection};
-    use crate::image::Compression;
+    use sha2::{Digest, Sha256};
     use std::fs;
 
     const XML: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -614,7 +500,7 @@ mod tests {
             overrides: &s.overrides,
             delete_packages: &[],
             plan: &s.plan,
-            create: &s.create,
+            output: OutputOptions::from(&s.create),
             tool: "imgbuild test".into(),
             skip,
         }

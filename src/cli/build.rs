@@ -234,7 +234,7 @@ pub fn run(
         overrides: &overrides,
         delete_packages: &args.packages.delete_packages,
         plan: &plan_opts,
-        create: &create,
+        output: reuse::OutputOptions::from(&create),
         tool: reuse::tool_identity(),
         skip: std::iter::once(&create.target_dir)
             .chain(args.root.as_ref())
