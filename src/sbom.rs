@@ -19,8 +19,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Where `prepare` keeps the lock of the packages it installed, relative to the root.
-pub const PACKAGES_LOCK: &str = "image/packages.lock";
+pub use crate::rootfs::prepare::PACKAGES_LOCK;
 
 /// Errors of the SBOM writer.
 #[derive(Debug, thiserror::Error)]

@@ -148,6 +148,10 @@ pub struct PrepareOptions {
     pub hook_timeout: Option<Duration>,
 }
 
+/// Where `prepare` keeps the lock of the packages it installed, relative to the root; the
+/// SBOM takes the packages' download digests from it.
+pub const PACKAGES_LOCK: &str = "image/packages.lock";
+
 /// The default of `--hook-timeout`: generous, since hooks may build software, yet finite, so a
 /// hook waiting for input that never comes does not hold a CI runner for ever.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
@@ -333,7 +337,7 @@ pub fn prepare(
 
     keep_description(root, desc, image)?;
     // The installed packages' download digests, for the SBOM that `create` writes.
-    let lock_path = root.join(crate::sbom::PACKAGES_LOCK);
+    let lock_path = root.join(PACKAGES_LOCK);
     the_plan
         .lock_file()
         .write(&lock_path)
