@@ -27,12 +27,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod base;
+
 /// Errors of `create` and `build`.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// Preparing the root failed.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
+    /// A base of a derived image could not be opened, or changed since `prepare`.
+    #[error(transparent)]
+    Base(#[from] base::BaseError),
     /// A root-tree step failed.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
@@ -505,7 +510,7 @@ pub fn create(
             let layer = image::write_diff_layer(&snapshot, root, &blobs, &layer_opts)?;
             // The base blobs are linked or copied into `blobs`, so the bases (whose blobs may
             // live in temp dirs) can go once the reference is made.
-            let bases = open_bases(root)?;
+            let bases = base::open_bases(root)?;
             for b in &bases {
                 b.copy_blobs_to(&blobs)?;
             }
@@ -601,28 +606,6 @@ pub fn create(
     crate::atomic::write(&rj, json.as_bytes()).map_err(|e| io(&rj, e))?;
     replace_dir(&out, target)?;
     Ok(created)
-}
-
-/// Re-opens the bases recorded in a prepared derived root, checking each is still the image
-/// that was unpacked.
-fn open_bases(root: &Path) -> Result<Vec<BaseImage>, BuildError> {
-    let mut bases = Vec::new();
-    for r in prepare::base_records(root)? {
-        let base = BaseImage::open(&r.uri).map_err(|source| PrepareError::Base {
-            uri: r.uri.clone(),
-            source,
-        })?;
-        if base.manifest_digest != r.manifest_digest {
-            return Err(PrepareError::BaseChanged {
-                uri: r.uri,
-                expected: r.manifest_digest,
-                found: base.manifest_digest,
-            }
-            .into());
-        }
-        bases.push(base);
-    }
-    Ok(bases)
 }
 
 /// One base reference for the bases of a comma-separated `derived_from`, applied in order:

@@ -3,6 +3,7 @@
 use super::prepare::{DescriptionArgs, HookArgs, PackageArgs, StageLog};
 use anyhow::{Context, bail};
 use clap::Args;
+use imgbuild::build::base::ImageBases;
 use imgbuild::build::{self, CreateOptions};
 use imgbuild::description::{self, Selection};
 use imgbuild::image::Compression;
@@ -286,7 +287,7 @@ pub fn run(
             opts.plan.lock_path.display()
         ));
     }
-    let prepared = prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
+    let prepared = prepare::prepare(&desc, &image, &opts, &ImageBases, &mut |s| log.stage(s))
         .with_context(|| format!("preparing {}", root.display()))?;
     for w in &prepared.plan.warnings {
         log.warn(w);

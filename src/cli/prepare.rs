@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use imgbuild::apt::fetch::Progress;
+use imgbuild::build::base::ImageBases;
 use imgbuild::description::{self, Description, ResolvedImage, Selection};
 use imgbuild::plan::{self, Overrides, PlanOptions};
 use imgbuild::rootfs::prepare::{self, PrepareOptions};
@@ -300,7 +301,7 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
             opts.plan.lock_path.display()
         ));
     }
-    let prepared = prepare::prepare(&desc, &image, &opts, &mut |s| log.stage(s))
+    let prepared = prepare::prepare(&desc, &image, &opts, &ImageBases, &mut |s| log.stage(s))
         .with_context(|| format!("preparing {}", args.root.display()))?;
     log.finish();
     for w in &prepared.plan.warnings {

@@ -9,9 +9,10 @@
 //! 10. the resolved description kept in `/image` for `create`.
 //!
 //! A derived image (`derived_from`) starts instead from its bases' layers, unpacked in order
-//! (whiteouts applied, every path confined to the root); the unpacked tree is recorded in
-//! `/image/base.snapshot` so that `create` can write one diff layer, and there is no bootstrap
-//! phase: the base's dpkg database is the installed set the image packages are solved on.
+//! (whiteouts applied, every path confined to the root) by the [`BaseStep`] `prepare` is given;
+//! the unpacked tree is recorded in `/image/base.snapshot` so that `create` can write one diff
+//! layer, and there is no bootstrap phase: the base's dpkg database is the installed set the
+//! image packages are solved on.
 //!
 //! A root this call created is removed again when any step fails, so a failed prepare leaves no
 //! half-built tree behind. Every sandbox's mounts live in its own mount namespace, so none stays.
@@ -52,35 +53,9 @@ pub enum PrepareError {
         /// What went wrong.
         source: crate::confine::ConfineError,
     },
-    /// A base image of `derived_from` could not be read.
-    #[error("base image {uri}: {source}")]
-    Base {
-        /// The base's URI, as resolved.
-        uri: String,
-        /// What is wrong with it.
-        source: crate::image::ImageError,
-    },
-    /// A layer of a base image could not be unpacked into the root.
-    #[error("base image {uri}: layer {layer}: {source}")]
-    BaseLayer {
-        /// The base's URI, as resolved.
-        uri: String,
-        /// The layer blob.
-        layer: PathBuf,
-        /// What went wrong (a path escaping the root, a corrupt stream, …).
-        source: crate::confine::ConfineError,
-    },
-    /// A layer of a base image would leave the root's filesystem too full; the rest of it
-    /// was not unpacked.
-    #[error("base image {uri}: layer {layer}: refused: unpacked, {bound}")]
-    BaseLayerTooLarge {
-        /// The base's URI, as resolved.
-        uri: String,
-        /// The layer blob.
-        layer: PathBuf,
-        /// The bound it would pass.
-        bound: crate::image::limits::SpaceExceeded,
-    },
+    /// The base step of a derived image failed (see [`BaseStep`]).
+    #[error(transparent)]
+    BaseStep(BaseStepError),
     /// The base's record in a prepared root is missing or unreadable.
     #[error("{path}: {message}")]
     BaseRecord {
@@ -89,21 +64,6 @@ pub enum PrepareError {
         /// What is wrong.
         message: String,
     },
-    /// The base image changed between `prepare` and `create`.
-    #[error(
-        "base image {uri} changed since the root was prepared: manifest {found}, expected {expected}"
-    )]
-    BaseChanged {
-        /// The base's URI.
-        uri: String,
-        /// The manifest digest recorded at prepare.
-        expected: String,
-        /// The manifest digest found now.
-        found: String,
-    },
-    /// The base's tree could not be recorded.
-    #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
     /// A hook ran longer than the hook timeout and was killed.
     #[error(
         "{step} in {root} did not finish within {} s and was stopped (see --hook-timeout)",
@@ -188,12 +148,13 @@ impl Drop for RootGuard {
     }
 }
 
-/// Build the root tree of `image` (from `desc`) as `opts` says. `on_step` is told when each step
-/// starts, for progress output.
+/// Build the root tree of `image` (from `desc`) as `opts` says; a derived image starts from what
+/// `bases` unpacks. `on_step` is told when each step starts, for progress output.
 pub fn prepare(
     desc: &Description,
     image: &ResolvedImage,
     opts: &PrepareOptions,
+    bases: &dyn BaseStep,
     on_step: &mut dyn FnMut(&str),
 ) -> Result<Prepared, PrepareError> {
     let root = opts.root.as_path();
@@ -231,7 +192,7 @@ pub fn prepare(
     let derived = !image.build_type.derived_from.is_empty();
     let base_installed = if derived {
         let done = timed("base", on_step);
-        let installed = unpack_bases(root, image)?;
+        let installed = unpack_bases(root, image, bases)?;
         done(&mut steps);
         Some(installed)
     } else {
@@ -413,70 +374,30 @@ pub fn resolve_base_uri(uri: &str, dir: &Path) -> String {
         .to_string()
 }
 
-/// Unpacks every base of `image.build_type.derived_from` into `root` in order (layers bottom
-/// first, whiteouts applied, confined to the root), records the bases and the resulting tree in
-/// `/image`, and returns the packages the base's dpkg database has installed.
+/// The base step of a derived image (`derived_from`): unpack its bases into the root in order
+/// (layers bottom first, whiteouts applied, every path confined to the root) and save the tree
+/// they gave at [`BASE_SNAPSHOT`], so that `create` can write one diff layer. Reading images is
+/// the business of `image`, which comes after this module in the pipeline, so `prepare` receives
+/// the step instead of reaching forward for it: `build::base::ImageBases` is imgbuild's.
+pub trait BaseStep {
+    /// Unpack the bases of `image` (each `derived_from` URI resolved with [`resolve_base_uri`])
+    /// into `root`, save the snapshot, and return the record of each base, in order.
+    fn unpack(&self, root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, BaseStepError>;
+}
+
+/// The error of a failed [`BaseStep`], passed through as it is.
+pub type BaseStepError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs the base step, records the bases in `/image`, and returns the packages the base's dpkg
+/// database has installed.
 fn unpack_bases(
     root: &Path,
     image: &ResolvedImage,
+    bases: &dyn BaseStep,
 ) -> Result<Vec<plan::InstalledPackage>, PrepareError> {
-    use crate::confine::Whiteouts;
-    let r = Root::open(root).map_err(|source| PrepareError::Overlay {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    let mut records = Vec::new();
-    for given in &image.build_type.derived_from {
-        let uri = resolve_base_uri(given.trim(), &image.dir);
-        let base_err = |source| PrepareError::Base {
-            uri: uri.clone(),
-            source,
-        };
-        let base = crate::image::base::BaseImage::open(&uri).map_err(base_err)?;
-        for (layer, reader) in base.layers.iter().zip(base.layer_readers()) {
-            // Bounded by the root's free space, as the store bounds its layers: a layer too big
-            // for the disk (a decompression bomb, a wrong diff_id) stops there, not at ENOSPC.
-            let mut reader = crate::image::limits::SpaceBound::new(reader.map_err(base_err)?, root)
-                .map_err(|source| io(root, source))?;
-            let layer_err = |source| PrepareError::BaseLayer {
-                uri: uri.clone(),
-                layer: layer.path.clone(),
-                source,
-            };
-            // The tar reader stops at the end-of-archive marker; the rest of the stream is read
-            // so that the diff_id check at its end runs.
-            let unpacked = crate::confine::unpack(
-                &r,
-                &mut reader,
-                &UnpackOptions::for_layer(Whiteouts::Apply),
-            )
-            .map_err(layer_err)
-            .and_then(|_| {
-                std::io::copy(&mut reader, &mut std::io::sink())
-                    .map_err(|source| io(&layer.path, source))
-            });
-            if let Some(bound) = reader.exceeded() {
-                return Err(PrepareError::BaseLayerTooLarge {
-                    uri: uri.clone(),
-                    layer: layer.path.clone(),
-                    bound: bound.clone(),
-                });
-            }
-            unpacked?;
-        }
-        records.push(BaseRecord {
-            uri: uri.clone(),
-            manifest_digest: base.manifest_digest.clone(),
-        });
-    }
-    let excludes = crate::image::walk::Excludes {
-        keep_tmpdirs: !image.build_type.ensure_empty_tmpdirs,
-        patterns: Vec::new(),
-    };
-    let snapshot = crate::image::TreeSnapshot::from_dir(root, &excludes)?;
+    let records = bases.unpack(root, image).map_err(PrepareError::BaseStep)?;
     let dir = root.join("image");
     std::fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
-    snapshot.save(&root.join(BASE_SNAPSHOT))?;
     let record = root.join(BASE_RECORD);
     let json = serde_json::to_string_pretty(&records).map_err(|e| PrepareError::BaseRecord {
         path: record.clone(),
