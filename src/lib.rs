@@ -1,8 +1,9 @@
 //! imgbuild: build Docker/OCI base images from KIWI image descriptions.
 //!
-//! The pipeline runs one way, one module per stage:
-//! `description` → `apt` → `rootfs` (using `sandbox`) → `image` → outputs, with `storage`,
-//! `runtime` and `registry` for running and shipping the results. See `docs/` for the user guide.
+//! The pipeline runs one way, one module per stage: `description` → `plan` (with `apt`) →
+//! `rootfs` (with `sandbox`) → `image` → `build`, then `storage` and `runtime` for keeping and
+//! running the results. `docs/architecture.md` lists every module in dependency order, which a
+//! test keeps the code to; see `docs/` for the user guide.
 
 pub mod apt;
 pub mod atomic;
@@ -21,3 +22,6 @@ pub mod sandbox;
 pub mod sbom;
 pub mod storage;
 pub mod workdir;
+
+#[cfg(test)]
+mod architecture_test;
