@@ -177,6 +177,7 @@ fn only_file_with_suffix(dir: &Path, suffix: &str) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn derived_image_adds_one_layer_on_the_unchanged_base() {
     let test = "derived_image_adds_one_layer_on_the_unchanged_base";
     if !is_root() {
@@ -396,6 +397,7 @@ fn escaping_docker_archive(path: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn bad_bases_fail_clearly_and_leave_nothing() {
     let test = "bad_bases_fail_clearly_and_leave_nothing";
     if !is_root() {
@@ -482,6 +484,7 @@ fn docker_archive_of(path: &Path, layers: &[(Vec<u8>, String)]) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn base_with_too_many_layers_is_refused() {
     if !storage_common::root_or_skip("base_with_too_many_layers_is_refused") {
         return;
@@ -506,6 +509,7 @@ fn base_with_too_many_layers_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn base_layer_bomb_stops_without_filling_disk() {
     if !storage_common::root_or_skip("base_layer_bomb_stops_without_filling_disk") {
         return;

@@ -44,6 +44,7 @@ fn expect_debian_13(version: &str) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn minimal_docker_archive_runs_in_podman() {
     let test = "minimal_docker_archive_runs_in_podman";
     if !can_build(test) {
@@ -153,6 +154,7 @@ fn hardlinked_pair(root: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn rich_oci_image_config_layout_and_special_files() {
     let test = "rich_oci_image_config_layout_and_special_files";
     if !can_build(test) {

@@ -249,16 +249,19 @@ fn hanging_hook_stops_on(test: &str, sig: nix::sys::signal::Signal) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn hanging_hook_stops_on_sigterm() {
     hanging_hook_stops_on("hanging_hook_stops_on_sigterm", nix::sys::signal::SIGTERM);
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn hanging_hook_stops_on_sigint() {
     hanging_hook_stops_on("hanging_hook_stops_on_sigint", nix::sys::signal::SIGINT);
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn hook_timeout_ends_hung_hook() {
     let test = "hook_timeout_ends_hung_hook";
     if !can_build(test) {
@@ -287,6 +290,7 @@ fn hook_timeout_ends_hung_hook() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn target_dir_with_user_files_is_refused() {
     let test = "target_dir_with_user_files_is_refused";
     let t = scratch(test);
@@ -467,6 +471,7 @@ fn seed() -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn kill9_and_sigint_at_random_points_leave_nothing() {
     use nix::sys::signal::Signal;
     use rand::{Rng, SeedableRng};

@@ -62,6 +62,7 @@ fn assert_same_files(a: &Path, b: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn same_description_same_bytes() {
     let test = "same_description_same_bytes";
     if !can_build(test) {
@@ -179,6 +180,7 @@ fn build_fails(s: &Path, target: &Path) -> String {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn unwritable_target_dir_fails_cleanly() {
     let test = "unwritable_target_dir_fails_cleanly";
     if !nix::unistd::geteuid().is_root() {

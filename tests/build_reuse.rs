@@ -53,6 +53,7 @@ fn manifest(target: &Path) -> String {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn an_unchanged_rebuild_reuses_and_every_change_rebuilds() {
     let test = "an_unchanged_rebuild_reuses_and_every_change_rebuilds";
     if !can_build(test) {

@@ -45,6 +45,7 @@ fn host_processes() -> usize {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn build_hook_cannot_write_host_sysctls_open_host_devices_or_see_host_processes() {
     if !can_build("build_hook_cannot_write_host_sysctls_open_host_devices_or_see_host_processes") {
         assert!(

@@ -221,6 +221,7 @@ fn regular_archive_round_trip() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn xattrs_and_capabilities_match_bsdtar() {
     if !is_root() {
         eprintln!("SKIP: xattrs_and_capabilities_match_bsdtar needs root");
@@ -509,6 +510,7 @@ fn non_empty_directory_is_not_replaced_by_a_file() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn devices_follow_the_policy() {
     let dev = || {
         Tar::new()
@@ -633,6 +635,7 @@ fn whiteouts_apply_removes_lower_content() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn whiteouts_overlayfs_form() {
     if !is_root() {
         eprintln!("SKIP: whiteouts_overlayfs_form needs root");

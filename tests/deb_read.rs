@@ -492,6 +492,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn real_debs_unpack_like_dpkg_deb() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: real_debs_unpack_like_dpkg_deb needs root (owners, setuid)");

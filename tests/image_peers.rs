@@ -71,6 +71,7 @@ fn build(root: &Path, work: &Path, compression: Compression) -> BuiltImage {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
     if !is_root() {
         eprintln!("SKIP: outputs_are_accepted_by_podman_skopeo_umoci_and_schemas needs root");
@@ -361,6 +362,7 @@ fn unpack_with_tar(base: &imgbuild::image::base::BaseImage, dest: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
     use imgbuild::image::base::BaseImage;
     use imgbuild::image::{TreeSnapshot, write_diff_layer};

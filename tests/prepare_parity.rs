@@ -119,6 +119,7 @@ fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) 
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn trixie_minbase_matches_debootstrap() {
     check_suite(
         "trixie_minbase_matches_debootstrap",
@@ -129,6 +130,7 @@ fn trixie_minbase_matches_debootstrap() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn bookworm_minbase_matches_mmdebstrap() {
     check_suite(
         "bookworm_minbase_matches_mmdebstrap",

@@ -145,6 +145,7 @@ fn assert_cache_whole(cache: &Path, at_least: usize) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sigint_mid_install_leaves_no_mounts() {
     let Some(_) = c::preconditions("sigint_mid_install_leaves_no_mounts", "bookworm") else {
         return;
@@ -178,6 +179,7 @@ fn sigint_mid_install_leaves_no_mounts() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
     let test = "sigkill_mid_download_and_mid_install_then_prepare_succeeds";
     let Some(_) = c::preconditions(test, "bookworm") else {
@@ -222,6 +224,7 @@ fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn two_prepares_sharing_a_cold_cache_both_succeed() {
     let Some(_) = c::preconditions("two_prepares_sharing_a_cold_cache_both_succeed", "bookworm")
     else {
@@ -252,6 +255,7 @@ fn two_prepares_sharing_a_cold_cache_both_succeed() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn failed_prepare_names_the_package_and_leaves_no_root() {
     let test = "failed_prepare_names_the_package_and_leaves_no_root";
     let Some(_) = c::preconditions(test, "bookworm") else {
@@ -312,6 +316,7 @@ fn existing_non_empty_root_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn lock_then_offline_prepare_installs_the_lock() {
     let Some(_) = c::preconditions("lock_then_offline_prepare_installs_the_lock", "bookworm")
     else {

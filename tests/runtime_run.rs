@@ -112,16 +112,19 @@ fn image_runs_and_containers_are_isolated(driver: DriverKind) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn vfs_image_runs_and_containers_are_isolated() {
     image_runs_and_containers_are_isolated(DriverKind::Vfs);
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn overlay_image_runs_and_containers_are_isolated() {
     image_runs_and_containers_are_isolated(DriverKind::Overlay);
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn btrfs_image_runs_and_containers_are_isolated() {
     image_runs_and_containers_are_isolated(DriverKind::Btrfs);
 }
@@ -196,6 +199,7 @@ const PROBE: &str = "echo pid=$$; hostname; cat /etc/hostname 2>/dev/null || hos
     set -- /proc/[0-9]*; echo procs=$#";
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_matches_crun() {
     let _g = serial();
     let Some(f) = Fixture::new("container_matches_crun", DriverKind::Overlay) else {
@@ -299,6 +303,7 @@ fn podman_crun(root: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_conformance_with_crun() {
     let _g = serial();
     let Some(f) = Fixture::new("container_conformance_with_crun", DriverKind::Overlay) else {
@@ -362,6 +367,7 @@ fn container_conformance_with_crun() {
 
 /// Finding: `imgbuild run … sh -c 'mknod /b b 7 0; dd … of=/b'` wrote the host's loop device.
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_cannot_write_host_block_device() {
     let _g = serial();
     let Some(f) = Fixture::new(
@@ -389,6 +395,7 @@ fn container_cannot_write_host_block_device() {
 
 /// Finding: `/proc/self/status` showed `Seccomp: 0` in containers (podman/crun: 2).
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_runs_under_seccomp() {
     let _g = serial();
     let Some(f) = Fixture::new("container_runs_under_seccomp", DriverKind::Vfs) else {
@@ -403,6 +410,7 @@ fn container_runs_under_seccomp() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn limits_exit_codes_and_signals() {
     let _g = serial();
     let Some(f) = Fixture::new("limits_exit_codes_and_signals", DriverKind::Overlay) else {
@@ -491,6 +499,7 @@ fn limits_exit_codes_and_signals() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn image_config_and_options_apply() {
     let _g = serial();
     let Some(f) = Fixture::new("image_config_and_options_apply", DriverKind::Vfs) else {
@@ -565,6 +574,7 @@ fn image_config_and_options_apply() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn bad_input_is_refused_and_leaves_nothing() {
     let _g = serial();
     let Some(f) = Fixture::new(
@@ -653,6 +663,7 @@ fn start_long(f: &Fixture, name: &str) -> std::process::Child {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn running_containers_in_ps_and_rm_force() {
     use std::os::unix::process::ExitStatusExt;
     let _g = serial();

@@ -108,6 +108,7 @@ fn crun_status(root: &Path, names: &[&str]) -> Result<String, String> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_capabilities_match_crun() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: container_capabilities_match_crun needs root");

@@ -53,6 +53,7 @@ fn run(root: &Path, script: &str) -> (i32, String, String) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn dpkg_apt_and_user_tools_work_in_a_debian_root() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: dpkg_apt_and_user_tools_work_in_a_debian_root needs root");

@@ -141,6 +141,7 @@ fn host_mask(field: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn command_is_pid1_with_own_hostname_and_no_host_processes() {
     let Some((root, _g)) = setup("command_is_pid1_with_own_hostname_and_no_host_processes") else {
         return;
@@ -169,6 +170,7 @@ fn command_is_pid1_with_own_hostname_and_no_host_processes() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn build_profile_has_build_capabilities_seccomp_and_cannot_mount() {
     let Some((root, _g)) = setup("build_profile_has_build_capabilities_seccomp_and_cannot_mount")
     else {
@@ -195,6 +197,7 @@ fn build_profile_has_build_capabilities_seccomp_and_cannot_mount() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_profile_has_docker_capabilities_and_cannot_mount() {
     let Some((root, _g)) = setup("container_profile_has_docker_capabilities_and_cannot_mount")
     else {
@@ -224,6 +227,7 @@ fn container_profile_has_docker_capabilities_and_cannot_mount() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sys_is_readonly_and_proc_is_masked_in_containers() {
     let Some((root, _g)) = setup("sys_is_readonly_and_proc_is_masked_in_containers") else {
         return;
@@ -274,6 +278,7 @@ fn sys_is_readonly_and_proc_is_masked_in_containers() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn exit_codes_and_signals() {
     let Some((root, _g)) = setup("exit_codes_and_signals") else {
         return;
@@ -300,6 +305,7 @@ fn exit_codes_and_signals() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn stdio_capture_env_cwd_and_errors() {
     let Some((root, _g)) = setup("stdio_capture_env_cwd_and_errors") else {
         return;
@@ -338,6 +344,7 @@ fn stdio_capture_env_cwd_and_errors() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn dev_resolv_conf_and_binds() {
     let Some((root, _g)) = setup("dev_resolv_conf_and_binds") else {
         return;
@@ -403,6 +410,7 @@ fn dev_resolv_conf_and_binds() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn read_only_root_and_rlimits() {
     let Some((root, _g)) = setup("read_only_root_and_rlimits") else {
         return;
@@ -424,6 +432,7 @@ fn read_only_root_and_rlimits() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn network_none_has_only_loopback() {
     let Some((root, _g)) = setup("network_none_has_only_loopback") else {
         return;
@@ -446,6 +455,7 @@ fn network_none_has_only_loopback() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn tty_is_allocated_and_sized() {
     let Some((root, _g)) = setup("tty_is_allocated_and_sized") else {
         return;
@@ -465,6 +475,7 @@ fn tty_is_allocated_and_sized() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn memory_and_pids_limits_on_cgroups() {
     let Some((root, _g)) = setup("memory_and_pids_limits_on_cgroups") else {
         return;
@@ -575,6 +586,7 @@ fn imgbuild_sandbox(
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sigterm_to_imgbuild_reaches_the_command() {
     let Some((root, _g)) = setup("sigterm_to_imgbuild_reaches_the_command") else {
         return;
@@ -602,6 +614,7 @@ fn sigterm_to_imgbuild_reaches_the_command() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
     let Some((root, _g)) = setup("sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts")
     else {
@@ -667,6 +680,7 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn tty_copies_the_terminal_size_and_restores_its_mode() {
     let Some((root, _g)) = setup("tty_copies_the_terminal_size_and_restores_its_mode") else {
         return;
@@ -699,6 +713,7 @@ fn tty_copies_the_terminal_size_and_restores_its_mode() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn output_to_a_given_fd() {
     let Some((root, _g)) = setup("output_to_a_given_fd") else {
         return;

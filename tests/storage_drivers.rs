@@ -117,6 +117,7 @@ fn dir_count(dir: &Path, skip: &[&str]) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn vfs_containers_are_isolated() {
     if !root_or_skip("vfs_containers_are_isolated") {
         return;
@@ -126,6 +127,7 @@ fn vfs_containers_are_isolated() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn vfs_base_is_shared() {
     if !root_or_skip("vfs_base_is_shared") {
         return;
@@ -136,6 +138,7 @@ fn vfs_base_is_shared() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn overlay_containers_are_isolated() {
     if !root_or_skip("overlay_containers_are_isolated") {
         return;
@@ -157,6 +160,7 @@ fn overlay_containers_are_isolated() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn overlay_base_is_shared() {
     if !root_or_skip("overlay_base_is_shared") {
         return;
@@ -173,6 +177,7 @@ fn overlay_base_is_shared() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn overlay_mount_options_beyond_a_page_use_relative_paths() {
     if !root_or_skip("overlay_mount_options_beyond_a_page_use_relative_paths") {
         return;
@@ -189,6 +194,7 @@ fn overlay_mount_options_beyond_a_page_use_relative_paths() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn overlay_is_the_default_where_it_mounts() {
     if !root_or_skip("overlay_is_the_default_where_it_mounts") {
         return;
@@ -204,6 +210,7 @@ fn overlay_is_the_default_where_it_mounts() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn btrfs_containers_are_isolated() {
     if !root_or_skip("btrfs_containers_are_isolated") {
         return;
@@ -227,6 +234,7 @@ fn btrfs_containers_are_isolated() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn btrfs_base_is_shared() {
     if !root_or_skip("btrfs_base_is_shared") {
         return;
@@ -247,6 +255,7 @@ fn btrfs_base_is_shared() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn btrfs_loop_guard_cleans_up_when_a_test_panics() {
     if !root_or_skip("btrfs_loop_guard_cleans_up_when_a_test_panics") {
         return;

@@ -43,6 +43,7 @@ fn assert_empty(root: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn blob_stream_longer_than_its_manifest_size_stops_at_the_first_extra_byte() {
     if !root_or_skip("blob_stream_longer_than_its_manifest_size_stops_at_the_first_extra_byte") {
         return;
@@ -87,6 +88,7 @@ fn blob_stream_longer_than_its_manifest_size_stops_at_the_first_extra_byte() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn corrupt_layer_blob_is_refused_and_leaves_nothing() {
     if !root_or_skip("corrupt_layer_blob_is_refused_and_leaves_nothing") {
         return;
@@ -111,6 +113,7 @@ fn corrupt_layer_blob_is_refused_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn wrong_diff_id_is_refused_and_leaves_nothing() {
     if !root_or_skip("wrong_diff_id_is_refused_and_leaves_nothing") {
         return;
@@ -181,6 +184,7 @@ fn driver_choice_is_recorded() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn references_tags_and_removal() {
     if !root_or_skip("references_tags_and_removal") {
         return;
@@ -260,6 +264,7 @@ fn references_tags_and_removal() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn ambiguous_prefix_is_an_error() {
     if !root_or_skip("ambiguous_prefix_is_an_error") {
         return;
@@ -286,6 +291,7 @@ fn ambiguous_prefix_is_an_error() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn concurrent_loads_share_the_base() {
     if !root_or_skip("concurrent_loads_share_the_base") {
         return;
@@ -318,6 +324,7 @@ fn concurrent_loads_share_the_base() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn export_round_trips_into_another_store() {
     if !root_or_skip("export_round_trips_into_another_store") {
         return;
@@ -349,6 +356,7 @@ fn imgbuild(root: &Path, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn cli_images_inspect_tag_rmi() {
     if !root_or_skip("cli_images_inspect_tag_rmi") {
         return;
@@ -505,6 +513,7 @@ fn snapshot(dir: &Path, skip: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn confined_applier_refuses_escapes_in_both_modes() {
     if !root_or_skip("confined_applier_refuses_escapes_in_both_modes") {
         return;
@@ -534,6 +543,7 @@ fn confined_applier_refuses_escapes_in_both_modes() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn applier_errors_leave_nothing_behind() {
     if !root_or_skip("applier_errors_leave_nothing_behind") {
         return;
@@ -565,6 +575,7 @@ fn applier_errors_leave_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn zstd_and_uncompressed_layers_load() {
     if !root_or_skip("zstd_and_uncompressed_layers_load") {
         return;
@@ -588,6 +599,7 @@ fn zstd_and_uncompressed_layers_load() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn concurrent_tag_commands_lose_nothing() {
     if !root_or_skip("concurrent_tag_commands_lose_nothing") {
         return;

@@ -164,6 +164,7 @@ fn archives(dir: &Path, img: &TestImage) -> Vec<(&'static str, PathBuf)> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn every_format_loads_with_its_tags() {
     if !root_or_skip("every_format_loads_with_its_tags") {
         return;
@@ -191,6 +192,7 @@ fn every_format_loads_with_its_tags() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn cli_load_prints_the_names() {
     if !root_or_skip("cli_load_prints_the_names") {
         return;
@@ -220,6 +222,7 @@ fn current_umask() -> u32 {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn save_then_load_gives_the_same_image() {
     if !root_or_skip("save_then_load_gives_the_same_image") {
         return;
@@ -276,6 +279,7 @@ fn save_then_load_gives_the_same_image() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn corrupt_archives_are_refused_and_leave_nothing() {
     if !root_or_skip("corrupt_archives_are_refused_and_leave_nothing") {
         return;
@@ -318,6 +322,7 @@ fn corrupt_archives_are_refused_and_leave_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn layer_with_a_path_escape_is_refused_and_leaves_nothing() {
     if !root_or_skip("layer_with_a_path_escape_is_refused_and_leaves_nothing") {
         return;
@@ -364,6 +369,7 @@ fn layer_with_a_path_escape_is_refused_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn save_of_an_unknown_image_is_a_clear_error() {
     if !root_or_skip("save_of_an_unknown_image_is_a_clear_error") {
         return;
@@ -396,6 +402,7 @@ fn mirror_or_skip(test: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn run_takes_an_archive_path() {
     if !root_or_skip("run_takes_an_archive_path") {
         return;
@@ -468,6 +475,7 @@ fn run_takes_an_archive_path() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn build_load_then_run() {
     if !root_or_skip("build_load_then_run") || !mirror_or_skip("build_load_then_run") {
         return;
@@ -545,6 +553,7 @@ fn dedup(members: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn load_refuses_too_many_layers() {
     if !root_or_skip("load_refuses_too_many_layers") {
         return;
@@ -591,6 +600,7 @@ fn load_refuses_too_many_layers() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn load_stops_at_wrong_diff_id_layer_without_filling_disk() {
     if !root_or_skip("load_stops_at_wrong_diff_id_layer_without_filling_disk") {
         return;
@@ -675,6 +685,7 @@ fn load_stops_at_wrong_diff_id_layer_without_filling_disk() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn oci_blob_larger_than_descriptor_is_refused() {
     if !root_or_skip("oci_blob_larger_than_descriptor_is_refused") {
         return;
@@ -721,6 +732,7 @@ fn oci_blob_larger_than_descriptor_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn oversized_manifests_and_configs_are_refused() {
     if !root_or_skip("oversized_manifests_and_configs_are_refused") {
         return;

@@ -316,6 +316,7 @@ mod tests {
     /// attached; a forked child moved into it can open /dev/null's node but not a block node
     /// (`mknod` made on a filesystem without `nodev`, so only the program can refuse it).
     #[test]
+    #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
     fn ebpf_program_denies_block_devices_on_cgroup_v2() {
         if !nix::unistd::geteuid().is_root() {
             assert!(std::env::var_os("CI").is_none(), "needs root in CI");

@@ -1234,9 +1234,13 @@ fn has(caps: u64, cap: u32) -> bool {
     cap < 64 && caps & (1 << cap) != 0
 }
 
-fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> SeccompCondition {
-    // Argument indices below 6 and these operators are always valid.
-    SeccompCondition::new(arg, len, op, value).unwrap_or_else(|_| unreachable!())
+fn cond(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, SeccompError> {
+    SeccompCondition::new(arg, len, op, value).map_err(SeccompError::Compile)
 }
 
 fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SeccompError> {
@@ -1266,7 +1270,7 @@ fn allow_rules(caps: u64) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompErro
                 SeccompCmpArgLen::Dword,
                 SeccompCmpOp::Eq,
                 value,
-            )])?);
+            )?])?);
         }
         rules.insert(nr, list);
     }
@@ -1275,9 +1279,9 @@ fn allow_rules(caps: u64) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompErro
         rules.insert(
             nr,
             vec![
-                rule(vec![family(SeccompCmpOp::Lt, AF_ALG)])?,
-                rule(vec![family(SeccompCmpOp::Eq, AF_ALG + 1)])?,
-                rule(vec![family(SeccompCmpOp::Gt, AF_VSOCK)])?,
+                rule(vec![family(SeccompCmpOp::Lt, AF_ALG)?])?,
+                rule(vec![family(SeccompCmpOp::Eq, AF_ALG + 1)?])?,
+                rule(vec![family(SeccompCmpOp::Gt, AF_VSOCK)?])?,
             ],
         );
     }
@@ -1292,7 +1296,7 @@ fn allow_rules(caps: u64) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompErro
                 SeccompCmpArgLen::Qword,
                 SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS),
                 0,
-            )])?],
+            )?])?],
         );
     }
     Ok(rules)
