@@ -1,11 +1,12 @@
-//! `build` and `create`: a prepared root tree finished and written as image files.
+//! `create`: a prepared root tree finished and written as image files.
 //!
-//! `create` runs `images.sh`, writes the `imageinclude` repositories into the image, removes
-//! volatile files, then packs the tree in one streaming pass into a layer and writes the result
-//! files KIWI writes (`<name>.<arch>-<version>.docker.tar`, `.oci.tar`, `.tar.xz` for tbz), the
-//! `.packages` list, a `.sha256` per result and `result.json`. Everything goes to a temporary
-//! directory beside the target first and replaces the target in one rename, so a target directory
-//! is never half written. `build` is `prepare` into a temporary root, then `create`.
+//! [`create`] runs `images.sh`, removes volatile files, then packs the tree in one streaming
+//! pass into a layer and writes the result files KIWI writes
+//! (`<name>.<arch>-<version>.docker.tar`, `.oci.tar`, `.tar.xz` for tbz), the `.packages` list,
+//! the SBOM, a `.sha256` per result and `result.json`. Everything goes to a temporary directory
+//! beside the target first and replaces the target in one rename, so a target directory is never
+//! half written. A whole build (the reuse check, `prepare` into a work root, then this `create`)
+//! is `crate::ops::build`.
 //!
 //! Only a result imgbuild wrote is ever replaced: an existing target must be empty or hold a
 //! `result.json` of imgbuild's and nothing it does not list ([`check_target`]), unless the caller
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 pub mod base;
 
-/// Errors of `create` and `build`.
+/// Errors of `create`.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// Preparing the root failed.
@@ -90,6 +91,14 @@ pub enum BuildError {
         /// What is wrong.
         message: String,
     },
+    /// `result.json` could not be serialised.
+    #[error("{path}: {source}")]
+    ResultJson {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// What went wrong.
+        source: serde_json::Error,
+    },
 }
 
 fn io(path: &Path, source: std::io::Error) -> BuildError {
@@ -124,6 +133,8 @@ pub struct CreateOptions {
     pub hook_timeout: Option<Duration>,
     /// Replace an existing target directory even when imgbuild did not write it.
     pub replace_target_dir: bool,
+    /// Show the output of a successful `images.sh` on stderr too.
+    pub verbose: bool,
 }
 
 impl CreateOptions {
@@ -145,11 +156,57 @@ impl CreateOptions {
     }
 }
 
+/// The image types imgbuild writes (`<type image=…>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageType {
+    /// A docker-archive (`docker save`'s format).
+    Docker,
+    /// An oci-archive.
+    Oci,
+    /// A rootfs tarball, no container metadata.
+    Tbz,
+}
+
+impl ImageType {
+    /// The type `image` is resolved for; any other is an error naming its `<type>`.
+    pub fn of(image: &ResolvedImage) -> Result<ImageType, BuildError> {
+        match image.build_type.image.as_str() {
+            "docker" => Ok(ImageType::Docker),
+            "oci" => Ok(ImageType::Oci),
+            "tbz" => Ok(ImageType::Tbz),
+            other => Err(BuildError::Unsupported {
+                location: Loc::describe(&image.build_type.loc),
+                message: format!(
+                    "image type {other:?} is not supported (imgbuild writes docker, oci and tbz)"
+                ),
+            }),
+        }
+    }
+}
+
+/// What a result file is, as `result.json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResultKind {
+    /// `docker-archive`: the image in `docker save`'s format.
+    DockerArchive,
+    /// `oci-archive`: a tar of an OCI image layout.
+    OciArchive,
+    /// `oci-layout`: an OCI image layout directory.
+    OciLayout,
+    /// `rootfs`: the root tree as a tarball (the `tbz` type).
+    Rootfs,
+    /// `packages`: the installed packages in KIWI's `.packages` format.
+    Packages,
+    /// `sbom`: the SPDX document of the installed packages.
+    Sbom,
+}
+
 /// One file written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultFile {
-    /// What it is: `docker-archive`, `oci-archive`, `oci-layout`, `rootfs`, `packages`.
-    pub kind: String,
+    /// What it is.
+    pub kind: ResultKind,
     /// File name inside the target directory.
     pub name: String,
     /// sha256 of its bytes (none for a directory).
@@ -159,6 +216,23 @@ pub struct ResultFile {
     /// For a directory: [`crate::digest::tree_digest`] of its contents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<String>,
+}
+
+impl ResultFile {
+    /// The entry of a file the image writers wrote.
+    fn written(kind: ResultKind, f: &OutputFile) -> ResultFile {
+        ResultFile {
+            kind,
+            name: f
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: Some(f.sha256.clone()),
+            size: Some(f.size),
+            tree: None,
+        }
+    }
 }
 
 /// What `create` made; also written as `result.json`.
@@ -389,66 +463,24 @@ pub fn check_target(target: &Path, replace: bool) -> Result<(), BuildError> {
     }
 }
 
-/// Finish the prepared root at `root` and write the image files for `image`.
+/// Finish the prepared root at `root` and write the image files for `image`, in phases: the
+/// checks, `images.sh` and cleanup (stage `finish root`), then, in a work directory beside
+/// the target (stage `pack`), the rootfs tarball or the container image (stage `write` once its
+/// layer is packed), the `.packages` list, the SBOM, the `.sha256` files and `result.json`; the
+/// work directory then replaces the target.
 pub fn create(
     root: &Path,
     image: &ResolvedImage,
     opts: &CreateOptions,
     on_step: &mut dyn FnMut(&str),
 ) -> Result<Created, BuildError> {
-    check_target(&opts.target_dir, opts.replace_target_dir)?;
-    let kind = image.build_type.image.as_str();
-    if !matches!(kind, "docker" | "oci" | "tbz") {
-        return Err(BuildError::Unsupported {
-            location: Loc::describe(&image.build_type.loc),
-            message: format!(
-                "image type {kind:?} is not supported (imgbuild writes docker, oci and tbz)"
-            ),
-        });
-    }
-    opts.check()?;
-    let derived = !image.build_type.derived_from.is_empty();
-    if derived && kind == "tbz" {
-        return Err(BuildError::Unsupported {
-            location: Loc::describe(&image.build_type.loc),
-            message: "derived_from needs a container image type (docker or oci)".to_string(),
-        });
-    }
+    let image_type = check_request(image, opts)?;
 
     on_step("finish root");
-    let images_sh = root.join("image/images.sh");
-    if images_sh.is_file() {
-        prepare::run_hook(
-            root,
-            &images_sh,
-            "images.sh",
-            &prepare::profile_vars(image),
-            opts.hook_timeout,
-        )?;
-    }
-    cleanup::clean(root, image.build_type.ensure_empty_tmpdirs)?;
-    let epoch = opts
-        .source_date_epoch
-        .unwrap_or_else(|| package_epoch(root));
+    let epoch = finish_root(root, image, opts)?;
 
     on_step("pack");
-    let target = &opts.target_dir;
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-    let work = crate::workdir::WorkDir::create(&parent, crate::workdir::RESULT_PREFIX)?;
-    let out = work.path().join("out");
-    let blobs = work.path().join("blobs/sha256");
-    std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
-    std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
-    let excludes = Excludes {
-        keep_tmpdirs: !image.build_type.ensure_empty_tmpdirs,
-        patterns: Vec::new(),
-    };
-    let stem = result_stem(image);
-    let mut files = Vec::new();
+    let pack = Pack::new(root, image, opts, epoch)?;
     let mut created = Created {
         name: image.name.clone(),
         tags: Vec::new(),
@@ -459,67 +491,168 @@ pub fn create(
         files: Vec::new(),
         inputs: opts.inputs.clone(),
     };
-    let add = |files: &mut Vec<ResultFile>, kind: &str, f: &OutputFile| {
-        files.push(ResultFile {
-            kind: kind.to_string(),
-            name: f
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            sha256: Some(f.sha256.clone()),
-            size: Some(f.size),
-            tree: None,
+    match image_type {
+        ImageType::Tbz => created.files.push(pack.rootfs_tarball()?),
+        ImageType::Docker | ImageType::Oci => {
+            pack.container(image_type, &mut created, on_step)?;
+        }
+    }
+    created.files.push(pack.packages_list()?);
+    created
+        .files
+        .push(pack.sbom(created.manifest_digest.clone())?);
+    pack.checksums(&created.files)?;
+    pack.result_json(&created)?;
+    pack.replace_target()?;
+    Ok(created)
+}
+
+/// Everything `create` checks before it changes the root: the target may be replaced, the
+/// image type is one imgbuild writes (and a container type for a derived image), the names in
+/// the options are valid.
+fn check_request(image: &ResolvedImage, opts: &CreateOptions) -> Result<ImageType, BuildError> {
+    check_target(&opts.target_dir, opts.replace_target_dir)?;
+    let image_type = ImageType::of(image)?;
+    opts.check()?;
+    if image_type == ImageType::Tbz && !image.build_type.derived_from.is_empty() {
+        return Err(BuildError::Unsupported {
+            location: Loc::describe(&image.build_type.loc),
+            message: "derived_from needs a container image type (docker or oci)".to_string(),
         });
-    };
-    let outer_suffix = opts.compress.suffix();
-    if kind == "tbz" {
-        let name = format!(
-            "{stem}.tar{}",
-            if outer_suffix.is_empty() {
-                ".xz"
-            } else {
-                outer_suffix
-            }
-        );
-        let compression = if matches!(opts.compress, Compression::None) {
+    }
+    Ok(image_type)
+}
+
+/// Runs `images.sh` when the root has one, removes the volatile files, and returns the
+/// timestamp of the image: `SOURCE_DATE_EPOCH` if given, else the packages' newest changelog.
+fn finish_root(
+    root: &Path,
+    image: &ResolvedImage,
+    opts: &CreateOptions,
+) -> Result<u64, BuildError> {
+    let images_sh = root.join("image/images.sh");
+    if images_sh.is_file() {
+        prepare::run_hook(
+            root,
+            &images_sh,
+            "images.sh",
+            &prepare::profile_vars(image),
+            opts.hook_timeout,
+            opts.verbose,
+        )?;
+    }
+    cleanup::clean(root, image.build_type.ensure_empty_tmpdirs)?;
+    Ok(opts
+        .source_date_epoch
+        .unwrap_or_else(|| package_epoch(root)))
+}
+
+/// The writing half of `create`: the finished root and what the result files are made from,
+/// and the work directory beside the target that they are written into (`out/`, with the
+/// image's blobs in `blobs/`) before it replaces the target.
+struct Pack<'a> {
+    root: &'a Path,
+    image: &'a ResolvedImage,
+    opts: &'a CreateOptions,
+    epoch: u64,
+    /// The KIWI file name stem ([`result_stem`]).
+    stem: String,
+    excludes: Excludes,
+    /// Removed with what is left in it when `create` returns.
+    work: crate::workdir::WorkDir,
+    out: PathBuf,
+    blobs: PathBuf,
+}
+
+impl<'a> Pack<'a> {
+    /// Makes the work directory beside the target (and the target's parent, when missing).
+    fn new(
+        root: &'a Path,
+        image: &'a ResolvedImage,
+        opts: &'a CreateOptions,
+        epoch: u64,
+    ) -> Result<Pack<'a>, BuildError> {
+        let parent = match opts.target_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+        let work = crate::workdir::WorkDir::create(&parent, crate::workdir::RESULT_PREFIX)?;
+        let out = work.path().join("out");
+        let blobs = work.path().join("blobs/sha256");
+        std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
+        std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
+        Ok(Pack {
+            root,
+            image,
+            opts,
+            epoch,
+            stem: result_stem(image),
+            excludes: Excludes {
+                keep_tmpdirs: !image.build_type.ensure_empty_tmpdirs,
+                patterns: Vec::new(),
+            },
+            work,
+            out,
+            blobs,
+        })
+    }
+
+    /// The `tbz` type: the root as a tarball, xz-compressed unless another compression is asked.
+    fn rootfs_tarball(&self) -> Result<ResultFile, BuildError> {
+        let suffix = match self.opts.compress.suffix() {
+            "" => ".xz",
+            s => s,
+        };
+        let compression = if matches!(self.opts.compress, Compression::None) {
             Compression::Xz(6)
         } else {
-            opts.compress
+            self.opts.compress
         };
         let f = write_rootfs_tarball(
-            root,
-            &out.join(&name),
-            &excludes,
-            epoch,
+            self.root,
+            &self.out.join(format!("{}.tar{suffix}", self.stem)),
+            &self.excludes,
+            self.epoch,
             compression,
-            opts.threads,
+            self.opts.threads,
         )?;
-        add(&mut files, "rootfs", &f);
-    } else {
+        Ok(ResultFile::written(ResultKind::Rootfs, &f))
+    }
+
+    /// The `docker` and `oci` types: the root packed as one layer (a diff layer over the bases
+    /// of a derived image), the image assembled, then (stage `write`) its archive and, when
+    /// asked, an OCI layout directory. Records the names and digests in `created`.
+    fn container(
+        &self,
+        image_type: ImageType,
+        created: &mut Created,
+        on_step: &mut dyn FnMut(&str),
+    ) -> Result<(), BuildError> {
+        let docker = image_type == ImageType::Docker;
         let layer_opts = LayerOptions {
-            source_date_epoch: epoch,
-            excludes: excludes.clone(),
-            compression: opts.layer_compression,
-            threads: opts.threads,
-            keep_plain: (kind == "docker").then(|| work.path().join("plain")),
+            source_date_epoch: self.epoch,
+            excludes: self.excludes.clone(),
+            compression: self.opts.layer_compression,
+            threads: self.opts.threads,
+            keep_plain: docker.then(|| self.work.path().join("plain")),
         };
-        let mut spec = image_spec(image, opts, epoch);
-        let layer = if derived {
-            let snapshot = image::TreeSnapshot::load(&root.join(prepare::BASE_SNAPSHOT))?;
-            let layer = image::write_diff_layer(&snapshot, root, &blobs, &layer_opts)?;
+        let mut spec = image_spec(self.image, self.opts, self.epoch);
+        let layer = if self.image.build_type.derived_from.is_empty() {
+            image::write_layer(self.root, &self.blobs, &layer_opts)?
+        } else {
+            let snapshot = image::TreeSnapshot::load(&self.root.join(prepare::BASE_SNAPSHOT))?;
+            let layer = image::write_diff_layer(&snapshot, self.root, &self.blobs, &layer_opts)?;
             // The base blobs are linked or copied into `blobs`, so the bases (whose blobs may
             // live in temp dirs) can go once the reference is made.
-            let bases = base::open_bases(root)?;
+            let bases = base::open_bases(self.root)?;
             for b in &bases {
-                b.copy_blobs_to(&blobs)?;
+                b.copy_blobs_to(&self.blobs)?;
             }
             spec.base = Some(combined_base_ref(&bases)?);
             layer
-        } else {
-            image::write_layer(root, &blobs, &layer_opts)?
         };
-        let built = assemble(&spec, std::slice::from_ref(&layer), &blobs)?;
+        let built = assemble(&spec, std::slice::from_ref(&layer), &self.blobs)?;
         created.tags = built.repo_tags.clone();
         created.manifest_digest = Some(built.manifest.digest().to_string());
         created.config_digest = Some(built.config.digest().to_string());
@@ -528,84 +661,115 @@ pub fn create(
             .iter()
             .map(|l| l.descriptor.digest().to_string())
             .collect();
+
         on_step("write");
-        let (ext, kind_name) = if kind == "docker" {
-            ("docker.tar", "docker-archive")
+        let (compress, threads, epoch) = (self.opts.compress, self.opts.threads, self.epoch);
+        let suffix = compress.suffix();
+        let file = if docker {
+            let path = self.out.join(format!("{}.docker.tar{suffix}", self.stem));
+            let f = write_docker_archive(&built, &path, compress, threads, epoch)?;
+            ResultFile::written(ResultKind::DockerArchive, &f)
         } else {
-            ("oci.tar", "oci-archive")
+            let path = self.out.join(format!("{}.oci.tar{suffix}", self.stem));
+            let f = write_oci_archive(&built, &path, compress, threads, epoch)?;
+            ResultFile::written(ResultKind::OciArchive, &f)
         };
-        let name = format!("{stem}.{ext}{outer_suffix}");
-        let f = if kind == "docker" {
-            write_docker_archive(&built, &out.join(&name), opts.compress, opts.threads, epoch)?
-        } else {
-            write_oci_archive(&built, &out.join(&name), opts.compress, opts.threads, epoch)?
-        };
-        add(&mut files, kind_name, &f);
-        if opts.oci_dir {
-            let dir = out.join(format!("{stem}.oci"));
+        created.files.push(file);
+        if self.opts.oci_dir {
+            let name = format!("{}.oci", self.stem);
+            let dir = self.out.join(&name);
             write_oci_layout(&built, &dir)?;
-            let tree = crate::digest::tree_digest(&dir)?;
-            files.push(ResultFile {
-                kind: "oci-layout".to_string(),
-                name: format!("{stem}.oci"),
+            created.files.push(ResultFile {
+                kind: ResultKind::OciLayout,
+                name,
                 sha256: None,
                 size: None,
-                tree: Some(tree),
+                tree: Some(crate::digest::tree_digest(&dir)?),
             });
         }
+        Ok(())
     }
-    let packages = packages_list(root)?;
-    let pk = out.join(format!("{stem}.packages"));
-    crate::atomic::write(&pk, packages.as_bytes()).map_err(|e| io(&pk, e))?;
-    let digest = {
-        use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(packages.as_bytes()))
-    };
-    files.push(ResultFile {
-        kind: "packages".to_string(),
-        name: format!("{stem}.packages"),
-        sha256: Some(digest),
-        size: Some(packages.len() as u64),
-        tree: None,
-    });
-    let sbom = crate::sbom::write(
-        root,
-        &crate::sbom::ImageInfo {
-            name: image.name.clone(),
-            version: image
+
+    /// `<stem>.packages`: the installed packages in KIWI's format ([`packages_list`]).
+    fn packages_list(&self) -> Result<ResultFile, BuildError> {
+        let packages = packages_list(self.root)?;
+        let name = format!("{}.packages", self.stem);
+        let path = self.out.join(&name);
+        crate::atomic::write(&path, packages.as_bytes()).map_err(|e| io(&path, e))?;
+        Ok(ResultFile {
+            kind: ResultKind::Packages,
+            name,
+            sha256: Some(sha256_hex(packages.as_bytes())),
+            size: Some(packages.len() as u64),
+            tree: None,
+        })
+    }
+
+    /// `<stem>.spdx.json`: the SBOM of the installed packages, naming the manifest digest.
+    fn sbom(&self, manifest_digest: Option<String>) -> Result<ResultFile, BuildError> {
+        let name = format!("{}.spdx.json", self.stem);
+        let info = crate::sbom::ImageInfo {
+            name: self.image.name.clone(),
+            version: self
+                .image
                 .preferences
                 .version
                 .as_ref()
                 .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone()),
-            source_date_epoch: epoch,
-            digest: created.manifest_digest.clone(),
-        },
-        &out.join(format!("{stem}.spdx.json")),
-    )?;
-    files.push(ResultFile {
-        kind: "sbom".to_string(),
-        name: format!("{stem}.spdx.json"),
-        sha256: Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sbom))),
-        size: Some(sbom.len() as u64),
-        tree: None,
-    });
-    for f in &files {
-        if let Some(hexd) = &f.sha256 {
-            write_sha256_line(&out.join(&f.name), hexd)?;
-            // Results are for sharing: readable by all, like files cp or tar would make.
-            for name in [f.name.clone(), format!("{}.sha256", f.name)] {
-                let p = out.join(name);
-                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            source_date_epoch: self.epoch,
+            digest: manifest_digest,
+        };
+        let sbom = crate::sbom::write(self.root, &info, &self.out.join(&name))?;
+        Ok(ResultFile {
+            kind: ResultKind::Sbom,
+            name,
+            sha256: Some(sha256_hex(&sbom)),
+            size: Some(sbom.len() as u64),
+            tree: None,
+        })
+    }
+
+    /// A `<file>.sha256` beside every file (not directory) of the result, and both readable by
+    /// all, like files cp or tar would make: results are for sharing.
+    fn checksums(&self, files: &[ResultFile]) -> Result<(), BuildError> {
+        for f in files {
+            if let Some(hexd) = &f.sha256 {
+                write_sha256_line(&self.out.join(&f.name), hexd)?;
+                for name in [f.name.clone(), format!("{}.sha256", f.name)] {
+                    let p = self.out.join(name);
+                    std::fs::set_permissions(
+                        &p,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                    )
                     .map_err(|e| io(&p, e))?;
+                }
             }
         }
+        Ok(())
     }
-    created.files = files;
-    let json = serde_json::to_string_pretty(&created).unwrap_or_default() + "\n";
-    let rj = out.join("result.json");
-    crate::atomic::write(&rj, json.as_bytes()).map_err(|e| io(&rj, e))?;
-    replace_dir(&out, target)?;
-    Ok(created)
+
+    /// `result.json`: `created` as pretty JSON; a value that cannot be serialised is an error,
+    /// never an empty file.
+    fn result_json(&self, created: &Created) -> Result<(), BuildError> {
+        let path = self.out.join("result.json");
+        let json =
+            serde_json::to_string_pretty(created).map_err(|source| BuildError::ResultJson {
+                path: path.clone(),
+                source,
+            })? + "\n";
+        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))
+    }
+
+    /// The finished result in place of the target, in one rename.
+    fn replace_target(&self) -> Result<(), BuildError> {
+        replace_dir(&self.out, &self.opts.target_dir)
+    }
+}
+
+/// Lowercase hex sha256 of `data`.
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
 }
 
 /// One base reference for the bases of a comma-separated `derived_from`, applied in order:
@@ -720,6 +884,7 @@ mod tests {
             inputs: None,
             hook_timeout: None,
             replace_target_dir: false,
+            verbose: false,
         };
         assert!(ok.check().is_ok());
         for tag in ["bad tag/..", &"a".repeat(10_000)] {
@@ -798,14 +963,14 @@ mod tests {
             source_date_epoch: 0,
             files: vec![
                 ResultFile {
-                    kind: "docker-archive".into(),
+                    kind: ResultKind::DockerArchive,
                     name: "x.docker.tar".into(),
                     sha256: Some("00".into()),
                     size: Some(0),
                     tree: None,
                 },
                 ResultFile {
-                    kind: "oci-layout".into(),
+                    kind: ResultKind::OciLayout,
                     name: "x.oci".into(),
                     sha256: None,
                     size: None,
@@ -842,6 +1007,23 @@ mod tests {
             check_target(&link, false),
             Err(BuildError::TargetNotDirectory { .. })
         ));
+    }
+
+    #[test]
+    fn result_kinds_keep_their_names_in_result_json() {
+        for (kind, name) in [
+            (ResultKind::DockerArchive, "docker-archive"),
+            (ResultKind::OciArchive, "oci-archive"),
+            (ResultKind::OciLayout, "oci-layout"),
+            (ResultKind::Rootfs, "rootfs"),
+            (ResultKind::Packages, "packages"),
+            (ResultKind::Sbom, "sbom"),
+        ] {
+            let json = format!("\"{name}\"");
+            assert_eq!(serde_json::to_string(&kind).unwrap(), json);
+            assert_eq!(serde_json::from_str::<ResultKind>(&json).unwrap(), kind);
+        }
+        assert!(serde_json::from_str::<ResultKind>("\"tarball\"").is_err());
     }
 
     #[test]

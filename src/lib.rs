@@ -2,8 +2,10 @@
 //!
 //! The pipeline runs one way, one module per stage: `description` → `plan` (with `apt`) →
 //! `rootfs` (with `sandbox`) → `image` → `build`, then `storage` and `runtime` for keeping and
-//! running the results. `docs/architecture.md` lists every module in dependency order, which a
-//! test keeps the code to; see `docs/` for the user guide.
+//! running the results. `ops` puts the stages together as the operations the `imgbuild` binary
+//! offers (`build`, `prepare`, `create`, `lock`), reporting through a `Reporter` the caller
+//! gives. `docs/architecture.md` lists every module in dependency order, which a test keeps the
+//! code to; see `docs/` for the user guide.
 
 pub mod apt;
 pub mod atomic;
@@ -13,6 +15,7 @@ pub mod description;
 pub mod digest;
 pub mod image;
 pub mod interrupt;
+pub mod ops;
 pub mod plan;
 pub mod reference;
 pub mod reuse;

@@ -393,7 +393,7 @@ fn check_result(target: &Path, key: &str) -> Result<Created, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::ResultFile;
+    use crate::build::{ResultFile, ResultKind};
     use crate::description::{self, Selection};
     use sha2::{Digest, Sha256};
     use std::fs;
@@ -482,6 +482,7 @@ mod tests {
             inputs: None,
             hook_timeout: None,
             replace_target_dir: false,
+            verbose: false,
         };
         Setup {
             desc,
@@ -692,14 +693,14 @@ mod tests {
             source_date_epoch: 1,
             files: vec![
                 ResultFile {
-                    kind: "docker-archive".into(),
+                    kind: ResultKind::DockerArchive,
                     name: "img.tar".into(),
                     sha256: Some(sha),
                     size: Some(data.len() as u64),
                     tree: None,
                 },
                 ResultFile {
-                    kind: "oci-layout".into(),
+                    kind: ResultKind::OciLayout,
                     name: "img.oci".into(),
                     sha256: None,
                     size: None,

@@ -1,15 +1,12 @@
 //! `imgbuild build` (KIWI's `system build`) and `imgbuild create` (`system create`).
 
-use super::prepare::{DescriptionArgs, HookArgs, PackageArgs, StageLog};
+use super::log::{LogSettings, StageLog};
+use super::prepare::{DescriptionArgs, HookArgs, PackageArgs};
 use anyhow::{Context, bail};
 use clap::Args;
-use imgbuild::build::base::ImageBases;
-use imgbuild::build::{self, CreateOptions};
-use imgbuild::description::{self, Selection};
+use imgbuild::build::{CreateOptions, Created, ResultKind};
 use imgbuild::image::Compression;
-use imgbuild::reuse;
-use imgbuild::rootfs::prepare::{self, PrepareOptions};
-use imgbuild::workdir::{self, WorkDir};
+use imgbuild::ops::{self, Reporter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -88,6 +85,7 @@ impl OutputArgs {
             inputs: None,
             hook_timeout: None,
             replace_target_dir: self.replace_target_dir,
+            verbose: false,
         })
     }
 }
@@ -118,7 +116,7 @@ pub struct BuildArgs {
     pub force: bool,
 }
 
-fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
+fn print_result(c: &Created, target: &Path, log: &StageLog) {
     for f in &c.files {
         println!("{}", target.join(&f.name).display());
     }
@@ -130,14 +128,14 @@ fn print_result(c: &build::Created, target: &Path, log: &StageLog) {
 
 /// Load what `create` wrote into the store: the OCI layout if one was written, else the
 /// docker- or oci-archive, with every name of the image.
-fn load_result(
-    store: &imgbuild::storage::Store,
-    c: &build::Created,
-    target: &Path,
-) -> anyhow::Result<()> {
-    let pick = ["oci-layout", "docker-archive", "oci-archive"]
-        .iter()
-        .find_map(|k| c.files.iter().find(|f| f.kind == *k));
+fn load_result(store: &imgbuild::storage::Store, c: &Created, target: &Path) -> anyhow::Result<()> {
+    let pick = [
+        ResultKind::OciLayout,
+        ResultKind::DockerArchive,
+        ResultKind::OciArchive,
+    ]
+    .iter()
+    .find_map(|k| c.files.iter().find(|f| f.kind == *k));
     let Some(file) = pick else {
         bail!(
             "--load: the build wrote no container image (only a docker or oci type can be loaded)"
@@ -147,157 +145,40 @@ fn load_result(
     Ok(())
 }
 
-/// The directory the target lives in (created when missing), with the work directories of
-/// builds that were killed removed, one log line each.
-fn target_parent(target: &Path, log: &StageLog) -> anyhow::Result<PathBuf> {
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    for stale in workdir::remove_stale(&parent) {
-        let whose = if stale.had_lock {
-            "a build that was stopped"
-        } else {
-            "an older imgbuild"
-        };
-        match stale.error {
-            None => log.info(&format!(
-                "removed {}, left by {whose}",
-                stale.path.display()
-            )),
-            Some(e) => log.info(&format!(
-                "cannot remove {}, left by {whose}: {e}",
-                stale.path.display()
-            )),
-        }
-    }
-    Ok(parent)
-}
-
 /// Run `imgbuild build`; with `--load` the result goes into the store the global options name.
-pub fn run(
+pub fn exec(
     args: BuildArgs,
+    settings: LogSettings,
     storage_root: Option<&Path>,
     storage_driver: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let (desc, mut image) = args.description.resolve()?;
+    let mut source = args.description.load()?;
     if let Some(uri) = &args.set_container_derived_from {
-        if image.build_type.derived_from.is_empty() {
-            bail!(
-                "--set-container-derived-from: the description of {} has no derived_from",
-                image.name
-            );
-        }
-        let cwd = std::env::current_dir().context("reading the working directory")?;
-        let resolved = prepare::resolve_base_uri(uri, &cwd);
-        // Checked before any work: the transport, that the base exists, and a layout's tag.
-        let source = imgbuild::image::base::BaseSource::parse(&resolved)
-            .with_context(|| format!("--set-container-derived-from {uri:?}"))?;
-        if let imgbuild::image::base::BaseSource::OciLayout(_, Some(tag)) = &source {
-            imgbuild::reference::check_tag(tag).map_err(|e| {
-                anyhow::anyhow!(
-                    "--set-container-derived-from {}: {}",
-                    e.shown_value(),
-                    e.reason
-                )
-            })?;
-        }
-        image.build_type.derived_from = vec![resolved];
+        source.set_derived_from(uri)?;
     }
-    let mut create = args.output.options(Path::new(&image.name))?;
-    create.hook_timeout = args.hooks.timeout();
+    let output = args.output.options(Path::new(&source.image.name))?;
+    let request = ops::BuildRequest {
+        source,
+        packages: args.packages.packages(),
+        output,
+        hook_timeout: args.hooks.timeout(),
+        root: args.root,
+        force: args.force,
+    };
     // Before anything is written or downloaded: a target that is not ours is never replaced.
-    build::check_target(&create.target_dir, create.replace_target_dir)?;
+    request.check()?;
     // Open the store next, so a store that cannot be used fails before a long build.
     let store = if args.load {
         Some(super::store::open_store(storage_root, storage_driver)?)
     } else {
         None
     };
-    let mut log = StageLog::new();
-    let parent = target_parent(&create.target_dir, &log)?;
-    let tmp;
-    let root = match &args.root {
-        Some(r) => r.clone(),
-        None => {
-            tmp = WorkDir::create(&parent, workdir::ROOT_PREFIX)
-                .with_context(|| format!("creating a work directory in {}", parent.display()))?;
-            tmp.path().join("root")
-        }
-    };
-    let overrides = args.packages.overrides();
-    let plan_opts = args.packages.plan_options(&image);
-    let inputs = reuse::BuildInputs {
-        description: &desc,
-        image: &image,
-        overrides: &overrides,
-        delete_packages: &args.packages.delete_packages,
-        plan: &plan_opts,
-        output: reuse::OutputOptions::from(&create),
-        tool: reuse::tool_identity(),
-        skip: std::iter::once(&create.target_dir)
-            .chain(args.root.as_ref())
-            .map(|p| reuse::absolute(p))
-            .collect(),
-    };
-    // Checked once the target's parent is known to be writable (the work directory exists), so
-    // a build that cannot write its result fails before touching the cache. The key is recorded
-    // even when this build may not reuse (`--force`, `--root`), so the next plain build can.
-    match reuse::inputs_key(&inputs) {
-        Ok(reuse::InputsKey::Known(key)) => {
-            if args.force || args.root.is_some() {
-                create.inputs = Some(key);
-            } else {
-                match reuse::check(&create.target_dir, &key) {
-                    reuse::Verdict::Reuse(created) => {
-                        log.info(&format!("up to date (inputs {key})"));
-                        print_result(&created, &create.target_dir, &log);
-                        if let Some(store) = &store {
-                            load_result(store, &created, &create.target_dir)?;
-                        }
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    reuse::Verdict::Rebuild(reason) => {
-                        if create.target_dir.join("result.json").exists() {
-                            log.info(&format!("rebuilding: {reason}"));
-                        }
-                        create.inputs = Some(key);
-                    }
-                }
-            }
-        }
-        Ok(reuse::InputsKey::Unknown(reason)) => {
-            log.info(&format!("the result cannot be reused: {reason}"));
-        }
-        Err(e) => log.info(&format!("not checking for a reusable result: {e}")),
-    }
-    let opts = PrepareOptions {
-        root: root.clone(),
-        allow_existing_root: false,
-        plan: plan_opts,
-        overrides,
-        delete_packages: args.packages.delete_packages.clone(),
-        hook_timeout: args.hooks.timeout(),
-    };
-    if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {
-        log.info(&format!(
-            "using lock file {}",
-            opts.plan.lock_path.display()
-        ));
-    }
-    let prepared = prepare::prepare(&desc, &image, &opts, &ImageBases, &mut |s| log.stage(s))
-        .with_context(|| format!("preparing {}", root.display()))?;
-    for w in &prepared.plan.warnings {
-        log.warn(w);
-    }
-    let created = build::create(&root, &image, &create, &mut |s| log.stage(s))
-        .with_context(|| format!("writing {}", create.target_dir.display()))?;
-    log.finish();
-    print_result(&created, &create.target_dir, &log);
+    let log = StageLog::new(settings);
+    let outcome = ops::build(&request, &log)?;
+    let target = &request.output.target_dir;
+    print_result(outcome.created(), target, &log);
     if let Some(store) = &store {
-        load_result(store, &created, &create.target_dir)?;
+        load_result(store, outcome.created(), target)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -315,43 +196,17 @@ pub struct CreateArgs {
 }
 
 /// Run `imgbuild create`: the description and selection kept in `<root>/image` are resolved again.
-pub fn run_create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let kept = args.root.join("image");
-    let sel_path = kept.join("selection.json");
-    let sel_text = std::fs::read_to_string(&sel_path).with_context(|| {
-        format!(
-            "{}: not a root prepared by imgbuild (run `imgbuild prepare` first)",
-            sel_path.display()
-        )
-    })?;
-    let sel: serde_json::Value = serde_json::from_str(&sel_text)
-        .with_context(|| format!("{}: invalid selection", sel_path.display()))?;
-    let profiles = sel["profiles"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let selection = Selection {
-        profiles,
-        build_type: sel["type"].as_str().map(String::from),
-        target_arch: sel["arch"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(Selection::host_arch),
+pub fn exec_create(args: CreateArgs, settings: LogSettings) -> anyhow::Result<ExitCode> {
+    let source = ops::Source::prepared(&args.root)?;
+    let output = args.output.options(Path::new(&source.image.name))?;
+    let request = ops::CreateRequest {
+        root: args.root,
+        source,
+        output,
+        hook_timeout: args.hooks.timeout(),
     };
-    let desc = description::load(&kept.join("config.xml"))?;
-    let image = desc.resolve(&selection)?;
-    let mut create = args.output.options(Path::new(&image.name))?;
-    create.hook_timeout = args.hooks.timeout();
-    build::check_target(&create.target_dir, create.replace_target_dir)?;
-    let mut log = StageLog::new();
-    target_parent(&create.target_dir, &log)?;
-    let created = build::create(&args.root, &image, &create, &mut |s| log.stage(s))
-        .with_context(|| format!("writing {}", create.target_dir.display()))?;
-    log.finish();
-    print_result(&created, &create.target_dir, &log);
+    let log = StageLog::new(settings);
+    let created = ops::create(&request, &log)?;
+    print_result(&created, &request.output.target_dir, &log);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod info;
+pub mod log;
 pub mod prepare;
 pub mod run;
 mod sandbox_init;
@@ -39,8 +40,8 @@ pub struct Cli {
     #[arg(short = 'v', hide = true)]
     pub verbose_short: bool,
     /// Stage log format on stderr: text, or json (one object per line, for CI logs).
-    #[arg(long, global = true, value_enum, default_value_t = prepare::LogFormat::Text)]
-    pub log_format: prepare::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    pub log_format: log::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -96,11 +97,11 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
 
 /// Run the parsed command; the exit code is the command's.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    prepare::set_log_settings(prepare::LogSettings {
+    let log = log::LogSettings {
         quiet: cli.quiet,
         verbose: cli.verbose || cli.verbose_short,
         format: cli.log_format,
-    });
+    };
     // The commands that build stop cleanly on SIGINT, SIGTERM and SIGHUP (see
     // `imgbuild::interrupt`); `run` forwards them to its container instead.
     if matches!(
@@ -120,14 +121,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
-        Command::Build(args) => build::run(
+        Command::Build(args) => build::exec(
             args,
+            log,
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
-        Command::Create(args) => build::run_create(args),
-        Command::Prepare(args) => prepare::run(args),
-        Command::Lock(args) => prepare::run_lock(args),
+        Command::Create(args) => build::exec_create(args, log),
+        Command::Prepare(args) => prepare::exec(args, log),
+        Command::Lock(args) => prepare::exec_lock(args, log),
         Command::Validate(args) => validate::run(args),
         Command::Info(args) => info::run(args),
         Command::Run(cmd) => run::run(

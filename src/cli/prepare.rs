@@ -1,18 +1,13 @@
 //! `imgbuild prepare` (KIWI's `system prepare`) and `imgbuild lock`, with the description and
 //! package options they share with `build`.
 
-use anyhow::Context;
+use super::log::{LogSettings, StageLog};
 use clap::Args;
-use imgbuild::apt::fetch::Progress;
-use imgbuild::build::base::ImageBases;
-use imgbuild::description::{self, Description, ResolvedImage, Selection};
-use imgbuild::plan::{self, Overrides, PlanOptions};
-use imgbuild::rootfs::prepare::{self, PrepareOptions};
-use std::io::IsTerminal;
+use imgbuild::description::Selection;
+use imgbuild::ops::{self, Reporter};
+use imgbuild::plan::Overrides;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 /// Which description, and how to resolve it.
 #[derive(Args, Debug, Clone)]
@@ -32,9 +27,8 @@ pub struct DescriptionArgs {
 
 impl DescriptionArgs {
     /// Load and resolve the description.
-    pub fn resolve(&self) -> anyhow::Result<(Description, ResolvedImage)> {
-        let desc = description::load(&self.path)?;
-        let sel = Selection {
+    pub fn load(&self) -> anyhow::Result<ops::Source> {
+        let selection = Selection {
             profiles: self.profiles.clone(),
             build_type: self.build_type.clone(),
             target_arch: self
@@ -42,8 +36,7 @@ impl DescriptionArgs {
                 .clone()
                 .unwrap_or_else(Selection::host_arch),
         };
-        let image = desc.resolve(&sel)?;
-        Ok((desc, image))
+        Ok(ops::Source::load(&self.path, &selection)?)
     }
 }
 
@@ -88,35 +81,22 @@ pub struct PackageArgs {
 }
 
 impl PackageArgs {
-    /// The plan options for `image`.
-    pub fn plan_options(&self, image: &ResolvedImage) -> PlanOptions {
-        PlanOptions {
-            cache_dir: self.cache_dir.clone(),
+    /// The package options of the operations.
+    pub fn packages(self) -> ops::Packages {
+        ops::Packages {
+            cache_dir: self.cache_dir,
             offline: self.offline,
-            lock_path: self
-                .lock
-                .clone()
-                .unwrap_or_else(|| image.dir.join("imgbuild.lock")),
-            ignore_lock: self.no_lock,
-            progress: if log_settings().quiet {
-                Progress::Quiet
-            } else if std::io::stderr().is_terminal() {
-                Progress::Auto
-            } else {
-                Progress::Lines
-            },
-            apt_dir: PathBuf::from("/etc/apt"),
+            lock: self.lock,
+            no_lock: self.no_lock,
             allow_older_release: self.allow_older_release,
-        }
-    }
-
-    /// The command-line repository and package overrides.
-    pub fn overrides(&self) -> Overrides {
-        Overrides {
-            set_repo: self.set_repo.clone(),
-            add_repos: self.add_repos.clone(),
-            add_packages: self.add_packages.clone(),
-            add_bootstrap_packages: self.add_bootstrap_packages.clone(),
+            apt_dir: PathBuf::from(imgbuild::apt::hostsources::DEFAULT_APT_DIR),
+            overrides: Overrides {
+                set_repo: self.set_repo,
+                add_repos: self.add_repos,
+                add_packages: self.add_packages,
+                add_bootstrap_packages: self.add_bootstrap_packages,
+            },
+            delete_packages: self.delete_packages,
         }
     }
 }
@@ -126,7 +106,7 @@ impl PackageArgs {
 pub struct HookArgs {
     /// Stop a KIWI hook (post_bootstrap.sh, config.sh, images.sh) that runs longer than this
     /// many seconds, failing the build; 0: no limit.
-    #[arg(long, value_name = "SECONDS", default_value_t = prepare::DEFAULT_HOOK_TIMEOUT.as_secs())]
+    #[arg(long, value_name = "SECONDS", default_value_t = imgbuild::rootfs::prepare::DEFAULT_HOOK_TIMEOUT.as_secs())]
     pub hook_timeout: u64,
 }
 
@@ -154,162 +134,20 @@ pub struct PrepareArgs {
     pub hooks: HookArgs,
 }
 
-/// How stage lines are written on stderr.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// `imgbuild: <stage> ...` and `imgbuild: <stage> done in <s> s`.
-    #[default]
-    Text,
-    /// One JSON object per line: `{"stage":..,"event":"start|done","seconds":..}`.
-    Json,
-}
-
-/// The global logging options (`-q`, `-v`, `--log-format`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogSettings {
-    /// No stage lines, no download progress.
-    pub quiet: bool,
-    /// Maintainer-script and hook output too.
-    pub verbose: bool,
-    /// Text or JSON lines.
-    pub format: LogFormat,
-}
-
-static LOG_SETTINGS: OnceLock<LogSettings> = OnceLock::new();
-
-/// Set the logging options once, before any command runs; verbose also turns on the sandbox
-/// output of successful maintainer scripts and hooks.
-pub fn set_log_settings(settings: LogSettings) {
-    imgbuild::rootfs::install::set_verbose(settings.verbose);
-    let _ = LOG_SETTINGS.set(settings);
-}
-
-/// The logging options in effect.
-pub fn log_settings() -> LogSettings {
-    LOG_SETTINGS.get().copied().unwrap_or_default()
-}
-
-/// Print a stage line to stderr, with the time since the previous one, as the global logging
-/// options say.
-pub struct StageLog {
-    start: Instant,
-    last: Option<(String, Instant)>,
-    settings: LogSettings,
-}
-
-impl Default for StageLog {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl StageLog {
-    /// A log starting now.
-    pub fn new() -> Self {
-        StageLog {
-            start: Instant::now(),
-            last: None,
-            settings: log_settings(),
-        }
-    }
-
-    fn emit(&self, stage: &str, event: &str, seconds: Option<f64>) {
-        if self.settings.quiet {
-            return;
-        }
-        match self.settings.format {
-            LogFormat::Text => match seconds {
-                Some(s) => eprintln!("imgbuild: {stage} done in {s:.1} s"),
-                None => eprintln!("imgbuild: {stage} ..."),
-            },
-            LogFormat::Json => {
-                let mut v = serde_json::json!({"stage": stage, "event": event});
-                if let Some(s) = seconds {
-                    // Milliseconds are plenty and keep the lines short.
-                    v["seconds"] = serde_json::json!((s * 1000.0).round() / 1000.0);
-                }
-                eprintln!("{v}");
-            }
-        }
-    }
-
-    /// A new stage begins.
-    pub fn stage(&mut self, name: &str) {
-        self.finish();
-        self.emit(name, "start", None);
-        self.last = Some((name.to_string(), Instant::now()));
-    }
-
-    /// Close the running stage.
-    pub fn finish(&mut self) {
-        if let Some((name, t)) = self.last.take() {
-            self.emit(&name, "done", Some(t.elapsed().as_secs_f64()));
-        }
-    }
-
-    /// A note outside the stages (text: `imgbuild: <message>`; json: `{"event":"info",..}`).
-    pub fn info(&self, message: &str) {
-        if self.settings.quiet {
-            return;
-        }
-        match self.settings.format {
-            LogFormat::Text => eprintln!("imgbuild: {message}"),
-            LogFormat::Json => {
-                eprintln!(
-                    "{}",
-                    serde_json::json!({"event": "info", "message": message})
-                )
-            }
-        }
-    }
-
-    /// A warning: shown even with `-q` (text: `imgbuild: warning: <message>`; json:
-    /// `{"event":"warning",..}`).
-    pub fn warn(&self, message: &str) {
-        match self.settings.format {
-            LogFormat::Text => eprintln!("imgbuild: warning: {message}"),
-            LogFormat::Json => {
-                eprintln!(
-                    "{}",
-                    serde_json::json!({"event": "warning", "message": message})
-                )
-            }
-        }
-    }
-
-    /// Seconds since the log started.
-    pub fn total(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-}
-
 /// Run `imgbuild prepare`.
-pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
-    let (desc, image) = args.description.resolve()?;
-    let opts = PrepareOptions {
-        root: args.root.clone(),
+pub fn exec(args: PrepareArgs, settings: LogSettings) -> anyhow::Result<ExitCode> {
+    let request = ops::PrepareRequest {
+        source: args.description.load()?,
+        root: args.root,
         allow_existing_root: args.allow_existing_root,
-        plan: args.packages.plan_options(&image),
-        overrides: args.packages.overrides(),
-        delete_packages: args.packages.delete_packages.clone(),
+        packages: args.packages.packages(),
         hook_timeout: args.hooks.timeout(),
     };
-    let mut log = StageLog::new();
-    if opts.plan.lock_path.exists() && !opts.plan.ignore_lock {
-        log.info(&format!(
-            "using lock file {}",
-            opts.plan.lock_path.display()
-        ));
-    }
-    let prepared = prepare::prepare(&desc, &image, &opts, &ImageBases, &mut |s| log.stage(s))
-        .with_context(|| format!("preparing {}", args.root.display()))?;
-    log.finish();
-    for w in &prepared.plan.warnings {
-        log.warn(w);
-    }
+    let log = StageLog::new(settings);
+    let prepared = ops::prepare(&request, &log)?;
     log.info(&format!(
         "prepared {} ({} packages) in {:.1} s",
-        args.root.display(),
+        request.root.display(),
         prepared.plan.packages.len(),
         log.total()
     ));
@@ -326,21 +164,17 @@ pub struct LockArgs {
 }
 
 /// Run `imgbuild lock`: always resolves afresh, then writes the lock file.
-pub fn run_lock(args: LockArgs) -> anyhow::Result<ExitCode> {
-    let (_, image) = args.description.resolve()?;
-    let mut opts = args.packages.plan_options(&image);
-    opts.ignore_lock = true;
-    let (cache, fetcher) = plan::open_cache(&opts)?;
-    let p = plan::plan(&image, &args.packages.overrides(), &opts, &cache, &fetcher)?;
-    p.lock_file().write(&opts.lock_path)?;
-    let log = StageLog::new();
-    for w in &p.warnings {
-        log.warn(w);
-    }
+pub fn exec_lock(args: LockArgs, settings: LogSettings) -> anyhow::Result<ExitCode> {
+    let request = ops::LockRequest {
+        source: args.description.load()?,
+        packages: args.packages.packages(),
+    };
+    let log = StageLog::new(settings);
+    let locked = ops::lock(&request, &log)?;
     log.info(&format!(
         "locked {} packages in {}",
-        p.packages.len(),
-        opts.lock_path.display()
+        locked.plan.packages.len(),
+        locked.path.display()
     ));
     Ok(ExitCode::SUCCESS)
 }

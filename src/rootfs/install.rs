@@ -88,8 +88,12 @@ pub struct InstallReport {
 }
 
 /// Install `debs` (in dependency order: Pre-Depends first) into the root at `root`, which must
-/// already hold a usable `dpkg` or receive one among `debs`.
-pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallError> {
+/// already hold a usable `dpkg` or receive one among `debs`; `verbose`: see [`run_in_sandbox`].
+pub fn install(
+    root: &Path,
+    debs: &[PathBuf],
+    verbose: bool,
+) -> Result<InstallReport, InstallError> {
     let opened: Vec<Deb> = debs
         .par_iter()
         .map(Deb::open)
@@ -165,7 +169,7 @@ pub fn install(root: &Path, debs: &[PathBuf]) -> Result<InstallReport, InstallEr
     let db = DpkgDb::new(root);
     db.register_unpacked(&unpacked)?;
     let script = configure_script(root, &unpacked)?;
-    run_script(root, &script)?;
+    run_script(root, &script, verbose)?;
     Ok(InstallReport {
         packages: unpacked
             .iter()
@@ -305,13 +309,13 @@ fn trigger_activations(
 }
 
 /// Run `script` with `sh` in the build sandbox of `root`, with services kept from starting.
-fn run_script(root: &Path, script: &str) -> Result<(), InstallError> {
+fn run_script(root: &Path, script: &str, verbose: bool) -> Result<(), InstallError> {
     let policy = root.join("usr/sbin/policy-rc.d");
     let had_policy = policy.symlink_metadata().is_ok();
     if !had_policy {
         write_policy_rc(root)?;
     }
-    let result = run_in_sandbox(root, script, None);
+    let result = run_in_sandbox(root, script, None, verbose);
     if !had_policy {
         let _ = std::fs::remove_file(&policy);
     }
@@ -356,23 +360,17 @@ fn write_policy_rc(root: &Path) -> Result<(), InstallError> {
     Ok(())
 }
 
-static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Print the captured output of successful sandbox scripts (maintainer scripts, hooks) to
-/// stderr as well; failures always carry it in their error.
-pub fn set_verbose(on: bool) {
-    VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Run a shell script in the build sandbox of `root`, capturing its output; with a `timeout`,
-/// a script still running after it is killed ([`SandboxError::TimedOut`]).
+/// a script still running after it is killed ([`SandboxError::TimedOut`]). `verbose`: the
+/// output of a successful script goes to stderr too (a failure always carries it in its error).
 pub fn run_in_sandbox(
     root: &Path,
     script: &str,
     timeout: Option<std::time::Duration>,
+    verbose: bool,
 ) -> Result<Outcome, InstallError> {
     let out = run_in_sandbox_quiet(root, script, timeout)?;
-    if out.success() && VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+    if out.success() && verbose {
         use std::io::Write;
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(&out.stdout);

@@ -106,6 +106,8 @@ pub struct PrepareOptions {
     pub delete_packages: Vec<String>,
     /// The longest a KIWI hook (`post_bootstrap.sh`, `config.sh`) may run; none: no limit.
     pub hook_timeout: Option<Duration>,
+    /// Show the output of successful maintainer scripts and hooks on stderr too.
+    pub verbose: bool,
 }
 
 /// Where `prepare` keeps the lock of the packages it installed, relative to the root; the
@@ -236,7 +238,7 @@ pub fn prepare(
     if !derived {
         let done = timed("bootstrap", on_step);
         super::skeleton(root, &the_plan.arch)?;
-        install::install(root, &debs(Phase::Bootstrap))?;
+        install::install(root, &debs(Phase::Bootstrap), opts.verbose)?;
         done(&mut steps);
     }
 
@@ -248,6 +250,7 @@ pub fn prepare(
             "post_bootstrap.sh",
             &BTreeMap::new(),
             opts.hook_timeout,
+            opts.verbose,
         )?;
         done(&mut steps);
     }
@@ -255,7 +258,7 @@ pub fn prepare(
     let image_debs = debs(Phase::Image);
     if !image_debs.is_empty() {
         let done = timed("install", on_step);
-        install::install(root, &image_debs)?;
+        install::install(root, &image_debs, opts.verbose)?;
         done(&mut steps);
     }
 
@@ -263,15 +266,22 @@ pub fn prepare(
     overlay(root, image)?;
     let users: Vec<UserSpec> = image.users.iter().map(user_spec).collect();
     if !users.is_empty() {
-        run_checked(root, "users", &super::users::script(&users))?;
+        run_checked(root, "users", &super::users::script(&users), opts.verbose)?;
     }
     let vars = profile_vars(image);
     profile::write(root, &vars)?;
     locale_and_timezone(root, image)?;
-    description_files(root, image)?;
+    description_files(root, image, opts.verbose)?;
     image_sources(root, &the_plan)?;
     if let Some(script) = hook(&image.dir, "config.sh") {
-        run_hook(root, &script, "config.sh", &vars, opts.hook_timeout)?;
+        run_hook(
+            root,
+            &script,
+            "config.sh",
+            &vars,
+            opts.hook_timeout,
+            opts.verbose,
+        )?;
     }
     done(&mut steps);
 
@@ -292,7 +302,7 @@ pub fn prepare(
     delete.extend(opts.delete_packages.iter().cloned());
     if !uninstall.is_empty() || !delete.is_empty() {
         let done = timed("remove", on_step);
-        remove_packages(root, &uninstall, &delete)?;
+        remove_packages(root, &uninstall, &delete, opts.verbose)?;
         done(&mut steps);
     }
 
@@ -445,13 +455,14 @@ pub fn hook(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Copy `script` into the root's `/image`, run it there (directly when executable, else with
 /// bash, as KIWI does) with `vars` in its environment, and fail with its output on error, or
-/// when it is still running after `timeout`.
+/// when it is still running after `timeout`; `verbose`: its output goes to stderr on success too.
 pub fn run_hook(
     root: &Path,
     script: &Path,
     name: &str,
     vars: &BTreeMap<String, String>,
     timeout: Option<Duration>,
+    verbose: bool,
 ) -> Result<(), PrepareError> {
     use std::os::unix::fs::PermissionsExt;
     let data = std::fs::read(script).map_err(|source| io(script, source))?;
@@ -473,12 +484,18 @@ pub fn run_hook(
     } else {
         cmd.push_str(&format!("$(command -v bash || echo sh) /image/{name}"));
     }
-    run_checked_within(root, name, &format!("cd / && {cmd}"), timeout)
+    run_checked_within(root, name, &format!("cd / && {cmd}"), timeout, verbose)
 }
 
 /// Run a shell snippet in the build sandbox; a non-zero exit is an error with its output.
-pub fn run_checked(root: &Path, step: &str, script: &str) -> Result<(), PrepareError> {
-    run_checked_within(root, step, script, None)
+/// `verbose`: its output goes to stderr on success too.
+pub fn run_checked(
+    root: &Path,
+    step: &str,
+    script: &str,
+    verbose: bool,
+) -> Result<(), PrepareError> {
+    run_checked_within(root, step, script, None, verbose)
 }
 
 /// [`run_checked`], killing the snippet when it runs longer than `timeout`.
@@ -487,8 +504,9 @@ fn run_checked_within(
     step: &str,
     script: &str,
     timeout: Option<Duration>,
+    verbose: bool,
 ) -> Result<(), PrepareError> {
-    let out = match install::run_in_sandbox(root, script, timeout) {
+    let out = match install::run_in_sandbox(root, script, timeout, verbose) {
         Ok(out) => out,
         Err(InstallError::Sandbox {
             source: crate::sandbox::SandboxError::TimedOut { after },
@@ -711,7 +729,11 @@ fn locale_and_timezone(root: &Path, image: &ResolvedImage) -> Result<(), Prepare
 /// `<file name= target= owner= permissions=>` of the bootstrap and image sets: files of the
 /// description directory copied into the root (default target: `/<name>`), then owned and moded
 /// with the image's own `chown`/`chmod`, so owner names resolve against the image's users.
-fn description_files(root: &Path, image: &ResolvedImage) -> Result<(), PrepareError> {
+fn description_files(
+    root: &Path,
+    image: &ResolvedImage,
+    verbose: bool,
+) -> Result<(), PrepareError> {
     let r = Root::open(root).map_err(|source| PrepareError::Overlay {
         path: root.to_path_buf(),
         source,
@@ -745,7 +767,7 @@ fn description_files(root: &Path, image: &ResolvedImage) -> Result<(), PrepareEr
         }
     }
     if script.len() > "set -e\n".len() {
-        run_checked(root, "<file> owners and permissions", &script)?;
+        run_checked(root, "<file> owners and permissions", &script, verbose)?;
     }
     Ok(())
 }
@@ -808,6 +830,7 @@ fn remove_packages(
     root: &Path,
     uninstall: &[String],
     delete: &[String],
+    verbose: bool,
 ) -> Result<(), PrepareError> {
     for p in uninstall.iter().chain(delete) {
         // Package names are [a-z0-9][a-z0-9+.-]*: anything else cannot name a package and must
@@ -840,7 +863,7 @@ fn remove_packages(
     if !uninstall.is_empty() {
         let script = select(uninstall)
             + "[ -z \"$list\" ] || apt-get -y -q -o APT::Get::Purge=false --auto-remove remove $list\n";
-        run_checked(root, "uninstall packages", &script)?;
+        run_checked(root, "uninstall packages", &script, verbose)?;
     }
     if !delete.is_empty() {
         let mut script = select(delete);
@@ -849,7 +872,7 @@ fn remove_packages(
              /var/lib/dpkg/info/$p:*.prerm /var/lib/dpkg/info/$p:*.postrm; done\n\
              [ -z \"$list\" ] || dpkg --remove --force-remove-reinstreq --force-remove-essential --force-depends $list\n",
         );
-        run_checked(root, "delete packages", &script)?;
+        run_checked(root, "delete packages", &script, verbose)?;
     }
     Ok(())
 }

@@ -1,0 +1,434 @@
+//! The operations of imgbuild as library functions: [`build`] (the reuse check, a work root,
+//! `prepare`, then `create`), [`prepare`], [`create`] and [`lock`].
+//!
+//! Each takes a request of plain data and a [`Reporter`], which hears of stages, notes and
+//! warnings and says how downloads show progress and whether script output is shown; nothing is
+//! printed here and no state is global, so the `imgbuild` binary is one caller among others. A
+//! request's description comes as a [`Source`]: loaded and resolved first, so a caller can check
+//! its own options against the image (a default target named after it) before any work starts.
+
+mod build;
+mod create;
+mod lock;
+mod prepare;
+
+pub use self::build::{BuildRequest, Outcome, build};
+pub use self::create::{CreateRequest, create};
+pub use self::lock::{LockRequest, Locked, lock};
+pub use self::prepare::{PrepareRequest, prepare};
+
+use crate::apt::fetch::Progress;
+use crate::build::BuildError;
+use crate::description::{self, Description, DescriptionError, ResolvedImage, Selection};
+use crate::image::ImageError;
+use crate::image::base::BaseSource;
+use crate::plan::{Overrides, PlanError, PlanOptions};
+use crate::rootfs::prepare::PrepareError;
+use crate::workdir::{self, WorkDirError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Errors of the operations; each names the path or option involved, or passes the lower
+/// module's error through.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The description could not be loaded or resolved.
+    #[error(transparent)]
+    Description(#[from] DescriptionError),
+    /// `--set-container-derived-from` was given for a description without `derived_from`.
+    #[error("--set-container-derived-from: the description of {image} has no derived_from")]
+    NoDerivedFrom {
+        /// The image name.
+        image: String,
+    },
+    /// The working directory, against which a relative base path is taken, is unreadable.
+    #[error("reading the working directory")]
+    WorkingDirectory(#[source] std::io::Error),
+    /// The base given with `--set-container-derived-from` is unusable.
+    #[error("--set-container-derived-from {uri:?}")]
+    DerivedFrom {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it.
+        source: ImageError,
+    },
+    /// The tag of the OCI layout given with `--set-container-derived-from` is malformed.
+    #[error("--set-container-derived-from {value}: {reason}")]
+    DerivedFromTag {
+        /// The tag, quoted (and shortened when long).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The target directory must not be replaced, or an option is malformed.
+    #[error(transparent)]
+    Target(#[from] BuildError),
+    /// A directory could not be created.
+    #[error("creating {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The work directory of a build could not be created.
+    #[error("creating a work directory in {dir}")]
+    WorkDir {
+        /// The directory it was to be created in.
+        dir: PathBuf,
+        /// What went wrong.
+        source: WorkDirError,
+    },
+    /// A root was given to `create` that `prepare` did not make.
+    #[error("{path}: not a root prepared by imgbuild (run `imgbuild prepare` first)")]
+    NotPrepared {
+        /// The selection file that could not be read.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A prepared root's selection file is malformed.
+    #[error("{path}: invalid selection")]
+    Selection {
+        /// The selection file.
+        path: PathBuf,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+    /// Resolving the packages or writing the lock file failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Preparing the root failed.
+    #[error("preparing {root}")]
+    Prepare {
+        /// The root tree.
+        root: PathBuf,
+        /// What went wrong.
+        source: Box<PrepareError>,
+    },
+    /// Writing the image files failed.
+    #[error("writing {target}")]
+    Create {
+        /// The target directory.
+        target: PathBuf,
+        /// What went wrong.
+        source: Box<BuildError>,
+    },
+}
+
+/// What an operation tells its caller while it runs. `&self` throughout: an implementation that
+/// keeps state uses interior mutability.
+pub trait Reporter {
+    /// A stage begins (`resolve`, `download`, …, `pack`, `write`).
+    fn stage_start(&self, stage: &str);
+    /// The stage begun last ended after `took`; a stage that fails is not reported done.
+    fn stage_done(&self, stage: &str, took: Duration);
+    /// A note outside the stages (a reused result, a removed stale work directory, …).
+    fn info(&self, message: &str);
+    /// A warning (of the plan, for instance a rolled-back mirror that was accepted).
+    fn warn(&self, message: &str);
+    /// How downloads show their progress.
+    fn progress(&self) -> Progress;
+    /// Whether the output of successful maintainer scripts and hooks goes to stderr too (the
+    /// output of a failed one is always in its error).
+    fn verbose(&self) -> bool;
+}
+
+/// A [`Reporter`] that reports nothing: no stages, notes, warnings or progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn stage_start(&self, _stage: &str) {}
+    fn stage_done(&self, _stage: &str, _took: Duration) {}
+    fn info(&self, _message: &str) {}
+    fn warn(&self, _message: &str) {}
+    fn progress(&self) -> Progress {
+        Progress::Quiet
+    }
+    fn verbose(&self) -> bool {
+        false
+    }
+}
+
+/// A description loaded and resolved for a selection.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The loaded description (includes spliced).
+    pub description: Description,
+    /// The description resolved for the selection.
+    pub image: ResolvedImage,
+}
+
+impl Source {
+    /// Load the description at `path` (a file, or a directory holding one) and resolve it.
+    pub fn load(path: &Path, selection: &Selection) -> Result<Source, OpsError> {
+        let description = description::load(path)?;
+        let image = description.resolve(selection)?;
+        Ok(Source { description, image })
+    }
+
+    /// The description and selection `prepare` kept in `<root>/image`, resolved again.
+    pub fn prepared(root: &Path) -> Result<Source, OpsError> {
+        let kept = root.join("image");
+        let selection = prepared_selection(&kept.join("selection.json"))?;
+        Source::load(&kept.join("config.xml"), &selection)
+    }
+
+    /// Derive from `uri` instead of the description's `derived_from` (which it must have); a
+    /// relative path is taken from the working directory. The transport, that the base
+    /// exists, and a layout's tag are checked here, before any work.
+    pub fn set_derived_from(&mut self, uri: &str) -> Result<(), OpsError> {
+        if self.image.build_type.derived_from.is_empty() {
+            return Err(OpsError::NoDerivedFrom {
+                image: self.image.name.clone(),
+            });
+        }
+        let cwd = std::env::current_dir().map_err(OpsError::WorkingDirectory)?;
+        let resolved = crate::rootfs::prepare::resolve_base_uri(uri, &cwd);
+        let source = BaseSource::parse(&resolved).map_err(|source| OpsError::DerivedFrom {
+            uri: uri.to_string(),
+            source,
+        })?;
+        if let BaseSource::OciLayout(_, Some(tag)) = &source {
+            crate::reference::check_tag(tag).map_err(|e| OpsError::DerivedFromTag {
+                value: e.shown_value(),
+                reason: e.reason.clone(),
+            })?;
+        }
+        self.image.build_type.derived_from = vec![resolved];
+        Ok(())
+    }
+}
+
+/// The selection recorded in a prepared root's `image/selection.json`; a missing type or
+/// architecture means the default, as when the root was prepared.
+fn prepared_selection(path: &Path) -> Result<Selection, OpsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| OpsError::NotPrepared {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sel: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| OpsError::Selection {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let profiles = sel["profiles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Selection {
+        profiles,
+        build_type: sel["type"].as_str().map(String::from),
+        target_arch: sel["arch"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(Selection::host_arch),
+    })
+}
+
+/// Where packages come from and how they are pinned: the package options `build`, `prepare`
+/// and `lock` share.
+#[derive(Debug, Clone)]
+pub struct Packages {
+    /// The download cache (content-addressed, shared between builds).
+    pub cache_dir: PathBuf,
+    /// Use only the cache and the lock file; never touch the network.
+    pub offline: bool,
+    /// The lock file; none: `imgbuild.lock` beside the description.
+    pub lock: Option<PathBuf>,
+    /// Ignore an existing lock file and resolve afresh.
+    pub no_lock: bool,
+    /// Accept a signed Release older than the newest the cache has seen, with a warning.
+    pub allow_older_release: bool,
+    /// The host's apt configuration directory (for `apt-host:/` and default keyrings).
+    pub apt_dir: PathBuf,
+    /// Repository and package additions.
+    pub overrides: Overrides,
+    /// Packages removed (forced) at the end, as `<packages type="delete">`.
+    pub delete_packages: Vec<String>,
+}
+
+impl Packages {
+    /// The plan options for `image`, downloads showing `progress`.
+    pub fn plan_options(&self, image: &ResolvedImage, progress: Progress) -> PlanOptions {
+        PlanOptions {
+            cache_dir: self.cache_dir.clone(),
+            offline: self.offline,
+            lock_path: self
+                .lock
+                .clone()
+                .unwrap_or_else(|| image.dir.join("imgbuild.lock")),
+            ignore_lock: self.no_lock,
+            progress,
+            apt_dir: self.apt_dir.clone(),
+            allow_older_release: self.allow_older_release,
+        }
+    }
+}
+
+/// Says that the lock file will be used, when it will.
+fn note_lock(plan: &PlanOptions, reporter: &dyn Reporter) {
+    if plan.lock_path.exists() && !plan.ignore_lock {
+        reporter.info(&format!("using lock file {}", plan.lock_path.display()));
+    }
+}
+
+/// Turns the step names `prepare` and `create` announce into start and done events: a step
+/// ends when the next begins, the last when [`Stages::finish`] is called (not when one fails).
+struct Stages<'a> {
+    reporter: &'a dyn Reporter,
+    running: Option<(String, Instant)>,
+}
+
+impl<'a> Stages<'a> {
+    fn new(reporter: &'a dyn Reporter) -> Self {
+        Stages {
+            reporter,
+            running: None,
+        }
+    }
+
+    fn start(&mut self, stage: &str) {
+        self.finish();
+        self.reporter.stage_start(stage);
+        self.running = Some((stage.to_string(), Instant::now()));
+    }
+
+    fn finish(&mut self) {
+        if let Some((stage, since)) = self.running.take() {
+            self.reporter.stage_done(&stage, since.elapsed());
+        }
+    }
+}
+
+/// The directory `target` lives in (created when missing), with the work directories of
+/// builds that were killed removed, one note each.
+fn target_parent(target: &Path, reporter: &dyn Reporter) -> Result<PathBuf, OpsError> {
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    std::fs::create_dir_all(&parent).map_err(|source| OpsError::CreateDir {
+        path: parent.clone(),
+        source,
+    })?;
+    for stale in workdir::remove_stale(&parent) {
+        let whose = if stale.had_lock {
+            "a build that was stopped"
+        } else {
+            "an older imgbuild"
+        };
+        match stale.error {
+            None => reporter.info(&format!(
+                "removed {}, left by {whose}",
+                stale.path.display()
+            )),
+            Some(e) => reporter.info(&format!(
+                "cannot remove {}, left by {whose}: {e}",
+                stale.path.display()
+            )),
+        }
+    }
+    Ok(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Records every event as a line.
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl Reporter for Recorder {
+        fn stage_start(&self, stage: &str) {
+            self.0.borrow_mut().push(format!("start {stage}"));
+        }
+        fn stage_done(&self, stage: &str, _took: Duration) {
+            self.0.borrow_mut().push(format!("done {stage}"));
+        }
+        fn info(&self, message: &str) {
+            self.0.borrow_mut().push(format!("info {message}"));
+        }
+        fn warn(&self, message: &str) {
+            self.0.borrow_mut().push(format!("warn {message}"));
+        }
+        fn progress(&self) -> Progress {
+            Progress::Quiet
+        }
+        fn verbose(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_stage_is_done_when_the_next_begins_or_at_the_finish() {
+        let r = Recorder::default();
+        let mut stages = Stages::new(&r);
+        stages.start("a");
+        stages.start("b");
+        stages.finish();
+        stages.finish();
+        stages.start("c");
+        drop(stages);
+        assert_eq!(
+            *r.0.borrow(),
+            ["start a", "done a", "start b", "done b", "start c"]
+        );
+    }
+
+    #[test]
+    fn a_prepared_selection_is_read_with_its_defaults() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("selection.json");
+        let e = prepared_selection(&path).unwrap_err();
+        assert!(matches!(e, OpsError::NotPrepared { .. }), "{e}");
+        assert!(
+            e.to_string().contains("run `imgbuild prepare` first"),
+            "{e}"
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            prepared_selection(&path),
+            Err(OpsError::Selection { .. })
+        ));
+        std::fs::write(&path, r#"{"profiles":["a","b"],"type":"oci"}"#).unwrap();
+        let sel = prepared_selection(&path).unwrap();
+        assert_eq!(sel.profiles, ["a", "b"]);
+        assert_eq!(sel.build_type.as_deref(), Some("oci"));
+        assert_eq!(sel.target_arch, Selection::host_arch());
+    }
+
+    #[test]
+    fn stale_work_directories_are_swept_beside_the_target() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("new/out");
+        // An unlocked work directory older than the grace period counts as an older imgbuild's.
+        let stale = t
+            .path()
+            .join("new")
+            .join(format!("{}x", workdir::ROOT_PREFIX));
+        std::fs::create_dir_all(&stale).unwrap();
+        let old = std::time::SystemTime::now() - 2 * workdir::UNLOCKED_STALE_AFTER;
+        std::fs::File::open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let r = Recorder::default();
+        assert_eq!(target_parent(&target, &r).unwrap(), t.path().join("new"));
+        assert!(!stale.exists());
+        assert_eq!(
+            *r.0.borrow(),
+            [format!(
+                "info removed {}, left by an older imgbuild",
+                stale.display()
+            )]
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `lock`: a description's packages resolved afresh and written as its lock file.
+
+use super::{OpsError, Packages, Reporter, Source};
+use crate::plan::{self, Plan, PlanError};
+use std::path::PathBuf;
+
+/// What `lock` is asked to do.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    /// The description, resolved.
+    pub source: Source,
+    /// Where packages come from, and the lock file to write (an existing one is not read).
+    pub packages: Packages,
+}
+
+/// What `lock` wrote.
+#[derive(Debug, Clone)]
+pub struct Locked {
+    /// The plan the lock file pins.
+    pub plan: Plan,
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+/// Resolve the packages of `req` afresh and write the lock file; the plan's warnings are
+/// reported once it is written.
+pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsError> {
+    let image = &req.source.image;
+    let mut opts = req.packages.plan_options(image, reporter.progress());
+    opts.ignore_lock = true;
+    let (cache, fetcher) = plan::open_cache(&opts)?;
+    let p = plan::plan(image, &req.packages.overrides, &opts, &cache, &fetcher)?;
+    p.lock_file()
+        .write(&opts.lock_path)
+        .map_err(PlanError::from)?;
+    for w in &p.warnings {
+        reporter.warn(w);
+    }
+    Ok(Locked {
+        plan: p,
+        path: opts.lock_path,
+    })
+}
