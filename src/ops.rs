@@ -344,7 +344,7 @@ mod tests {
 
     /// Records every event as a line.
     #[derive(Default)]
-    struct Recorder(RefCell<Vec<String>>);
+    pub(crate) struct Recorder(pub(crate) RefCell<Vec<String>>);
 
     impl Reporter for Recorder {
         fn stage_start(&self, stage: &str) {

@@ -97,7 +97,7 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
 
 /// Run the parsed command; the exit code is the command's.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let log = log::LogSettings {
+    let settings = log::LogSettings {
         quiet: cli.quiet,
         verbose: cli.verbose || cli.verbose_short,
         format: cli.log_format,
@@ -123,13 +123,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         Command::Build(args) => build::exec(
             args,
-            log,
+            settings,
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
-        Command::Create(args) => build::exec_create(args, log),
-        Command::Prepare(args) => prepare::exec(args, log),
-        Command::Lock(args) => prepare::exec_lock(args, log),
+        Command::Create(args) => build::exec_create(args, settings),
+        Command::Prepare(args) => prepare::exec(args, settings),
+        Command::Lock(args) => prepare::exec_lock(args, settings),
         Command::Validate(args) => validate::run(args),
         Command::Info(args) => info::run(args),
         Command::Run(cmd) => run::run(

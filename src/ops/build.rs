@@ -122,6 +122,28 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
     Ok(Outcome::Built(created))
 }
 
+/// Everything the build of `req` reads, for its inputs key: the target and a kept root are
+/// not inputs even inside the description directory.
+fn build_inputs<'a>(
+    req: &'a BuildRequest,
+    plan: &'a PlanOptions,
+    output: &CreateOptions,
+) -> reuse::BuildInputs<'a> {
+    reuse::BuildInputs {
+        description: &req.source.description,
+        image: &req.source.image,
+        overrides: &req.packages.overrides,
+        delete_packages: &req.packages.delete_packages,
+        plan,
+        output: reuse::OutputOptions::from(output),
+        tool: reuse::tool_identity(),
+        skip: std::iter::once(&output.target_dir)
+            .chain(req.root.as_ref())
+            .map(|p| reuse::absolute(p))
+            .collect(),
+    }
+}
+
 /// The reuse check's answer.
 enum Reuse {
     /// The target's result is intact and of the same inputs.
@@ -142,20 +164,7 @@ fn reuse_or_key(
     reporter: &dyn Reporter,
 ) -> Reuse {
     let target = &output.target_dir;
-    let inputs = reuse::BuildInputs {
-        description: &req.source.description,
-        image: &req.source.image,
-        overrides: &req.packages.overrides,
-        delete_packages: &req.packages.delete_packages,
-        plan,
-        output: reuse::OutputOptions::from(output),
-        tool: reuse::tool_identity(),
-        skip: std::iter::once(target)
-            .chain(req.root.as_ref())
-            .map(|p| reuse::absolute(p))
-            .collect(),
-    };
-    match reuse::inputs_key(&inputs) {
+    match reuse::inputs_key(&build_inputs(req, plan, output)) {
         Ok(reuse::InputsKey::Known(key)) => {
             if req.force || req.root.is_some() {
                 return Reuse::Rebuild(Some(key));
@@ -181,5 +190,166 @@ fn reuse_or_key(
             reporter.info(&format!("not checking for a reusable result: {e}"));
             Reuse::Rebuild(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apt::fetch::Progress;
+    use crate::build::{ResultFile, ResultKind};
+    use crate::description::Selection;
+    use crate::image::Compression;
+    use crate::ops::tests::Recorder;
+    use std::fs;
+    use std::path::Path;
+
+    /// A description whose inputs key needs no repository: its lock file pins the packages.
+    const XML: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<image schemaversion="8.5" name="ops-test">
+    <description type="system">
+        <author>t</author>
+        <contact>t@localhost</contact>
+        <specification>ops test</specification>
+    </description>
+    <preferences>
+        <version>1.0.0</version>
+        <packagemanager>apt</packagemanager>
+        <type image="docker"/>
+    </preferences>
+    <repository type="apt-deb" distribution="trixie" components="main">
+        <source path="http://127.0.0.1:9/debian"/>
+    </repository>
+    <packages type="bootstrap">
+        <package name="base-files"/>
+    </packages>
+</image>
+"#;
+
+    /// A build of the description in `dir` (written here) into `dir/out`.
+    fn request(dir: &Path, apt_dir: &Path) -> BuildRequest {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("config.xml"), XML).unwrap();
+        fs::write(dir.join("imgbuild.lock"), "lock v1\n").unwrap();
+        let selection = Selection {
+            profiles: Vec::new(),
+            build_type: None,
+            target_arch: "x86_64".into(),
+        };
+        BuildRequest {
+            source: Source::load(dir, &selection).unwrap(),
+            packages: Packages {
+                cache_dir: dir.join("cache"),
+                offline: true,
+                lock: None,
+                no_lock: false,
+                allow_older_release: false,
+                apt_dir: apt_dir.to_path_buf(),
+                overrides: Default::default(),
+                delete_packages: Vec::new(),
+            },
+            output: CreateOptions {
+                target_dir: dir.join("out"),
+                layer_compression: Compression::default(),
+                compress: Compression::None,
+                oci_dir: false,
+                tag: None,
+                labels: Vec::new(),
+                source_date_epoch: Some(1),
+                threads: 0,
+                inputs: None,
+                hook_timeout: None,
+                replace_target_dir: false,
+                verbose: false,
+            },
+            hook_timeout: None,
+            root: None,
+            force: false,
+        }
+    }
+
+    /// The entries of `dir` that are work directories.
+    fn work_dirs(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".imgbuild-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_foreign_target_fails_before_any_work() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        let req = request(&dir, t.path());
+        fs::create_dir_all(dir.join("out")).unwrap();
+        fs::write(dir.join("out/notes.txt"), "mine").unwrap();
+        let r = Recorder::default();
+        let e = build(&req, &r).unwrap_err();
+        assert!(matches!(e, OpsError::Target(_)), "{e}");
+        assert!(r.0.borrow().is_empty(), "{:?}", r.0.borrow());
+        assert!(work_dirs(&dir).is_empty());
+    }
+
+    #[test]
+    fn an_intact_result_of_the_same_inputs_is_reused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        let req = request(&dir, t.path());
+        let plan = req
+            .packages
+            .plan_options(&req.source.image, Progress::Quiet);
+        let key = match reuse::inputs_key(&build_inputs(&req, &plan, &req.output)).unwrap() {
+            reuse::InputsKey::Known(k) => k,
+            reuse::InputsKey::Unknown(why) => panic!("no key: {why}"),
+        };
+        // The result a build of these inputs left: one file, its .sha256 and result.json.
+        let out = dir.join("out");
+        fs::create_dir_all(&out).unwrap();
+        let data = b"image bytes";
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        fs::write(out.join("img.tar"), data).unwrap();
+        fs::write(out.join("img.tar.sha256"), format!("{sha}  img.tar\n")).unwrap();
+        let created = Created {
+            name: "ops-test".into(),
+            tags: vec!["ops-test:latest".into()],
+            manifest_digest: None,
+            config_digest: None,
+            layers: Vec::new(),
+            source_date_epoch: 1,
+            files: vec![ResultFile {
+                kind: ResultKind::DockerArchive,
+                name: "img.tar".into(),
+                sha256: Some(sha),
+                size: Some(data.len() as u64),
+                tree: None,
+            }],
+            inputs: Some(key.clone()),
+        };
+        fs::write(
+            out.join("result.json"),
+            serde_json::to_string(&created).unwrap(),
+        )
+        .unwrap();
+
+        let r = Recorder::default();
+        match build(&req, &r).unwrap() {
+            Outcome::Reused(c) => assert_eq!(c.files[0].name, "img.tar"),
+            Outcome::Built(_) => panic!("rebuilt an intact result"),
+        }
+        assert_eq!(*r.0.borrow(), [format!("info up to date (inputs {key})")]);
+        // The work root made for the build that did not happen is gone.
+        assert!(work_dirs(&dir).is_empty());
+    }
+
+    #[test]
+    fn a_base_override_needs_a_derived_description() {
+        let t = tempfile::tempdir().unwrap();
+        let mut req = request(&t.path().join("d"), t.path());
+        let e = req.source.set_derived_from("oci:/nonexistent").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--set-container-derived-from: the description of ops-test has no derived_from"
+        );
     }
 }
