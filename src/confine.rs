@@ -156,6 +156,28 @@ impl At {
 
 const MAX_SYMLINKS: u32 = 40;
 
+/// What [`Root::walk`] does with a component that does not exist or is not a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Fail with `ENOENT` or `ENOTDIR`, as the kernel's lookup would.
+    Fail,
+    /// Keep it, and everything below it, literally.
+    Literal,
+}
+
+/// One component resolved by [`Root::walk`].
+struct Step {
+    name: OsString,
+    /// An `O_PATH` descriptor when the component is an existing directory.
+    dir: Option<OwnedFd>,
+}
+
+impl Step {
+    fn literal(name: OsString) -> Step {
+        Step { name, dir: None }
+    }
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -344,33 +366,56 @@ impl Root {
                     libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
                 )
             }
-            Resolver::Walk => self.walk(rel),
+            Resolver::Walk => self.walk_dir(rel),
         }
     }
 
-    /// Resolve `rel` to a directory by hand, following symlinks as `RESOLVE_IN_ROOT` does:
-    /// absolute targets restart at the root, `..` never climbs above it, every open is
-    /// `O_NOFOLLOW` so no component is ever followed by the kernel.
-    fn walk(&self, rel: &Path) -> io::Result<OwnedFd> {
+    /// The in-root resolver every by-hand lookup goes through (the `Walk` resolver here, and
+    /// the sandbox's mount targets through [`Root::resolve`]): follows symlinks as
+    /// `RESOLVE_IN_ROOT` does, so absolute targets restart at the root and `..` never climbs
+    /// above it; every open is `O_NOFOLLOW`, so no component is ever followed by the kernel.
+    /// Returns the resolved components, each with an `O_PATH` descriptor when it is an existing
+    /// directory. With [`Missing::Literal`] a component that does not exist, is not a
+    /// directory, or lies below one of those is kept literally (without a descriptor) instead
+    /// of failing with `ENOENT`/`ENOTDIR`.
+    fn walk(&self, rel: &Path, missing: Missing) -> io::Result<Vec<Step>> {
         let mut todo: Vec<OsString> = rel
             .components()
             .rev()
             .map(|c| c.as_os_str().to_os_string())
             .collect();
-        let mut stack: Vec<OwnedFd> = Vec::new();
+        let mut done: Vec<Step> = Vec::new();
         let mut links = 0u32;
         while let Some(comp) = todo.pop() {
-            let cur = stack.last().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
             match comp.as_bytes() {
                 b"" | b"." | b"/" => continue,
                 b".." => {
-                    stack.pop();
+                    done.pop();
                     continue;
                 }
                 _ => {}
             }
+            let parent = match done.last() {
+                None => Some(self.fd.as_raw_fd()),
+                Some(step) => step.dir.as_ref().map(AsRawFd::as_raw_fd),
+            };
+            // Below a missing component or a non-directory: only reached with `Literal`.
+            let Some(parent) = parent else {
+                done.push(Step::literal(comp));
+                continue;
+            };
             let c = cstring(&comp)?;
-            let fd = openat(cur, &c, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            let fd = match openat(parent, &c, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+                Ok(fd) => fd,
+                Err(e)
+                    if missing == Missing::Literal
+                        && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+                {
+                    done.push(Step::literal(comp));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let st = fstatat(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH)?;
             if is_symlink(&st) {
                 links += 1;
@@ -379,7 +424,7 @@ impl Root {
                 }
                 let target = PathBuf::from(readlinkat(fd.as_raw_fd(), c"".as_ptr())?);
                 if target.is_absolute() {
-                    stack.clear();
+                    done.clear();
                 }
                 todo.extend(
                     target
@@ -388,15 +433,39 @@ impl Root {
                         .map(|c| c.as_os_str().to_os_string()),
                 );
             } else if is_dir(&st) {
-                stack.push(fd);
+                done.push(Step {
+                    name: comp,
+                    dir: Some(fd),
+                });
+            } else if missing == Missing::Literal {
+                done.push(Step::literal(comp));
             } else {
                 return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
             }
         }
-        match stack.pop() {
-            Some(fd) => Ok(fd),
+        Ok(done)
+    }
+
+    /// Directory `rel` resolved by [`Root::walk`].
+    fn walk_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        match self.walk(rel, Missing::Fail)?.pop() {
+            Some(Step { dir: Some(fd), .. }) => Ok(fd),
+            // `Fail` keeps only directories, each with its descriptor.
+            Some(Step { dir: None, .. }) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
             None => self.fd.try_clone(),
         }
+    }
+
+    /// The root-relative path `rel` names as seen from inside the root (as by a process
+    /// `chroot`ed there): symlinks followed, absolute ones restarting at the root, `..` stopping
+    /// there. Components that do not exist, and those below a non-directory, are taken
+    /// literally, so the result may name something still to be created (a mount target).
+    pub(crate) fn resolve(&self, rel: &Path) -> io::Result<PathBuf> {
+        Ok(self
+            .walk(rel, Missing::Literal)?
+            .into_iter()
+            .map(|step| step.name)
+            .collect())
     }
 
     /// Open the parent of normalized `rel` and split off the final name.
@@ -1043,6 +1112,49 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    /// The one in-root walk, both as the fd lookup of the `Walk` resolver and as the path
+    /// lookup for sandbox mount targets: `..` and symlinks (relative or absolute) never leave
+    /// the root.
+    #[test]
+    fn walk_contains_symlink_and_dotdot_escapes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootdir = tmp.path().join("root");
+        std::fs::create_dir_all(rootdir.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(rootdir.join("host")).unwrap();
+        std::fs::create_dir_all(rootdir.join("etc")).unwrap();
+        std::fs::write(rootdir.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("usr/bin", rootdir.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/etc/../../../host", rootdir.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../../..", rootdir.join("usr/up")).unwrap();
+        std::os::unix::fs::symlink("loop", rootdir.join("loop")).unwrap();
+        let root = Root::open_with(&rootdir, Resolver::Walk).unwrap();
+
+        // Paths, missing components taken literally.
+        let resolve = |p: &str| root.resolve(Path::new(p)).unwrap();
+        assert_eq!(resolve("/bin/sh"), PathBuf::from("usr/bin/sh"));
+        assert_eq!(resolve("/escape/x"), PathBuf::from("host/x"));
+        assert_eq!(resolve("usr/up/outside"), PathBuf::from("outside"));
+        assert_eq!(resolve("/../../etc"), PathBuf::from("etc"));
+        assert_eq!(resolve("missing/../bin/sh"), PathBuf::from("usr/bin/sh"));
+        assert_eq!(resolve("file/x"), PathBuf::from("file/x"));
+        let e = root.resolve(Path::new("/loop/x")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+
+        // Descriptors: the same escapes end inside the root; missing components fail.
+        root.create_file("usr/up/top", 0o644).unwrap();
+        assert!(rootdir.join("top").is_file());
+        root.create_file("escape/in-host", 0o644).unwrap();
+        assert!(rootdir.join("host/in-host").is_file());
+        assert!(
+            root.create_file("missing/x", 0o644)
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(root.create_file("file/x", 0o644).is_err());
+        assert!(root.create_file("loop/x", 0o644).is_err());
+        assert!(!tmp.path().join("top").exists());
     }
 
     #[test]

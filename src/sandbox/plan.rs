@@ -2,14 +2,14 @@
 //! identity and privilege changes. Computed by pure code in the parent (so it is unit-tested
 //! without root) and applied step by step in the child by [`super::exec::execute`].
 
-use std::collections::VecDeque;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::CString;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::caps;
 use super::seccomp::Insn;
+use crate::confine::{ConfineError, Resolver, Root};
 
 /// Mount flags used by the plan (`libc::MS_*`).
 pub type MountFlags = libc::c_ulong;
@@ -198,6 +198,9 @@ pub enum PlanError {
     /// A bind mount target that would cover a filesystem the sandbox mounts itself.
     #[error("bind mount target {path} lies under /proc or /sys, which the sandbox mounts itself")]
     ReservedTarget { path: PathBuf },
+    /// The root could not be opened to resolve paths inside it.
+    #[error(transparent)]
+    Root(#[from] ConfineError),
     /// The seccomp policy could not be compiled.
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
@@ -211,68 +214,24 @@ pub(crate) fn cstring(path: &Path) -> Result<CString, PlanError> {
 
 /// Resolve `path` (interpreted as seen from inside `root`) to a host path under `root`,
 /// following symlinks as the sandboxed process would: absolute links restart at `root`, `..`
-/// never climbs above it. Components that do not exist are taken literally.
+/// never climbs above it. Components that do not exist are taken literally. The lookup is
+/// confine's in-root walk ([`Root::resolve`]).
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, PlanError> {
-    let mut pending: VecDeque<OsString> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop_front() {
-        if part == OsStr::new("..") {
-            resolved.pop();
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(resolved.iter());
-        candidate.push(&part);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(PlanError::SymlinkLoop {
-                        root: root.to_path_buf(),
-                        path: path.to_path_buf(),
-                    });
-                }
-                let target = std::fs::read_link(&candidate).map_err(|source| PlanError::Io {
-                    path: candidate.clone(),
-                    source,
-                })?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut parts: Vec<OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(n) => Some(n.to_os_string()),
-                        Component::ParentDir => Some(OsString::from("..")),
-                        _ => None,
-                    })
-                    .collect();
-                while let Some(p) = parts.pop() {
-                    pending.push_front(p);
-                }
+    let dir = Root::open_with(root, Resolver::Walk)?;
+    let rel = dir.resolve(path).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            PlanError::SymlinkLoop {
+                root: root.to_path_buf(),
+                path: path.to_path_buf(),
             }
-            Ok(_) => resolved.push(part),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => resolved.push(part),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => resolved.push(part),
-            Err(source) => {
-                return Err(PlanError::Io {
-                    path: candidate,
-                    source,
-                });
+        } else {
+            PlanError::Io {
+                path: path.to_path_buf(),
+                source,
             }
         }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(resolved.iter());
-    Ok(out)
+    })?;
+    Ok(root.join(rel))
 }
 
 /// The isolation profile decides namespaces, devices, capabilities and hardening.
