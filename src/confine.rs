@@ -217,7 +217,8 @@ fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io
 fn openat2(dir: RawFd, name: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.flags = u64::try_from(flags | libc::O_CLOEXEC)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     how.resolve = resolve;
     let mut again = 0;
     loop {
@@ -227,17 +228,19 @@ fn openat2(dir: RawFd, name: &CStr, flags: libc::c_int, resolve: u64) -> io::Res
                 libc::SYS_openat2,
                 dir,
                 name.as_ptr(),
-                &how as *const libc::open_how,
+                &raw const how,
                 mem::size_of::<libc::open_how>(),
             )
         };
         if r >= 0 {
             // SAFETY: `r` is a fresh descriptor.
-            return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+            let fd = RawFd::try_from(r).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+            // SAFETY: `fd` is a fresh descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
+            Some(libc::EINTR) => {}
             // RESOLVE_IN_ROOT returns EAGAIN when a rename raced the lookup; retrying is the
             // documented answer.
             Some(libc::EAGAIN) if again < 16 => again += 1,
@@ -250,7 +253,7 @@ fn fstatat(dir: RawFd, name: *const libc::c_char, flags: libc::c_int) -> io::Res
     // SAFETY: zeroed stat is valid; the kernel fills it.
     let mut st: libc::stat = unsafe { mem::zeroed() };
     // SAFETY: `name` points to a valid C string.
-    cvt(unsafe { libc::fstatat(dir, name, &mut st, flags) })?;
+    cvt(unsafe { libc::fstatat(dir, name, &raw mut st, flags) })?;
     Ok(st)
 }
 
@@ -259,10 +262,9 @@ fn readlinkat(dir: RawFd, name: *const libc::c_char) -> io::Result<OsString> {
     loop {
         // SAFETY: buf is valid for buf.len() bytes.
         let n = unsafe { libc::readlinkat(dir, name, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
+        let Ok(n) = usize::try_from(n) else {
             return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
+        };
         if n < buf.len() {
             buf.truncate(n);
             return Ok(OsString::from_vec(buf));
@@ -587,7 +589,7 @@ impl Root {
     }
 
     /// Remove whatever is at `at` so a new non-directory can take its place.
-    pub(crate) fn clear(&self, at: &At, dirs: DirReplace) -> io::Result<bool> {
+    pub(crate) fn clear(at: &At, dirs: DirReplace) -> io::Result<bool> {
         let Some(name) = &at.name else {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         };
@@ -615,14 +617,12 @@ impl Root {
     /// The parent must exist.
     pub fn create_file(&self, rel: impl AsRef<Path>, mode: u32) -> Result<File> {
         let (rel, at) = self.at_op("create file", rel.as_ref())?;
-        self.clear(&at, DirReplace::IfEmpty)
-            .map_err(io_err("create file", &rel))?;
-        self.create_file_at(&at, mode)
-            .map_err(io_err("create file", &rel))
+        Self::clear(&at, DirReplace::IfEmpty).map_err(io_err("create file", &rel))?;
+        Self::create_file_at(&at, mode).map_err(io_err("create file", &rel))
     }
 
     /// Create a new file; the name must be free.
-    pub(crate) fn create_file_at(&self, at: &At, mode: u32) -> io::Result<File> {
+    pub(crate) fn create_file_at(at: &At, mode: u32) -> io::Result<File> {
         let Some(name) = &at.name else {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         };
@@ -639,14 +639,12 @@ impl Root {
     /// resolve it inside the root), replacing an existing non-directory entry.
     pub fn symlink(&self, target: impl AsRef<Path>, rel: impl AsRef<Path>) -> Result<()> {
         let (rel, at) = self.at_op("symlink", rel.as_ref())?;
-        self.clear(&at, DirReplace::IfEmpty)
-            .map_err(io_err("symlink", &rel))?;
-        self.symlink_at(target.as_ref(), &at)
-            .map_err(io_err("symlink", &rel))
+        Self::clear(&at, DirReplace::IfEmpty).map_err(io_err("symlink", &rel))?;
+        Self::symlink_at(target.as_ref(), &at).map_err(io_err("symlink", &rel))
     }
 
     /// Create a symlink; the name must be free.
-    pub(crate) fn symlink_at(&self, target: &Path, at: &At) -> io::Result<()> {
+    pub(crate) fn symlink_at(target: &Path, at: &At) -> io::Result<()> {
         let t = cstring(target.as_os_str())?;
         // SAFETY: valid fd and C strings.
         cvt(unsafe { libc::symlinkat(t.as_ptr(), at.dir.as_raw_fd(), at.name_ptr()) }).map(drop)
@@ -668,10 +666,10 @@ impl Root {
             }
             Err(e) => return Err(io_err("hardlink", &src_rel)(e)),
         };
-        self.hardlink_at(&src, &src_rel, &at, &rel)
+        Self::hardlink_at(&src, &src_rel, &at, &rel)
     }
 
-    pub(crate) fn hardlink_at(&self, src: &At, src_rel: &Path, at: &At, rel: &Path) -> Result<()> {
+    pub(crate) fn hardlink_at(src: &At, src_rel: &Path, at: &At, rel: &Path) -> Result<()> {
         let Some(sname) = &src.name else {
             return Err(refused("hardlink", rel, "the source is the root directory"));
         };
@@ -700,8 +698,7 @@ impl Root {
         if src_rel == rel {
             return Err(refused("hardlink", rel, "links to itself"));
         }
-        self.clear(at, DirReplace::IfEmpty)
-            .map_err(io_err("hardlink", rel))?;
+        Self::clear(at, DirReplace::IfEmpty).map_err(io_err("hardlink", rel))?;
         // SAFETY: valid fds and C strings; flags 0: the source is not followed.
         cvt(unsafe {
             libc::linkat(
@@ -727,31 +724,23 @@ impl Root {
         minor: u32,
     ) -> Result<()> {
         let (rel, at) = self.at_op("mknod", rel.as_ref())?;
-        self.mknod_at(&at, kind, mode, major, minor)
-            .map_err(io_err("mknod", &rel))
+        Self::mknod_at(&at, kind, mode, major, minor).map_err(io_err("mknod", &rel))
     }
 
     pub(crate) fn mknod_at(
-        &self,
         at: &At,
         kind: NodeKind,
         mode: u32,
         major: u32,
         minor: u32,
     ) -> io::Result<()> {
-        self.clear(at, DirReplace::IfEmpty)?;
-        self.mknod_raw(at, kind, major, minor)?;
+        Self::clear(at, DirReplace::IfEmpty)?;
+        Self::mknod_raw(at, kind, major, minor)?;
         chmod_at(at, mode)
     }
 
     /// mknod with mode 0 (the caller sets owner, then mode); the name must be free.
-    pub(crate) fn mknod_raw(
-        &self,
-        at: &At,
-        kind: NodeKind,
-        major: u32,
-        minor: u32,
-    ) -> io::Result<()> {
+    pub(crate) fn mknod_raw(at: &At, kind: NodeKind, major: u32, minor: u32) -> io::Result<()> {
         let fmt = match kind {
             NodeKind::Char => libc::S_IFCHR,
             NodeKind::Block => libc::S_IFBLK,
@@ -806,8 +795,7 @@ impl Root {
         if at.name.is_none() {
             return Err(refused("remove", &rel, "cannot remove the root"));
         }
-        self.clear(&at, DirReplace::IfEmpty)
-            .map_err(io_err("remove", &rel))?;
+        Self::clear(&at, DirReplace::IfEmpty).map_err(io_err("remove", &rel))?;
         Ok(())
     }
 
@@ -818,7 +806,7 @@ impl Root {
         if at.name.is_none() {
             return Err(refused("remove", &rel, "cannot remove the root"));
         }
-        self.clear(&at, DirReplace::All)
+        Self::clear(&at, DirReplace::All)
             .map(drop)
             .map_err(io_err("remove", &rel))
     }
@@ -921,7 +909,7 @@ pub(crate) fn chown_at(at: &At, uid: u32, gid: u32) -> io::Result<()> {
 pub(crate) fn utimes_at(at: &At, secs: i64, nsecs: u32) -> io::Result<()> {
     let ts = libc::timespec {
         tv_sec: secs as libc::time_t,
-        tv_nsec: nsecs.min(999_999_999) as libc::c_long,
+        tv_nsec: libc::c_long::from(nsecs.min(999_999_999)),
     };
     let times = [ts, ts];
     let (name, flags) = match &at.name {
@@ -1190,10 +1178,9 @@ mod tests {
             assert!(matches!(e, ConfineError::Refused { .. }), "{e}");
             root.create_file("a", 0o644).unwrap();
             root.hardlink("a", "b").unwrap();
-            use std::os::unix::fs::MetadataExt;
             assert_eq!(
-                root.lstat("a").unwrap().ino(),
-                root.lstat("b").unwrap().ino()
+                std::os::unix::fs::MetadataExt::ino(&root.lstat("a").unwrap()),
+                std::os::unix::fs::MetadataExt::ino(&root.lstat("b").unwrap())
             );
             root.rename("b", "c").unwrap();
             assert!(root.lstat("b").unwrap_err().is_not_found());

@@ -22,7 +22,7 @@ pub const RESULT_PREFIX: &str = ".imgbuild-result-";
 /// The owner lock inside a work directory.
 pub const LOCK_FILE: &str = "owner.lock";
 /// A work directory without a lock file is stale once its mtime is this old.
-pub const UNLOCKED_STALE_AFTER: Duration = Duration::from_secs(60);
+pub const UNLOCKED_STALE_AFTER: Duration = Duration::from_mins(1);
 
 /// Errors of work directories.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +246,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn set_old(path: &Path) {
-        let old = SystemTime::now() - Duration::from_secs(3600);
+        let old = SystemTime::now() - Duration::from_hours(1);
         let f = File::open(path).unwrap();
         f.set_modified(old).unwrap();
     }

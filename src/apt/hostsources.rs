@@ -210,7 +210,7 @@ pub fn parse_one_line(text: &str, file: &Path) -> Result<Vec<HostSource>, HostSo
             match k.to_ascii_lowercase().as_str() {
                 "signed-by" => {
                     entry.signed_by =
-                        Some(SignedBy::Files(v.split(',').map(PathBuf::from).collect()))
+                        Some(SignedBy::Files(v.split(',').map(PathBuf::from).collect()));
                 }
                 "check-valid-until" => entry.check_valid_until = yes_no(v),
                 "check-date" => entry.check_date = yes_no(v),
