@@ -530,23 +530,24 @@ impl Root {
         Ok(File::from(fd))
     }
 
+    /// Open `rel`, following a final symlink, by hand: each link's target is resolved again
+    /// from the link's directory by the same walk, so `..` in a target climbs from where the
+    /// walk really is (as `RESOLVE_IN_ROOT` does), never lexically.
     fn open_final_walk(&self, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
         let mut rel = rel.to_path_buf();
         for _ in 0..MAX_SYMLINKS {
-            let at = self.at(&rel)?;
-            let Some(name) = &at.name else {
-                return openat(at.dir.as_raw_fd(), c".", flags, 0);
+            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            let (dir, name) = match rel.components().next_back() {
+                Some(Component::Normal(name)) => (self.resolve_dir(&parent)?, cstring(name)?),
+                // Ends in `..`, `.` or the root: a directory, resolved whole.
+                _ => (self.resolve_dir(&rel)?, c".".to_owned()),
             };
-            match openat(at.dir.as_raw_fd(), name, flags | libc::O_NOFOLLOW, 0) {
+            match openat(dir.as_raw_fd(), &name, flags | libc::O_NOFOLLOW, 0) {
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    let target = PathBuf::from(readlinkat(at.dir.as_raw_fd(), name.as_ptr())?);
-                    // Re-resolve the target from the link's directory, confined as before.
-                    let base = if target.is_absolute() {
-                        PathBuf::new()
-                    } else {
-                        rel.parent().unwrap_or(Path::new("")).to_path_buf()
-                    };
-                    rel = lexical_in_root(&base.join(target));
+                    let target = PathBuf::from(readlinkat(dir.as_raw_fd(), name.as_ptr())?);
+                    // An absolute target restarts at the root; a relative one from the link's
+                    // directory (`join` keeps an absolute `target` as it is).
+                    rel = parent.join(target);
                 }
                 r => return r,
             }
@@ -834,21 +835,6 @@ impl Root {
             source,
         })
     }
-}
-
-/// Resolve `..` lexically, never above the root (the semantics `RESOLVE_IN_ROOT` gives).
-fn lexical_in_root(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 fn read_dir_fd(fd: &OwnedFd) -> io::Result<Vec<OsString>> {
@@ -1143,6 +1129,31 @@ mod tests {
         assert!(root.create_file("file/x", 0o644).is_err());
         assert!(root.create_file("loop/x", 0o644).is_err());
         assert!(!tmp.path().join("top").exists());
+    }
+
+    /// A final symlink whose target climbs out of a symlinked directory: `..` applies where
+    /// the walk is, as the kernel's `RESOLVE_IN_ROOT` applies it, for both resolvers.
+    #[test]
+    fn open_file_dotdot_after_symlinked_dir_matches_the_kernel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootdir = tmp.path().join("root");
+        std::fs::create_dir_all(rootdir.join("x/y")).unwrap();
+        std::fs::write(rootdir.join("x/f"), b"in x").unwrap();
+        std::fs::write(rootdir.join("f"), b"at top").unwrap();
+        std::os::unix::fs::symlink("x/y", rootdir.join("a")).unwrap();
+        std::os::unix::fs::symlink("a/../f", rootdir.join("l")).unwrap();
+        std::os::unix::fs::symlink("a/..", rootdir.join("d")).unwrap();
+        std::os::unix::fs::symlink("../../../../f", rootdir.join("x/y/up")).unwrap();
+        for root in roots(&rootdir) {
+            let read = |p: &str| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut root.open_file(p).unwrap(), &mut s).unwrap();
+                s
+            };
+            assert_eq!(read("l"), "in x", "{:?}", root.resolver());
+            assert_eq!(read("d/f"), "in x", "{:?}", root.resolver());
+            assert_eq!(read("a/up"), "at top", "{:?}", root.resolver());
+        }
     }
 
     #[test]
