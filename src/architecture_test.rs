@@ -290,7 +290,11 @@ fn the_code_follows_the_documented_module_order() {
         .unwrap_or_else(|e| panic!("{}: {e}", package.join(DOC).display()));
     let order = table_order(&doc).unwrap_or_else(|e| panic!("{e}"));
     let report = check(&order, &sources(&package.join("src")));
-    let listed: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    let listed: Vec<String> = report
+        .violations
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     assert!(
         listed.is_empty(),
         "imports against the module order of {DOC} (a module may use only those listed above it):\n{}",
@@ -371,7 +375,7 @@ fn a_back_edge_is_reported_and_decoys_are_not() {
     let got: Vec<String> = check(&order, &broken)
         .violations
         .iter()
-        .map(|v| v.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     assert_eq!(
         got,

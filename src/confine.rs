@@ -156,6 +156,28 @@ impl At {
 
 const MAX_SYMLINKS: u32 = 40;
 
+/// What [`Root::walk`] does with a component that does not exist or is not a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Fail with `ENOENT` or `ENOTDIR`, as the kernel's lookup would.
+    Fail,
+    /// Keep it, and everything below it, literally.
+    Literal,
+}
+
+/// One component resolved by [`Root::walk`].
+struct Step {
+    name: OsString,
+    /// An `O_PATH` descriptor when the component is an existing directory.
+    dir: Option<OwnedFd>,
+}
+
+impl Step {
+    fn literal(name: OsString) -> Step {
+        Step { name, dir: None }
+    }
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -195,7 +217,8 @@ fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io
 fn openat2(dir: RawFd, name: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.flags = u64::try_from(flags | libc::O_CLOEXEC)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     how.resolve = resolve;
     let mut again = 0;
     loop {
@@ -205,17 +228,19 @@ fn openat2(dir: RawFd, name: &CStr, flags: libc::c_int, resolve: u64) -> io::Res
                 libc::SYS_openat2,
                 dir,
                 name.as_ptr(),
-                &how as *const libc::open_how,
+                &raw const how,
                 mem::size_of::<libc::open_how>(),
             )
         };
         if r >= 0 {
             // SAFETY: `r` is a fresh descriptor.
-            return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+            let fd = RawFd::try_from(r).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+            // SAFETY: `fd` is a fresh descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
+            Some(libc::EINTR) => {}
             // RESOLVE_IN_ROOT returns EAGAIN when a rename raced the lookup; retrying is the
             // documented answer.
             Some(libc::EAGAIN) if again < 16 => again += 1,
@@ -228,7 +253,7 @@ fn fstatat(dir: RawFd, name: *const libc::c_char, flags: libc::c_int) -> io::Res
     // SAFETY: zeroed stat is valid; the kernel fills it.
     let mut st: libc::stat = unsafe { mem::zeroed() };
     // SAFETY: `name` points to a valid C string.
-    cvt(unsafe { libc::fstatat(dir, name, &mut st, flags) })?;
+    cvt(unsafe { libc::fstatat(dir, name, &raw mut st, flags) })?;
     Ok(st)
 }
 
@@ -237,10 +262,9 @@ fn readlinkat(dir: RawFd, name: *const libc::c_char) -> io::Result<OsString> {
     loop {
         // SAFETY: buf is valid for buf.len() bytes.
         let n = unsafe { libc::readlinkat(dir, name, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
+        let Ok(n) = usize::try_from(n) else {
             return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
+        };
         if n < buf.len() {
             buf.truncate(n);
             return Ok(OsString::from_vec(buf));
@@ -344,33 +368,56 @@ impl Root {
                     libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
                 )
             }
-            Resolver::Walk => self.walk(rel),
+            Resolver::Walk => self.walk_dir(rel),
         }
     }
 
-    /// Resolve `rel` to a directory by hand, following symlinks as `RESOLVE_IN_ROOT` does:
-    /// absolute targets restart at the root, `..` never climbs above it, every open is
-    /// `O_NOFOLLOW` so no component is ever followed by the kernel.
-    fn walk(&self, rel: &Path) -> io::Result<OwnedFd> {
+    /// The in-root resolver every by-hand lookup goes through (the `Walk` resolver here, and
+    /// the sandbox's mount targets through [`Root::resolve`]): follows symlinks as
+    /// `RESOLVE_IN_ROOT` does, so absolute targets restart at the root and `..` never climbs
+    /// above it; every open is `O_NOFOLLOW`, so no component is ever followed by the kernel.
+    /// Returns the resolved components, each with an `O_PATH` descriptor when it is an existing
+    /// directory. With [`Missing::Literal`] a component that does not exist, is not a
+    /// directory, or lies below one of those is kept literally (without a descriptor) instead
+    /// of failing with `ENOENT`/`ENOTDIR`.
+    fn walk(&self, rel: &Path, missing: Missing) -> io::Result<Vec<Step>> {
         let mut todo: Vec<OsString> = rel
             .components()
             .rev()
             .map(|c| c.as_os_str().to_os_string())
             .collect();
-        let mut stack: Vec<OwnedFd> = Vec::new();
+        let mut done: Vec<Step> = Vec::new();
         let mut links = 0u32;
         while let Some(comp) = todo.pop() {
-            let cur = stack.last().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
             match comp.as_bytes() {
                 b"" | b"." | b"/" => continue,
                 b".." => {
-                    stack.pop();
+                    done.pop();
                     continue;
                 }
                 _ => {}
             }
+            let parent = match done.last() {
+                None => Some(self.fd.as_raw_fd()),
+                Some(step) => step.dir.as_ref().map(AsRawFd::as_raw_fd),
+            };
+            // Below a missing component or a non-directory: only reached with `Literal`.
+            let Some(parent) = parent else {
+                done.push(Step::literal(comp));
+                continue;
+            };
             let c = cstring(&comp)?;
-            let fd = openat(cur, &c, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            let fd = match openat(parent, &c, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+                Ok(fd) => fd,
+                Err(e)
+                    if missing == Missing::Literal
+                        && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+                {
+                    done.push(Step::literal(comp));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let st = fstatat(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH)?;
             if is_symlink(&st) {
                 links += 1;
@@ -379,7 +426,7 @@ impl Root {
                 }
                 let target = PathBuf::from(readlinkat(fd.as_raw_fd(), c"".as_ptr())?);
                 if target.is_absolute() {
-                    stack.clear();
+                    done.clear();
                 }
                 todo.extend(
                     target
@@ -388,15 +435,39 @@ impl Root {
                         .map(|c| c.as_os_str().to_os_string()),
                 );
             } else if is_dir(&st) {
-                stack.push(fd);
+                done.push(Step {
+                    name: comp,
+                    dir: Some(fd),
+                });
+            } else if missing == Missing::Literal {
+                done.push(Step::literal(comp));
             } else {
                 return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
             }
         }
-        match stack.pop() {
-            Some(fd) => Ok(fd),
+        Ok(done)
+    }
+
+    /// Directory `rel` resolved by [`Root::walk`].
+    fn walk_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        match self.walk(rel, Missing::Fail)?.pop() {
+            Some(Step { dir: Some(fd), .. }) => Ok(fd),
+            // `Fail` keeps only directories, each with its descriptor.
+            Some(Step { dir: None, .. }) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
             None => self.fd.try_clone(),
         }
+    }
+
+    /// The root-relative path `rel` names as seen from inside the root (as by a process
+    /// `chroot`ed there): symlinks followed, absolute ones restarting at the root, `..` stopping
+    /// there. Components that do not exist, and those below a non-directory, are taken
+    /// literally, so the result may name something still to be created (a mount target).
+    pub(crate) fn resolve(&self, rel: &Path) -> io::Result<PathBuf> {
+        Ok(self
+            .walk(rel, Missing::Literal)?
+            .into_iter()
+            .map(|step| step.name)
+            .collect())
     }
 
     /// Open the parent of normalized `rel` and split off the final name.
@@ -459,23 +530,24 @@ impl Root {
         Ok(File::from(fd))
     }
 
+    /// Open `rel`, following a final symlink, by hand: each link's target is resolved again
+    /// from the link's directory by the same walk, so `..` in a target climbs from where the
+    /// walk really is (as `RESOLVE_IN_ROOT` does), never lexically.
     fn open_final_walk(&self, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
         let mut rel = rel.to_path_buf();
         for _ in 0..MAX_SYMLINKS {
-            let at = self.at(&rel)?;
-            let Some(name) = &at.name else {
-                return openat(at.dir.as_raw_fd(), c".", flags, 0);
+            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            let (dir, name) = match rel.components().next_back() {
+                Some(Component::Normal(name)) => (self.resolve_dir(&parent)?, cstring(name)?),
+                // Ends in `..`, `.` or the root: a directory, resolved whole.
+                _ => (self.resolve_dir(&rel)?, c".".to_owned()),
             };
-            match openat(at.dir.as_raw_fd(), name, flags | libc::O_NOFOLLOW, 0) {
+            match openat(dir.as_raw_fd(), &name, flags | libc::O_NOFOLLOW, 0) {
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    let target = PathBuf::from(readlinkat(at.dir.as_raw_fd(), name.as_ptr())?);
-                    // Re-resolve the target from the link's directory, confined as before.
-                    let base = if target.is_absolute() {
-                        PathBuf::new()
-                    } else {
-                        rel.parent().unwrap_or(Path::new("")).to_path_buf()
-                    };
-                    rel = lexical_in_root(&base.join(target));
+                    let target = PathBuf::from(readlinkat(dir.as_raw_fd(), name.as_ptr())?);
+                    // An absolute target restarts at the root; a relative one from the link's
+                    // directory (`join` keeps an absolute `target` as it is).
+                    rel = parent.join(target);
                 }
                 r => return r,
             }
@@ -518,7 +590,7 @@ impl Root {
     }
 
     /// Remove whatever is at `at` so a new non-directory can take its place.
-    pub(crate) fn clear(&self, at: &At, dirs: DirReplace) -> io::Result<bool> {
+    pub(crate) fn clear(at: &At, dirs: DirReplace) -> io::Result<bool> {
         let Some(name) = &at.name else {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         };
@@ -546,14 +618,12 @@ impl Root {
     /// The parent must exist.
     pub fn create_file(&self, rel: impl AsRef<Path>, mode: u32) -> Result<File> {
         let (rel, at) = self.at_op("create file", rel.as_ref())?;
-        self.clear(&at, DirReplace::IfEmpty)
-            .map_err(io_err("create file", &rel))?;
-        self.create_file_at(&at, mode)
-            .map_err(io_err("create file", &rel))
+        Self::clear(&at, DirReplace::IfEmpty).map_err(io_err("create file", &rel))?;
+        Self::create_file_at(&at, mode).map_err(io_err("create file", &rel))
     }
 
     /// Create a new file; the name must be free.
-    pub(crate) fn create_file_at(&self, at: &At, mode: u32) -> io::Result<File> {
+    pub(crate) fn create_file_at(at: &At, mode: u32) -> io::Result<File> {
         let Some(name) = &at.name else {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         };
@@ -570,14 +640,12 @@ impl Root {
     /// resolve it inside the root), replacing an existing non-directory entry.
     pub fn symlink(&self, target: impl AsRef<Path>, rel: impl AsRef<Path>) -> Result<()> {
         let (rel, at) = self.at_op("symlink", rel.as_ref())?;
-        self.clear(&at, DirReplace::IfEmpty)
-            .map_err(io_err("symlink", &rel))?;
-        self.symlink_at(target.as_ref(), &at)
-            .map_err(io_err("symlink", &rel))
+        Self::clear(&at, DirReplace::IfEmpty).map_err(io_err("symlink", &rel))?;
+        Self::symlink_at(target.as_ref(), &at).map_err(io_err("symlink", &rel))
     }
 
     /// Create a symlink; the name must be free.
-    pub(crate) fn symlink_at(&self, target: &Path, at: &At) -> io::Result<()> {
+    pub(crate) fn symlink_at(target: &Path, at: &At) -> io::Result<()> {
         let t = cstring(target.as_os_str())?;
         // SAFETY: valid fd and C strings.
         cvt(unsafe { libc::symlinkat(t.as_ptr(), at.dir.as_raw_fd(), at.name_ptr()) }).map(drop)
@@ -599,10 +667,10 @@ impl Root {
             }
             Err(e) => return Err(io_err("hardlink", &src_rel)(e)),
         };
-        self.hardlink_at(&src, &src_rel, &at, &rel)
+        Self::hardlink_at(&src, &src_rel, &at, &rel)
     }
 
-    pub(crate) fn hardlink_at(&self, src: &At, src_rel: &Path, at: &At, rel: &Path) -> Result<()> {
+    pub(crate) fn hardlink_at(src: &At, src_rel: &Path, at: &At, rel: &Path) -> Result<()> {
         let Some(sname) = &src.name else {
             return Err(refused("hardlink", rel, "the source is the root directory"));
         };
@@ -631,8 +699,7 @@ impl Root {
         if src_rel == rel {
             return Err(refused("hardlink", rel, "links to itself"));
         }
-        self.clear(at, DirReplace::IfEmpty)
-            .map_err(io_err("hardlink", rel))?;
+        Self::clear(at, DirReplace::IfEmpty).map_err(io_err("hardlink", rel))?;
         // SAFETY: valid fds and C strings; flags 0: the source is not followed.
         cvt(unsafe {
             libc::linkat(
@@ -658,31 +725,23 @@ impl Root {
         minor: u32,
     ) -> Result<()> {
         let (rel, at) = self.at_op("mknod", rel.as_ref())?;
-        self.mknod_at(&at, kind, mode, major, minor)
-            .map_err(io_err("mknod", &rel))
+        Self::mknod_at(&at, kind, mode, major, minor).map_err(io_err("mknod", &rel))
     }
 
     pub(crate) fn mknod_at(
-        &self,
         at: &At,
         kind: NodeKind,
         mode: u32,
         major: u32,
         minor: u32,
     ) -> io::Result<()> {
-        self.clear(at, DirReplace::IfEmpty)?;
-        self.mknod_raw(at, kind, major, minor)?;
+        Self::clear(at, DirReplace::IfEmpty)?;
+        Self::mknod_raw(at, kind, major, minor)?;
         chmod_at(at, mode)
     }
 
     /// mknod with mode 0 (the caller sets owner, then mode); the name must be free.
-    pub(crate) fn mknod_raw(
-        &self,
-        at: &At,
-        kind: NodeKind,
-        major: u32,
-        minor: u32,
-    ) -> io::Result<()> {
+    pub(crate) fn mknod_raw(at: &At, kind: NodeKind, major: u32, minor: u32) -> io::Result<()> {
         let fmt = match kind {
             NodeKind::Char => libc::S_IFCHR,
             NodeKind::Block => libc::S_IFBLK,
@@ -737,8 +796,7 @@ impl Root {
         if at.name.is_none() {
             return Err(refused("remove", &rel, "cannot remove the root"));
         }
-        self.clear(&at, DirReplace::IfEmpty)
-            .map_err(io_err("remove", &rel))?;
+        Self::clear(&at, DirReplace::IfEmpty).map_err(io_err("remove", &rel))?;
         Ok(())
     }
 
@@ -749,7 +807,7 @@ impl Root {
         if at.name.is_none() {
             return Err(refused("remove", &rel, "cannot remove the root"));
         }
-        self.clear(&at, DirReplace::All)
+        Self::clear(&at, DirReplace::All)
             .map(drop)
             .map_err(io_err("remove", &rel))
     }
@@ -777,21 +835,6 @@ impl Root {
             source,
         })
     }
-}
-
-/// Resolve `..` lexically, never above the root (the semantics `RESOLVE_IN_ROOT` gives).
-fn lexical_in_root(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 fn read_dir_fd(fd: &OwnedFd) -> io::Result<Vec<OsString>> {
@@ -852,7 +895,7 @@ pub(crate) fn chown_at(at: &At, uid: u32, gid: u32) -> io::Result<()> {
 pub(crate) fn utimes_at(at: &At, secs: i64, nsecs: u32) -> io::Result<()> {
     let ts = libc::timespec {
         tv_sec: secs as libc::time_t,
-        tv_nsec: nsecs.min(999_999_999) as libc::c_long,
+        tv_nsec: libc::c_long::from(nsecs.min(999_999_999)),
     };
     let times = [ts, ts];
     let (name, flags) = match &at.name {
@@ -1045,6 +1088,74 @@ mod tests {
         }
     }
 
+    /// The one in-root walk, both as the fd lookup of the `Walk` resolver and as the path
+    /// lookup for sandbox mount targets: `..` and symlinks (relative or absolute) never leave
+    /// the root.
+    #[test]
+    fn walk_contains_symlink_and_dotdot_escapes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootdir = tmp.path().join("root");
+        std::fs::create_dir_all(rootdir.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(rootdir.join("host")).unwrap();
+        std::fs::create_dir_all(rootdir.join("etc")).unwrap();
+        std::fs::write(rootdir.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("usr/bin", rootdir.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/etc/../../../host", rootdir.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../../..", rootdir.join("usr/up")).unwrap();
+        std::os::unix::fs::symlink("loop", rootdir.join("loop")).unwrap();
+        let root = Root::open_with(&rootdir, Resolver::Walk).unwrap();
+
+        // Paths, missing components taken literally.
+        let resolve = |p: &str| root.resolve(Path::new(p)).unwrap();
+        assert_eq!(resolve("/bin/sh"), PathBuf::from("usr/bin/sh"));
+        assert_eq!(resolve("/escape/x"), PathBuf::from("host/x"));
+        assert_eq!(resolve("usr/up/outside"), PathBuf::from("outside"));
+        assert_eq!(resolve("/../../etc"), PathBuf::from("etc"));
+        assert_eq!(resolve("missing/../bin/sh"), PathBuf::from("usr/bin/sh"));
+        assert_eq!(resolve("file/x"), PathBuf::from("file/x"));
+        let e = root.resolve(Path::new("/loop/x")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+
+        // Descriptors: the same escapes end inside the root; missing components fail.
+        root.create_file("usr/up/top", 0o644).unwrap();
+        assert!(rootdir.join("top").is_file());
+        root.create_file("escape/in-host", 0o644).unwrap();
+        assert!(rootdir.join("host/in-host").is_file());
+        assert!(
+            root.create_file("missing/x", 0o644)
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(root.create_file("file/x", 0o644).is_err());
+        assert!(root.create_file("loop/x", 0o644).is_err());
+        assert!(!tmp.path().join("top").exists());
+    }
+
+    /// A final symlink whose target climbs out of a symlinked directory: `..` applies where
+    /// the walk is, as the kernel's `RESOLVE_IN_ROOT` applies it, for both resolvers.
+    #[test]
+    fn open_file_dotdot_after_symlinked_dir_matches_the_kernel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootdir = tmp.path().join("root");
+        std::fs::create_dir_all(rootdir.join("x/y")).unwrap();
+        std::fs::write(rootdir.join("x/f"), b"in x").unwrap();
+        std::fs::write(rootdir.join("f"), b"at top").unwrap();
+        std::os::unix::fs::symlink("x/y", rootdir.join("a")).unwrap();
+        std::os::unix::fs::symlink("a/../f", rootdir.join("l")).unwrap();
+        std::os::unix::fs::symlink("a/..", rootdir.join("d")).unwrap();
+        std::os::unix::fs::symlink("../../../../f", rootdir.join("x/y/up")).unwrap();
+        for root in roots(&rootdir) {
+            let read = |p: &str| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut root.open_file(p).unwrap(), &mut s).unwrap();
+                s
+            };
+            assert_eq!(read("l"), "in x", "{:?}", root.resolver());
+            assert_eq!(read("d/f"), "in x", "{:?}", root.resolver());
+            assert_eq!(read("a/up"), "at top", "{:?}", root.resolver());
+        }
+    }
+
     #[test]
     fn final_symlink_is_replaced_not_followed() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1078,10 +1189,9 @@ mod tests {
             assert!(matches!(e, ConfineError::Refused { .. }), "{e}");
             root.create_file("a", 0o644).unwrap();
             root.hardlink("a", "b").unwrap();
-            use std::os::unix::fs::MetadataExt;
             assert_eq!(
-                root.lstat("a").unwrap().ino(),
-                root.lstat("b").unwrap().ino()
+                std::os::unix::fs::MetadataExt::ino(&root.lstat("a").unwrap()),
+                std::os::unix::fs::MetadataExt::ino(&root.lstat("b").unwrap())
             );
             root.rename("b", "c").unwrap();
             assert!(root.lstat("b").unwrap_err().is_not_found());

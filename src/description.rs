@@ -257,6 +257,7 @@ pub fn find(path: &Path) -> Result<PathBuf, DescriptionError> {
 
 /// Read one description file (size-capped, UTF-8 checked) into a tree.
 pub(crate) fn read_tree(path: &Path) -> Result<(Node, Markup), DescriptionError> {
+    use std::io::Read;
     let io = |source| DescriptionError::Io {
         path: path.to_path_buf(),
         source,
@@ -271,7 +272,6 @@ pub(crate) fn read_tree(path: &Path) -> Result<(Node, Markup), DescriptionError>
         });
     }
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    use std::io::Read;
     // take() guards against a file that grows while being read
     file.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)

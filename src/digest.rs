@@ -17,14 +17,10 @@ pub const FORMAT: &str = "imgbuild-inputs/1";
 /// Errors while reading what is digested.
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// A file could not be read; the error comes from `fs_err`, whose message names the file
+    /// and the call.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     /// A directory could not be walked.
     #[error("{path}: {source}")]
     Walk {
@@ -33,13 +29,6 @@ pub enum DigestError {
         /// What went wrong.
         source: walkdir::Error,
     },
-}
-
-fn io(path: &Path, source: std::io::Error) -> DigestError {
-    DigestError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The canonical serialisation: tagged, length-prefixed fields hashed as they are written, so no
@@ -101,10 +90,7 @@ impl KeyWriter {
                 source,
             })?;
             let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-            let meta = entry
-                .path()
-                .symlink_metadata()
-                .map_err(|e| io(entry.path(), e))?;
+            let meta = fs_err::symlink_metadata(entry.path())?;
             self.entry(rel, entry.path(), &meta)?;
         }
         Ok(())
@@ -119,14 +105,14 @@ impl KeyWriter {
         skip: &[PathBuf],
     ) -> Result<(), DigestError> {
         self.field(tag, path.as_os_str().as_bytes());
-        match std::fs::metadata(path) {
+        match fs_err::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.str("missing", "");
                 Ok(())
             }
-            Err(e) => Err(io(path, e)),
+            Err(e) => Err(e.into()),
             Ok(m) if m.is_dir() => {
-                let real = std::fs::canonicalize(path).map_err(|e| io(path, e))?;
+                let real = fs_err::canonicalize(path)?;
                 self.tree(&real, skip)
             }
             Ok(m) => self.entry(Path::new(""), path, &m),
@@ -147,7 +133,7 @@ impl KeyWriter {
         if ft.is_file() {
             self.field("file", &file_sha256(path)?);
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(path).map_err(|e| io(path, e))?;
+            let target = fs_err::read_link(path)?;
             self.field("symlink", target.as_os_str().as_bytes());
         } else if ft.is_dir() {
             self.str("dir", "");
@@ -169,11 +155,11 @@ impl KeyWriter {
 
 /// sha256 of a file's bytes.
 pub fn file_sha256(path: &Path) -> Result<[u8; 32], DigestError> {
-    let mut f = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut f = fs_err::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }

@@ -39,7 +39,7 @@ pub struct Interrupted {
 impl Interrupted {
     /// The exit status a process stopped by this signal reports: 128 + the signal number.
     pub fn exit_code(&self) -> u8 {
-        (128 + self.signal).clamp(0, 255) as u8
+        u8::try_from((128 + self.signal).clamp(0, 255)).unwrap_or(u8::MAX)
     }
 }
 
@@ -90,10 +90,12 @@ pub fn check_io() -> io::Result<()> {
 /// Wait for `d`, or less when a stop signal arrives meanwhile (then the error).
 pub fn sleep(d: Duration) -> Result<(), Interrupted> {
     let (lock, cvar) = &WAKE;
-    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _unused = cvar
-        .wait_timeout_while(guard, d, |_| received().is_none())
-        .unwrap_or_else(|e| e.into_inner());
+        .wait_timeout_while(guard, d, |()| received().is_none())
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     check()
 }
 
@@ -128,7 +130,10 @@ pub fn trigger(signal: i32) -> bool {
             unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) };
         }
         let (lock, cvar) = &WAKE;
-        drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(
+            lock.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         cvar.notify_all();
     }
     first

@@ -313,17 +313,25 @@ pub fn repository_specs(
             });
         }
         let mut spec = RepoSpec::new(r.source.clone());
-        spec.alias = r.alias.clone();
-        spec.repo_type = r.kind.clone();
-        spec.distribution = r.distribution.clone();
+        spec.alias.clone_from(&r.alias);
+        spec.repo_type.clone_from(&r.kind);
+        spec.distribution.clone_from(&r.distribution);
         if !r.components.is_empty() {
-            spec.components = r.components.clone();
+            spec.components.clone_from(&r.components);
         }
-        spec.architectures = r.architectures.clone();
-        spec.priority = r.priority.map(|p| p as i32);
+        spec.architectures.clone_from(&r.architectures);
+        spec.priority = r
+            .priority
+            .map(|p| {
+                i32::try_from(p).map_err(|_| PlanError::Unsupported {
+                    location: location.clone(),
+                    message: format!("repository priority {p} is out of range"),
+                })
+            })
+            .transpose()?;
         spec.repository_gpgcheck = r.repository_gpgcheck;
         spec.package_gpgcheck = r.package_gpgcheck;
-        spec.signing_keys = r.signing_keys.clone();
+        spec.signing_keys.clone_from(&r.signing_keys);
         spec.imageinclude = r.imageinclude;
         spec.imageonly = r.imageonly;
         specs.push(spec);
@@ -495,7 +503,7 @@ fn plan_with(
     let metadata = release::fetch_all_metadata(&usable, std::slice::from_ref(&arch), &ctx)?;
     let warnings: Vec<String> = metadata
         .iter()
-        .filter_map(|m| m.older.as_ref().map(|o| o.to_string()))
+        .filter_map(|m| m.older.as_ref().map(std::string::ToString::to_string))
         .collect();
     let (universe, meta_of_repo) = universe(&metadata, &arch)?;
 

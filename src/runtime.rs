@@ -27,78 +27,166 @@ pub const MIN_MEMORY: u64 = 6 << 20;
 /// Errors of the run mode; each names the container, image, path or option involved.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The image or container store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A memory or size option is not a size.
     #[error("invalid size '{value}': {reason}")]
-    InvalidSize { value: String, reason: String },
+    InvalidSize {
+        /// The value as given.
+        value: String,
+        /// Why it is not a size.
+        reason: String,
+    },
+    /// A `--volume` spec is malformed.
     #[error("invalid volume spec '{spec}': {reason}")]
-    InvalidVolume { spec: String, reason: String },
+    InvalidVolume {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A volume's host path cannot be used.
     #[error("volume source {path}: {source}")]
     VolumeSource {
+        /// The host path.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// An `--env` spec is malformed.
     #[error("invalid environment variable '{spec}': {reason}")]
-    InvalidEnv { spec: String, reason: String },
+    InvalidEnv {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line of an `--env-file` is malformed.
     #[error("{}:{line}: {reason}", path.display())]
     EnvFile {
+        /// The env file.
         path: PathBuf,
+        /// The 1-based line number.
         line: usize,
+        /// What is wrong with the line.
         reason: String,
     },
+    /// A `--user` spec is malformed.
     #[error("invalid user '{spec}': {reason}")]
-    InvalidUser { spec: String, reason: String },
+    InvalidUser {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A user or group name is not in the container's passwd or group file.
     #[error("unable to find user or group '{name}': no matching entry in the container's {file}")]
-    UnknownUser { name: String, file: &'static str },
+    UnknownUser {
+        /// The name looked up.
+        name: String,
+        /// The file searched (`/etc/passwd` or `/etc/group`).
+        file: &'static str,
+    },
+    /// An option has an invalid value or conflicts with another.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {
+        /// The option, as spelled on the command line.
         option: &'static str,
+        /// Why it is rejected.
         reason: String,
     },
+    /// The image's config cannot be run.
     #[error("image {image}: invalid config: {reason}")]
-    ImageConfig { image: String, reason: String },
+    ImageConfig {
+        /// The image reference.
+        image: String,
+        /// What is wrong with its config.
+        reason: String,
+    },
+    /// Neither the image nor the command line gives a command.
     #[error("image {image} has no command: give one after the image name")]
-    NoCommand { image: String },
+    NoCommand {
+        /// The image reference.
+        image: String,
+    },
+    /// A `--name` does not match the allowed pattern; holds the name.
     #[error("invalid container name '{0}': only [a-zA-Z0-9][a-zA-Z0-9_.-]+ is allowed")]
     InvalidName(String),
+    /// A `--name` is taken.
     #[error("the container name '{name}' is already in use by container {id}")]
-    NameInUse { name: String, id: String },
+    NameInUse {
+        /// The name asked for.
+        name: String,
+        /// The id of the container that has it.
+        id: String,
+    },
+    /// No container matches a reference; holds the reference.
     #[error("no such container: {0}")]
     NoSuchContainer(String),
+    /// A reference (an id prefix) matches more than one container.
     #[error("container reference '{reference}' is ambiguous: it matches {count} containers")]
-    AmbiguousContainer { reference: String, count: usize },
+    AmbiguousContainer {
+        /// The reference as given.
+        reference: String,
+        /// How many containers it matches.
+        count: usize,
+    },
+    /// A running container cannot be removed without force.
     #[error("container {name} ({id}) is running: stop it first, or remove it with -f")]
-    Running { name: String, id: String },
+    Running {
+        /// The container's name.
+        name: String,
+        /// The container's id.
+        id: String,
+    },
+    /// A file the container is given (hosts, resolv.conf, ...) could not be written.
     #[error("container {id}: {what} {}: {source}", path.display())]
     ContainerFile {
+        /// The container's id.
         id: String,
+        /// What the file is for.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A confined operation in the container's root failed.
     #[error("container {id}: {source}")]
     Root {
+        /// The container's id.
         id: String,
+        /// The confined operation's error.
         #[source]
         source: crate::confine::ConfineError,
     },
+    /// The sandbox could not run the container.
     #[error("container {id}: {source}")]
     Sandbox {
+        /// The container's id.
         id: String,
+        /// The sandbox's error.
         #[source]
         source: SandboxError,
     },
+    /// A file of the container state could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A container state file is not valid JSON.
     #[error("{}: invalid JSON: {source}", path.display())]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The parse error.
         #[source]
         source: serde_json::Error,
     },
@@ -321,7 +409,7 @@ impl Runtime {
     fn read_records(&self) -> Result<Vec<ContainerRecord>> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(io_at(&self.dir))?
-            .filter_map(|e| e.ok())
+            .filter_map(std::result::Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path().join("state.json"))
             .collect();
@@ -403,9 +491,9 @@ impl Runtime {
                     id: rec.id,
                 });
             }
-            if let Some(pid) = rec.pid {
+            if let Some(pid) = rec.pid.and_then(|p| i32::try_from(p).ok()) {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -442,7 +530,8 @@ impl Runtime {
             });
         }
         if let Some(c) = opts.limits.cpus {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let n = f64::from(u32::try_from(n).unwrap_or(u32::MAX));
             if !(c >= 0.01 && c <= n) {
                 return Err(RuntimeError::InvalidOption {
                     option: "--cpus",
@@ -710,19 +799,18 @@ impl Runtime {
                 Err(e) => Err(root_err(e)),
             }
         };
-        let user = match user_spec {
-            Some(spec) => user::resolve(spec, &read_text("etc/passwd")?, &read_text("etc/group")?)?,
-            None => {
-                let passwd = read_text("etc/passwd")?;
-                user::resolve(
-                    &UserSpec {
-                        user: "0".into(),
-                        group: None,
-                    },
-                    &passwd,
-                    &read_text("etc/group")?,
-                )?
-            }
+        let user = if let Some(spec) = user_spec {
+            user::resolve(spec, &read_text("etc/passwd")?, &read_text("etc/group")?)?
+        } else {
+            let passwd = read_text("etc/passwd")?;
+            user::resolve(
+                &UserSpec {
+                    user: "0".into(),
+                    group: None,
+                },
+                &passwd,
+                &read_text("etc/group")?,
+            )?
         };
         let workdir = opts
             .workdir
@@ -775,7 +863,7 @@ mod tests {
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+        v.iter().map(std::string::ToString::to_string).collect()
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! * **Signals**: a [`Profile::Container`] sandbox forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT,
 //!   SIGUSR1 and SIGUSR2 received while it runs to its command instead of acting on imgbuild.
 //!   A [`Profile::Build`] sandbox forwards nothing: when imgbuild is told to stop (see
-//!   [`crate::interrupt`]), or a [`Sandbox::timeout`] passes, the command is SIGKILLed, and
+//!   [`crate::interrupt`]), or a [`Sandbox::timeout`] passes, the command is `SIGKILLed`, and
 //!   with it its whole pid namespace.
 
 pub mod caps;
@@ -93,19 +93,37 @@ pub enum SandboxError {
     EmptyCommand,
     /// The root tree is missing or unreadable.
     #[error("sandbox root {path}: {source}")]
-    Root { path: PathBuf, source: io::Error },
+    Root {
+        /// The root directory as given.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// A mount point the sandbox needs is a symlink in the root tree.
     #[error("{path} is a symlink; the sandbox mounts its own file system there")]
-    SymlinkMountpoint { path: PathBuf },
+    SymlinkMountpoint {
+        /// The mount point, in the root tree.
+        path: PathBuf,
+    },
     /// A bind mount source does not exist or cannot be read.
     #[error("bind mount source {path}: {source}")]
-    BindSource { path: PathBuf, source: io::Error },
+    BindSource {
+        /// The host path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// Capture was requested for stdin.
     #[error("stdin cannot be captured")]
     CaptureStdin,
     /// An environment variable name or value, hostname or argument contains a NUL byte.
     #[error("{what} contains a NUL byte: {value:?}")]
-    Nul { what: &'static str, value: OsString },
+    Nul {
+        /// What the value is (`argument`, `hostname`, ...).
+        what: &'static str,
+        /// The value.
+        value: OsString,
+    },
     /// The mount plan could not be built.
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
@@ -127,21 +145,29 @@ pub enum SandboxError {
     /// A system call in the parent failed.
     #[error("cannot {what}: {source}")]
     Os {
+        /// What the call was to do.
         what: &'static str,
+        /// The OS error.
         source: io::Error,
     },
     /// A setup step inside the sandbox failed.
     #[error("sandbox setup failed at `{step}` in {root}: {source}")]
     Setup {
+        /// The step, as the plan prints it.
         step: String,
+        /// The sandbox's root directory.
         root: PathBuf,
+        /// The OS error the child reported.
         source: io::Error,
     },
     /// The command could not be executed (not found, not executable, bad interpreter).
     #[error("cannot execute {program:?} in {root}: {source}")]
     Exec {
+        /// The program, as given.
         program: OsString,
+        /// The sandbox's root directory.
         root: PathBuf,
+        /// The OS error of `execve`.
         source: io::Error,
     },
 }
@@ -154,7 +180,7 @@ fn os(what: &'static str) -> impl FnOnce(io::Error) -> SandboxError {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Soft and hard `RLIMIT_NOFILE` a [`Profile::Container`] asks for (Docker daemon's usual
-/// limit); clamped to the host's hard limit, since raising it needs CAP_SYS_RESOURCE.
+/// limit); clamped to the host's hard limit, since raising it needs `CAP_SYS_RESOURCE`.
 pub const CONTAINER_NOFILE: u64 = 1_048_576;
 
 /// A command to run inside a root tree, and how. Build with [`Sandbox::new`], configure with
@@ -217,6 +243,7 @@ impl Sandbox {
     }
 
     /// Set an environment variable (replacing an earlier value of the same name).
+    #[must_use]
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         let key = key.into();
         self.env.retain(|(k, _)| *k != key);
@@ -225,6 +252,7 @@ impl Sandbox {
     }
 
     /// Copy imgbuild's own environment (variables set with [`Sandbox::env`] win).
+    #[must_use]
     pub fn inherit_env(mut self) -> Self {
         let explicit = std::mem::take(&mut self.env);
         self.env = std::env::vars_os().collect();
@@ -235,18 +263,21 @@ impl Sandbox {
     }
 
     /// Working directory inside the root (must exist).
+    #[must_use]
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = dir.into();
         self
     }
 
     /// Hostname in the new UTS namespace (default: a copy of the host's).
+    #[must_use]
     pub fn hostname(mut self, name: impl Into<String>) -> Self {
         self.hostname = Some(name.into());
         self
     }
 
     /// User and group ids to run as, and supplementary groups.
+    #[must_use]
     pub fn user(mut self, uid: u32, gid: u32, groups: Vec<u32>) -> Self {
         self.uid = uid;
         self.gid = gid;
@@ -255,6 +286,7 @@ impl Sandbox {
     }
 
     /// Make a host path visible inside the root.
+    #[must_use]
     pub fn bind(
         mut self,
         source: impl Into<PathBuf>,
@@ -270,24 +302,28 @@ impl Sandbox {
     }
 
     /// The network namespace.
+    #[must_use]
     pub fn network(mut self, network: Network) -> Self {
         self.network = network;
         self
     }
 
     /// Where stdin comes from.
+    #[must_use]
     pub fn stdin(mut self, s: Stdio) -> Self {
         self.stdin = s;
         self
     }
 
     /// Where stdout goes.
+    #[must_use]
     pub fn stdout(mut self, s: Stdio) -> Self {
         self.stdout = s;
         self
     }
 
     /// Where stderr goes.
+    #[must_use]
     pub fn stderr(mut self, s: Stdio) -> Self {
         self.stderr = s;
         self
@@ -296,18 +332,21 @@ impl Sandbox {
     /// Give the command a pseudo-terminal: it becomes its controlling terminal and stdio;
     /// imgbuild relays it to its stdin (raw mode when that is a terminal) and stdout, and
     /// copies the window size, also on SIGWINCH.
+    #[must_use]
     pub fn tty(mut self, tty: bool) -> Self {
         self.tty = tty;
         self
     }
 
     /// The isolation profile.
+    #[must_use]
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
         self
     }
 
     /// Mount the root read-only (bind mounts keep their own mode).
+    #[must_use]
     pub fn read_only_root(mut self, ro: bool) -> Self {
         self.read_only_root = ro;
         self
@@ -315,18 +354,21 @@ impl Sandbox {
 
     /// Whether to bind the host's `/etc/resolv.conf` over the root's (default true; only
     /// done when the root has that file, and read-only, so the root never changes).
+    #[must_use]
     pub fn resolv_conf(mut self, on: bool) -> Self {
         self.resolv_conf = on;
         self
     }
 
     /// Cgroup limits (memory, pids, cpus).
+    #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Set a resource limit (`libc::RLIMIT_*`); clamped to the host's hard limit.
+    #[must_use]
     pub fn rlimit(mut self, resource: u32, soft: u64, hard: u64) -> Self {
         self.rlimits.retain(|r| r.0 != resource);
         self.rlimits.push((resource, soft, hard));
@@ -335,6 +377,7 @@ impl Sandbox {
 
     /// Kill the command (and its whole pid namespace) when it has not ended after `after`;
     /// [`Sandbox::run`] then fails with [`SandboxError::TimedOut`]. Default: no limit.
+    #[must_use]
     pub fn timeout(mut self, after: std::time::Duration) -> Self {
         self.timeout = Some(after);
         self
@@ -373,14 +416,14 @@ fn host_hard_limit(resource: u32) -> u64 {
         rlim_max: 0,
     };
     // SAFETY: getrlimit fills `lim`.
-    if unsafe { libc::getrlimit(resource as _, &mut lim) } == 0 {
+    if unsafe { libc::getrlimit(resource as _, &raw mut lim) } == 0 {
         lim.rlim_max
     } else {
         u64::MAX
     }
 }
 
-/// Clamp requested limits to what the host allows without CAP_SYS_RESOURCE.
+/// Clamp requested limits to what the host allows without `CAP_SYS_RESOURCE`.
 pub fn clamp_rlimits(
     requested: &[(u32, u64, u64)],
     host_hard: impl Fn(u32) -> u64,
@@ -396,12 +439,12 @@ pub fn clamp_rlimits(
 
 /// The `ro`, `nosuid` and `noexec` flags of the mount holding `path`, as mount flags.
 fn mount_flags(path: &Path) -> Result<plan::MountFlags, SandboxError> {
+    use nix::sys::statvfs::FsFlags;
     let st = nix::sys::statvfs::statvfs(path).map_err(|e| SandboxError::Root {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
     let f = st.flags();
-    use nix::sys::statvfs::FsFlags;
     let mut out = 0;
     for (fs, ms) in [
         (FsFlags::ST_RDONLY, libc::MS_RDONLY),
@@ -669,10 +712,10 @@ fn read_report(err_r: &OwnedFd) -> Option<(usize, i32)> {
         if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        if n <= 0 {
+        let Ok(n @ 1..) = usize::try_from(n) else {
             break;
-        }
-        got += n as usize;
+        };
+        got += n;
     }
     if got < report.len() {
         return None;
@@ -681,7 +724,10 @@ fn read_report(err_r: &OwnedFd) -> Option<(usize, i32)> {
     idx.copy_from_slice(&report[..8]);
     let mut e = [0u8; 4];
     e.copy_from_slice(&report[8..]);
-    Some((u64::from_le_bytes(idx) as usize, i32::from_le_bytes(e)))
+    Some((
+        usize::try_from(u64::from_le_bytes(idx)).ok()?,
+        i32::from_le_bytes(e),
+    ))
 }
 
 /// The error for a setup failure the child reported at step `index` (`steps.len()`: execve).
@@ -701,9 +747,10 @@ fn setup_error(
         }
     } else {
         SandboxError::Setup {
-            step: steps
-                .get(index)
-                .map_or("prepare stdio and session".to_string(), |s| s.to_string()),
+            step: steps.get(index).map_or(
+                "prepare stdio and session".to_string(),
+                std::string::ToString::to_string,
+            ),
             root,
             source,
         }
@@ -731,7 +778,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     let wiring = wire_stdio([stdin, stdout, stderr], pty.is_some())?;
     if let Some(p) = &pty {
         // Sized before the command starts, so its first look at the terminal is right.
-        let sources = supervise::size_sources(wiring.tty_input, &wiring.tty_output);
+        let sources = supervise::size_sources(wiring.tty_input, wiring.tty_output);
         supervise::copy_winsize(&sources, p.master.as_raw_fd());
     }
 
@@ -775,6 +822,8 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         // SAFETY: we are the fresh child.
         unsafe { exec::child_main(&spec) }
     }
+    // A pid the kernel returned: it fits `pid_t`, the type it has in the kernel.
+    #[allow(clippy::cast_possible_truncation)]
     let pid = pid as libc::pid_t;
     let child = ChildGuard { pid, reaped: false };
 
@@ -851,6 +900,8 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// falling back to `clone` where the kernel lacks it. Returns the pid (0 in the child, which is
 /// sent to `child_main` by the caller; -1 with errno on failure) and whether the child was
 /// born in the cgroup.
+// `clone3` takes flags, a signal and an fd as u64 fields: non-negative values, widened.
+#[allow(clippy::cast_sign_loss)]
 fn spawn(flags: libc::c_int, cgroup: Option<&std::fs::File>) -> (libc::c_long, bool) {
     if let Some(cg) = cgroup {
         let args = CloneArgs {
@@ -871,27 +922,23 @@ fn spawn(flags: libc::c_int, cgroup: Option<&std::fs::File>) -> (libc::c_long, b
         let pid = unsafe {
             libc::syscall(
                 libc::SYS_clone3,
-                &args as *const CloneArgs,
+                &raw const args,
                 std::mem::size_of::<CloneArgs>(),
             )
         };
         let e = io::Error::last_os_error().raw_os_error();
-        if pid >= 0
-            || !matches!(
-                e,
-                Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)
-            )
-        {
+        if pid >= 0 || !matches!(e, Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
             return (pid, true);
         }
     }
-    let flags = flags as libc::c_long | libc::SIGCHLD as libc::c_long;
+    let flags = libc::c_long::from(flags) | libc::c_long::from(libc::SIGCHLD);
     // SAFETY: as above, with the classic clone.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     (pid, false)
 }
 
 /// Where a tty's output goes.
+#[derive(Clone, Copy)]
 enum TtyOut {
     Discard,
     Capture,
@@ -911,7 +958,7 @@ impl Drop for ChildGuard {
             unsafe {
                 libc::kill(self.pid, libc::SIGKILL);
                 let mut status = 0;
-                while libc::waitpid(self.pid, &mut status, libc::__WALL) < 0
+                while libc::waitpid(self.pid, &raw mut status, libc::__WALL) < 0
                     && *libc::__errno_location() == libc::EINTR
                 {}
             }

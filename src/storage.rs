@@ -113,97 +113,171 @@ pub struct StoreInput {
 /// reference involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// A store file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A store file or image document is not valid JSON.
     #[error("{path}: invalid JSON: {source}")]
     Json {
+        /// The file or blob it was read from.
         path: String,
+        /// The parse error.
         #[source]
         source: serde_json::Error,
     },
+    /// A store record or image document is malformed.
     #[error("{what}: {reason}")]
-    Invalid { what: String, reason: String },
+    Invalid {
+        /// The record or document.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A storage driver name is not known; holds the name.
     #[error("unknown storage driver '{0}' (known: vfs, overlay, btrfs, devicemapper)")]
     UnknownDriver(String),
+    /// The store was created with another driver than the one asked for.
     #[error(
         "the store at {root} was created with the '{recorded}' storage driver; it cannot be used \
          with '{requested}' (use --storage-driver {recorded}, or another --storage-root)"
     )]
     DriverMismatch {
+        /// The store's root directory.
         root: PathBuf,
+        /// The driver the store records.
         recorded: DriverKind,
+        /// The driver asked for.
         requested: DriverKind,
     },
+    /// The driver cannot work at this path on this host.
     #[error("storage driver '{driver}' is not usable at {path}: {reason}")]
     DriverUnavailable {
+        /// The driver.
         driver: DriverKind,
+        /// The store directory it was tried on.
         path: PathBuf,
+        /// Why it is not usable.
         reason: String,
     },
+    /// The btrfs driver was asked for on another filesystem.
     #[error(
         "{path}: the btrfs storage driver needs the store on a btrfs filesystem (found {found})"
     )]
-    NotBtrfs { path: PathBuf, found: String },
+    NotBtrfs {
+        /// The store directory.
+        path: PathBuf,
+        /// The filesystem found there.
+        found: String,
+    },
+    /// The devicemapper driver is unavailable; holds the reason.
     #[error("storage driver 'devicemapper' is unavailable: {0}")]
     DeviceMapper(String),
+    /// A blob could not be written to the store.
     #[error("blob {digest}: storing it in {path}: {source}")]
     BlobWrite {
+        /// The blob's digest.
         digest: String,
+        /// The file being written.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A blob's content does not match its digest.
     #[error("blob {expected}: content hashes to {actual}; refusing corrupt blob")]
-    BlobDigestMismatch { expected: String, actual: String },
+    BlobDigestMismatch {
+        /// The digest the blob is named by.
+        expected: String,
+        /// The digest of its content.
+        actual: String,
+    },
+    /// A blob's length differs from the size its manifest gives.
     #[error("blob {digest}: the manifest gives its size as {declared} bytes, it has {found}")]
     BlobSizeMismatch {
+        /// The blob's digest.
         digest: String,
+        /// The size in the manifest.
         declared: u64,
+        /// The length read (`more than N` when reading stopped past the declared size).
         found: String,
     },
+    /// Unpacking a layer passed a space bound.
     #[error("layer {blob}: refused: unpacked, {bound}; the partial layer was removed")]
     LayerTooLarge {
+        /// The layer blob's digest.
         blob: String,
+        /// The bound it passed.
         bound: crate::image::limits::SpaceExceeded,
     },
+    /// A layer's uncompressed content does not match the config's `diff_id`.
     #[error(
         "layer {blob}: uncompressed content hashes to {actual}, the config's diff_id is {expected}"
     )]
     DiffIdMismatch {
+        /// The layer blob's digest.
         blob: String,
+        /// The config's `diff_id`.
         expected: String,
+        /// The digest of the uncompressed content.
         actual: String,
     },
+    /// A layer could not be applied to the layer below it.
     #[error("layer {blob}: {source}")]
     Apply {
+        /// The layer blob's digest.
         blob: String,
+        /// What went wrong.
         #[source]
         source: ApplyError,
     },
+    /// An image reference is not a valid name.
     #[error(transparent)]
     InvalidReference(crate::reference::InvalidName),
+    /// No image matches a reference; holds the reference.
     #[error("no such image: {0}")]
     ImageNotFound(String),
+    /// A reference (an id prefix) matches more than one image.
     #[error("image reference '{reference}' is ambiguous: it matches {count} images")]
-    AmbiguousReference { reference: String, count: usize },
+    AmbiguousReference {
+        /// The reference as given.
+        reference: String,
+        /// How many images it matches.
+        count: usize,
+    },
+    /// An image cannot be removed while a container uses it.
     #[error("image {image} is in use by container {container}")]
-    ImageInUse { image: String, container: String },
+    ImageInUse {
+        /// The image id.
+        image: String,
+        /// The container's id.
+        container: String,
+    },
+    /// No container matches a reference; holds the reference.
     #[error("no such container: {0}")]
     ContainerNotFound(String),
+    /// A system call of a driver (mount, ioctl, ...) failed.
     #[error("{op} {path}: {source}")]
     Sys {
+        /// The operation.
         op: &'static str,
+        /// The path it was applied to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: nix::Error,
     },
+    /// The store lock could not be taken.
     #[error("{path}: cannot take the store lock: {source}")]
     Lock {
+        /// The lock file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },

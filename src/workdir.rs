@@ -9,6 +9,7 @@
 //! lock existed) count as stale once they are a minute old.
 
 use crate::interrupt;
+use fs_err::os::unix::fs::OpenOptionsExt as _;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -22,26 +23,22 @@ pub const RESULT_PREFIX: &str = ".imgbuild-result-";
 /// The owner lock inside a work directory.
 pub const LOCK_FILE: &str = "owner.lock";
 /// A work directory without a lock file is stale once its mtime is this old.
-pub const UNLOCKED_STALE_AFTER: Duration = Duration::from_secs(60);
+pub const UNLOCKED_STALE_AFTER: Duration = Duration::from_mins(1);
 
 /// Errors of work directories.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkDirError {
-    /// A file system operation failed.
+    /// A file system call failed (an `fs_err` error: its message names the call and the path).
+    #[error(transparent)]
+    Fs(#[from] io::Error),
+    /// The directory could not be created in its parent, or its owner lock not taken.
     #[error("{path}: {source}")]
     Io {
-        /// The path involved.
+        /// The parent directory, or the lock file.
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
     },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkDirError + '_ {
-    move |source| WorkDirError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// A new, owner-locked work directory; removed (with everything in it) on drop, and by the
@@ -59,7 +56,10 @@ impl WorkDir {
         let path = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(parent)
-            .map_err(io_err(parent))?
+            .map_err(|source| WorkDirError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?
             .keep();
         let mut dir = WorkDir {
             _registration: interrupt::remove_on_exit(&path, |p| remove_tree(p).is_ok()),
@@ -69,15 +69,17 @@ impl WorkDir {
         // Locked under a temporary name, then renamed: `owner.lock` never exists unlocked, so a
         // concurrent sweep cannot take a new directory for a dead one.
         let fresh = dir.path.join(".owner.lock.new");
-        let file = OpenOptions::new()
+        let file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&fresh)
-            .map_err(io_err(&fresh))?;
-        fs4::FileExt::try_lock(&file).map_err(|e| io_err(&fresh)(e.into()))?;
-        let lock = dir.path.join(LOCK_FILE);
-        fs::rename(&fresh, &lock).map_err(io_err(&lock))?;
+            .open(&fresh)?
+            .into_file();
+        fs4::FileExt::try_lock(&file).map_err(|e| WorkDirError::Io {
+            path: fresh.clone(),
+            source: e.into(),
+        })?;
+        fs_err::rename(&fresh, dir.path.join(LOCK_FILE))?;
         dir.lock = Some(file);
         Ok(dir)
     }
@@ -171,11 +173,11 @@ pub fn remove_stale(parent: &Path) -> Vec<Stale> {
 /// not an error. A work directory's [`LOCK_FILE`] goes last: a removal cut short by SIGKILL
 /// leaves the lock file behind, so the next sweep sees a free lock and finishes the job at once.
 pub fn remove_tree(path: &Path) -> Result<(), WorkDirError> {
-    match fs::symlink_metadata(path) {
+    match fs_err::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return fs::remove_file(path).map_err(io_err(path)),
+        Ok(_) => return Ok(fs_err::remove_file(path)?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err(path)(e)),
+        Err(e) => return Err(e.into()),
     }
     clear_all_but_lock(path);
     remove_all(path)
@@ -202,17 +204,17 @@ fn clear_all_but_lock(path: &Path) {
 /// `remove_dir_all`, restoring owner permissions on a permission error and trying again.
 fn remove_all(path: &Path) -> Result<(), WorkDirError> {
     // std's remove_dir_all works on directory fds and never follows a symlink out of the tree.
-    match fs::remove_dir_all(path) {
+    match fs_err::remove_dir_all(path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(io_err(path)(e)),
+        Err(e) => return Err(e.into()),
     }
     make_owner_writable(path);
-    match fs::remove_dir_all(path) {
+    match fs_err::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -246,7 +248,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn set_old(path: &Path) {
-        let old = SystemTime::now() - Duration::from_secs(3600);
+        let old = SystemTime::now() - Duration::from_hours(1);
         let f = File::open(path).unwrap();
         f.set_modified(old).unwrap();
     }

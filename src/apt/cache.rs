@@ -4,11 +4,11 @@
 //! Layout of a cache directory:
 //! - `blobs/sha256/<hex>`: content, named by its sha256 (packages, index files, signed Release files);
 //! - `refs/<sha256 of the URL>`: the digest last seen at a URL whose content is not pinned elsewhere
-//!   (InRelease, Release, Release.gpg), so an offline build can find it again;
+//!   (`InRelease`, Release, Release.gpg), so an offline build can find it again;
 //! - `locks/<hex>.lock`: one lock per blob while it is being downloaded, so two builds fetching the
 //!   same file download it once;
 //! - `release-dates/<sha256 of the URL>`: the newest signed Release `Date` seen for a repository
-//!   (keyed by the directory URL holding its InRelease), so an older Release served later is
+//!   (keyed by the directory URL holding its `InRelease`), so an older Release served later is
 //!   recognised as going back in time; `release-dates/<hex>.lock` serialises its updates;
 //! - `lock`: held shared by every open [`Cache`], exclusively by [`Cache::clear`].
 
@@ -292,7 +292,7 @@ impl Cache {
     }
 
     /// Store `data` (already fully received) as a blob and return its digest and path. Used for files
-    /// no other metadata pins (InRelease); their digest is what they are.
+    /// no other metadata pins (`InRelease`); their digest is what they are.
     pub fn insert_bytes(
         &self,
         name: &str,
@@ -360,7 +360,7 @@ impl Cache {
             .join(Sha256Digest::of(dist_url.as_bytes()).to_hex())
     }
 
-    /// The newest Release `Date` remembered for the repository whose InRelease lives under
+    /// The newest Release `Date` remembered for the repository whose `InRelease` lives under
     /// `dist_url`; `None` when none was remembered.
     pub fn release_date(&self, dist_url: &str) -> Result<Option<ReleaseDate>, CacheError> {
         read_release_date(&self.release_date_path(dist_url))
@@ -408,9 +408,9 @@ impl Cache {
         let Cache {
             root,
             mode: _,
-            _lock,
+            _lock: shared,
         } = self;
-        drop(_lock);
+        drop(shared);
         let lock_path = root.join("lock");
         let lock = open_lock_file(&lock_path)?;
         fs4::FileExt::lock(&lock).map_err(io_err(&lock_path))?;

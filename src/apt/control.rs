@@ -177,13 +177,9 @@ impl<'a> Paragraphs<'a> {
     }
 
     /// Stop after an error: a broken file has no further paragraphs.
-    fn fail(
-        &mut self,
-        line: usize,
-        message: String,
-    ) -> Option<Result<RawParagraph<'a>, ParseError>> {
+    fn fail(&mut self, line: usize, message: String) -> Result<RawParagraph<'a>, ParseError> {
         self.pos = self.text.len();
-        Some(Err(ParseError { line, message }))
+        Err(ParseError { line, message })
     }
 
     /// Byte offset of `s`, a slice of the text.
@@ -210,7 +206,7 @@ impl<'a> Iterator for Paragraphs<'a> {
             }
             if line.starts_with(' ') || line.starts_with('\t') {
                 let Some((_, value)) = cur.fields.last() else {
-                    return self.fail(lineno, "continuation line before any field".into());
+                    return Some(self.fail(lineno, "continuation line before any field".into()));
                 };
                 let (start, end) = (self.offset(value.text), self.offset(raw) + raw.len());
                 let text = &self.text[start..end];
@@ -220,10 +216,10 @@ impl<'a> Iterator for Paragraphs<'a> {
                 continue;
             }
             let Some((name, value)) = line.split_once(':') else {
-                return self.fail(lineno, format!("expected 'Field: value', found {line:?}"));
+                return Some(self.fail(lineno, format!("expected 'Field: value', found {line:?}")));
             };
             if name.is_empty() || name.contains(char::is_whitespace) {
-                return self.fail(lineno, format!("bad field name {name:?}"));
+                return Some(self.fail(lineno, format!("bad field name {name:?}")));
             }
             if cur.fields.is_empty() {
                 cur.line = lineno;

@@ -37,7 +37,7 @@ const MAX_CONTROL_BYTES: u64 = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum DebError {
     /// Reading the file or a member failed.
-    #[error("{}{}: {source}", path.display(), member_suffix(member))]
+    #[error("{}{}: {source}", path.display(), member_suffix(member.as_deref()))]
     Io {
         /// The `.deb`.
         path: PathBuf,
@@ -48,7 +48,7 @@ pub enum DebError {
         source: io::Error,
     },
     /// The package does not have the structure of a binary package.
-    #[error("{}{}: {reason}", path.display(), member_suffix(member))]
+    #[error("{}{}: {reason}", path.display(), member_suffix(member.as_deref()))]
     Format {
         /// The `.deb`.
         path: PathBuf,
@@ -79,9 +79,8 @@ pub enum DebError {
     },
 }
 
-fn member_suffix(member: &Option<String>) -> String {
+fn member_suffix(member: Option<&str>) -> String {
     member
-        .as_ref()
         .map(|m| format!(": member `{m}`"))
         .unwrap_or_default()
 }
@@ -337,7 +336,7 @@ impl Deb {
         let reader = self.data_compression.reader(entry).map_err(io_err)?;
         Ok(std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
-            scope.spawn(move || produce(reader, tx));
+            scope.spawn(move || produce(reader, &tx));
             let mut pipe = ChunkReader {
                 rx,
                 chunk: Vec::new(),
@@ -353,7 +352,7 @@ impl Deb {
 const CHUNK: usize = 1 << 20;
 
 /// Read `r` in chunks into `tx` until EOF, an error, or the receiver hangs up.
-fn produce(mut r: impl Read, tx: mpsc::SyncSender<io::Result<Vec<u8>>>) {
+fn produce(mut r: impl Read, tx: &mpsc::SyncSender<io::Result<Vec<u8>>>) {
     loop {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0;
@@ -460,7 +459,7 @@ fn read_control_tar(
                 entry.size()
             )));
         }
-        let mut buf = Vec::with_capacity(entry.size() as usize);
+        let mut buf = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
         entry
             .take(MAX_CONTROL_BYTES)
             .read_to_end(&mut buf)

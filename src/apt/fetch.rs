@@ -196,7 +196,7 @@ pub struct Download {
     pub credentials: Option<Credentials>,
 }
 
-/// Largest metadata file accepted by [`Fetcher::get_bytes`] callers by default (InRelease files of
+/// Largest metadata file accepted by [`Fetcher::get_bytes`] callers by default (`InRelease` files of
 /// large archives are a few hundred KiB).
 pub const METADATA_LIMIT: u64 = 64 << 20;
 
@@ -441,7 +441,7 @@ impl Fetcher {
         }
     }
 
-    /// The whole content of `url` (at most `limit` bytes), for unpinned metadata such as InRelease.
+    /// The whole content of `url` (at most `limit` bytes), for unpinned metadata such as `InRelease`.
     pub fn get_bytes(
         &self,
         url: &str,
@@ -593,7 +593,10 @@ impl Fetcher {
         let mut out = Vec::with_capacity(items.len());
         let mut not_started = None;
         for (i, slot) in results.into_iter().enumerate() {
-            match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            match slot
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
                 Some(Ok(p)) => out.push(p),
                 // The first failure in input order, so the report does not depend on thread timing.
                 Some(Err(e)) => return Err(e),
@@ -626,6 +629,8 @@ struct Reporter {
 impl Reporter {
     fn new(mode: Progress, total: u64, count: usize) -> Reporter {
         let tty = io::stderr().is_terminal();
+        // `Auto` prints lines, as `Lines` does, only when stderr is not a terminal.
+        #[allow(clippy::match_same_arms)]
         let (bar, lines) = match mode {
             Progress::Quiet => (None, false),
             Progress::Lines => (None, true),

@@ -8,7 +8,6 @@
 //! [`ENV_SECURITY_MIRROR`] override the host's entries.
 
 use crate::apt::control;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -22,14 +21,10 @@ pub const DEFAULT_APT_DIR: &str = "/etc/apt";
 /// Errors reading the host's sources or resolving `apt-host:/`.
 #[derive(Debug, thiserror::Error)]
 pub enum HostSourcesError {
-    /// A sources file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
+    /// A sources file or directory could not be read (an `fs_err` error: its message names
+    /// the path).
+    #[error(transparent)]
+    Io(#[from] io::Error),
     /// A sources file is malformed.
     #[error("{path}:{line}: {message}")]
     Parse {
@@ -109,13 +104,6 @@ pub struct Resolved {
     pub trusted: Option<bool>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HostSourcesError + '_ {
-    move |source| HostSourcesError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn yes_no(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" => Some(true),
@@ -129,13 +117,13 @@ fn yes_no(v: &str) -> Option<bool> {
 pub fn read_host_sources(apt_dir: &Path) -> Result<Vec<HostSource>, HostSourcesError> {
     let mut out = Vec::new();
     let main = apt_dir.join("sources.list");
-    match fs::read_to_string(&main) {
+    match fs_err::read_to_string(&main) {
         Ok(text) => out.extend(parse_one_line(&text, &main)?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&main)(e)),
+        Err(e) => return Err(e.into()),
     }
     let dir = apt_dir.join("sources.list.d");
-    let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
+    let mut files: Vec<PathBuf> = match fs_err::read_dir(&dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -146,11 +134,11 @@ pub fn read_host_sources(apt_dir: &Path) -> Result<Vec<HostSource>, HostSourcesE
             })
             .collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io_err(&dir)(e)),
+        Err(e) => return Err(e.into()),
     };
     files.sort();
     for f in files {
-        let text = fs::read_to_string(&f).map_err(io_err(&f))?;
+        let text = fs_err::read_to_string(&f)?;
         if f.extension().and_then(|e| e.to_str()) == Some("sources") {
             out.extend(parse_deb822(&text, &f)?);
         } else {
@@ -210,7 +198,7 @@ pub fn parse_one_line(text: &str, file: &Path) -> Result<Vec<HostSource>, HostSo
             match k.to_ascii_lowercase().as_str() {
                 "signed-by" => {
                     entry.signed_by =
-                        Some(SignedBy::Files(v.split(',').map(PathBuf::from).collect()))
+                        Some(SignedBy::Files(v.split(',').map(PathBuf::from).collect()));
                 }
                 "check-valid-until" => entry.check_valid_until = yes_no(v),
                 "check-date" => entry.check_date = yes_no(v),
@@ -435,7 +423,7 @@ fn expand_mirror_list(uri: &str, source_file: &Path) -> Result<String, HostSourc
         return Ok(uri.to_string());
     };
     let path = PathBuf::from(rest.strip_prefix("//").unwrap_or(rest));
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let text = fs_err::read_to_string(&path)?;
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .find(|l| !l.is_empty())

@@ -611,7 +611,7 @@ SHA256: ABCD\nDescription: a lib\n long text\n\nPackage: sh\nVersion: 1\nArchite
         let bad = text.replacen("Package: p17000\n", "p17000\n", 1);
         let e = parse_packages(&bad, 0).unwrap_err();
         assert!(
-            matches!(e, IndexError::Control(ParseError { line: 102001, .. })),
+            matches!(e, IndexError::Control(ParseError { line: 102_001, .. })),
             "{e}"
         );
     }

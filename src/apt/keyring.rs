@@ -1,4 +1,4 @@
-//! Trusted OpenPGP keys and signature checks for repository metadata (InRelease, Release.gpg).
+//! Trusted OpenPGP keys and signature checks for repository metadata (`InRelease`, Release.gpg).
 //!
 //! A keyring file may be binary (`.gpg`, several keys concatenated) or armored (`.asc`). As with
 //! apt's `gpgv`, a key is trusted because it is in a keyring given for the repository; signing
@@ -68,7 +68,7 @@ struct TrustedKey {
 fn expiry_from(created: u32, sigs: &[&Signature]) -> Option<u64> {
     let newest = sigs
         .iter()
-        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))?;
+        .max_by_key(|s| s.created().map_or(0, pgp::types::Timestamp::as_secs))?;
     let secs = newest.key_expiration_time()?.as_secs();
     // Zero means "does not expire".
     (secs != 0).then(|| u64::from(created) + u64::from(secs))
@@ -208,7 +208,7 @@ impl Keyring {
         files.sort();
         for f in files {
             // Empty placeholder files are common in trusted.gpg.d.
-            if fs::metadata(&f).map(|m| m.len() == 0).unwrap_or(true) {
+            if fs::metadata(&f).map_or(true, |m| m.len() == 0) {
                 continue;
             }
             self.add_file(&f)?;
@@ -244,7 +244,7 @@ impl Keyring {
     }
 
     fn verify_one(&self, sig: &Signature, data: &[u8]) -> bool {
-        let made = sig.created().map(|t| u64::from(t.as_secs())).unwrap_or(0);
+        let made = sig.created().map_or(0, |t| u64::from(t.as_secs()));
         let alive = |expires: Option<u64>| expires.is_none_or(|e| made <= e);
         self.keys.iter().filter(|k| !k.revoked).any(|k| {
             (alive(k.expires) && sig.verify(&k.primary.primary_key, data).is_ok())
@@ -254,7 +254,7 @@ impl Keyring {
         })
     }
 
-    /// Check an InRelease file (cleartext-signed) and return the signed text with `\n` line ends.
+    /// Check an `InRelease` file (cleartext-signed) and return the signed text with `\n` line ends.
     /// At least one signature must verify against a trusted key.
     pub fn verify_cleartext(&self, name: &str, data: &[u8]) -> Result<String, KeyringError> {
         let text = std::str::from_utf8(data).map_err(|e| KeyringError::NotSigned {
@@ -291,7 +291,10 @@ impl Keyring {
                 message: e.to_string(),
             }
         })?;
-        let sigs: Vec<Signature> = iter.filter_map(|s| s.ok()).map(|s| s.signature).collect();
+        let sigs: Vec<Signature> = iter
+            .filter_map(std::result::Result::ok)
+            .map(|s| s.signature)
+            .collect();
         if sigs.is_empty() {
             return Err(KeyringError::NotSigned {
                 name: name.to_string(),

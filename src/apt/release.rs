@@ -60,10 +60,10 @@ pub enum ReleaseError {
         /// The Release URL.
         url: String,
     },
-    /// Neither InRelease nor Release exists.
+    /// Neither `InRelease` nor Release exists.
     #[error("{url}: no InRelease or Release file found")]
     NoRelease {
-        /// The InRelease URL.
+        /// The `InRelease` URL.
         url: String,
     },
     /// Release is malformed.
@@ -311,8 +311,7 @@ impl Release {
 /// Seconds since the epoch (0 for a clock before it).
 fn epoch_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A span of seconds the way apt prints one: `7d 3h 42min 1s`, `3h 0min 5s`, `42min 1s`, `9s`.
@@ -348,7 +347,7 @@ fn env_switch(name: &str) -> Option<bool> {
 /// Seconds since the epoch for a Release date such as `Sat, 10 Jun 2023 08:54:02 UTC`.
 pub fn parse_rfc2822(s: &str) -> Option<i64> {
     let s = s.trim();
-    let s = s.split_once(',').map(|(_, r)| r.trim()).unwrap_or(s);
+    let s = s.split_once(',').map_or(s, |(_, r)| r.trim());
     let parts: Vec<&str> = s.split_whitespace().collect();
     if parts.len() < 4 {
         return None;
@@ -359,8 +358,9 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
     ];
     let month = months
         .iter()
-        .position(|m| parts[1].to_ascii_lowercase().starts_with(m))? as i64
-        + 1;
+        .zip(1i64..)
+        .find(|(m, _)| parts[1].to_ascii_lowercase().starts_with(*m))?
+        .1;
     let year: i64 = parts[2].parse().ok()?;
     let hms: Vec<i64> = parts[3]
         .split(':')
@@ -400,7 +400,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let mp = (m + 9) % 12;
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    era * 146_097 + doe - 719_468
 }
 
 /// Settings shared by every repository of a build.
@@ -662,7 +662,7 @@ pub struct FetchedRelease {
     pub raw: Vec<u8>,
     /// The detached signature (`Release.gpg`), if one was used.
     pub detached: Option<Vec<u8>>,
-    /// The Release text (the signed part of an InRelease).
+    /// The Release text (the signed part of an `InRelease`).
     pub text: String,
     /// The parsed Release.
     pub release: Release,
@@ -670,7 +670,7 @@ pub struct FetchedRelease {
     pub older: Option<OlderRelease>,
 }
 
-/// Fetch (or, offline, read from the cache) a repository's InRelease, else Release and
+/// Fetch (or, offline, read from the cache) a repository's `InRelease`, else Release and
 /// Release.gpg, check the signature unless the repository is explicitly trusted, and parse it.
 /// Online, its `Date` is checked as apt does: not ahead of the clock (see [`check_freshness`]),
 /// and, when signed, not older than the newest seen for the repository. No index is fetched.
@@ -919,7 +919,7 @@ pub fn fetch_metadata(
     })
 }
 
-/// [`fetch_metadata`] for several repositories at once (their InRelease round trips overlap).
+/// [`fetch_metadata`] for several repositories at once (their `InRelease` round trips overlap).
 /// Results are in the order of `specs`; the first failure in that order is returned.
 pub fn fetch_all_metadata(
     specs: &[RepoSpec],
@@ -952,7 +952,7 @@ fn remember(cache: &Cache, url: &str, data: &[u8]) -> Result<(), CacheError> {
     cache.set_ref(url, &digest)
 }
 
-/// The Release text inside an InRelease file without checking the signature
+/// The Release text inside an `InRelease` file without checking the signature
 /// (`repository_gpgcheck=false`).
 fn unverified_cleartext(url: &str, raw: &[u8]) -> Result<String, ReleaseError> {
     let text = std::str::from_utf8(raw).map_err(|e| ReleaseError::Parse {
@@ -1030,18 +1030,15 @@ fn fetch_packages(
                 path: compressed.clone(),
                 source,
             };
-            match plain {
-                // Release pins the decompressed form too: verify it on the way into the cache.
-                Some(p) => {
-                    let mut w = ctx.cache.writer(&url, p.expected())?;
-                    copy_decoded(&mut reader, &mut w).map_err(derr)?;
-                    w.commit()?
-                }
-                None => {
-                    let mut data = Vec::new();
-                    reader.read_to_end(&mut data).map_err(derr)?;
-                    ctx.cache.insert_bytes(&url, &data)?.1
-                }
+            // Release pins the decompressed form too: verify it on the way into the cache.
+            if let Some(p) = plain {
+                let mut w = ctx.cache.writer(&url, p.expected())?;
+                copy_decoded(&mut reader, &mut w).map_err(derr)?;
+                w.commit()?
+            } else {
+                let mut data = Vec::new();
+                reader.read_to_end(&mut data).map_err(derr)?;
+                ctx.cache.insert_bytes(&url, &data)?.1
             }
         }
     };
@@ -1152,15 +1149,15 @@ mod tests {
     fn garbage_never_panics() {
         // A small deterministic generator over the characters these formats care about.
         let alphabet: Vec<char> = "ab0123456789 :,+-\n\t.é{}/SHA256".chars().collect();
-        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..3000 {
-            let len = (x % 60) as usize;
+            let len = usize::try_from(x % 60).unwrap();
             let s: String = (0..len)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
+                    alphabet[usize::try_from(x % alphabet.len() as u64).unwrap()]
                 })
                 .collect();
             let _ = parse_rfc2822(&s);

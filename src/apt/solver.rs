@@ -155,18 +155,15 @@ impl Universe {
             let mut seen: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(kept.len());
             for (i, p) in kept.iter().enumerate() {
                 let key = (p.name.as_str(), p.architecture.as_str(), p.version.as_str());
-                match seen.get(&key) {
-                    Some(&b) => {
-                        first[i] = false;
-                        let (j, cur) = best[b];
-                        if prio(p) > prio(&kept[cur]) {
-                            best[b] = (j, i);
-                        }
+                if let Some(&b) = seen.get(&key) {
+                    first[i] = false;
+                    let (j, cur) = best[b];
+                    if prio(p) > prio(&kept[cur]) {
+                        best[b] = (j, i);
                     }
-                    None => {
-                        seen.insert(key, best.len());
-                        best.push((i, i));
-                    }
+                } else {
+                    seen.insert(key, best.len());
+                    best.push((i, i));
                 }
             }
         }
@@ -199,17 +196,16 @@ impl Universe {
             } else {
                 format!("{}:{}", p.name, p.architecture)
             };
-            let slot = match u.slot_of.get(&slot_name) {
-                Some(&s) => s,
-                None => {
-                    let s = u.slots.len();
-                    u.slots.push(slot_name.clone());
-                    u.slot_of.insert(slot_name, s);
-                    u.slot_members.push(Vec::new());
-                    let real = u.real.entry(p.name.clone()).or_default();
-                    real.push(s);
-                    s
-                }
+            let slot = if let Some(&s) = u.slot_of.get(&slot_name) {
+                s
+            } else {
+                let s = u.slots.len();
+                u.slots.push(slot_name.clone());
+                u.slot_of.insert(slot_name, s);
+                u.slot_members.push(Vec::new());
+                let real = u.real.entry(p.name.clone()).or_default();
+                real.push(s);
+                s
             };
             u.slot_members[slot].push(id);
             u.package_slot.push(slot);
@@ -416,7 +412,7 @@ impl Universe {
                 .requirements(requirements.clone())
                 .soft_requirements(soft.iter().map(|&id| SolvableId::from_index(id)));
             let chosen: BTreeSet<PackageId> = match solver.solve(problem) {
-                Ok(s) => s.into_iter().map(|s| s.to_index()).collect(),
+                Ok(s) => s.into_iter().map(resolvo::DenseIndex::to_index).collect(),
                 Err(UnsolvableOrCancelled::Unsolvable(conflict)) => {
                     let explanation = conflict.display_user_friendly(&solver).to_string();
                     let graph = conflict.graph(&solver);
@@ -688,6 +684,8 @@ impl<'u> Provider<'u> {
         if let Some(&id) = t.vset_ids.get(&vs) {
             return id;
         }
+        // resolvo's ids are u32; four billion version sets would exhaust memory first.
+        #[allow(clippy::cast_possible_truncation)]
         let id = VersionSetId(t.vsets.len() as u32);
         t.vsets.push(vs.clone());
         t.vset_ids.insert(vs, id);
@@ -767,6 +765,8 @@ impl<'u> Provider<'u> {
             Requirement::Single(sets[0])
         } else {
             let mut t = self.t.borrow_mut();
+            // resolvo's ids are u32; four billion unions would exhaust memory first.
+            #[allow(clippy::cast_possible_truncation)]
             let id = VersionSetUnionId(t.unions.len() as u32);
             t.unions.push(sets);
             Requirement::Union(id)
@@ -871,8 +871,7 @@ impl Interner for Provider<'_> {
             .borrow()
             .vsets
             .get(version_set.0 as usize)
-            .map(VSet::slot)
-            .unwrap_or(0);
+            .map_or(0, VSet::slot);
         NameId::from_index(slot)
     }
 

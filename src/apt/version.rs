@@ -167,13 +167,13 @@ fn order(c: u8) -> i32 {
     if c.is_ascii_digit() {
         0
     } else if c.is_ascii_alphabetic() {
-        c as i32
+        i32::from(c)
     } else if c == b'~' {
         -1
     } else if c == 0 {
         0
     } else {
-        c as i32 + 256
+        i32::from(c) + 256
     }
 }
 
@@ -200,7 +200,7 @@ fn verrevcmp(a: &[u8], b: &[u8]) -> Ordering {
         }
         while at(a, i).is_ascii_digit() && at(b, j).is_ascii_digit() {
             if first_diff == 0 {
-                first_diff = at(a, i) as i32 - at(b, j) as i32;
+                first_diff = i32::from(at(a, i)) - i32::from(at(b, j));
             }
             i += 1;
             j += 1;

@@ -278,14 +278,14 @@ fn climbs_out(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth = link.parent().map_or(0, |p| p.components().count()) as i64;
+    let mut depth = link.parent().map_or(0, |p| p.components().count());
     for c in target.components() {
         match c {
             Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
+                let Some(up) = depth.checked_sub(1) else {
                     return true;
-                }
+                };
+                depth = up;
             }
             Component::Normal(_) => depth += 1,
             _ => {}
@@ -389,9 +389,12 @@ impl Unpacker<'_, '_> {
         let bad = |what: &'static str| io_err(what, rel);
         let mut m = Meta {
             mode: h.mode().map_err(bad("read mode"))? & 0o7777,
-            uid: h.uid().map_err(bad("read uid"))? as u32,
-            gid: h.gid().map_err(bad("read gid"))? as u32,
-            secs: h.mtime().map_err(bad("read mtime"))? as i64,
+            uid: u32::try_from(h.uid().map_err(bad("read uid"))?)
+                .map_err(|_| refused(OP, rel, "uid out of range"))?,
+            gid: u32::try_from(h.gid().map_err(bad("read gid"))?)
+                .map_err(|_| refused(OP, rel, "gid out of range"))?,
+            secs: i64::try_from(h.mtime().map_err(bad("read mtime"))?)
+                .map_err(|_| refused(OP, rel, "mtime out of range"))?,
             nsecs: 0,
             xattrs: Vec::new(),
         };
@@ -412,12 +415,12 @@ impl Unpacker<'_, '_> {
                     "uid" => {
                         m.uid = val
                             .parse()
-                            .map_err(|_| refused(OP, rel, format!("bad pax uid {val:?}")))?
+                            .map_err(|_| refused(OP, rel, format!("bad pax uid {val:?}")))?;
                     }
                     "gid" => {
                         m.gid = val
                             .parse()
-                            .map_err(|_| refused(OP, rel, format!("bad pax gid {val:?}")))?
+                            .map_err(|_| refused(OP, rel, format!("bad pax gid {val:?}")))?;
                     }
                     "mtime" => {
                         (m.secs, m.nsecs) = parse_pax_time(val)
@@ -520,7 +523,7 @@ impl Unpacker<'_, '_> {
 
     /// Make room for a new entry at `rel` and drop what we knew about the old one.
     fn replace(&mut self, at: &At, rel: &Path) -> Result<()> {
-        self.root.clear(at, self.dir_replace()).map_err(|e| {
+        Root::clear(at, self.dir_replace()).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOTEMPTY) {
                 refused(OP, rel, "would replace a non-empty directory")
             } else {
@@ -673,10 +676,7 @@ impl Unpacker<'_, '_> {
     ) -> Result<()> {
         let at = self.prepare(&rel)?;
         self.replace(&at, &rel)?;
-        let mut f = self
-            .root
-            .create_file_at(&at, 0o600)
-            .map_err(io_err("create file", &rel))?;
+        let mut f = Root::create_file_at(&at, 0o600).map_err(io_err("create file", &rel))?;
         let mut hasher = self.opts.sha256.then(Sha256::new);
         let mut size = 0u64;
         loop {
@@ -707,7 +707,7 @@ impl Unpacker<'_, '_> {
         self.set_xattrs_fd(&f, &rel, meta)?;
         let ts = libc::timespec {
             tv_sec: meta.secs as libc::time_t,
-            tv_nsec: meta.nsecs as libc::c_long,
+            tv_nsec: libc::c_long::from(meta.nsecs),
         };
         // SAFETY: valid fd and times array.
         if unsafe { libc::futimens(fd, [ts, ts].as_ptr()) } < 0 {
@@ -724,9 +724,7 @@ impl Unpacker<'_, '_> {
             return Err(refused(OP, &rel, "the root cannot become a symlink"));
         }
         self.replace(&at, &rel)?;
-        self.root
-            .symlink_at(&target, &at)
-            .map_err(io_err("symlink", &rel))?;
+        Root::symlink_at(&target, &at).map_err(io_err("symlink", &rel))?;
         self.archive_symlinks.insert(rel.clone());
         if self.opts.preserve_owners {
             chown_at(&at, meta.uid, meta.gid).map_err(io_err("chown", &rel))?;
@@ -773,7 +771,7 @@ impl Unpacker<'_, '_> {
         if trel != rel {
             self.replace(&at, &rel)?;
         }
-        self.root.hardlink_at(&src, &trel, &at, &rel)?;
+        Root::hardlink_at(&src, &trel, &at, &rel)?;
         self.record(rel, EntryKind::Hardlink, Some(trel), 0, None);
         Ok(())
     }
@@ -806,9 +804,7 @@ impl Unpacker<'_, '_> {
             return Err(refused(OP, &rel, "the root cannot become a device"));
         }
         self.replace(&at, &rel)?;
-        self.root
-            .mknod_raw(&at, kind, major, minor)
-            .map_err(io_err("mknod", &rel))?;
+        Root::mknod_raw(&at, kind, major, minor).map_err(io_err("mknod", &rel))?;
         if self.opts.preserve_owners {
             chown_at(&at, meta.uid, meta.gid).map_err(io_err("chown", &rel))?;
         }
@@ -860,8 +856,7 @@ impl Unpacker<'_, '_> {
             Whiteouts::OverlayFs => {
                 let at = self.prepare(&target)?;
                 self.replace(&at, &target)?;
-                self.root
-                    .mknod_raw(&at, NodeKind::Char, 0, 0)
+                Root::mknod_raw(&at, NodeKind::Char, 0, 0)
                     .map_err(io_err("mknod whiteout", &target))?;
             }
             Whiteouts::Keep => {}
@@ -951,7 +946,7 @@ impl Unpacker<'_, '_> {
             }
             let ts = libc::timespec {
                 tv_sec: *secs as libc::time_t,
-                tv_nsec: *nsecs as libc::c_long,
+                tv_nsec: libc::c_long::from(*nsecs),
             };
             // SAFETY: valid fd and times array.
             if unsafe { libc::futimens(f.as_raw_fd(), [ts, ts].as_ptr()) } < 0 {

@@ -146,7 +146,7 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
                 let checked = match reference::split_tag(entry) {
                     ("", Some("")) => Err(None),
                     ("", Some(tag)) => reference::check_tag(tag).map_err(Some),
-                    (name, Some("")) | (name, None) => reference::check_name(name).map_err(Some),
+                    (name, Some("") | None) => reference::check_name(name).map_err(Some),
                     (name, Some(tag)) => reference::check_name(name)
                         .and_then(|()| reference::check_tag(tag))
                         .map_err(Some),

@@ -101,6 +101,10 @@ pub struct Rule {
 }
 
 /// The grammar, parsed once.
+///
+/// # Panics
+///
+/// If the compiled-in grammar is not valid JSON of this shape, which the unit tests rule out.
 pub fn grammar() -> &'static Grammar {
     static G: OnceLock<Grammar> = OnceLock::new();
     G.get_or_init(|| {

@@ -170,8 +170,7 @@ impl<'a> LineIndex<'a> {
             + self
                 .text
                 .get(from..offset)
-                .map(|s| s.chars().count())
-                .unwrap_or(offset - from);
+                .map_or(offset - from, |s| s.chars().count());
         self.last.set((offset, line, col));
         (clamp(line + 1), clamp(col + 1))
     }
@@ -184,6 +183,8 @@ fn clamp(n: usize) -> u32 {
 /// 1-based (line, column) of byte `offset` in `bytes` that may not be valid UTF-8 past `offset`.
 pub(crate) fn byte_position(bytes: &[u8], offset: usize) -> (u32, u32) {
     let head = &bytes[..offset.min(bytes.len())];
+    // One count over a description file: not worth the `bytecount` crate.
+    #[allow(clippy::naive_bytecount)]
     let line = head.iter().filter(|b| **b == b'\n').count() + 1;
     let start = head.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     let col = String::from_utf8_lossy(&head[start..]).chars().count() + 1;

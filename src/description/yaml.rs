@@ -124,7 +124,12 @@ fn read_events(text: &str, file: &Arc<Path>) -> Result<Option<Y>, DescriptionErr
                 if matches!(event, Event::SequenceStart(..)) {
                     stack.push(Frame::Seq(Vec::new(), loc));
                 } else {
-                    stack.push(Frame::Map(Vec::new(), loc, None, Default::default()));
+                    stack.push(Frame::Map(
+                        Vec::new(),
+                        loc,
+                        None,
+                        std::collections::HashSet::default(),
+                    ));
                 }
                 continue;
             }
@@ -187,7 +192,7 @@ fn element(name: String, loc: Loc, value: Y) -> Result<Node, DescriptionError> {
     let mut node = Node::new(name, loc);
     match value {
         Y::Null(_) => {}
-        Y::Str(s, _) => node.text = non_empty(s),
+        Y::Str(s, _) => node.text = non_empty(&s),
         Y::Seq(_, l) => {
             return Err(err(
                 l,
@@ -224,7 +229,7 @@ fn element(name: String, loc: Loc, value: Y) -> Result<Node, DescriptionError> {
                 } else if k == "#text" {
                     match v {
                         Y::Null(_) => {}
-                        Y::Str(s, _) => node.text = non_empty(s),
+                        Y::Str(s, _) => node.text = non_empty(&s),
                         other => {
                             return Err(err(
                                 other.loc().clone(),
@@ -251,7 +256,7 @@ fn element(name: String, loc: Loc, value: Y) -> Result<Node, DescriptionError> {
     Ok(node)
 }
 
-fn non_empty(s: String) -> Option<String> {
+fn non_empty(s: &str) -> Option<String> {
     let t = s.trim();
     if t.is_empty() {
         None

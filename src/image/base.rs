@@ -1,6 +1,6 @@
 //! Reading base images for derived builds: `oci-archive:PATH`, `docker-archive:PATH`,
 //! `oci:DIR[:TAG]` or a plain path (archive or layout, detected). Every blob is checked against
-//! its digest before use; layer streams are decompressed and checked against their diff_id as
+//! its digest before use; layer streams are decompressed and checked against their `diff_id` as
 //! they are read. Archives are unpacked into a private temp dir by name only (regular files
 //! and in-archive symlinks to them; nothing can land outside it).
 
@@ -289,7 +289,7 @@ fn scan_members(path: &Path, want: &BTreeMap<PathBuf, (u64, String)>) -> Result<
                 if let Some((max, what)) = want.get(&name) {
                     let member = format!("{}:{}", path.display(), name.display());
                     limits::check_size(Path::new(&member), what, size, *max)?;
-                    let mut data = Vec::with_capacity(size as usize);
+                    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                     e.read_to_end(&mut data).map_err(io_err(path))?;
                     out.read.insert(name, data);
                 }
@@ -672,7 +672,7 @@ impl BaseImage {
                     e => e,
                 })
             }
-            Format::Docker => Self::from_docker_archive(path, members, name),
+            Format::Docker => Self::from_docker_archive(path, &members, name),
         }
     }
 
@@ -732,7 +732,7 @@ impl BaseImage {
         })
     }
 
-    fn from_docker_archive(archive: &Path, members: Members, name: &str) -> Result<Self> {
+    fn from_docker_archive(archive: &Path, members: &Members, name: &str) -> Result<Self> {
         let manifest_json = members
             .read
             .get(Path::new("manifest.json"))
@@ -769,7 +769,7 @@ impl BaseImage {
             }
             needed.insert(n);
         }
-        let tmp = unpack_members(archive, &members, &needed)?;
+        let tmp = unpack_members(archive, members, &needed)?;
         let dir = tmp.path();
         let cpath = dir.join(&config_name);
         let config_json = limits::read_bounded(&cpath, "config", limits::MAX_CONFIG_SIZE)?;
@@ -839,7 +839,7 @@ impl BaseImage {
     }
 
     /// Readers over the decompressed layer tars, bottom first. Each reader fails with
-    /// `InvalidData` at its end if the content does not match the layer's diff_id.
+    /// `InvalidData` at its end if the content does not match the layer's `diff_id`.
     pub fn layer_readers(&self) -> impl Iterator<Item = Result<LayerReader>> + '_ {
         self.layers.iter().map(|l| {
             let f = File::open(&l.path).map_err(io_err(&l.path))?;
@@ -880,7 +880,7 @@ impl BaseImage {
     }
 }
 
-/// A decompressed layer stream checked against its diff_id at the end.
+/// A decompressed layer stream checked against its `diff_id` at the end.
 pub struct LayerReader {
     inner: Box<dyn Read>,
     hasher: Sha256,

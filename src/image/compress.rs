@@ -43,9 +43,9 @@ impl Compression {
         };
         let c = match name {
             "none" => Compression::None,
-            "gzip" | "gz" => Compression::Gzip(level.unwrap_or(6).clamp(1, 9) as u32),
+            "gzip" | "gz" => Compression::Gzip(level.unwrap_or(6).clamp(1, 9).unsigned_abs()),
             "zstd" | "zst" => Compression::Zstd(level.unwrap_or(3).clamp(1, 19)),
-            "xz" => Compression::Xz(level.unwrap_or(6).clamp(0, 9) as u32),
+            "xz" => Compression::Xz(level.unwrap_or(6).clamp(0, 9).unsigned_abs()),
             _ => return None,
         };
         Some(c)
@@ -77,7 +77,7 @@ pub fn threads(n: usize) -> usize {
     if n > 0 {
         n
     } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     }
 }
 
@@ -152,13 +152,13 @@ impl<W: Write + Send + 'static> Encoder<W> {
             }
             Compression::Zstd(level) => {
                 let mut z = zstd::stream::write::Encoder::new(w, level)?;
-                z.multithread(n as u32)?;
+                z.multithread(u32::try_from(n).unwrap_or(u32::MAX))?;
                 z.include_checksum(true)?;
                 Encoder::Zstd(z)
             }
             Compression::Xz(preset) => {
                 let stream = liblzma::stream::MtStreamBuilder::new()
-                    .threads(n as u32)
+                    .threads(u32::try_from(n).unwrap_or(u32::MAX))
                     .preset(preset.min(9))
                     .block_size(XZ_BLOCK)
                     .check(liblzma::stream::Check::Crc64)
@@ -194,9 +194,7 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
         // Never forwarded to gzp: a flush there would cut a block and change the output.
         match self {
             Encoder::None(w) => w.flush(),
-            Encoder::Gzip(_) => Ok(()),
-            Encoder::Zstd(_) => Ok(()),
-            Encoder::Xz(_) => Ok(()),
+            Encoder::Gzip(_) | Encoder::Zstd(_) | Encoder::Xz(_) => Ok(()),
         }
     }
 }

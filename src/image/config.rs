@@ -38,7 +38,7 @@ pub struct BaseRef {
     pub name: String,
     /// Manifest digest for `org.opencontainers.image.base.digest`.
     pub manifest_digest: String,
-    /// The base's image config (its runtime config, diff_ids and history are inherited).
+    /// The base's image config (its runtime config, `diff_ids` and history are inherited).
     pub config: ImageConfiguration,
     /// The base's layers, already present in the target blobs directory.
     pub layers: Vec<Descriptor>,
@@ -135,7 +135,7 @@ impl BuiltImage {
     }
 }
 
-/// Serialises `value` canonically: keys sorted (serde_json's default map), no whitespace.
+/// Serialises `value` canonically: keys sorted (`serde_json`'s default map), no whitespace.
 pub fn canonical_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
     let err = |source| ImageError::Json {
         what: what.to_string(),
@@ -147,7 +147,8 @@ pub fn canonical_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
 
 /// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
+    // Always fits: u64::MAX / 86_400 is far below i64::MAX.
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant), valid for every date after 1970.
     let z = days + 719_468;
@@ -215,10 +216,10 @@ fn runtime_config(spec: &ImageSpec, base: Option<&Config>) -> Result<Config> {
         cmd = None;
     }
     if spec.entrypoint.is_some() {
-        entrypoint = spec.entrypoint.clone();
+        entrypoint.clone_from(&spec.entrypoint);
     }
     if spec.cmd.is_some() {
-        cmd = spec.cmd.clone();
+        cmd.clone_from(&spec.cmd);
     }
     // Env: base order kept, values replaced by key, new keys appended in the spec's order.
     let mut env: Vec<String> = base.and_then(|c| c.env().clone()).unwrap_or_default();
@@ -228,7 +229,7 @@ fn runtime_config(spec: &ImageSpec, base: Option<&Config>) -> Result<Config> {
             .iter_mut()
             .find(|e| e.split('=').next().unwrap_or(e) == key)
         {
-            Some(slot) => *slot = kv.clone(),
+            Some(slot) => slot.clone_from(kv),
             None => env.push(kv.clone()),
         }
     }

@@ -1,6 +1,6 @@
 //! Layer blobs: one streaming pass from a root tree to a content-addressed, compressed tar.
 //!
-//! tar → sha256 (diff_id) → compressor → sha256 + size (blob digest) → temp file in the blobs
+//! tar → sha256 (`diff_id`) → compressor → sha256 + size (blob digest) → temp file in the blobs
 //! directory, renamed to its digest. Headers come from `lstat` only, mtimes are clamped to
 //! `source_date_epoch`, and nothing else varies.
 
@@ -228,7 +228,7 @@ pub(crate) fn entry_kind(path: &Path, meta: &fs::Metadata) -> Result<Option<Entr
     let ft = meta.file_type();
     let dev = || {
         let rdev = meta.rdev();
-        (libc::major(rdev) as u64, libc::minor(rdev) as u64)
+        (u64::from(libc::major(rdev)), u64::from(libc::minor(rdev)))
     };
     Ok(Some(if ft.is_file() {
         EntryKind::File
@@ -305,7 +305,7 @@ impl TarEmitter {
     }
 
     /// Writes an empty regular file entry (whiteouts and opaque markers).
-    pub(crate) fn emit_marker(&mut self, w: &mut dyn Write, rel: &[u8]) -> Result<()> {
+    pub(crate) fn emit_marker(w: &mut dyn Write, rel: &[u8]) -> Result<()> {
         let entry = TarEntry {
             path: rel,
             kind: EntryKind::File,

@@ -11,11 +11,11 @@
 //!   `MaxConfigBodySize`, `MaxTarFileManifestSize`), sized after the Docker registry's own
 //!   manifest limit.
 //!
-//! Uncompressed layer streams have no declared size (a diff_id is only known to be wrong at the
+//! Uncompressed layer streams have no declared size (a `diff_id` is only known to be wrong at the
 //! end), so what they may write is bounded by the space of the filesystem they are written to:
 //! [`SpaceBound`] stops a stream at the first byte that would leave less than a reserve free.
 //! A layer that big could not have been stored anyway; stopping there instead of at `ENOSPC`
-//! keeps a decompression bomb, or a layer whose diff_id is wrong, from filling the disk that
+//! keeps a decompression bomb, or a layer whose `diff_id` is wrong, from filling the disk that
 //! other programs share.
 
 use std::fs::File;
@@ -73,7 +73,7 @@ pub fn read_bounded(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
     let f = File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len();
     check_size(path, what, len, max)?;
-    let mut data = Vec::with_capacity(len as usize);
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     f.take(max + 1)
         .read_to_end(&mut data)
         .map_err(io_err(path))?;
@@ -101,6 +101,8 @@ pub struct SpaceExceeded {
 }
 
 /// `n` bytes in MiB, for messages.
+// One decimal is shown: f64's 52-bit mantissa is plenty.
+#[allow(clippy::cast_precision_loss)]
 fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
 }

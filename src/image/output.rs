@@ -101,24 +101,24 @@ pub fn write_oci_layout(image: &BuiltImage, dest: &Path) -> Result<()> {
     fs::write(&p, OCI_LAYOUT).map_err(io_err(&p))?;
     let p = tmp.path().join("index.json");
     fs::write(&p, index_json(image)?).map_err(io_err(&p))?;
-    replace_dir(tmp.keep(), dest)
+    replace_dir(&tmp.keep(), dest)
 }
 
-fn replace_dir(new: PathBuf, dest: &Path) -> Result<()> {
+fn replace_dir(new: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
         let old = dest.with_extension("old-imgbuild");
         let _ = fs::remove_dir_all(&old);
         fs::rename(dest, &old).map_err(io_err(dest))?;
-        if let Err(e) = fs::rename(&new, dest) {
+        if let Err(e) = fs::rename(new, dest) {
             let _ = fs::rename(&old, dest);
-            let _ = fs::remove_dir_all(&new);
+            let _ = fs::remove_dir_all(new);
             return Err(io_err(dest)(e));
         }
         fs::remove_dir_all(&old).map_err(io_err(&old))?;
         Ok(())
     } else {
-        fs::rename(&new, dest).map_err(|e| {
-            let _ = fs::remove_dir_all(&new);
+        fs::rename(new, dest).map_err(|e| {
+            let _ = fs::remove_dir_all(new);
             io_err(dest)(e)
         })
     }
@@ -294,17 +294,14 @@ pub fn write_docker_archive(
             if !written.insert(diff_hex.clone()) {
                 continue;
             }
-            let (src, mut r): (PathBuf, Box<dyn Read>) = match &l.plain {
-                Some(p) => {
-                    let f = File::open(p).map_err(io_err(p))?;
-                    (p.clone(), Box::new(f))
-                }
-                None => {
-                    let src = image.blob_path(l.descriptor.digest());
-                    let f = File::open(&src).map_err(io_err(&src))?;
-                    let r = compress::decoder(BufReader::new(f)).map_err(io_err(&src))?;
-                    (src, r)
-                }
+            let (src, mut r): (PathBuf, Box<dyn Read>) = if let Some(p) = &l.plain {
+                let f = File::open(p).map_err(io_err(p))?;
+                (p.clone(), Box::new(f))
+            } else {
+                let src = image.blob_path(l.descriptor.digest());
+                let f = File::open(&src).map_err(io_err(&src))?;
+                let r = compress::decoder(BufReader::new(f)).map_err(io_err(&src))?;
+                (src, r)
             };
             let size = match l.tar_size {
                 Some(n) => n,

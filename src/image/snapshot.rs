@@ -304,7 +304,7 @@ impl Differ<'_> {
         if !before.is_empty() && survivors == 0 && !now.is_empty() {
             // Nothing of the base directory is left: one opaque marker replaces it.
             let marker = walk::join_rel(dir, b".wh..wh..opq");
-            self.emitter.emit_marker(w, &marker)?;
+            TarEmitter::emit_marker(w, &marker)?;
             return self.emit_all(w, dir);
         }
         let mut names: Vec<&Vec<u8>> = now.iter().chain(before.iter()).collect();
@@ -317,7 +317,7 @@ impl Differ<'_> {
             if !in_now {
                 let mut wh = b".wh.".to_vec();
                 wh.extend_from_slice(name);
-                self.emitter.emit_marker(w, &walk::join_rel(dir, &wh))?;
+                TarEmitter::emit_marker(w, &walk::join_rel(dir, &wh))?;
                 continue;
             }
             let e = walk::stat_entry(self.root, &rel)?;
@@ -342,7 +342,7 @@ impl Differ<'_> {
                         // A directory became something else: hide its old contents too.
                         let mut wh = b".wh.".to_vec();
                         wh.extend_from_slice(name);
-                        self.emitter.emit_marker(w, &walk::join_rel(dir, &wh))?;
+                        TarEmitter::emit_marker(w, &walk::join_rel(dir, &wh))?;
                     }
                     self.emitter.emit(w, &e)?;
                     if e.meta.is_dir() {

@@ -47,8 +47,8 @@ pub struct TarEntry<'a> {
     pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
-const MAX_OCTAL_7: u64 = 0o7777777;
-const MAX_OCTAL_11: u64 = 0o77777777777;
+const MAX_OCTAL_7: u64 = 0o7_777_777;
+const MAX_OCTAL_11: u64 = 0o77_777_777_777;
 
 fn put_octal(field: &mut [u8], value: u64) {
     // Width-1 zero-padded octal digits and a NUL, as GNU tar and Go's archive/tar write them.
@@ -201,7 +201,7 @@ pub fn write_header<W: Write + ?Sized>(w: &mut W, entry: &TarEntry<'_>) -> io::R
 
 /// Pads content of `size` bytes to the next block; returns the padding written.
 pub fn write_padding<W: Write + ?Sized>(w: &mut W, size: u64) -> io::Result<u64> {
-    let rem = (size % BLOCK as u64) as usize;
+    let rem = usize::try_from(size % BLOCK as u64).map_err(io::Error::other)?;
     if rem == 0 {
         return Ok(0);
     }

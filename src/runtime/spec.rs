@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 /// Parse a memory size as Docker does (`RAMInBytes`): a number, optionally with a fraction,
 /// then an optional binary unit `b`, `k`, `m`, `g`, `t` or `p` (any case), optionally followed
 /// by `i` and/or `b` (`64m`, `64MiB`, `1.5g`, `1048576`).
+// A size with a fraction (`1.5g`) is computed in f64; the range is checked before the cast back.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 pub fn parse_size(text: &str) -> Result<u64> {
     let bad = |reason: &str| RuntimeError::InvalidSize {
         value: text.to_string(),

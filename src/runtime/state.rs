@@ -128,10 +128,15 @@ pub fn generate_name(id: &str, taken: &dyn Fn(&str) -> bool) -> String {
     if !taken(&base) {
         return base;
     }
-    (2u64..)
-        .map(|n| format!("{base}{n}"))
-        .find(|n| !taken(n))
-        .unwrap_or(base)
+    // Ends at the first free name: only finitely many are taken.
+    let mut n = 2u64;
+    loop {
+        let name = format!("{base}{n}");
+        if !taken(&name) {
+            return name;
+        }
+        n += 1;
+    }
 }
 
 #[cfg(test)]

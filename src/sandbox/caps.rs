@@ -1,8 +1,8 @@
 //! Capability sets: Docker's default set and reading `/proc/<pid>/status` masks.
 
 /// The capabilities Docker (moby `oci/caps/defaults.go`) gives a container by default:
-/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
-/// NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+/// CHOWN, `DAC_OVERRIDE`, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, `NET_BIND_SERVICE`,
+/// `NET_RAW`, `SYS_CHROOT`, MKNOD, `AUDIT_WRITE`, SETFCAP.
 pub const DOCKER_DEFAULT: u64 = bit(0) // CAP_CHOWN
     | bit(1) // CAP_DAC_OVERRIDE
     | bit(3) // CAP_FOWNER
@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn docker_default_matches_dockers_capbnd() {
         // `docker run --rm debian grep CapBnd /proc/self/status` prints 00000000a80425fb.
-        assert_eq!(DOCKER_DEFAULT, 0xa80425fb);
+        assert_eq!(DOCKER_DEFAULT, 0xa804_25fb);
         assert_eq!(
             DOCKER_DEFAULT.count_ones() as usize,
             DOCKER_DEFAULT_NAMES.len()
@@ -98,7 +98,10 @@ mod tests {
 
     #[test]
     fn masks_match_the_caps_crate() {
-        let mut docker: Vec<String> = DOCKER_DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
+        let mut docker: Vec<String> = DOCKER_DEFAULT_NAMES
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         docker.sort();
         assert_eq!(names_of(DOCKER_DEFAULT), docker);
         assert_eq!(
@@ -117,14 +120,14 @@ mod tests {
 
     #[test]
     fn build_set_is_within_dockers() {
-        assert_eq!(BUILD_DEFAULT, 0x800000db);
+        assert_eq!(BUILD_DEFAULT, 0x8000_00db);
         assert_eq!(BUILD_DEFAULT & !DOCKER_DEFAULT, 0);
     }
 
     #[test]
     fn parses_status_masks() {
         let s = "Name:\tsh\nCapInh:\t0000000000000000\nCapBnd:\t00000000a80425fb\n";
-        assert_eq!(status_mask(s, "CapBnd"), Some(0xa80425fb));
+        assert_eq!(status_mask(s, "CapBnd"), Some(0xa804_25fb));
         assert_eq!(status_mask(s, "CapInh"), Some(0));
         assert_eq!(status_mask(s, "CapAmb"), None);
     }

@@ -15,11 +15,16 @@ use std::time::Duration;
 pub enum CgroupError {
     /// No hierarchy offers a controller a limit needs.
     #[error("cgroup controller `{controller}` is available neither on cgroup v2 nor v1")]
-    Unavailable { controller: &'static str },
+    Unavailable {
+        /// The controller (`memory`, `pids`, `cpu`, `devices`).
+        controller: &'static str,
+    },
     /// A cgroup file or directory could not be read or written.
     #[error("cgroup {path}: {source}")]
     Io {
+        /// The cgroup file or directory.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
 }
@@ -65,6 +70,7 @@ pub struct Hierarchy {
 /// The host's cgroup layout as seen by this process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Host {
+    /// The mounted cgroup hierarchies (from `/proc/self/mountinfo`).
     pub hierarchies: Vec<Hierarchy>,
     /// Our cgroup path per v1 controller (from `/proc/self/cgroup`).
     pub v1_paths: Vec<(String, String)>,
@@ -180,6 +186,7 @@ impl Host {
 
     /// The same host with the sandbox cgroups placed at the root of the v2 hierarchy: the
     /// fallback when our own cgroup cannot delegate controllers (see [`setup`]).
+    #[must_use]
     pub fn at_v2_root(&self) -> Host {
         let mut host = self.clone();
         host.v2_path = Some("/".to_string());
@@ -235,7 +242,9 @@ fn join_cgroup(mount: &Path, path: &str) -> PathBuf {
 /// One file write into a cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
+    /// The cgroup file.
     pub file: PathBuf,
+    /// What is written to it.
     pub value: String,
     /// Missing files are skipped (e.g. swap accounting turned off).
     pub optional: bool,
@@ -245,8 +254,11 @@ pub struct Write {
 /// into parents (enabling v2 controllers), and limit writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Writes into parents' `cgroup.subtree_control` that enable the v2 controllers needed.
     pub enable: Vec<Write>,
+    /// The cgroup directories to create, one per hierarchy used.
     pub dirs: Vec<PathBuf>,
+    /// The limit writes into the created directories.
     pub writes: Vec<Write>,
     /// The cgroup v2 directory the device program is attached to, when the device policy is
     /// enforced on v2.
@@ -286,6 +298,12 @@ pub fn plan(limits: &Limits, host: &Host, name: &str) -> Result<Plan, CgroupErro
         ));
     }
     if let Some(c) = limits.cpus {
+        // `cpus` was checked to lie in 0.01..=CPU count, so the quota is a small positive number.
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
         let quota = ((c * CPU_PERIOD as f64).round() as u64).max(1000);
         need.push((
             "cpu",
@@ -571,7 +589,10 @@ mod tests {
             hierarchies: parse_mountinfo(HYBRID_MOUNTINFO),
             v1_paths,
             v2_path,
-            v2_controllers: v2_controllers.iter().map(|s| s.to_string()).collect(),
+            v2_controllers: v2_controllers
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
         }
     }
 

@@ -7,6 +7,14 @@
 //!
 //! The eBPF program is emitted here by hand (a few instructions per rule) instead of pulling
 //! in an eBPF toolchain crate for one fixed, tiny program.
+// Kernel ABI: syscall arguments and struct fields (fds, flags, BPF fields) are converted
+// between the widths the ABI gives them; each value's range is fixed by the kernel or checked
+// where it is produced. (In the cloned child, errors cannot be handled as in the parent.)
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -23,8 +31,11 @@ pub enum Kind {
 /// One allow rule: device kind, major and minor (`None` = any), and the access it grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
+    /// Character or block device.
     pub kind: Kind,
+    /// The major number, `None` for any.
     pub major: Option<u32>,
+    /// The minor number, `None` for any.
     pub minor: Option<u32>,
     /// `r`, `w`, `m` (mknod) as the v1 controller spells them.
     pub access: &'static str,
@@ -222,7 +233,7 @@ pub fn attach_program(cgroup: &Path, rules: &[Rule]) -> std::io::Result<()> {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_LOAD,
-            &load as *const ProgLoad,
+            &raw const load,
             std::mem::size_of::<ProgLoad>(),
         )
     };
@@ -246,7 +257,7 @@ pub fn attach_program(cgroup: &Path, rules: &[Rule]) -> std::io::Result<()> {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_ATTACH,
-            &attach as *const ProgAttach,
+            &raw const attach,
             std::mem::size_of::<ProgAttach>(),
         )
     };
@@ -318,6 +329,12 @@ mod tests {
     #[test]
     #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
     fn ebpf_program_denies_block_devices_on_cgroup_v2() {
+        struct Dir(std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
         if !nix::unistd::geteuid().is_root() {
             assert!(std::env::var_os("CI").is_none(), "needs root in CI");
             eprintln!("SKIP: ebpf_program_denies_block_devices_on_cgroup_v2 needs root");
@@ -332,12 +349,6 @@ mod tests {
             eprintln!("SKIP: no cgroup2 hierarchy mounted");
             return;
         };
-        struct Dir(std::path::PathBuf);
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir(&self.0);
-            }
-        }
         let base = v2.mount.join(
             host.v2_path
                 .as_deref()
@@ -382,7 +393,7 @@ mod tests {
             assert!(pid >= 0);
             if pid == 0 {
                 let mut b = 0u8;
-                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::read(fds[0], (&raw mut b).cast(), 1);
                 let fd = libc::open(null.as_ptr(), libc::O_RDWR);
                 if fd < 0 {
                     libc::_exit(1);
@@ -398,7 +409,7 @@ mod tests {
             std::fs::write(cg.0.join("cgroup.procs"), pid.to_string()).unwrap();
             assert_eq!(libc::write(fds[1], [1u8].as_ptr().cast(), 1), 1);
             let mut status = 0;
-            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            assert_eq!(libc::waitpid(pid, &raw mut status, 0), pid);
             libc::close(fds[0]);
             libc::close(fds[1]);
             assert!(libc::WIFEXITED(status));

@@ -5,6 +5,14 @@
 //! another thread may have held the allocator's lock at the moment of the copy. So the child
 //! path only makes raw system calls on data prepared before `clone`: no allocation, no
 //! locks, no panics that unwind (every `CString` and pointer array is built by the parent).
+// Kernel ABI: syscall arguments and struct fields (fds, flags, BPF fields) are converted
+// between the widths the ABI gives them; each value's range is fixed by the kernel or checked
+// where it is produced. (In the cloned child, errors cannot be handled as in the parent.)
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
@@ -97,9 +105,10 @@ fn apply<S: Sys>(step: &Step, sys: &mut S) -> Result<(), i32> {
             ),
             Some(false) => sys.mount(Some(null_device), path, None, libc::MS_BIND, None),
         },
-        Step::ReadonlyPath { path } => match sys.kind(path)? {
-            None => Ok(()),
-            Some(_) => {
+        Step::ReadonlyPath { path } => {
+            if sys.kind(path)?.is_none() {
+                Ok(())
+            } else {
                 sys.mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
                 sys.mount(
                     None,
@@ -114,7 +123,7 @@ fn apply<S: Sys>(step: &Step, sys: &mut S) -> Result<(), i32> {
                     None,
                 )
             }
-        },
+        }
         Step::PivotRoot { new_root } => {
             sys.chdir(new_root)?;
             // pivot_root(".", ".") stacks the old root on top of the new one, so no directory
@@ -230,7 +239,8 @@ impl Sys for RealSys {
     fn kind(&mut self, path: &CStr) -> Result<Option<bool>, i32> {
         // SAFETY: `st` is a plain C struct written by stat(2).
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        match check(unsafe { libc::stat(path.as_ptr(), &mut st) }) {
+        // SAFETY: `path` is a valid C string and `st` is writable.
+        match check(unsafe { libc::stat(path.as_ptr(), &raw mut st) }) {
             Ok(()) => Ok(Some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)),
             Err(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
@@ -310,11 +320,13 @@ impl Sys for RealSys {
             rlim_max: hard,
         };
         // SAFETY: `lim` is a valid rlimit.
-        check(unsafe { libc::setrlimit(resource as _, &lim) })
+        check(unsafe { libc::setrlimit(resource as _, &raw const lim) })
     }
     fn drop_bounding(&mut self, cap: u32) -> Result<(), i32> {
         // SAFETY: prctl with integer arguments.
-        match check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }) {
+        match check(unsafe {
+            libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0)
+        }) {
             // A capability the kernel does not know is not in the set to begin with.
             Err(libc::EINVAL) => Ok(()),
             other => other,
@@ -386,7 +398,7 @@ impl Sys for RealSys {
             libc::prctl(
                 libc::PR_SET_SECCOMP,
                 libc::SECCOMP_MODE_FILTER,
-                &prog as *const libc::sock_fprog,
+                &raw const prog,
                 0,
                 0,
             )
@@ -445,7 +457,7 @@ pub const STEP_PRELUDE: usize = usize::MAX;
 /// # Safety
 /// Must only be called in the freshly cloned child, with `spec` built by the parent.
 pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
-    // SAFETY (whole block): raw system calls on fds and stack data; see the module comment.
+    // SAFETY: (whole block) raw system calls on fds and stack data; see the module comment.
     unsafe {
         // Die with the parent from the very start. The parent is outside our pid namespace,
         // so getppid() says 0 here; the start pipe tells whether it is still alive instead.
@@ -465,15 +477,15 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
             }
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::sigemptyset(&raw mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
 
         libc::close(spec.parent_end);
 
         // Wait until the parent has put us into our cgroups.
         let mut byte = 0u8;
         loop {
-            let n = libc::read(spec.start_fd, (&mut byte as *mut u8).cast(), 1);
+            let n = libc::read(spec.start_fd, (&raw mut byte).cast(), 1);
             if n == 1 {
                 break;
             }
@@ -530,7 +542,7 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
             events: libc::POLLIN,
             revents: 0,
         };
-        if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
+        if libc::poll(&raw mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
             libc::_exit(127);
         }
 
@@ -794,7 +806,7 @@ mod tests {
     }
 
     /// Runs `body` in a forked child after installing the filters for `caps` (with
-    /// no_new_privs, so no privilege is needed); returns the child's exit code.
+    /// `no_new_privs`, so no privilege is needed); returns the child's exit code.
     fn in_filtered_child(caps: u64, suppress_sync: bool, body: fn() -> i32) -> i32 {
         let filters = crate::sandbox::seccomp::compile(caps, suppress_sync).unwrap();
         // SAFETY: the child makes only raw syscalls and leaves with _exit.
@@ -809,7 +821,7 @@ mod tests {
                 libc::_exit(body());
             }
             let mut status = 0;
-            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            assert_eq!(libc::waitpid(pid, &raw mut status, 0), pid);
             assert!(libc::WIFEXITED(status), "child killed: {status:#x}");
             libc::WEXITSTATUS(status)
         }
@@ -881,11 +893,11 @@ mod tests {
                     },
                     // personality: the query is fine, others refused.
                     libc::personality(0xffff_ffff) >= 0,
-                    errno_of(libc::personality(0x0040_0000) as libc::c_long) == libc::EPERM,
+                    errno_of(libc::c_long::from(libc::personality(0x0040_0000))) == libc::EPERM,
                     // A syscall newer than the table: ENOSYS, as runc answers.
                     errno_of(libc::syscall(1000)) == libc::ENOSYS,
                     // sync really runs (no suppression in containers): fsync(-1) is EBADF.
-                    errno_of(libc::fsync(-1) as libc::c_long) == libc::EBADF,
+                    errno_of(libc::c_long::from(libc::fsync(-1))) == libc::EBADF,
                     // Ordinary calls work.
                     libc::getpid() > 0,
                 ];

@@ -2,14 +2,14 @@
 //! identity and privilege changes. Computed by pure code in the parent (so it is unit-tested
 //! without root) and applied step by step in the child by [`super::exec::execute`].
 
-use std::collections::VecDeque;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::CString;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::caps;
 use super::seccomp::Insn;
+use crate::confine::{ConfineError, Resolver, Root};
 
 /// Mount flags used by the plan (`libc::MS_*`).
 pub type MountFlags = libc::c_ulong;
@@ -23,34 +23,80 @@ pub enum Step {
     LoopbackUp,
     /// `mount(2)`.
     Mount {
+        /// The source (device, directory or name); `None` for a remount.
         source: Option<CString>,
+        /// The mount point.
         target: CString,
+        /// The filesystem type; `None` for binds and remounts.
         fstype: Option<CString>,
+        /// `MS_*` flags.
         flags: MountFlags,
+        /// Filesystem-specific options.
         data: Option<CString>,
     },
     /// `mkdir(2)`; an existing directory is fine.
-    Mkdir { path: CString, mode: u32 },
+    Mkdir {
+        /// The directory.
+        path: CString,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Create an empty file as a bind-mount target; an existing file is fine.
-    CreateFile { path: CString, mode: u32 },
+    CreateFile {
+        /// The file.
+        path: CString,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// `symlink(target, link)`.
-    Symlink { target: CString, link: CString },
+    Symlink {
+        /// What the link points to.
+        target: CString,
+        /// The link's path.
+        link: CString,
+    },
     /// Hide a path: bind `null_device` over a file, an empty read-only tmpfs over a directory;
     /// skipped when the path does not exist on this kernel.
-    MaskPath { path: CString, null_device: CString },
+    MaskPath {
+        /// The path to hide.
+        path: CString,
+        /// The sandbox's `/dev/null`, bound over files.
+        null_device: CString,
+    },
     /// Bind a path onto itself and remount it read-only; skipped when it does not exist.
-    ReadonlyPath { path: CString },
+    ReadonlyPath {
+        /// The path.
+        path: CString,
+    },
     /// `pivot_root(new_root, new_root)` then detach the old root; `chroot` where the current
     /// root cannot be pivoted (an initramfs `rootfs`).
-    PivotRoot { new_root: CString },
+    PivotRoot {
+        /// The new root directory.
+        new_root: CString,
+    },
     /// Remount the (already pivoted) root read-only, keeping these other flags.
-    RemountRootReadonly { flags: MountFlags },
+    RemountRootReadonly {
+        /// The root mount's other `MS_*` flags.
+        flags: MountFlags,
+    },
     /// `chdir(2)`.
     Chdir(CString),
     /// `setrlimit(2)`, already clamped to the host's hard limit.
-    SetRlimit { resource: u32, soft: u64, hard: u64 },
+    SetRlimit {
+        /// The `RLIMIT_*` resource.
+        resource: u32,
+        /// The soft limit.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+    },
     /// Drop every capability not in `keep` from the bounding set.
-    DropBounding { keep: u64, last_cap: u32 },
+    DropBounding {
+        /// The capabilities kept, one bit per capability number.
+        keep: u64,
+        /// The highest capability number the kernel knows.
+        last_cap: u32,
+    },
     /// `setgroups(2)`.
     SetGroups(Vec<libc::gid_t>),
     /// `setgid(2)`.
@@ -59,8 +105,11 @@ pub enum Step {
     SetUid(libc::uid_t),
     /// `capset(2)` for the calling process.
     SetCaps {
+        /// The permitted set, one bit per capability number.
         permitted: u64,
+        /// The effective set.
         effective: u64,
+        /// The inheritable set.
         inheritable: u64,
     },
     /// `prctl(PR_SET_NO_NEW_PRIVS)`.
@@ -73,8 +122,11 @@ pub enum Step {
     /// Mount a cgroup hierarchy for the sandbox's view of `/sys/fs/cgroup`; a failure leaves
     /// the directory empty rather than failing the sandbox (the view is informational).
     MountCgroup {
+        /// The mount point.
         target: CString,
+        /// `cgroup2`, or `cgroup` for a v1 hierarchy.
         fstype: CString,
+        /// The v1 controllers or name option.
         data: Option<CString>,
     },
 }
@@ -185,19 +237,35 @@ impl fmt::Display for Step {
 pub enum PlanError {
     /// A path contains a NUL byte.
     #[error("path {path:?} contains a NUL byte")]
-    Nul { path: PathBuf },
+    Nul {
+        /// The path.
+        path: PathBuf,
+    },
     /// Too many symlinks while resolving a path inside the root.
     #[error("too many levels of symbolic links resolving {path} inside {root}")]
-    SymlinkLoop { root: PathBuf, path: PathBuf },
+    SymlinkLoop {
+        /// The root directory.
+        root: PathBuf,
+        /// The path, as seen inside the root.
+        path: PathBuf,
+    },
     /// Reading the root tree failed while resolving a path.
     #[error("resolving {path} inside the root: {source}")]
     Io {
+        /// The path, as seen inside the root.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A bind mount target that would cover a filesystem the sandbox mounts itself.
     #[error("bind mount target {path} lies under /proc or /sys, which the sandbox mounts itself")]
-    ReservedTarget { path: PathBuf },
+    ReservedTarget {
+        /// The target, as seen inside the root.
+        path: PathBuf,
+    },
+    /// The root could not be opened to resolve paths inside it.
+    #[error(transparent)]
+    Root(#[from] ConfineError),
     /// The seccomp policy could not be compiled.
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
@@ -211,68 +279,24 @@ pub(crate) fn cstring(path: &Path) -> Result<CString, PlanError> {
 
 /// Resolve `path` (interpreted as seen from inside `root`) to a host path under `root`,
 /// following symlinks as the sandboxed process would: absolute links restart at `root`, `..`
-/// never climbs above it. Components that do not exist are taken literally.
+/// never climbs above it. Components that do not exist are taken literally. The lookup is
+/// confine's in-root walk ([`Root::resolve`]).
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, PlanError> {
-    let mut pending: VecDeque<OsString> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop_front() {
-        if part == OsStr::new("..") {
-            resolved.pop();
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(resolved.iter());
-        candidate.push(&part);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(PlanError::SymlinkLoop {
-                        root: root.to_path_buf(),
-                        path: path.to_path_buf(),
-                    });
-                }
-                let target = std::fs::read_link(&candidate).map_err(|source| PlanError::Io {
-                    path: candidate.clone(),
-                    source,
-                })?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut parts: Vec<OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(n) => Some(n.to_os_string()),
-                        Component::ParentDir => Some(OsString::from("..")),
-                        _ => None,
-                    })
-                    .collect();
-                while let Some(p) = parts.pop() {
-                    pending.push_front(p);
-                }
+    let dir = Root::open_with(root, Resolver::Walk)?;
+    let rel = dir.resolve(path).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            PlanError::SymlinkLoop {
+                root: root.to_path_buf(),
+                path: path.to_path_buf(),
             }
-            Ok(_) => resolved.push(part),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => resolved.push(part),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => resolved.push(part),
-            Err(source) => {
-                return Err(PlanError::Io {
-                    path: candidate,
-                    source,
-                });
+        } else {
+            PlanError::Io {
+                path: path.to_path_buf(),
+                source,
             }
         }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(resolved.iter());
-    Ok(out)
+    })?;
+    Ok(root.join(rel))
 }
 
 /// The isolation profile decides namespaces, devices, capabilities and hardening.
@@ -342,8 +366,11 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 pub struct PlanInput {
     /// Canonical host path of the root tree.
     pub root: PathBuf,
+    /// The isolation profile.
     pub profile: Profile,
+    /// The network the command sees.
     pub network: Network,
+    /// The hostname in a new UTS namespace; `None` keeps the host's.
     pub hostname: Option<String>,
     /// Bind mounts with targets already resolved to host paths under `root`, and whether the
     /// source is a directory.
@@ -352,11 +379,15 @@ pub struct PlanInput {
     pub resolv_conf: Option<(PathBuf, PathBuf)>,
     /// The pty slave to show as `/dev/console`.
     pub console: Option<PathBuf>,
+    /// Whether the root is mounted read-only.
     pub read_only_root: bool,
     /// Working directory inside the root.
     pub cwd: PathBuf,
+    /// The user id the command runs as.
     pub uid: u32,
+    /// The group id the command runs as.
     pub gid: u32,
+    /// The supplementary groups.
     pub groups: Vec<u32>,
     /// `(resource, soft, hard)`, already clamped to the host's hard limits.
     pub rlimits: Vec<(u32, u64, u64)>,
@@ -761,7 +792,7 @@ mod tests {
     }
 
     fn lines(steps: &[Step]) -> Vec<String> {
-        steps.iter().map(|s| s.to_string()).collect()
+        steps.iter().map(std::string::ToString::to_string).collect()
     }
 
     fn position(lines: &[String], needle: &str) -> usize {

@@ -7,13 +7,21 @@
 //! whose flags the filter can see), `socket` refuses `AF_ALG` and `AF_VSOCK`, `personality`
 //! takes only the harmless values. As runc does, a syscall newer than any this table knows fails
 //! with `ENOSYS` rather than `EPERM`, so newer C libraries in an image fall back to older calls.
-//! A syscall made through another ABI (32-bit x86 on x86_64) kills the process.
+//! A syscall made through another ABI (32-bit x86 on `x86_64`) kills the process.
 //!
 //! The program is compiled by the parent (the main filter by the `seccompiler` crate; the small
 //! filter of errno overrides by hand, since `seccompiler` has no "number above" test and one
 //! action per filter) and only installed by the child. The kernel runs every installed filter
 //! and takes the strictest action, the most recently installed one's among equals: the override
 //! filter is installed last so its `ENOSYS` and errno-0 answers win over the main filter's.
+// Kernel ABI: syscall arguments and struct fields (fds, flags, BPF fields) are converted
+// between the widths the ABI gives them; each value's range is fixed by the kernel or checked
+// where it is produced. (In the cloned child, errors cannot be handled as in the parent.)
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::collections::BTreeMap;
 
@@ -867,7 +875,7 @@ const NUMBERS: &[(&str, i64)] = numbers![
     SYS_write,
     SYS_writev,
 ];
-/// Syscalls newer than the libc crate's tables, numbered from the kernel's x86_64 table.
+/// Syscalls newer than the libc crate's tables, numbered from the kernel's `x86_64` table.
 #[cfg(target_arch = "x86_64")]
 const NEWER: &[(&str, i64)] = &[
     ("cachestat", 451),

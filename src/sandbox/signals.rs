@@ -59,12 +59,14 @@ extern "C" fn handler(sig: libc::c_int) {
     // SAFETY: errno is thread-local; write(2) on a pipe is async-signal-safe.
     unsafe {
         let saved = *libc::__errno_location();
+        // Signal numbers are below 65: the byte holds them.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let byte = sig as u8;
         for (slot, fd) in WRITE_FDS.iter().enumerate() {
             let fd = fd.load(Ordering::Acquire);
             let wanted = sig == WINCH || FORWARDS[slot].load(Ordering::Acquire);
             if fd >= 0 && CLAIMED[slot].load(Ordering::Acquire) && wanted {
-                libc::write(fd, (&byte as *const u8).cast(), 1);
+                libc::write(fd, (&raw const byte).cast(), 1);
             }
         }
         *libc::__errno_location() = saved;
@@ -80,9 +82,9 @@ fn install(signals: &[libc::c_int]) -> Vec<(libc::c_int, libc::sigaction)> {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = handler as *const () as libc::sighandler_t;
             act.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigemptyset(&raw mut act.sa_mask);
             let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, &act, &mut old) == 0 {
+            if libc::sigaction(sig, &raw const act, &raw mut old) == 0 {
                 previous.push((sig, old));
             }
         }
@@ -93,7 +95,7 @@ fn install(signals: &[libc::c_int]) -> Vec<(libc::c_int, libc::sigaction)> {
 fn restore(previous: &mut Vec<(libc::c_int, libc::sigaction)>) {
     for (sig, old) in previous.drain(..) {
         // SAFETY: restoring the disposition saved when we installed ours.
-        unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+        unsafe { libc::sigaction(sig, &raw const old, std::ptr::null_mut()) };
     }
 }
 
@@ -117,7 +119,9 @@ impl Forwarding {
     /// Claim a slot and make sure the handlers are installed: SIGWINCH always, the
     /// [`FORWARDED`] signals when `forward` is true.
     pub fn start(forward: bool) -> Result<Forwarding, SignalError> {
-        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = STATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = (0..SLOTS)
             .find(|&i| !CLAIMED[i].load(Ordering::Acquire))
             .ok_or(SignalError::TooMany)?;
@@ -166,10 +170,10 @@ impl Forwarding {
         loop {
             // SAFETY: reading into a stack buffer from our non-blocking pipe.
             let n = unsafe { libc::read(self.read_fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
+            let Ok(n @ 1..) = usize::try_from(n) else {
                 break;
-            }
-            out.extend(buf[..n as usize].iter().map(|&b| libc::c_int::from(b)));
+            };
+            out.extend(buf[..n].iter().map(|&b| libc::c_int::from(b)));
         }
         out
     }
@@ -177,7 +181,9 @@ impl Forwarding {
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
-        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = STATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         CLAIMED[self.slot].store(false, Ordering::Release);
         if self.forward {
             state.forwarders -= 1;
@@ -204,7 +210,7 @@ mod tests {
             // SAFETY: reading the current disposition only.
             unsafe {
                 let mut old: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut old);
+                libc::sigaction(libc::SIGUSR2, std::ptr::null(), &raw mut old);
                 old.sa_sigaction
             }
         };

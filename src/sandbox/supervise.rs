@@ -22,12 +22,12 @@ impl RawMode {
                 return None;
             }
             let mut saved: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut saved) != 0 {
+            if libc::tcgetattr(fd, &raw mut saved) != 0 {
                 return None;
             }
             let mut raw = saved;
-            libc::cfmakeraw(&mut raw);
-            if libc::tcsetattr(fd, libc::TCSANOW, &raw) != 0 {
+            libc::cfmakeraw(&raw mut raw);
+            if libc::tcsetattr(fd, libc::TCSANOW, &raw const raw) != 0 {
                 return None;
             }
             Some(RawMode { fd, saved })
@@ -38,7 +38,7 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         // SAFETY: restoring the attributes read in `enter`.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &raw const self.saved) };
     }
 }
 
@@ -77,14 +77,13 @@ enum Read {
 fn read(fd: RawFd, buf: &mut [u8]) -> Read {
     // SAFETY: reading into a slice we own.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n > 0 {
-        return Read::Data(n as usize);
-    }
-    if n == 0 {
-        return Read::Eof;
+    match usize::try_from(n) {
+        Ok(0) => return Read::Eof,
+        Ok(n) => return Read::Data(n),
+        Err(_) => {}
     }
     match io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EINTR) => Read::Again,
+        Some(libc::EAGAIN | libc::EINTR) => Read::Again,
         // EIO: the pty slave has no more openers.
         _ => Read::Eof,
     }
@@ -94,8 +93,8 @@ fn write_all(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: writing from a slice we own.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n > 0 {
-            data = &data[n as usize..];
+        if let Ok(n @ 1..) = usize::try_from(n) {
+            data = &data[n..];
             continue;
         }
         match io::Error::last_os_error().raw_os_error() {
@@ -107,7 +106,7 @@ fn write_all(fd: RawFd, mut data: &[u8]) {
                     revents: 0,
                 };
                 // SAFETY: one pollfd on the stack.
-                unsafe { libc::poll(&mut p, 1, 100) };
+                unsafe { libc::poll(&raw mut p, 1, 100) };
             }
             // The reader went away; the output is lost, the command is not affected.
             _ => return,
@@ -127,11 +126,11 @@ fn exit_code(status: libc::c_int) -> (i32, Option<i32>) {
 }
 
 /// The terminals whose size the pty copies.
-pub(super) fn size_sources(tty_input: Option<RawFd>, tty_output: &TtyOut) -> Vec<RawFd> {
+pub(super) fn size_sources(tty_input: Option<RawFd>, tty_output: TtyOut) -> Vec<RawFd> {
     tty_input
         .into_iter()
         .chain(match tty_output {
-            TtyOut::Fd(fd) => Some(*fd),
+            TtyOut::Fd(fd) => Some(fd),
             _ => None,
         })
         .collect()
@@ -142,6 +141,7 @@ pub(super) fn size_sources(tty_input: Option<RawFd>, tty_output: &TtyOut) -> Vec
 const DRAIN_TIMEOUT_MS: libc::c_int = 2000;
 
 /// When the wait loop ends the command itself.
+#[derive(Clone, Copy)]
 pub(super) struct Stop {
     /// Kill the command when it runs longer.
     pub timeout: Option<Duration>,
@@ -159,7 +159,7 @@ enum Killed {
 fn poll_ms(deadline: Instant) -> libc::c_int {
     let left = deadline.saturating_duration_since(Instant::now());
     let ms = left.as_micros().div_ceil(1000);
-    ms.min(libc::c_int::MAX as u128) as libc::c_int
+    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
 }
 
 pub(super) fn wait(
@@ -173,11 +173,15 @@ pub(super) fn wait(
 ) -> Result<Outcome, SandboxError> {
     // SAFETY: pidfd_open returns a new fd for our (unreaped) child, or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.pid, 0) };
+    // A descriptor fits `RawFd`; -1 (or anything else out of range) is the failure.
+    let Ok(pidfd) = RawFd::try_from(pidfd) else {
+        return Err(os("watch the sandbox process")(io::Error::last_os_error()));
+    };
     if pidfd < 0 {
         return Err(os("watch the sandbox process")(io::Error::last_os_error()));
     }
     // SAFETY: fresh fd we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
 
     let mut outputs: [Option<OwnedFd>; 2] = captures;
     let mut collected: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
@@ -190,7 +194,7 @@ pub(super) fn wait(
         (Some(_), Some(fd)) => RawMode::enter(fd),
         _ => None,
     };
-    let size_sources = size_sources(tty_input, &tty_output);
+    let size_sources = size_sources(tty_input, tty_output);
     if let Some(m) = &master {
         set_nonblocking(m.as_raw_fd());
     }
@@ -281,7 +285,7 @@ pub(super) fn wait(
                 0 => {
                     let mut st = 0;
                     // SAFETY: reaping our own child, which the pidfd says has exited.
-                    let r = unsafe { libc::waitpid(child.pid, &mut st, libc::__WALL) };
+                    let r = unsafe { libc::waitpid(child.pid, &raw mut st, libc::__WALL) };
                     if r == child.pid {
                         child.reaped = true;
                         status = Some(st);
@@ -321,8 +325,8 @@ pub(super) fn wait(
                     if p.revents & libc::POLLOUT != 0 && !pending.is_empty() {
                         // SAFETY: writing from our buffer to the non-blocking master.
                         let k = unsafe { libc::write(fd, pending.as_ptr().cast(), pending.len()) };
-                        if k > 0 {
-                            pending.drain(..k as usize);
+                        if let Ok(k @ 1..) = usize::try_from(k) {
+                            pending.drain(..k);
                         }
                     }
                     if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {

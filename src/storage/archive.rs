@@ -92,7 +92,7 @@ pub struct ArchiveImage {
     /// `org.opencontainers.image.ref.name` when it is a full `name:tag`), normalised.
     pub tags: Vec<String>,
     /// Keeps the reader's temporary unpacked copy alive while the layers are read.
-    _base: BaseImage,
+    base: BaseImage,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
@@ -148,7 +148,7 @@ fn docker_tags(manifest_json: &[u8]) -> Vec<String> {
 
 /// Normalised, sorted, deduplicated tags; ones that are not valid references are dropped
 /// (an archive's names are advisory, the image loads without them).
-fn clean_tags(tags: Vec<String>) -> Vec<String> {
+fn clean_tags(tags: &[String]) -> Vec<String> {
     let set: BTreeSet<String> = tags
         .iter()
         .filter_map(|t| {
@@ -201,8 +201,8 @@ pub fn open_archive(path: &Path) -> Result<ArchiveImage> {
             config: base.config_json.clone(),
             layers,
         },
-        tags: clean_tags(tags),
-        _base: base,
+        tags: clean_tags(&tags),
+        base,
     })
 }
 
@@ -235,14 +235,14 @@ pub fn load_archive(store: &Store, path: &Path, extra_tags: &[String]) -> Result
             tags.push(t);
         }
     }
-    let ArchiveImage { input, _base, .. } = img;
+    let ArchiveImage { input, base, .. } = img;
     let record = store
         .load(input, &tags, &ConfinedApplier)
         .map_err(|source| ArchiveError::Store {
             context: format!("loading {}", path.display()),
             source,
         })?;
-    drop(_base);
+    drop(base);
     Ok(Loaded { record, tags })
 }
 
@@ -289,15 +289,15 @@ pub fn save_image(
         let mut f = File::create(&p).map_err(io_err(&p))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
+        let mut size = 0u64;
         loop {
-            let k = data.read(&mut buf).map_err(io_err(&p))?;
-            if k == 0 {
+            let len = data.read(&mut buf).map_err(io_err(&p))?;
+            if len == 0 {
                 break;
             }
-            h.update(&buf[..k]);
-            io::Write::write_all(&mut f, &buf[..k]).map_err(io_err(&p))?;
-            n += k as u64;
+            h.update(&buf[..len]);
+            io::Write::write_all(&mut f, &buf[..len]).map_err(io_err(&p))?;
+            size += len as u64;
         }
         let actual = format!("sha256:{}", hex::encode(h.finalize()));
         if actual != digest {
@@ -306,7 +306,7 @@ pub fn save_image(
                 format!("stored blob {digest} now hashes to {actual}"),
             ));
         }
-        Ok(n)
+        Ok(size)
     };
     let manifest: ImageManifest = serde_json::from_slice(&input.manifest)
         .map_err(|e| spec_err(dest, "manifest", e.to_string()))?;
@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn tags_are_normalised_and_bad_ones_dropped() {
         assert_eq!(
-            clean_tags(vec![
+            clean_tags(&[
                 "docker.io/library/debian:12".into(),
                 "docker.io/sk/img:2".into(),
                 "debian:12".into(),

@@ -78,7 +78,7 @@ fn subvol_create(dir: &Path, name: &str) -> Result<()> {
         name: name_bytes(name, &path)?,
     };
     // SAFETY: `args` is a properly laid out btrfs_ioctl_vol_args living across the call.
-    unsafe { ioc_subvol_create(dfd.as_raw_fd(), &args) }
+    unsafe { ioc_subvol_create(dfd.as_raw_fd(), &raw const args) }
         .map_err(|e| StorageError::sys("create btrfs subvolume", &path, e))?;
     Ok(())
 }
@@ -96,7 +96,7 @@ fn snapshot(src: &Path, dir: &Path, name: &str) -> Result<()> {
         name: name_bytes(name, &path)?,
     };
     // SAFETY: `args` is a properly laid out btrfs_ioctl_vol_args_v2 living across the call.
-    unsafe { ioc_snap_create_v2(dfd.as_raw_fd(), &args) }
+    unsafe { ioc_snap_create_v2(dfd.as_raw_fd(), &raw const args) }
         .map_err(|e| StorageError::sys("snapshot btrfs subvolume", &path, e))?;
     Ok(())
 }
@@ -119,7 +119,7 @@ fn destroy(dir: &Path, name: &str) -> Result<()> {
         name: name_bytes(name, &path)?,
     };
     // SAFETY: as above.
-    unsafe { ioc_snap_destroy(dfd.as_raw_fd(), &args) }
+    unsafe { ioc_snap_destroy(dfd.as_raw_fd(), &raw const args) }
         .map_err(|e| StorageError::sys("delete btrfs subvolume", &path, e))?;
     Ok(())
 }

@@ -216,6 +216,7 @@ mod tests {
         fs::create_dir(&src).unwrap();
         let mk = |name: &str, mode: libc::mode_t, dev: libc::dev_t| {
             let c = cstring(&src.join(name)).unwrap();
+            // SAFETY: `c` is a valid C string.
             assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0);
         };
         mk("null", libc::S_IFCHR | 0o666, libc::makedev(1, 3));

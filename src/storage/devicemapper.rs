@@ -10,12 +10,10 @@ use std::path::Path;
 /// `dm_thin_pool` module in `/sys/module`.
 pub(crate) fn check_support(root: &Path) -> Result<()> {
     let devices = root.join("proc/devices");
-    let has_dm = std::fs::read_to_string(&devices)
-        .map(|s| {
-            s.lines()
-                .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))
-        })
-        .unwrap_or(false);
+    let has_dm = std::fs::read_to_string(&devices).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))
+    });
     let control = root.join("dev/mapper/control");
     let thin = root.join("sys/module/dm_thin_pool");
     if !has_dm || !control.exists() {

@@ -106,6 +106,7 @@ fn mount_relative(cwd: &Path, target: &Path, data: &str) -> Result<()> {
     // buffers prepared before the fork.
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(StorageError::sys("fork for overlay mount", target, e)),
+        // SAFETY: as above: async-signal-safe calls on prepared buffers, then `_exit`.
         Ok(nix::unistd::ForkResult::Child) => unsafe {
             if libc::chdir(c_cwd.as_ptr()) != 0 {
                 libc::_exit(*libc::__errno_location());
@@ -199,7 +200,7 @@ fn mount_overlay(
 fn unmount(target: &Path) -> Result<()> {
     match nix::mount::umount2(target, MntFlags::empty()) {
         // Not a mount point (never mounted, or already released).
-        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => Ok(()),
         // Something still holds it open: detach now, the kernel frees it when released.
         Err(nix::Error::EBUSY) => nix::mount::umount2(target, MntFlags::MNT_DETACH)
             .map_err(|e| StorageError::sys("unmount", target, e)),
@@ -330,12 +331,12 @@ mod tests {
             Some(MountPlan::Absolute(o)) if o.starts_with("lowerdir=/var/lib/imgbuild/overlay/l/a:")
         ));
         // 100 layers: absolute paths exceed a page, the relative short names do not.
-        let many: Vec<String> = (0..100).map(|i| format!("l/{:026}", i)).collect();
+        let many: Vec<String> = (0..100).map(|i| format!("l/{i:026}")).collect();
         assert!(matches!(
             plan_mount(base, &many, "c/1/upper", "c/1/work", 4096),
             Some(MountPlan::Relative(o)) if o.starts_with("lowerdir=l/")
         ));
-        let too_many: Vec<String> = (0..200).map(|i| format!("l/{:026}", i)).collect();
+        let too_many: Vec<String> = (0..200).map(|i| format!("l/{i:026}")).collect();
         assert_eq!(plan_mount(base, &too_many, "u", "w", 4096), None);
         let s = short_name("abc");
         assert_eq!(s.len(), 26);

@@ -174,7 +174,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("root", &self.root)
             .field("driver", &self.driver.kind())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -492,7 +492,7 @@ impl Store {
             &manifest,
             &config.rootfs.diff_ids,
             &chains,
-            tags,
+            &tags,
             applier,
         );
         if result.is_err() {
@@ -510,7 +510,7 @@ impl Store {
         manifest: &Manifest,
         diff_ids: &[String],
         chains: &[String],
-        tags: Vec<String>,
+        tags: &[String],
         applier: &dyn LayerApplier,
     ) -> Result<ImageRecord> {
         self.put_blob(&record.id, None, &mut &input.config[..])?;
@@ -562,7 +562,7 @@ impl Store {
         };
         all_tags.extend(tags.iter().cloned());
         record.tags = all_tags.into_iter().collect();
-        self.take_tags(&tags, &record.id)?;
+        self.take_tags(tags, &record.id)?;
         write_json(&path, &record, &self.tmp)?;
         Ok(record)
     }
@@ -617,7 +617,7 @@ impl Store {
 
     /// Find the image `reference` names: `name[:tag]`, a full `sha256:` id or manifest digest,
     /// or a unique prefix of an id (with or without `sha256:`).
-    fn resolve(&self, images: &[ImageRecord], reference: &str) -> Result<ImageRecord> {
+    fn resolve(images: &[ImageRecord], reference: &str) -> Result<ImageRecord> {
         let by_prefix = |hex: &str| -> Vec<&ImageRecord> {
             images
                 .iter()
@@ -657,7 +657,7 @@ impl Store {
     /// The record of the image `reference` names.
     pub fn image(&self, reference: &str) -> Result<ImageRecord> {
         let _lock = self.lock(false)?;
-        self.resolve(&self.read_images()?, reference)
+        Self::resolve(&self.read_images()?, reference)
     }
 
     fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
@@ -668,7 +668,7 @@ impl Store {
     /// The image's record with its config and manifest.
     pub fn inspect(&self, reference: &str) -> Result<ImageDetails> {
         let _lock = self.lock(false)?;
-        let record = self.resolve(&self.read_images()?, reference)?;
+        let record = Self::resolve(&self.read_images()?, reference)?;
         let config = parse_json(&self.read_blob(&record.id)?, &record.id)?;
         let manifest = parse_json(
             &self.read_blob(&record.manifest_digest)?,
@@ -686,7 +686,7 @@ impl Store {
     pub fn tag(&self, source: &str, target: &str) -> Result<ImageRecord> {
         let tag = normalize_tag(target)?;
         let _lock = self.lock(true)?;
-        let mut record = self.resolve(&self.read_images()?, source)?;
+        let mut record = Self::resolve(&self.read_images()?, source)?;
         self.take_tags(std::slice::from_ref(&tag), &record.id)?;
         if !record.tags.contains(&tag) {
             record.tags.push(tag);
@@ -701,7 +701,7 @@ impl Store {
     /// deleted. An image a container was made from is refused.
     pub fn remove_image(&self, reference: &str) -> Result<Vec<Removal>> {
         let _lock = self.lock(true)?;
-        let mut record = self.resolve(&self.read_images()?, reference)?;
+        let mut record = Self::resolve(&self.read_images()?, reference)?;
         if let Ok(tag) = normalize_tag(reference)
             && record.tags.len() > 1
             && record.tags.contains(&tag)
@@ -767,7 +767,7 @@ impl Store {
     /// The image's blobs as a [`StoreInput`], ready for an archive writer.
     pub fn export(&self, reference: &str) -> Result<StoreInput> {
         let _lock = self.lock(false)?;
-        let record = self.resolve(&self.read_images()?, reference)?;
+        let record = Self::resolve(&self.read_images()?, reference)?;
         let mut layers = Vec::with_capacity(record.layers.len());
         for l in &record.layers {
             let path = self.blob_path(&l.digest);
@@ -812,7 +812,7 @@ impl Store {
     /// Make a new container's writable root tree from the image `reference` names.
     pub fn create_container(&self, reference: &str) -> Result<Container> {
         let _lock = self.lock(true)?;
-        let image = self.resolve(&self.read_images()?, reference)?;
+        let image = Self::resolve(&self.read_images()?, reference)?;
         let top = image
             .layers
             .last()
