@@ -20,8 +20,9 @@ use crate::image::output::{
 };
 use crate::image::walk::Excludes;
 use crate::image::{self, Compression, HistoryEntry, ImageSpec, LayerOptions};
-use crate::rootfs::prepare::{self, PrepareError};
-use crate::rootfs::{RootfsError, cleanup};
+use crate::rootfs::prepare::PrepareError;
+use crate::rootfs::prepared::PreparedRoot;
+use crate::rootfs::{RootfsError, cleanup, files, hooks};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub enum BuildError {
     /// A root-tree step failed.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    /// `images.sh` failed.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     /// Writing the image failed.
     #[error(transparent)]
     Image(#[from] image::ImageError),
@@ -416,13 +420,13 @@ pub fn create(
     }
 
     on_step("finish root");
-    let images_sh = root.join("image/images.sh");
-    if images_sh.is_file() {
-        prepare::run_hook(
+    let kept = PreparedRoot::new(root);
+    if let Some(images_sh) = kept.kept_hook("images.sh") {
+        hooks::run_hook(
             root,
             &images_sh,
             "images.sh",
-            &prepare::profile_vars(image),
+            &files::profile_vars(image),
             opts.hook_timeout,
         )?;
     }
@@ -506,7 +510,7 @@ pub fn create(
         };
         let mut spec = image_spec(image, opts, epoch);
         let layer = if derived {
-            let snapshot = image::TreeSnapshot::load(&root.join(prepare::BASE_SNAPSHOT))?;
+            let snapshot = image::TreeSnapshot::load(&kept.snapshot_path())?;
             let layer = image::write_diff_layer(&snapshot, root, &blobs, &layer_opts)?;
             // The base blobs are linked or copied into `blobs`, so the bases (whose blobs may
             // live in temp dirs) can go once the reference is made.

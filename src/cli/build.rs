@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use imgbuild::build::base::ImageBases;
 use imgbuild::build::{self, CreateOptions};
-use imgbuild::description::{self, Selection};
+use imgbuild::description;
 use imgbuild::image::Compression;
 use imgbuild::reuse;
 use imgbuild::rootfs::prepare::{self, PrepareOptions};
@@ -316,33 +316,9 @@ pub struct CreateArgs {
 
 /// Run `imgbuild create`: the description and selection kept in `<root>/image` are resolved again.
 pub fn run_create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let kept = args.root.join("image");
-    let sel_path = kept.join("selection.json");
-    let sel_text = std::fs::read_to_string(&sel_path).with_context(|| {
-        format!(
-            "{}: not a root prepared by imgbuild (run `imgbuild prepare` first)",
-            sel_path.display()
-        )
-    })?;
-    let sel: serde_json::Value = serde_json::from_str(&sel_text)
-        .with_context(|| format!("{}: invalid selection", sel_path.display()))?;
-    let profiles = sel["profiles"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let selection = Selection {
-        profiles,
-        build_type: sel["type"].as_str().map(String::from),
-        target_arch: sel["arch"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(Selection::host_arch),
-    };
-    let desc = description::load(&kept.join("config.xml"))?;
+    let kept = imgbuild::rootfs::prepared::PreparedRoot::new(&args.root);
+    let selection = kept.selection()?.selection();
+    let desc = description::load(&kept.description_path())?;
     let image = desc.resolve(&selection)?;
     let mut create = args.output.options(Path::new(&image.name))?;
     create.hook_timeout = args.hooks.timeout();
