@@ -38,7 +38,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-// The base step is part of `prepare`'s interface (its callers give one).
+// The base step is part of `prepare`'s interface: its callers give one, and resolve the
+// `derived_from` URIs they take from the command line as it does.
 pub use super::base::{BaseStep, BaseStepError, resolve_base_uri};
 
 /// Errors of `prepare`, one variant per step; each step's error names what failed and where.
