@@ -21,8 +21,9 @@ use crate::image::output::{
 };
 use crate::image::walk::Excludes;
 use crate::image::{self, Compression, HistoryEntry, ImageSpec, LayerOptions};
-use crate::rootfs::prepare::{self, PrepareError};
-use crate::rootfs::{RootfsError, cleanup};
+use crate::rootfs::prepare::PrepareError;
+use crate::rootfs::prepared::PreparedRoot;
+use crate::rootfs::{RootfsError, cleanup, files, hooks};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ pub enum BuildError {
     /// A root-tree step failed.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    /// `images.sh` failed.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     /// Writing the image failed.
     #[error(transparent)]
     Image(#[from] image::ImageError),
@@ -530,13 +534,12 @@ fn finish_root(
     image: &ResolvedImage,
     opts: &CreateOptions,
 ) -> Result<u64, BuildError> {
-    let images_sh = root.join("image/images.sh");
-    if images_sh.is_file() {
-        prepare::run_hook(
+    if let Some(images_sh) = PreparedRoot::new(root).kept_hook("images.sh") {
+        hooks::run_hook(
             root,
             &images_sh,
             "images.sh",
-            &prepare::profile_vars(image),
+            &files::profile_vars(image),
             opts.hook_timeout,
             opts.verbose,
         )?;
@@ -641,7 +644,8 @@ impl<'a> Pack<'a> {
         let layer = if self.image.build_type.derived_from.is_empty() {
             image::write_layer(self.root, &self.blobs, &layer_opts)?
         } else {
-            let snapshot = image::TreeSnapshot::load(&self.root.join(prepare::BASE_SNAPSHOT))?;
+            let snapshot =
+                image::TreeSnapshot::load(&PreparedRoot::new(self.root).snapshot_path())?;
             let layer = image::write_diff_layer(&snapshot, self.root, &self.blobs, &layer_opts)?;
             // The base blobs are linked or copied into `blobs`, so the bases (whose blobs may
             // live in temp dirs) can go once the reference is made.

@@ -24,6 +24,7 @@ use crate::image::ImageError;
 use crate::image::base::BaseSource;
 use crate::plan::{Overrides, PlanError, PlanOptions};
 use crate::rootfs::prepare::PrepareError;
+use crate::rootfs::prepared::{PreparedError, PreparedRoot};
 use crate::workdir::{self, WorkDirError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -79,22 +80,9 @@ pub enum OpsError {
         /// What went wrong.
         source: WorkDirError,
     },
-    /// A root was given to `create` that `prepare` did not make.
-    #[error("{path}: not a root prepared by imgbuild (run `imgbuild prepare` first)")]
-    NotPrepared {
-        /// The selection file that could not be read.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A prepared root's selection file is malformed.
-    #[error("{path}: invalid selection")]
-    Selection {
-        /// The selection file.
-        path: PathBuf,
-        /// What is wrong.
-        source: serde_json::Error,
-    },
+    /// A root was given to `create` that `prepare` did not make, or its `image/` is damaged.
+    #[error(transparent)]
+    Prepared(#[from] PreparedError),
     /// Resolving the packages or writing the lock file failed.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -170,9 +158,9 @@ impl Source {
 
     /// The description and selection `prepare` kept in `<root>/image`, resolved again.
     pub fn prepared(root: &Path) -> Result<Source, OpsError> {
-        let kept = root.join("image");
-        let selection = prepared_selection(&kept.join("selection.json"))?;
-        Source::load(&kept.join("config.xml"), &selection)
+        let kept = PreparedRoot::new(root);
+        let selection = kept.selection()?.selection();
+        Source::load(&kept.description_path(), &selection)
     }
 
     /// Derive from `uri` instead of the description's `derived_from` (which it must have); a
@@ -199,36 +187,6 @@ impl Source {
         self.image.build_type.derived_from = vec![resolved];
         Ok(())
     }
-}
-
-/// The selection recorded in a prepared root's `image/selection.json`; a missing type or
-/// architecture means the default, as when the root was prepared.
-fn prepared_selection(path: &Path) -> Result<Selection, OpsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| OpsError::NotPrepared {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let sel: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| OpsError::Selection {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let profiles = sel["profiles"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Selection {
-        profiles,
-        build_type: sel["type"].as_str().map(String::from),
-        target_arch: sel["arch"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(Selection::host_arch),
-    })
 }
 
 /// Where packages come from and how they are pinned: the package options `build`, `prepare`
@@ -381,28 +339,6 @@ mod tests {
             *r.0.borrow(),
             ["start a", "done a", "start b", "done b", "start c"]
         );
-    }
-
-    #[test]
-    fn a_prepared_selection_is_read_with_its_defaults() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("selection.json");
-        let e = prepared_selection(&path).unwrap_err();
-        assert!(matches!(e, OpsError::NotPrepared { .. }), "{e}");
-        assert!(
-            e.to_string().contains("run `imgbuild prepare` first"),
-            "{e}"
-        );
-        std::fs::write(&path, "{").unwrap();
-        assert!(matches!(
-            prepared_selection(&path),
-            Err(OpsError::Selection { .. })
-        ));
-        std::fs::write(&path, r#"{"profiles":["a","b"],"type":"oci"}"#).unwrap();
-        let sel = prepared_selection(&path).unwrap();
-        assert_eq!(sel.profiles, ["a", "b"]);
-        assert_eq!(sel.build_type.as_deref(), Some("oci"));
-        assert_eq!(sel.target_arch, Selection::host_arch());
     }
 
     #[test]

@@ -161,39 +161,45 @@ pub fn absolute(p: &Path) -> PathBuf {
 /// Computes the inputs key of a build. Without a lock file in use this fetches each
 /// repository's (In)Release and checks its signature (only the Release file, no index); offline,
 /// the cached Release files stand in, since those are what an offline build would solve from.
+///
+/// The key is written in phases, in this order (the order is part of the key): the tool, the
+/// description, the description's files, the command-line options, the repositories, the
+/// package set, the base images.
 pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
-    let image = inputs.image;
     let mut w = KeyWriter::new();
     w.str("tool", &inputs.tool);
+    key_description(&mut w, inputs);
+    key_description_files(&mut w, inputs)?;
+    key_options(&mut w, inputs);
+    let repos = key_repositories(&mut w, inputs)?;
+    key_package_set(&mut w, inputs, &repos)?;
+    if let Some(reason) = key_bases(&mut w, inputs.image)? {
+        return Ok(InputsKey::Unknown(reason));
+    }
+    Ok(InputsKey::Known(w.finish()))
+}
 
-    // The description: the spliced text (which covers included files wherever they live) and
-    // the selection it was resolved for.
+/// The description: the spliced text (which covers included files wherever they live) and the
+/// selection it was resolved for.
+fn key_description(w: &mut KeyWriter, inputs: &BuildInputs<'_>) {
+    let image = inputs.image;
     w.str("description", &inputs.description.to_xml());
     w.str("profiles", &image.profiles.join("\n"));
     w.str("type", &image.build_type.image);
     w.str("arch", &image.arch);
+}
 
-    // Every file of the description directory, and what a top-level symlink points to
-    // (`root/`, `config.sh`, … are read through their links).
+/// Every file of the description directory, what a top-level symlink points to (`root/`,
+/// `config.sh`, … are read through their links), and the `<archive>` and `<file>` sources,
+/// which may lie outside the directory.
+fn key_description_files(w: &mut KeyWriter, inputs: &BuildInputs<'_>) -> Result<(), ReuseError> {
+    let image = inputs.image;
     let dir = std::fs::canonicalize(&image.dir).map_err(|e| io(&image.dir, e))?;
     w.field("dir", b"");
     w.tree(&dir, &inputs.skip)?;
-    let top = std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?;
-    let mut links = Vec::new();
-    for e in top {
-        let e = e.map_err(|e| io(&dir, e))?;
-        if e.file_type()
-            .map_err(|err| io(&e.path(), err))?
-            .is_symlink()
-        {
-            links.push(e.path());
-        }
-    }
-    links.sort();
-    for l in &links {
+    for l in &top_level_links(&dir)? {
         w.followed("linked", l, &inputs.skip)?;
     }
-    // `<archive>` and `<file>` sources, which may lie outside the directory.
     for set in [&image.packages.bootstrap, &image.packages.image] {
         for a in &set.archives {
             w.followed("archive", &image.dir.join(&a.name), &inputs.skip)?;
@@ -202,8 +208,27 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
             w.followed("file", &image.dir.join(&f.name), &inputs.skip)?;
         }
     }
+    Ok(())
+}
 
-    // Command-line options that shape the image, in the order given (later labels override).
+/// The symlinks directly in `dir`, sorted.
+fn top_level_links(dir: &Path) -> Result<Vec<PathBuf>, ReuseError> {
+    let mut links = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let e = e.map_err(|e| io(dir, e))?;
+        if e.file_type()
+            .map_err(|err| io(&e.path(), err))?
+            .is_symlink()
+        {
+            links.push(e.path());
+        }
+    }
+    links.sort();
+    Ok(links)
+}
+
+/// Command-line options that shape the image, in the order given (later labels override).
+fn key_options(w: &mut KeyWriter, inputs: &BuildInputs<'_>) {
     let o = inputs.overrides;
     w.str("set-repo", o.set_repo.as_deref().unwrap_or("\0none"));
     for (tag, list) in [
@@ -227,9 +252,15 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
         &c.source_date_epoch
             .map_or_else(|| "\0none".to_string(), |e| e.to_string()),
     );
+}
 
-    // Repositories as resolved (`apt-host:/` through this host's sources), with their keys.
-    let specs = plan::repository_specs(image, inputs.overrides)?;
+/// The repositories as resolved (`apt-host:/` through this host's sources), with their keys;
+/// returns them for the package set.
+fn key_repositories(
+    w: &mut KeyWriter,
+    inputs: &BuildInputs<'_>,
+) -> Result<Vec<ResolvedRepo>, ReuseError> {
+    let specs = plan::repository_specs(inputs.image, inputs.overrides)?;
     let repos = specs
         .iter()
         .map(|s| ResolvedRepo::resolve(s, &inputs.plan.apt_dir))
@@ -242,61 +273,81 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
             w.followed("keyring", k, &[])?;
         }
     }
+    Ok(repos)
+}
 
-    // The package set: pinned by the lock file, or decided by the repositories' current state.
+/// The package set: pinned by the lock file, or decided by the repositories' current state
+/// (their signed Release files).
+fn key_package_set(
+    w: &mut KeyWriter,
+    inputs: &BuildInputs<'_>,
+    repos: &[ResolvedRepo],
+) -> Result<(), ReuseError> {
     let lock = &inputs.plan.lock_path;
     if !inputs.plan.ignore_lock && lock.exists() {
         w.field("lock", &std::fs::read(lock).map_err(|e| io(lock, e))?);
-    } else {
-        let usable: Vec<&ResolvedRepo> = repos.iter().filter(|r| !r.spec.imageonly).collect();
-        if !usable.is_empty() {
-            let opts = PlanOptions {
-                progress: Progress::Quiet,
-                ..inputs.plan.clone()
-            };
-            let (cache, fetcher) = plan::open_cache(&opts)?;
-            // The same date checks as the plan's: a replayed Release must not select an old
-            // result either. The key need not see the override: it holds the Release itself.
-            let ctx = RepoContext {
-                apt_dir: opts.apt_dir.clone(),
-                allow_older_release: opts.allow_older_release,
-                ..RepoContext::new(&cache, &fetcher)
-            };
-            let fetched: Vec<Result<release::FetchedRelease, ReleaseError>> =
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = usable
-                        .iter()
-                        .map(|r| s.spawn(|| release::fetch_release(r, &ctx)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .zip(&usable)
-                        .map(|(h, r)| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(ReleaseError::Parse {
-                                    url: r.dist_url(),
-                                    message: "release worker panicked".into(),
-                                })
-                            })
-                        })
-                        .collect()
-                });
-            for f in fetched {
-                let f = f?;
-                w.str("release-url", &f.url);
-                w.field("release", &f.raw);
-            }
-        }
+        return Ok(());
     }
+    let usable: Vec<&ResolvedRepo> = repos.iter().filter(|r| !r.spec.imageonly).collect();
+    if usable.is_empty() {
+        return Ok(());
+    }
+    for f in fetch_releases(&usable, inputs.plan)? {
+        let f = f?;
+        w.str("release-url", &f.url);
+        w.field("release", &f.raw);
+    }
+    Ok(())
+}
 
-    // Base images of a derived build: the reference and the bytes behind it.
+/// Each repository's (In)Release, fetched in parallel and checked as the plan checks it, in the
+/// order of `repos`.
+fn fetch_releases(
+    repos: &[&ResolvedRepo],
+    plan_opts: &PlanOptions,
+) -> Result<Vec<Result<release::FetchedRelease, ReleaseError>>, ReuseError> {
+    let opts = PlanOptions {
+        progress: Progress::Quiet,
+        ..plan_opts.clone()
+    };
+    let (cache, fetcher) = plan::open_cache(&opts)?;
+    // The same date checks as the plan's: a replayed Release must not select an old result
+    // either. The key need not see the override: it holds the Release itself.
+    let ctx = RepoContext {
+        apt_dir: opts.apt_dir.clone(),
+        allow_older_release: opts.allow_older_release,
+        ..RepoContext::new(&cache, &fetcher)
+    };
+    Ok(std::thread::scope(|s| {
+        let handles: Vec<_> = repos
+            .iter()
+            .map(|r| s.spawn(|| release::fetch_release(r, &ctx)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(repos)
+            .map(|(h, r)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ReleaseError::Parse {
+                        url: r.dist_url(),
+                        message: "release worker panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    }))
+}
+
+/// Base images of a derived build: the reference and the bytes behind it. Returns why the key
+/// cannot be known when a base cannot be pinned down locally (a base in a registry).
+fn key_bases(w: &mut KeyWriter, image: &ResolvedImage) -> Result<Option<String>, ReuseError> {
     for given in &image.build_type.derived_from {
-        let uri = crate::rootfs::prepare::resolve_base_uri(given.trim(), &image.dir);
+        let uri = crate::rootfs::base::resolve_base_uri(given.trim(), &image.dir);
         w.str("base", &uri);
         let source = match BaseSource::parse(&uri) {
             Ok(s) => s,
             Err(ImageError::Option { reason, .. }) => {
-                return Ok(InputsKey::Unknown(format!("base image {reason}")));
+                return Ok(Some(format!("base image {reason}")));
             }
             Err(source) => return Err(ReuseError::Base { uri, source }),
         };
@@ -310,7 +361,7 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
             }
         }
     }
-    Ok(InputsKey::Known(w.finish()))
+    Ok(None)
 }
 
 /// Whether the result in a target directory can be reused.

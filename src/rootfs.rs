@@ -1,11 +1,19 @@
 //! The root tree: bootstrap and image package phases, dpkg configuration in the sandbox, overlays,
-//! users, hooks, removals and volatile-file cleanup.
+//! users, hooks, removals and volatile-file cleanup, and the files a prepared root keeps in its
+//! `/image` for `create` ([`prepared::PreparedRoot`]).
 
+pub mod base;
 pub mod cleanup;
 pub mod dpkgdb;
+pub mod files;
+pub mod hooks;
 pub mod install;
+pub mod overlay;
 pub mod prepare;
+pub mod prepared;
 pub mod profile;
+pub mod remove;
+pub mod sources;
 pub mod users;
 
 use std::io;

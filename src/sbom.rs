@@ -13,13 +13,12 @@
 //! and epoch), and JSON object keys in sorted order.
 
 use crate::apt::control::{self, Paragraph};
-use crate::apt::lock::LockFile;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-pub use crate::rootfs::prepare::PACKAGES_LOCK;
+use crate::rootfs::prepared::{PreparedError, PreparedRoot};
 
 /// Errors of the SBOM writer.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +41,7 @@ pub enum SbomError {
     },
     /// The kept lock file is unreadable.
     #[error(transparent)]
-    Lock(#[from] crate::apt::lock::LockError),
+    Lock(#[from] PreparedError),
 }
 
 /// One installed package as the SBOM lists it.
@@ -227,10 +226,9 @@ pub fn collect(root: &Path) -> Result<Vec<SbomPackage>, SbomError> {
         .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
         .filter(|p| p.get("Package").is_some())
         .collect();
-    let lock_path = root.join(PACKAGES_LOCK);
     let mut sums: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    if lock_path.is_file() {
-        for l in LockFile::read(&lock_path)?.packages {
+    if let Some(lock) = PreparedRoot::new(root).lock()? {
+        for l in lock.packages {
             sums.insert((l.name, l.version, l.architecture), l.sha256);
         }
     }

@@ -2,7 +2,8 @@
 //! with `pyspdxtools` (from the `spdx-tools` PyPI package) where it is installed.
 
 use imgbuild::apt::lock::{LockFile, LockedPackage};
-use imgbuild::sbom::{self, ImageInfo, PACKAGES_LOCK};
+use imgbuild::rootfs::prepared::PreparedRoot;
+use imgbuild::sbom::{self, ImageInfo};
 use std::path::Path;
 use std::process::Command;
 
@@ -71,8 +72,7 @@ fn fake_root(dir: &Path) {
             phase: "bootstrap".into(),
         }],
     );
-    std::fs::create_dir_all(dir.join("image")).unwrap();
-    lock.write(&dir.join(PACKAGES_LOCK)).unwrap();
+    PreparedRoot::new(dir).write_lock(&lock).unwrap();
 }
 
 const DIGEST: &str = "sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";

@@ -11,9 +11,8 @@ use crate::image::base::BaseImage;
 use crate::image::limits::{SpaceBound, SpaceExceeded};
 use crate::image::walk::Excludes;
 use crate::image::{ImageError, TreeSnapshot};
-use crate::rootfs::prepare::{
-    BASE_SNAPSHOT, BaseRecord, BaseStep, BaseStepError, base_records, resolve_base_uri,
-};
+use crate::rootfs::base::{BaseStep, BaseStepError, resolve_base_uri};
+use crate::rootfs::prepared::{BaseRecord, PreparedError, PreparedRoot};
 use std::path::{Path, PathBuf};
 
 /// Errors of a derived build's bases.
@@ -79,6 +78,9 @@ pub enum BaseError {
     /// The base's tree could not be recorded.
     #[error(transparent)]
     Snapshot(#[from] ImageError),
+    /// The root's `/image` could not be written or read.
+    #[error(transparent)]
+    Prepared(#[from] PreparedError),
 }
 
 fn io(path: &Path, source: std::io::Error) -> BaseError {
@@ -100,7 +102,7 @@ impl BaseStep for ImageBases {
 
 /// Unpacks every base of `image.build_type.derived_from` into `root` in order (layers bottom
 /// first, whiteouts applied, confined to the root), saves the resulting tree at
-/// [`BASE_SNAPSHOT`], and returns the record of each base.
+/// [`PreparedRoot::snapshot_path`], and returns the record of each base.
 fn unpack_bases(root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, BaseError> {
     let r = Root::open(root).map_err(|source| BaseError::Root {
         path: root.to_path_buf(),
@@ -155,9 +157,9 @@ fn unpack_bases(root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, B
         patterns: Vec::new(),
     };
     let snapshot = TreeSnapshot::from_dir(root, &excludes)?;
-    let dir = root.join("image");
-    std::fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
-    snapshot.save(&root.join(BASE_SNAPSHOT))?;
+    let kept = PreparedRoot::new(root);
+    kept.create_dir()?;
+    snapshot.save(&kept.snapshot_path())?;
     Ok(records)
 }
 
@@ -165,7 +167,10 @@ fn unpack_bases(root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, B
 /// that was unpacked.
 pub(super) fn open_bases(root: &Path) -> Result<Vec<BaseImage>, BuildError> {
     let mut bases = Vec::new();
-    for r in base_records(root)? {
+    let records = PreparedRoot::new(root)
+        .base_records()
+        .map_err(BaseError::from)?;
+    for r in records {
         let base = BaseImage::open(&r.uri).map_err(|source| BaseError::Open {
             uri: r.uri.clone(),
             source,
