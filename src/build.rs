@@ -267,8 +267,7 @@ pub fn result_stem(image: &ResolvedImage) -> String {
         .preferences
         .version
         .as_ref()
-        .map(|v| v.value.clone())
-        .unwrap_or_else(|| "1.0.0".to_string());
+        .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone());
     format!("{}.{}-{version}", image.name, image.arch)
 }
 
@@ -292,7 +291,8 @@ pub fn package_epoch(root: &Path) -> u64 {
             }
         }
     }
-    newest.max(0) as u64
+    // Before 1970 (a clamp, not a wrap): the epoch itself.
+    u64::try_from(newest).unwrap_or(0)
 }
 
 /// The OCI config and names for `image`, with KIWI's defaults where the description is silent.
@@ -402,6 +402,8 @@ pub fn image_spec(image: &ResolvedImage, opts: &CreateOptions, epoch: u64) -> Im
 /// Refuse a `target` that a build must not replace: anything but a directory, and, unless
 /// `replace` is set, a non-empty directory that is not a result imgbuild wrote (a `result.json`
 /// that parses as one, and no entry it does not list). A missing or empty target is fine.
+// File names are quoted with `{:?}` on purpose: a name with spaces or odd bytes stays readable.
+#[allow(clippy::unnecessary_debug_formatting)]
 pub fn check_target(target: &Path, replace: bool) -> Result<(), BuildError> {
     let meta = match target.symlink_metadata() {
         Ok(m) => m,
@@ -657,7 +659,7 @@ impl<'a> Pack<'a> {
             layer
         };
         let built = assemble(&spec, std::slice::from_ref(&layer), &self.blobs)?;
-        created.tags = built.repo_tags.clone();
+        created.tags.clone_from(&built.repo_tags);
         created.manifest_digest = Some(built.manifest.digest().to_string());
         created.config_digest = Some(built.config.digest().to_string());
         created.layers = built
@@ -777,7 +779,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// One base reference for the bases of a comma-separated `derived_from`, applied in order:
-/// their layers, diff_ids and history concatenated, the runtime config of the last one (as if
+/// their layers, `diff_ids` and history concatenated, the runtime config of the last one (as if
 /// each had been built `FROM` the one before), names joined by commas and the last manifest
 /// digest.
 fn combined_base_ref(bases: &[BaseImage]) -> Result<BaseRef, BuildError> {

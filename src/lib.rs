@@ -9,8 +9,6 @@
 
 pub mod apt;
 pub mod atomic;
-// Being rewritten on other branches of issue 10; this allow goes once they are merged and clean.
-#[allow(missing_docs, clippy::pedantic, clippy::undocumented_unsafe_blocks)]
 pub mod build;
 pub mod confine;
 pub mod description;
@@ -20,11 +18,7 @@ pub mod interrupt;
 pub mod ops;
 pub mod plan;
 pub mod reference;
-// Being rewritten on other branches of issue 10; this allow goes once they are merged and clean.
-#[allow(missing_docs, clippy::pedantic, clippy::undocumented_unsafe_blocks)]
 pub mod reuse;
-// Being rewritten on other branches of issue 10; this allow goes once they are merged and clean.
-#[allow(missing_docs, clippy::pedantic, clippy::undocumented_unsafe_blocks)]
 pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;

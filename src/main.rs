@@ -1,7 +1,5 @@
 //! The `imgbuild` command line: a thin layer over the library.
 
-// Being rewritten on other branches of issue 10; this allow goes once they are merged and clean.
-#[allow(missing_docs, clippy::pedantic, clippy::undocumented_unsafe_blocks)]
 mod cli;
 
 use clap::Parser;

@@ -353,11 +353,11 @@ fn key_bases(w: &mut KeyWriter, image: &ResolvedImage) -> Result<Option<String>,
         };
         match source {
             BaseSource::OciArchive(p) | BaseSource::DockerArchive(p) => {
-                w.followed("base-archive", &p, &[])?
+                w.followed("base-archive", &p, &[])?;
             }
             BaseSource::OciLayout(d, tag) => {
                 w.str("base-tag", tag.as_deref().unwrap_or("\0none"));
-                w.followed("base-layout", &d, &[])?
+                w.followed("base-layout", &d, &[])?;
             }
         }
     }
@@ -631,14 +631,14 @@ mod tests {
                     d.join("root/etc/motd"),
                     std::os::unix::fs::PermissionsExt::from_mode(0o600),
                 )
-                .unwrap()
+                .unwrap();
             },
             &|d| {
                 fs::set_permissions(
                     d.join("root/etc/motd"),
                     std::os::unix::fs::PermissionsExt::from_mode(0o644),
                 )
-                .unwrap()
+                .unwrap();
             },
         );
         changed(
@@ -782,6 +782,7 @@ mod tests {
 
     #[test]
     fn only_an_intact_result_of_the_same_inputs_is_reused() {
+        type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>);
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("out");
         assert!(!reused(&dir, "sha256:k"), "no result at all");
@@ -793,7 +794,6 @@ mod tests {
         fresh();
         assert!(!reused(&dir, "sha256:other"), "other inputs");
 
-        type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>);
         let breakages: Vec<Breakage> = vec![
             (
                 "truncated",

@@ -89,7 +89,7 @@ impl Reporter for StageLog {
                 eprintln!(
                     "{}",
                     serde_json::json!({"event": "info", "message": message})
-                )
+                );
             }
         }
     }
@@ -103,7 +103,7 @@ impl Reporter for StageLog {
                 eprintln!(
                     "{}",
                     serde_json::json!({"event": "warning", "message": message})
-                )
+                );
             }
         }
     }

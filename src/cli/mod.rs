@@ -130,7 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(args) => build::exec_create(args, settings),
         Command::Prepare(args) => prepare::exec(args, settings),
         Command::Lock(args) => prepare::exec_lock(args, settings),
-        Command::Validate(args) => validate::run(args),
+        Command::Validate(args) => Ok(validate::run(&args)),
         Command::Info(args) => info::run(args),
         Command::Run(cmd) => run::run(
             cmd,

@@ -20,7 +20,7 @@ pub struct DescriptionArgs {
     /// Build type (`<type image=…>`); default: primary="true", else the first.
     #[arg(long = "type", value_name = "TYPE")]
     pub build_type: Option<String>,
-    /// Target architecture (KIWI names: x86_64, aarch64, …); default: the host's.
+    /// Target architecture (KIWI names: `x86_64`, aarch64, …); default: the host's.
     #[arg(long, value_name = "ARCH")]
     pub target_arch: Option<String>,
 }
@@ -104,7 +104,7 @@ impl PackageArgs {
 /// How long KIWI hooks may run.
 #[derive(Args, Debug, Clone)]
 pub struct HookArgs {
-    /// Stop a KIWI hook (post_bootstrap.sh, config.sh, images.sh) that runs longer than this
+    /// Stop a KIWI hook (`post_bootstrap.sh`, config.sh, images.sh) that runs longer than this
     /// many seconds, failing the build; 0: no limit.
     #[arg(long, value_name = "SECONDS", default_value_t = imgbuild::rootfs::prepare::DEFAULT_HOOK_TIMEOUT.as_secs())]
     pub hook_timeout: u64,

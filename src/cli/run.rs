@@ -227,8 +227,8 @@ fn defer_termination_signals() {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = defer_signal as *const () as libc::sighandler_t;
             act.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut act.sa_mask);
-            libc::sigaction(sig, &act, std::ptr::null_mut());
+            libc::sigemptyset(&raw mut act.sa_mask);
+            libc::sigaction(sig, &raw const act, std::ptr::null_mut());
         }
     }
 }
@@ -291,7 +291,9 @@ pub fn run(
                 .and_then(|rt| Ok((options(*args)?, rt)))
                 .and_then(|(opts, rt)| Ok(rt.run(&opts)?));
             match result {
-                Ok(outcome) => Ok(ExitCode::from(outcome.code.clamp(0, 255) as u8)),
+                Ok(outcome) => Ok(ExitCode::from(
+                    u8::try_from(outcome.code.clamp(0, 255)).unwrap_or(u8::MAX),
+                )),
                 Err(e) => {
                     eprintln!("imgbuild: error: {e:#}");
                     let code = match e.downcast_ref::<RuntimeError>() {

@@ -66,5 +66,7 @@ pub fn run(args: SandboxRunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let outcome = sb.run()?;
-    Ok(ExitCode::from(outcome.code.clamp(0, 255) as u8))
+    Ok(ExitCode::from(
+        u8::try_from(outcome.code.clamp(0, 255)).unwrap_or(u8::MAX),
+    ))
 }

@@ -101,6 +101,8 @@ pub fn open_store(root: Option<&Path>, driver: Option<&str>) -> anyhow::Result<S
 fn human_size(bytes: u64) -> String {
     // Decimal units, as `docker images` prints them.
     let units = ["B", "kB", "MB", "GB", "TB"];
+    // Shown with three significant digits, so f64's 52-bit mantissa loses nothing visible.
+    #[allow(clippy::cast_precision_loss)]
     let mut v = bytes as f64;
     let mut i = 0;
     while v >= 1000.0 && i + 1 < units.len() {

@@ -66,17 +66,15 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
     let target = &req.output.target_dir;
     let parent = target_parent(target, reporter)?;
     let work;
-    let root = match &req.root {
-        Some(r) => r.clone(),
-        None => {
-            work = WorkDir::create(&parent, workdir::ROOT_PREFIX).map_err(|source| {
-                OpsError::WorkDir {
-                    dir: parent.clone(),
-                    source,
-                }
+    let root = if let Some(r) = &req.root {
+        r.clone()
+    } else {
+        work =
+            WorkDir::create(&parent, workdir::ROOT_PREFIX).map_err(|source| OpsError::WorkDir {
+                dir: parent.clone(),
+                source,
             })?;
-            work.path().join("root")
-        }
+        work.path().join("root")
     };
     let plan = req.packages.plan_options(image, reporter.progress());
     let mut output = CreateOptions {
@@ -245,7 +243,7 @@ mod tests {
                 no_lock: false,
                 allow_older_release: false,
                 apt_dir: apt_dir.to_path_buf(),
-                overrides: Default::default(),
+                overrides: crate::plan::Overrides::default(),
                 delete_packages: Vec::new(),
             },
             output: CreateOptions {

@@ -97,8 +97,7 @@ fn files_below(dir: &Path) -> Result<(), CleanupError> {
 
 fn name_ends_with(path: &Path, suffix: &str) -> bool {
     path.file_name()
-        .map(|n| n.to_string_lossy().ends_with(suffix))
-        .unwrap_or(false)
+        .is_some_and(|n| n.to_string_lossy().ends_with(suffix))
 }
 
 /// Entries of a real directory (not a symlink to one); none when it does not exist.

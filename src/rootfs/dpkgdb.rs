@@ -294,7 +294,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
-            files: files.iter().map(|s| s.to_string()).collect(),
+            files: files.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

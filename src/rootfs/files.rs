@@ -119,8 +119,7 @@ pub fn profile_vars(image: &ResolvedImage) -> BTreeMap<String, String> {
         prefs
             .version
             .as_ref()
-            .map(|x| x.value.clone())
-            .unwrap_or_else(|| "1.0.0".into()),
+            .map_or_else(|| "1.0.0".into(), |x| x.value.clone()),
     );
     set("kiwi_profiles", image.profiles.join(","));
     set("kiwi_type", image.build_type.image.clone());

@@ -74,9 +74,7 @@ pub fn run_hook(
 ) -> Result<(), HookError> {
     use std::os::unix::fs::PermissionsExt;
     // Whether the description's own script is executable, before the copy is made so.
-    let executable = std::fs::metadata(script)
-        .map(|m| m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false);
+    let executable = std::fs::metadata(script).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
     let inside = PreparedRoot::new(root).keep_hook(script, name)?;
     let mut cmd = String::new();
     for (k, v) in vars {

@@ -173,7 +173,7 @@ pub fn install(
     Ok(InstallReport {
         packages: unpacked
             .iter()
-            .map(|p| p.db_key())
+            .map(super::dpkgdb::UnpackedPackage::db_key)
             .collect::<Result<_, _>>()?,
         overlaps,
         notes,
@@ -233,7 +233,7 @@ fn configure_script(root: &Path, pkgs: &[UnpackedPackage]) -> Result<String, Ins
         .filter(|p| p.members.contains_key("preinst"))
         .collect();
     // base-passwd's preinst writes /etc/passwd and /etc/group, which other scripts need.
-    with_preinst.sort_by_key(|p| p.name().map(|n| n != "base-passwd").unwrap_or(true));
+    with_preinst.sort_by_key(|p| p.name().map_or(true, |n| n != "base-passwd"));
     for p in with_preinst {
         let key = p.db_key()?;
         let arch = p.control.get("Architecture").unwrap_or("all");

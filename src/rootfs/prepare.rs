@@ -111,7 +111,7 @@ pub struct PrepareOptions {
 
 /// The default of `--hook-timeout`: generous, since hooks may build software, yet finite, so a
 /// hook waiting for input that never comes does not hold a CI runner for ever.
-pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_hours(2);
 
 /// One finished step and how long it took.
 #[derive(Debug, Clone)]
