@@ -1,7 +1,7 @@
 //! The download cache: corruption detected and repaired, concurrent builds (threads and processes)
 //! sharing one cache, leftovers of killed builds removed. Network-free (loopback server).
 
-mod apt_fixture;
+use crate::support::apt_fixture;
 
 use apt_fixture::{FakeRepo, RepoOptions, Server};
 use imgbuild::apt::cache::{Cache, CacheError, CacheMode, Expected};
@@ -195,7 +195,7 @@ fn two_processes_share_one_cache() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             std::process::Command::new(&exe)
-                .args(["--exact", "child_populates_cache", "--ignored", "--quiet"])
+                .args(["--exact", "apt_cache::child_populates_cache", "--ignored", "--quiet"])
                 .env(CHILD_ENV, &spec)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -279,7 +279,7 @@ fn killed_download_leaves_no_partial_file() {
         big.data.len()
     );
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_populates_cache", "--ignored", "--quiet"])
+        .args(["--exact", "apt_cache::child_populates_cache", "--ignored", "--quiet"])
         .env(CHILD_ENV, &spec)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

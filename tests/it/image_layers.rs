@@ -1,7 +1,7 @@
 //! Layer determinism, archive round trips through the base reader, and bad-input handling.
 //! Runs unprivileged.
 
-mod image_common;
+use crate::support::image as image_common;
 
 use std::fs;
 use std::io::Read;

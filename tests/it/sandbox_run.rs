@@ -2,7 +2,7 @@
 //! Debian mirror into the test target dir. Needs root; skips clearly without it or without
 //! the mirror.
 
-mod busybox_root;
+use crate::support::busybox as busybox_root;
 
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -4,7 +4,7 @@
 //!
 //! Needs root and the Debian mirror of the host's apt sources (skips clearly otherwise).
 
-mod build_common;
+use crate::support::build as build_common;
 
 use build_common::*;
 use std::fs;

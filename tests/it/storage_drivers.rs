@@ -3,7 +3,7 @@
 //! merged view and never each other's writes; images sharing a base store it once; nothing stays
 //! mounted afterwards.
 
-mod storage_common;
+use crate::support::storage as storage_common;
 
 use imgbuild::storage::{ConfinedApplier, DriverKind, Store, StoreOptions};
 use std::path::Path;

@@ -3,8 +3,8 @@
 //! from a description run straight from the store. The store uses the vfs driver, which needs
 //! root to give files their owners; the build and run tests also need the Debian mirror.
 
-mod busybox_root;
-mod storage_common;
+use crate::support::busybox as busybox_root;
+use crate::support::storage as storage_common;
 
 use imgbuild::storage::archive::{self, SaveFormat};
 use imgbuild::storage::{DriverKind, Store, StoreOptions, sha256_digest};

@@ -7,8 +7,8 @@ use imgbuild::storage::{ConfinedApplier, DriverKind, LayerBlob, Store, StoreInpu
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::busybox_root;
-use crate::storage_common::{BtrfsLoop, mounts_under};
+use crate::support::busybox as busybox_root;
+use crate::support::storage::{BtrfsLoop, mounts_under};
 
 /// The image's tag in the test stores.
 pub const IMAGE: &str = "test/busybox:1";

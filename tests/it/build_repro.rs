@@ -4,7 +4,7 @@
 //! unwritable target fails cleanly; an existing result is replaced as a whole.
 //! The builds need root and the Debian mirror of the host's apt sources (skip clearly otherwise).
 
-mod build_common;
+use crate::support::build as build_common;
 
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! unsigned repositories, offline mode and `apt-host:/` resolution. Network-free except
 //! `real_bookworm_metadata`, which skips when the host's mirror is unreachable.
 
-mod apt_fixture;
+use crate::support::apt_fixture;
 
 use apt_fixture::{FakeRepo, RepoOptions, Server, gen_key, write_pubkey_armored};
 use imgbuild::apt::cache::{Cache, CacheError, CacheMode};

@@ -3,8 +3,8 @@
 //! it makes, to see host processes and to mount; every attempt fails and the host is unchanged.
 //! Needs root and the Debian mirror (skips otherwise; fails in CI).
 
-mod build_common;
-mod loop_device;
+use crate::support::build as build_common;
+use crate::support::loop_device;
 
 use build_common::*;
 use loop_device::LoopDevice;

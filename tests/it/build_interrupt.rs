@@ -8,8 +8,8 @@
 //! The builds need root and the Debian mirror of the host's apt sources: they skip clearly
 //! without them, and fail when `CI` is set. The refusal and stale-directory checks run anywhere.
 
-mod build_common;
-mod common_prepare;
+use crate::support::build as build_common;
+use crate::support::prepare as common_prepare;
 
 use build_common::{imgbuild, result_json, scratch};
 use common_prepare::{mounts_under, processes_using, wait_no_processes};

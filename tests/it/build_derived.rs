@@ -3,7 +3,7 @@
 //! `derived_image_adds_one_layer_on_the_unchanged_base` needs root, the host's Debian mirror
 //! (bookworm) and podman; the bad-input tests need root only (they fail before any download).
 
-mod storage_common;
+use crate::support::storage as storage_common;
 
 use std::fs;
 use std::io::Write;

@@ -6,7 +6,7 @@
 //! root and the mirror of the host's apt sources (except the refusal test); skips clearly
 //! otherwise.
 
-mod common_prepare;
+use crate::support::prepare as common_prepare;
 
 use common_prepare as c;
 use nix::sys::signal::{Signal, kill, killpg};

@@ -3,8 +3,8 @@
 //! layout, and manifest, config and index validate against the OCI image-spec JSON schemas.
 //! Needs root and the Debian mirror of the host's apt sources (skips clearly otherwise).
 
-mod build_common;
-mod image_common;
+use crate::support::build as build_common;
+use crate::support::image as image_common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! Image outputs checked by the real peers: podman, skopeo, umoci, and the OCI JSON schemas.
 //! Needs root (setcap, mknod, podman) and the Debian mirror for busybox-static.
 
-mod image_common;
+use crate::support::image as image_common;
 
 use std::collections::BTreeMap;
 use std::fs;

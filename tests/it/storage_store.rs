@@ -2,7 +2,7 @@
 //! export, the recorded driver, and the `images`/`inspect`/`rmi`/`tag` commands. These use the
 //! vfs driver, which needs root to give files their owners.
 
-mod storage_common;
+use crate::support::storage as storage_common;
 
 use imgbuild::storage::{
     ApplyMode, ConfinedApplier, DriverKind, LayerApplier, Removal, StorageError, Store,

@@ -3,10 +3,10 @@
 //! same tree. Needs root; skips clearly without it or without the Debian mirror (the busybox
 //! tree is built from it once and cached).
 
-mod busybox_root;
-mod loop_device;
-mod runtime_common;
-mod storage_common;
+use crate::support::busybox as busybox_root;
+use crate::support::loop_device;
+use crate::support::runtime as runtime_common;
+use crate::support::storage as storage_common;
 
 use imgbuild::storage::DriverKind;
 use loop_device::LoopDevice;

@@ -3,7 +3,7 @@
 //! pins the packages or `--allow-older-release` allows it; a `Date` further ahead of the clock than
 //! apt's allowance is refused as not valid yet. Network-free (loopback server).
 
-mod apt_fixture;
+use crate::support::apt_fixture;
 
 use apt_fixture::{FakeRepo, RepoOptions, Server, sha256_hex};
 use imgbuild::apt::cache::{Cache, CacheMode};

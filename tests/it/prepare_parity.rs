@@ -9,7 +9,7 @@
 //! releases before trixie installs the bookworm-era `usr-is-merged` marker unconditionally, which
 //! debootstrap leaves out for suites after bookworm (the aliasing links come from base-files).
 
-mod common_prepare;
+use crate::support::prepare as common_prepare;
 
 use common_prepare as c;
 use std::collections::BTreeSet;
