@@ -139,19 +139,22 @@ fn two_threads_share_one_cache() {
 
 const CHILD_ENV: &str = "IMGBUILD_TEST_CACHE_CHILD";
 
-/// Run by `two_processes_share_one_cache` in child processes: fill the cache named in the
-/// environment from the server named there.
-#[test]
-#[ignore = "helper process for two_processes_share_one_cache"]
-fn child_populates_cache() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        eprintln!("SKIP: child_populates_cache runs only inside two_processes_share_one_cache");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-        return;
-    };
+/// `dls` into the cache at `cache_dir`, as a [`CHILD_ENV`] value.
+fn child_spec(cache_dir: &Path, dls: &[Download]) -> String {
+    let mut spec = cache_dir.display().to_string();
+    for d in dls {
+        spec.push_str(&format!(
+            "\n{} {} {}",
+            d.url,
+            d.expected.sha256.to_hex(),
+            d.expected.size.unwrap()
+        ));
+    }
+    spec
+}
+
+/// Fill the cache a [`child_spec`] names with its downloads.
+fn populate(spec: &str) {
     let mut parts = spec.split('\n');
     let cache_dir = parts.next().unwrap();
     let dls: Vec<Download> = parts
@@ -174,6 +177,31 @@ fn child_populates_cache() {
     fetcher().fetch_many(&cache, &dls).unwrap();
 }
 
+/// The child process of the two tests below (this binary, run with this test's name and
+/// [`CHILD_ENV`] set): fills the cache named there. Run as a test of its own, it checks the
+/// same on a repository of its own: the cache it fills holds every package whole.
+#[test]
+fn child_populates_cache() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        populate(&spec);
+        return;
+    }
+    let repo = FakeRepo::build(RepoOptions::default());
+    let server = Server::start(repo.root());
+    let cdir = tempfile::tempdir().unwrap();
+    populate(&child_spec(cdir.path(), &downloads(&repo, &server.base)));
+    check_cache(cdir.path(), &repo);
+}
+
+/// This binary running only [`child_populates_cache`], as a child process filling the cache
+/// `spec` names.
+fn cache_child(spec: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "apt_cache::child_populates_cache", "--quiet"])
+        .env(CHILD_ENV, spec);
+    c
+}
+
 #[test]
 fn two_processes_share_one_cache() {
     let repo = FakeRepo::build(RepoOptions {
@@ -182,21 +210,10 @@ fn two_processes_share_one_cache() {
     });
     let server = Server::start(repo.root());
     let cdir = tempfile::tempdir().unwrap();
-    let mut spec = cdir.path().display().to_string();
-    for d in downloads(&repo, &server.base) {
-        spec.push_str(&format!(
-            "\n{} {} {}",
-            d.url,
-            d.expected.sha256.to_hex(),
-            d.expected.size.unwrap()
-        ));
-    }
-    let exe = std::env::current_exe().unwrap();
+    let spec = child_spec(cdir.path(), &downloads(&repo, &server.base));
     let children: Vec<_> = (0..2)
         .map(|_| {
-            std::process::Command::new(&exe)
-                .args(["--exact", "apt_cache::child_populates_cache", "--ignored", "--quiet"])
-                .env(CHILD_ENV, &spec)
+            cache_child(&spec)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -271,16 +288,8 @@ fn killed_download_leaves_no_partial_file() {
     let big = &repo.debs[11];
     let dl = &downloads(&repo, &server.base)[11];
     let cdir = tempfile::tempdir().unwrap();
-    let spec = format!(
-        "{}\n{} {} {}",
-        cdir.path().display(),
-        dl.url,
-        dl.expected.sha256.to_hex(),
-        big.data.len()
-    );
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "apt_cache::child_populates_cache", "--ignored", "--quiet"])
-        .env(CHILD_ENV, &spec)
+    let spec = child_spec(cdir.path(), std::slice::from_ref(dl));
+    let mut child = cache_child(&spec)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

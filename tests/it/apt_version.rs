@@ -1,5 +1,6 @@
 //! `apt::version` agrees with `dpkg --compare-versions` on generated tricky pairs.
 
+use crate::support::skip;
 use std::cmp::Ordering;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -133,11 +134,9 @@ fn dpkg_results(lines: &[(String, &str, String)]) -> Vec<bool> {
 #[test]
 fn agrees_with_dpkg_on_generated_pairs() {
     if Command::new("dpkg").arg("--version").output().is_err() {
-        eprintln!("SKIP: agrees_with_dpkg_on_generated_pairs needs dpkg");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!(
+            "agrees_with_dpkg_on_generated_pairs needs dpkg"
+        ));
         return;
     }
     const N: usize = 10_000;

@@ -3,88 +3,17 @@
 //! `derived_image_adds_one_layer_on_the_unchanged_base` needs root, the host's Debian mirror
 //! (bookworm) and podman; the bad-input tests need root only (they fail before any download).
 
-use crate::support::storage as storage_common;
+use crate::support::build::{bookworm_build, package_cache};
+use crate::support::image::{PodmanStore, podman};
+use crate::support::{have, host_quirks, imgbuild_bin, root_or_skip, run, skip, storage};
 
 use std::fs;
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null"))
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn imgbuild() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-}
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("build-derived-cache")
-}
-
-/// Runs a command, panicking with its output if it fails; returns stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The `http://` archives the host's apt sources name (one-line or deb822 form, comments and
-/// disabled files left out).
-fn host_mirrors() -> Vec<(String, u16)> {
-    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(d) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> = d
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources"))
-            .collect();
-        more.sort();
-        files.extend(more);
-    }
-    let mut out = Vec::new();
-    for f in files {
-        let Ok(text) = fs::read_to_string(&f) else {
-            continue;
-        };
-        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
-            for word in line.split_whitespace() {
-                if let Some(rest) = word.strip_prefix("http://") {
-                    let hostport = rest.split('/').next().unwrap_or_default();
-                    out.push(match hostport.rsplit_once(':') {
-                        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(80)),
-                        None => (hostport.to_string(), 80),
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
-fn mirror_reachable() -> bool {
-    host_mirrors().iter().any(|(host, port)| {
-        (host.as_str(), *port).to_socket_addrs().is_ok_and(|addrs| {
-            addrs
-                .into_iter()
-                .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
-        })
-    })
+    Command::new(imgbuild_bin())
 }
 
 const REPO: &str = r#"    <repository type="apt-deb" alias="bookworm" distribution="bookworm" components="main">
@@ -126,34 +55,6 @@ fn derived_description(dir: &Path, uri: &str, packages: &[&str]) {
     fs::write(dir.join("config.xml"), xml).unwrap();
 }
 
-fn podman(store: &Path) -> Command {
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(store.join("root"))
-        .arg("--runroot")
-        .arg(store.join("runroot"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ]);
-    c
-}
-
-/// A private podman store, reset and removed when dropped (also when the test fails).
-struct PodmanStore(PathBuf);
-impl Drop for PodmanStore {
-    fn drop(&mut self) {
-        let _ = podman(&self.0)
-            .args(["system", "reset", "--force"])
-            .output();
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn rootfs_layers(store: &Path, image: &str) -> Vec<String> {
     let out = run(podman(store).args(["image", "inspect", image]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -163,6 +64,21 @@ fn rootfs_layers(store: &Path, image: &str) -> Vec<String> {
         .iter()
         .map(|l| l.as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// `path` relative to the directory `from` (both absolute), with `..` where they part.
+fn relative_to(path: &Path, from: &Path) -> PathBuf {
+    let common = path
+        .components()
+        .zip(from.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in from.components().skip(common) {
+        rel.push("..");
+    }
+    rel.extend(path.components().skip(common));
+    rel
 }
 
 fn only_file_with_suffix(dir: &Path, suffix: &str) -> PathBuf {
@@ -180,40 +96,16 @@ fn only_file_with_suffix(dir: &Path, suffix: &str) -> PathBuf {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn derived_image_adds_one_layer_on_the_unchanged_base() {
     let test = "derived_image_adds_one_layer_on_the_unchanged_base";
-    if !is_root() {
-        eprintln!("SKIP: {test} needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-        return;
-    }
-    if !mirror_reachable() {
-        eprintln!("SKIP: {test} needs the host's Debian mirror (unreachable)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-        return;
-    }
     if !have("podman") {
-        eprintln!("SKIP: {test} needs podman");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("{test} needs podman"));
         return;
     }
-    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let base_out = t.path().join("base-out");
-    let minimal = Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-minimal");
-    run(imgbuild()
-        .arg("build")
-        .arg(&minimal)
-        .args(["--profile", "bookworm", "--target-dir"])
-        .arg(&base_out)
-        .arg("--cache-dir")
-        .arg(cache_dir()));
+    let Some(base) = bookworm_build(test) else {
+        return;
+    };
+    let _h = crate::support::heavy();
+    let t = crate::support::scratch(test);
+    let base_out = base.target.clone();
     let base_tar = only_file_with_suffix(&base_out, ".docker.tar");
 
     // The derived description: hello added, a file added by the overlay, one deleted by
@@ -221,7 +113,10 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
     let desc = t.path().join("desc");
     derived_description(
         &desc,
-        "docker-archive:../base-out/debian-minimal.x86_64-12.0.0.docker.tar",
+        &format!(
+            "docker-archive:{}",
+            relative_to(&base_tar, &t.path().join("desc")).display()
+        ),
         &["hello"],
     );
     fs::create_dir_all(desc.join("root/etc")).unwrap();
@@ -240,7 +135,7 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
         .arg("--target-dir")
         .arg(&out)
         .arg("--cache-dir")
-        .arg(cache_dir()));
+        .arg(package_cache()));
     let derived_tar = only_file_with_suffix(&out, ".docker.tar");
     let packages = fs::read_to_string(only_file_with_suffix(&out, ".packages")).unwrap();
     assert!(packages.contains("\nhello|None|"), "{packages}");
@@ -266,7 +161,7 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
         .arg("--target-dir")
         .arg(&again)
         .arg("--cache-dir")
-        .arg(cache_dir())
+        .arg(package_cache())
         .arg("--set-container-derived-from")
         .arg(&base_tar));
     let result2: serde_json::Value =
@@ -275,10 +170,7 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
     assert_eq!(result["layers"], result2["layers"]);
     fs::remove_dir_all(&again).unwrap();
 
-    let quirks = run(Command::new("sh")
-        .arg("-c")
-        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
-    let flags: Vec<String> = quirks.split_whitespace().map(String::from).collect();
+    let flags = host_quirks();
     // podman wants a short runroot path: its own temp dir under /tmp.
     let podman_dir = tempfile::tempdir().unwrap();
     let store = PodmanStore(podman_dir.path().join("p"));
@@ -297,7 +189,7 @@ fn derived_image_adds_one_layer_on_the_unchanged_base() {
 
     let check = run(podman(&store.0)
         .args(["run", "--rm", "--network", "none"])
-        .args(&flags)
+        .args(flags)
         .args([
             "derived-test:1",
             "sh",
@@ -326,7 +218,7 @@ fn expect_failure(work: &Path, desc: &Path, must_say: &str) -> Output {
         .arg("--root")
         .arg(&root)
         .arg("--cache-dir")
-        .arg(cache_dir())
+        .arg(package_cache())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -400,15 +292,10 @@ fn escaping_docker_archive(path: &Path) {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn bad_bases_fail_clearly_and_leave_nothing() {
     let test = "bad_bases_fail_clearly_and_leave_nothing";
-    if !is_root() {
-        eprintln!("SKIP: {test} needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    if !root_or_skip(test) {
         return;
     }
-    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let t = crate::support::scratch(test);
 
     // A missing base archive.
     let work = t.path().join("missing");
@@ -439,7 +326,7 @@ fn bad_bases_fail_clearly_and_leave_nothing() {
 #[test]
 fn set_container_derived_from_needs_a_derived_description() {
     let t = tempfile::tempdir().unwrap();
-    let minimal = Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-minimal");
+    let minimal = crate::support::description("debian-minimal");
     let out = imgbuild()
         .arg("build")
         .arg(&minimal)
@@ -486,10 +373,10 @@ fn docker_archive_of(path: &Path, layers: &[(Vec<u8>, String)]) {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn base_with_too_many_layers_is_refused() {
-    if !storage_common::root_or_skip("base_with_too_many_layers_is_refused") {
+    if !root_or_skip("base_with_too_many_layers_is_refused") {
         return;
     }
-    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let t = crate::support::scratch("derived");
     let mut layer = Vec::new();
     tar_member(&mut layer, "f", b"x");
     layer.extend_from_slice(&[0u8; 1024]);
@@ -511,16 +398,16 @@ fn base_with_too_many_layers_is_refused() {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn base_layer_bomb_stops_without_filling_disk() {
-    if !storage_common::root_or_skip("base_layer_bomb_stops_without_filling_disk") {
+    if !root_or_skip("base_layer_bomb_stops_without_filling_disk") {
         return;
     }
-    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let t = crate::support::scratch("derived");
     // The base is right (its diff_id matches), but its one layer unpacks to 128 MiB, and the
     // build's root is on a 64 MiB filesystem: it must stop at the bound, not at a full disk.
-    let (gz, diff_id) = storage_common::zero_layer(128 << 20);
+    let (gz, diff_id) = storage::zero_layer(128 << 20);
     let base = t.path().join("bomb.tar");
     docker_archive_of(&base, &[(gz, diff_id)]);
-    let fs = storage_common::Tmpfs::new(64 << 20).expect("mount a tmpfs");
+    let fs = storage::Tmpfs::new(64 << 20).expect("mount a tmpfs");
     let desc = t.path().join("desc");
     derived_description(&desc, &format!("docker-archive:{}", base.display()), &[]);
     let before = fs.available();

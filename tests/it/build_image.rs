@@ -3,8 +3,9 @@
 //! layout, and manifest, config and index validate against the OCI image-spec JSON schemas.
 //! Needs root and the Debian mirror of the host's apt sources (skips clearly otherwise).
 
-use crate::support::build as build_common;
-use crate::support::image as image_common;
+use crate::support::build::{build, can_build, minimal_build, package_cache, result_json};
+use crate::support::image::{PodmanStore, podman, validate_schema};
+use crate::support::{description, have, heavy, host_quirks, run, scratch, skip};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,12 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use build_common::*;
-use image_common::{PodmanStore, have, podman, podman_run_flags, validate_schema};
-
 /// Loads `archive` into the private store and returns the reference podman reports.
 fn podman_load(store: &Path, archive: &Path) -> String {
-    let out = image_common::run(podman(store).arg("load").arg("-i").arg(archive));
+    let out = run(podman(store).arg("load").arg("-i").arg(archive));
     out.lines()
         .filter_map(|l| l.rsplit_once(": ").map(|(_, r)| r.trim().to_string()))
         .next_back()
@@ -26,12 +24,10 @@ fn podman_load(store: &Path, archive: &Path) -> String {
 
 /// `podman run --rm --network=none` with this machine's flags; returns stdout.
 fn podman_run(store: &Path, args: &[&str]) -> String {
-    image_common::run(
-        podman(store)
-            .args(["run", "--rm", "--network=none"])
-            .args(podman_run_flags())
-            .args(args),
-    )
+    run(podman(store)
+        .args(["run", "--rm", "--network=none"])
+        .args(host_quirks())
+        .args(args))
 }
 
 /// `/etc/debian_version` of a trixie image: `13.<point release>`.
@@ -47,31 +43,18 @@ fn expect_debian_13(version: &str) {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn minimal_docker_archive_runs_in_podman() {
     let test = "minimal_docker_archive_runs_in_podman";
-    if !can_build(test) {
-        return;
-    }
     if !have("podman") {
-        eprintln!("SKIP: {test} needs podman");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("{test} needs podman"));
         return;
     }
-    // The default profile (trixie): the same release as debian-rich, so both builds share one
-    // package cache and the test downloads each package once.
-    let t = scratch(test);
-    let target = t.path().join("out");
-    build(
-        t.path(),
-        &description("debian-minimal"),
-        &target,
-        &shared_cache(),
-        t.path(),
-        &[],
-    );
+    // The default description, built once per run (the reproducibility test rebuilds it).
+    let Some(shared) = minimal_build(test) else {
+        return;
+    };
+    let _h = heavy();
+    let target = &shared.target;
     let stem = "debian-minimal.x86_64-13.0.0";
-    let mut names: Vec<String> = fs::read_dir(&target)
+    let mut names: Vec<String> = fs::read_dir(target)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -90,7 +73,7 @@ fn minimal_docker_archive_runs_in_podman() {
         assert!(names.contains(w), "{w} in {names:?}");
     }
     let docker_tar = target.join(format!("{stem}.docker.tar"));
-    let result = result_json(&target);
+    let result = result_json(target);
     assert!(
         result["manifest_digest"]
             .as_str()
@@ -98,7 +81,7 @@ fn minimal_docker_archive_runs_in_podman() {
         "{result}"
     );
     // Nothing else is left in the target's parent (the temporary root is gone).
-    let left: Vec<_> = fs::read_dir(t.path())
+    let left: Vec<_> = fs::read_dir(&shared.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .filter(|n| n.to_string_lossy().starts_with(".imgbuild"))
@@ -116,7 +99,7 @@ fn minimal_docker_archive_runs_in_podman() {
     );
     expect_debian_13(&out);
     // The config podman sees has KIWI's default Cmd and the description's labels.
-    let cfg = image_common::run(podman(&store.0).args([
+    let cfg = run(podman(&store.0).args([
         "image",
         "inspect",
         "--format",
@@ -157,26 +140,23 @@ fn hardlinked_pair(root: &Path) -> Option<(PathBuf, PathBuf)> {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn rich_oci_image_config_layout_and_special_files() {
     let test = "rich_oci_image_config_layout_and_special_files";
-    if !can_build(test) {
-        return;
-    }
     for tool in ["podman", "skopeo", "umoci"] {
         if !have(tool) {
-            eprintln!("SKIP: {test} needs {tool}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
+            skip(format_args!("{test} needs {tool}"));
             return;
         }
     }
+    if !can_build(test) {
+        return;
+    }
+    let _h = heavy();
     let t = scratch(test);
     let target = t.path().join("out");
     build(
         t.path(),
         &description("debian-rich"),
         &target,
-        &shared_cache(),
+        &package_cache(),
         t.path(),
         &["--type", "oci", "--oci-dir"],
     );
@@ -188,11 +168,9 @@ fn rich_oci_image_config_layout_and_special_files() {
     assert!(target.join(format!("{stem}.packages")).is_file());
 
     // skopeo reads every containerconfig field of the description.
-    let cfg = image_common::run(
-        Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("oci-archive:{}", oci_tar.display())),
-    );
+    let cfg = run(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", oci_tar.display())));
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let c = &v["config"];
     assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/bin/tini", "--"]));
@@ -258,12 +236,10 @@ fn rich_oci_image_config_layout_and_special_files() {
 
     // umoci unpacks the layout; the tree keeps setuid, file capabilities and hardlinks.
     let bundle = t.path().join("bundle");
-    image_common::run(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:13-oci", layout.display()))
-            .arg(&bundle),
-    );
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:13-oci", layout.display()))
+        .arg(&bundle));
     let r = bundle.join("rootfs");
     expect_debian_13(&fs::read_to_string(r.join("etc/debian_version")).unwrap());
     assert_eq!(

@@ -8,56 +8,32 @@
 //! The builds need root and the Debian mirror of the host's apt sources: they skip clearly
 //! without them, and fail when `CI` is set. The refusal and stale-directory checks run anywhere.
 
-use crate::support::build as build_common;
-use crate::support::prepare as common_prepare;
-
-use build_common::{imgbuild, result_json, scratch};
-use common_prepare::{mounts_under, processes_using, wait_no_processes};
+use crate::support::build::{can_build, imgbuild, package_cache, result_json, wait_no_processes};
+use crate::support::{cgroups_of, description, fixture_dir, heavy, mounts_under, ok, scratch};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// The builds here time signals against build stages and compare work directories: one at a
-/// time keeps both meaningful on a loaded machine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// [`build_common::can_build`], failing instead of skipping in CI.
-fn can_build(test: &str) -> bool {
-    let ok = build_common::can_build(test);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{test}: CI is set, yet root or the Debian mirror is missing (see the SKIP line)");
-    }
-    ok
-}
 
 /// The smallest shipped description with a lock file, made once per run (so every build here
 /// installs the same packages without resolving, and from the shared cache without the network).
 fn locked_description() -> &'static Path {
     static DESC: OnceLock<PathBuf> = OnceLock::new();
     DESC.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("build-interrupt-description");
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = fixture_dir("build-interrupt-description");
         fs::copy(
-            build_common::description("debian-minimal").join("config.xml"),
+            description("debian-minimal").join("config.xml"),
             dir.join("config.xml"),
         )
         .unwrap();
         let scratch_dir = scratch("lock");
-        build_common::ok(
-            imgbuild(scratch_dir.path())
-                .arg("lock")
-                .arg(&dir)
-                .arg("--cache-dir")
-                .arg(build_common::shared_cache()),
-        );
+        ok(imgbuild(scratch_dir.path())
+            .arg("lock")
+            .arg(&dir)
+            .arg("--cache-dir")
+            .arg(package_cache()));
         dir
     })
 }
@@ -83,7 +59,7 @@ fn build_cmd(scratch: &Path, desc: &Path, target: &Path, extra: &[&str]) -> Comm
         .arg("--target-dir")
         .arg(target)
         .arg("--cache-dir")
-        .arg(build_common::shared_cache())
+        .arg(package_cache())
         .args(extra);
     c
 }
@@ -104,24 +80,6 @@ fn work_dirs(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Cgroups left by the sandboxes of the imgbuild processes `pids`.
-fn cgroups_of(pids: &[u32]) -> Vec<PathBuf> {
-    let prefixes: Vec<String> = pids
-        .iter()
-        .map(|p| format!("imgbuild-sandbox-{p}-"))
-        .collect();
-    walkdir::WalkDir::new("/sys/fs/cgroup")
-        .max_depth(6)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy();
-            e.file_type().is_dir() && prefixes.iter().any(|p| n.starts_with(p.as_str()))
-        })
-        .map(|e| e.into_path())
-        .collect()
-}
-
 /// Nothing of a build is left under `dir`: no work directory, process or mount.
 fn assert_nothing_left(dir: &Path, what: &str) {
     assert_eq!(
@@ -129,7 +87,7 @@ fn assert_nothing_left(dir: &Path, what: &str) {
         Vec::<String>::new(),
         "{what}: work dirs left"
     );
-    let procs = processes_using(dir);
+    let procs = wait_no_processes(dir, Duration::from_secs(15));
     assert!(procs.is_empty(), "{what}: processes left: {procs:?}");
     let mounts = mounts_under(dir);
     assert!(mounts.is_empty(), "{what}: mounts left: {mounts:#?}");
@@ -228,7 +186,7 @@ fn hanging_hook_stops_on(test: &str, sig: nix::sys::signal::Signal) {
     if !can_build(test) {
         return;
     }
-    let _s = serial();
+    let _h = heavy();
     let t = scratch(test);
     let desc = description_with(t.path(), Some(HANGING_HOOK));
     let target = t.path().join("out");
@@ -267,7 +225,7 @@ fn hook_timeout_ends_hung_hook() {
     if !can_build(test) {
         return;
     }
-    let _s = serial();
+    let _h = heavy();
     let t = scratch(test);
     let desc = description_with(t.path(), Some(HANGING_HOOK));
     let target = t.path().join("out");
@@ -294,7 +252,7 @@ fn hook_timeout_ends_hung_hook() {
 fn target_dir_with_user_files_is_refused() {
     let test = "target_dir_with_user_files_is_refused";
     let t = scratch(test);
-    let desc = build_common::description("debian-minimal");
+    let desc = description("debian-minimal");
     // A cache directory that must not even be created: the refusal comes before any work.
     let cache = t.path().join("untouched-cache");
     let user_dir = t.path().join("mine");
@@ -339,18 +297,18 @@ fn target_dir_with_user_files_is_refused() {
     if !can_build(test) {
         return;
     }
-    let _s = serial();
+    let _h = heavy();
     let desc = description_with(t.path(), None);
     // imgbuild's own result is rebuilt as before.
     let own = t.path().join("own");
-    build_common::ok(&mut build_cmd(t.path(), &desc, &own, &[]));
+    ok(&mut build_cmd(t.path(), &desc, &own, &[]));
     let first = result_json(&own)["manifest_digest"].clone();
-    let again = build_common::ok(&mut build_cmd(t.path(), &desc, &own, &["--force"]));
+    let again = ok(&mut build_cmd(t.path(), &desc, &own, &["--force"]));
     assert!(text(&again.stderr).contains("pack ..."), "rebuilt");
     assert_eq!(result_json(&own)["manifest_digest"], first);
     // `create` refuses the user's directory as well.
     let root = t.path().join("root");
-    build_common::ok(&mut build_cmd(
+    ok(&mut build_cmd(
         t.path(),
         &desc,
         &t.path().join("kept"),
@@ -371,7 +329,7 @@ fn target_dir_with_user_files_is_refused() {
     assert!(text(&out.stderr).contains("thesis.tex"));
     assert!(user_dir.join("thesis.tex").exists());
     // With the opt-in the directory is replaced by the result.
-    build_common::ok(&mut build_cmd(
+    ok(&mut build_cmd(
         t.path(),
         &desc,
         &user_dir,
@@ -425,7 +383,7 @@ fn stale_temporary_roots_are_removed() {
     // (offline, with an empty cache and no lock file), which is all it needs to do here.
     let out = imgbuild(dir)
         .arg("build")
-        .arg(build_common::description("debian-minimal"))
+        .arg(description("debian-minimal"))
         .arg("--target-dir")
         .arg(dir.join("out"))
         .arg("--cache-dir")
@@ -479,7 +437,7 @@ fn kill9_and_sigint_at_random_points_leave_nothing() {
     if !can_build(test) {
         return;
     }
-    let _s = serial();
+    let _h = heavy();
     let seed = seed();
     eprintln!("{test}: seed {seed} (IMGBUILD_TEST_SEED={seed} replays these points)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -4,12 +4,11 @@
 //! unwritable target fails cleanly; an existing result is replaced as a whole.
 //! The builds need root and the Debian mirror of the host's apt sources (skip clearly otherwise).
 
-use crate::support::build as build_common;
+use crate::support::build::{build, imgbuild, minimal_build, result_json, tree_bytes};
+use crate::support::{description, heavy, ok, root_or_skip, scratch};
 
 use std::fs;
 use std::path::Path;
-
-use build_common::*;
 
 fn manifest_digest(target: &Path) -> String {
     let r = result_json(target);
@@ -65,21 +64,22 @@ fn assert_same_files(a: &Path, b: &Path) {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn same_description_same_bytes() {
     let test = "same_description_same_bytes";
-    if !can_build(test) {
+    // The first build, made once per run from a cold cache of its own (the podman test runs
+    // its image); every build here uses that cache.
+    let Some(first) = minimal_build(test) else {
         return;
-    }
+    };
+    let _h = heavy();
     let t = scratch(test);
     let s = t.path();
     let desc = description("debian-minimal");
-    // A cache of its own, so the first build really starts cold.
-    let cold = s.join("cache");
+    let cold = &first.cache;
     let (cwd1, cwd2) = (s.join("cwd1"), s.join("cwd2/nested"));
     fs::create_dir_all(&cwd1).unwrap();
     fs::create_dir_all(&cwd2).unwrap();
 
-    let t1 = s.join("a/out");
-    build(s, &desc, &t1, &cold, &cwd1, &[]);
-    let d1 = manifest_digest(&t1);
+    let t1 = &first.target;
+    let d1 = manifest_digest(t1);
 
     // Warm cache, another target dir (which holds old files, replaced as asked with
     // --replace-target-dir), another working directory, a later wall-clock time.
@@ -88,13 +88,13 @@ fn same_description_same_bytes() {
     fs::create_dir_all(&t2).unwrap();
     fs::write(t2.join("stale.docker.tar"), "old result").unwrap();
     fs::create_dir(t2.join("stale.oci")).unwrap();
-    build(s, &desc, &t2, &cold, &cwd2, &["--replace-target-dir"]);
+    build(s, &desc, &t2, cold, &cwd2, &["--replace-target-dir"]);
     assert_eq!(
         manifest_digest(&t2),
         d1,
         "warm-cache rebuild has the same manifest digest"
     );
-    assert_same_files(&t1, &t2);
+    assert_same_files(t1, &t2);
     assert!(!t2.join("stale.docker.tar").exists() && !t2.join("stale.oci").exists());
     assert_eq!(
         names(&s.join("b")),
@@ -103,7 +103,7 @@ fn same_description_same_bytes() {
     );
 
     // An explicit SOURCE_DATE_EPOCH equal to the default one changes nothing.
-    let epoch = result_json(&t1)["source_date_epoch"].as_u64().unwrap();
+    let epoch = result_json(t1)["source_date_epoch"].as_u64().unwrap();
     assert!(epoch > 1_600_000_000, "a package date: {epoch}");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let t3 = s.join("c");
@@ -115,9 +115,9 @@ fn same_description_same_bytes() {
         .arg("--target-dir")
         .arg(&t3)
         .arg("--cache-dir")
-        .arg(&cold));
+        .arg(cold));
     assert_eq!(manifest_digest(&t3), d1);
-    assert_same_files(&t1, &t3);
+    assert_same_files(t1, &t3);
 
     // prepare + create (KIWI's split) gives the same image as build.
     let root = s.join("root");
@@ -128,7 +128,7 @@ fn same_description_same_bytes() {
         .arg("--root")
         .arg(&root)
         .arg("--cache-dir")
-        .arg(&cold));
+        .arg(cold));
     let t4 = s.join("d");
     ok(imgbuild(s)
         .current_dir(&cwd1)
@@ -137,7 +137,7 @@ fn same_description_same_bytes() {
         .arg("--target-dir")
         .arg(&t4));
     assert_eq!(manifest_digest(&t4), d1, "create after prepare = build");
-    assert_same_files(&t1, &t4);
+    assert_same_files(t1, &t4);
 
     // A different SOURCE_DATE_EPOCH does change the image (the date is really used).
     let t5 = s.join("e");
@@ -183,12 +183,7 @@ fn build_fails(s: &Path, target: &Path) -> String {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn unwritable_target_dir_fails_cleanly() {
     let test = "unwritable_target_dir_fails_cleanly";
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: {test} needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    if !root_or_skip(test) {
         return;
     }
     let t = scratch(test);

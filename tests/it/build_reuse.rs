@@ -4,9 +4,8 @@
 //!
 //! Needs root and the Debian mirror of the host's apt sources (skips clearly otherwise).
 
-use crate::support::build as build_common;
-
-use build_common::*;
+use crate::support::build::{build, can_build, imgbuild, package_cache, result_json, tree_bytes};
+use crate::support::{description, heavy, ok, scratch};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -59,6 +58,7 @@ fn an_unchanged_rebuild_reuses_and_every_change_rebuilds() {
     if !can_build(test) {
         return;
     }
+    let _h = heavy();
     let t = scratch(test);
     // A private copy of the description, so it can be changed; config.sh writes a marker.
     let desc = t.path().join("desc");
@@ -74,7 +74,7 @@ fn an_unchanged_rebuild_reuses_and_every_change_rebuilds() {
     )
     .unwrap();
     let target = t.path().join("out");
-    let cache = shared_cache();
+    let cache = package_cache();
     let run = |extra: &[&str]| build(t.path(), &desc, &target, &cache, t.path(), extra);
 
     let first = run(&[]);

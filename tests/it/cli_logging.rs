@@ -2,16 +2,8 @@
 //! build with an empty cache fails in its first stage, which is enough to see the stage lines
 //! without network or root.
 
+use crate::support::imgbuild_in_checkout as imgbuild;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn imgbuild(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
 
 /// An offline build of the minimal description against an empty cache: it starts the resolve
 /// stage and fails there.

@@ -1,6 +1,7 @@
 //! Confined tar unpacking: normal archives come out as tar/bsdtar would write them, hostile
 //! archives are refused with an error naming the entry and change nothing outside the root.
 
+use crate::support::{is_root, skip};
 use imgbuild::confine::{
     ConfineError, DevicePolicy, EntryKind, Resolver, Root, UnpackOptions, Whiteouts, unpack,
 };
@@ -10,10 +11,6 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// A tar archive written entry by entry; names go into the header verbatim so hostile names
 /// (`..`, absolute) survive (the tar crate's own setters refuse them).
@@ -224,11 +221,9 @@ fn regular_archive_round_trip() {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn xattrs_and_capabilities_match_bsdtar() {
     if !is_root() {
-        eprintln!("SKIP: xattrs_and_capabilities_match_bsdtar needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!(
+            "xattrs_and_capabilities_match_bsdtar needs root"
+        ));
         return;
     }
     // cap_net_raw+ep as setcap writes it (VFS_CAP_REVISION_2).
@@ -285,11 +280,7 @@ fn xattrs_and_capabilities_match_bsdtar() {
             }
         }
         other => {
-            eprintln!("SKIP: bsdtar comparison unavailable: {other:?}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
+            skip(format_args!("bsdtar comparison unavailable: {other:?}"));
         }
     }
 }
@@ -545,11 +536,9 @@ fn devices_follow_the_policy() {
     assert_eq!(r.notes.len(), 1);
     assert!(!s.root.join("dev/null").exists());
     if !is_root() {
-        eprintln!("SKIP: devices_follow_the_policy (create) needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!(
+            "devices_follow_the_policy (create) needs root"
+        ));
         return;
     }
     let mut h = Tar::header("dev/null", EntryType::Char, 0, 0o666, None);
@@ -638,11 +627,7 @@ fn whiteouts_apply_removes_lower_content() {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn whiteouts_overlayfs_form() {
     if !is_root() {
-        eprintln!("SKIP: whiteouts_overlayfs_form needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("whiteouts_overlayfs_form needs root"));
         return;
     }
     let s = Scene::new();

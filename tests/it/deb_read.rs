@@ -2,6 +2,7 @@
 //! nothing changed outside the root, and real Debian packages unpacked exactly as
 //! `dpkg-deb -x` unpacks them (network: the host's apt mirror; skipped when unreachable).
 
+use crate::support::{root_or_skip, skip};
 use imgbuild::apt::deb::{Compression, Deb, DebError};
 use imgbuild::confine::{EntryKind, Root, UnpackOptions};
 use std::collections::BTreeMap;
@@ -390,11 +391,11 @@ fn hostile_debs_are_refused_and_change_nothing_outside() {
 }
 
 /// Real packages fetched once per test run with `apt-get download` (from the host's configured
-/// mirror), or `None` when that is not possible here.
-fn real_debs() -> Option<&'static (tempfile::TempDir, Vec<PathBuf>)> {
-    static DEBS: OnceLock<Option<(tempfile::TempDir, Vec<PathBuf>)>> = OnceLock::new();
+/// mirror) into the target dir, or `None` when that is not possible here.
+fn real_debs() -> Option<&'static (PathBuf, Vec<PathBuf>)> {
+    static DEBS: OnceLock<Option<(PathBuf, Vec<PathBuf>)>> = OnceLock::new();
     DEBS.get_or_init(|| {
-        let dir = tempfile::tempdir().ok()?;
+        let dir = crate::support::fixture_dir("real-debs");
         let pkgs = ["coreutils", "iputils-ping", "passwd", "bzip2"];
         let out = Command::new("apt-get")
             // Fail fast when the mirror is unreachable, so the tests skip instead of hanging.
@@ -406,7 +407,7 @@ fn real_debs() -> Option<&'static (tempfile::TempDir, Vec<PathBuf>)> {
             ])
             .arg("download")
             .args(pkgs)
-            .current_dir(dir.path())
+            .current_dir(&dir)
             .output()
             .ok()?;
         if !out.status.success() {
@@ -416,7 +417,7 @@ fn real_debs() -> Option<&'static (tempfile::TempDir, Vec<PathBuf>)> {
             );
             return None;
         }
-        let mut debs: Vec<PathBuf> = fs::read_dir(dir.path())
+        let mut debs: Vec<PathBuf> = fs::read_dir(&dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "deb"))
@@ -494,30 +495,19 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn real_debs_unpack_like_dpkg_deb() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: real_debs_unpack_like_dpkg_deb needs root (owners, setuid)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    if !root_or_skip("real_debs_unpack_like_dpkg_deb") {
         return;
     }
     if Command::new("dpkg-deb").arg("--version").output().is_err() {
-        eprintln!("SKIP: real_debs_unpack_like_dpkg_deb needs dpkg-deb");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!(
+            "real_debs_unpack_like_dpkg_deb needs dpkg-deb"
+        ));
         return;
     }
     let Some((_dir, debs)) = real_debs() else {
-        eprintln!(
-            "SKIP: real_debs_unpack_like_dpkg_deb needs the apt mirror (apt-get download failed)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!(
+            "real_debs_unpack_like_dpkg_deb needs the apt mirror (apt-get download failed)"
+        ));
         return;
     };
     let mut saw_setuid = false;
@@ -605,11 +595,9 @@ fn real_debs_unpack_like_dpkg_deb() {
 #[test]
 fn real_deb_control_members() {
     let Some((_dir, debs)) = real_debs() else {
-        eprintln!("SKIP: real_deb_control_members needs the apt mirror (apt-get download failed)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!(
+            "real_deb_control_members needs the apt mirror (apt-get download failed)"
+        ));
         return;
     };
     for deb_path in debs {

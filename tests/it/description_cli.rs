@@ -1,15 +1,8 @@
 //! `imgbuild validate` and `imgbuild info` end to end.
 
+use crate::support::imgbuild_in_checkout as imgbuild;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn imgbuild(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run imgbuild")
-}
+use std::process::Output;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

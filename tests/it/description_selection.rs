@@ -1,5 +1,6 @@
 //! Profile, architecture and type selection on KIWI's corpus, as `kiwi-ng image info` resolves it.
 
+use crate::support::skip;
 use imgbuild::description::{self, Description, DescriptionError, ResolvedImage, Selection};
 use std::path::{Path, PathBuf};
 
@@ -21,11 +22,9 @@ fn load(rel: &str, test: &str) -> Option<Description> {
     match corpus_file(rel) {
         Some(p) => Some(description::load(&p).unwrap_or_else(|e| panic!("{rel}: {e}"))),
         None => {
-            eprintln!("SKIP: {test}: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS)");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
+            skip(format_args!(
+                "{test}: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS)"
+            ));
             None
         }
     }

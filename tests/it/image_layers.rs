@@ -1,13 +1,11 @@
 //! Layer determinism, archive round trips through the base reader, and bad-input handling.
 //! Runs unprivileged.
 
-use crate::support::image as image_common;
-
 use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use image_common::*;
+use crate::support::image::*;
 use imgbuild::image::base::BaseImage;
 use imgbuild::image::compress::Compression;
 use imgbuild::image::config::{BuiltImage, assemble};

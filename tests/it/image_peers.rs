@@ -1,15 +1,10 @@
 //! Image outputs checked by the real peers: podman, skopeo, umoci, and the OCI JSON schemas.
 //! Needs root (setcap, mknod, podman) and the Debian mirror for busybox-static.
 
-use crate::support::image as image_common;
+use crate::support::dockerd::Dockerd;
+use crate::support::image::*;
+use crate::support::{have, host_quirks, root_or_skip, run, skip};
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
-use std::process::Command;
-
-use image_common::*;
 use imgbuild::image::compress::Compression;
 use imgbuild::image::config::{BuiltImage, assemble};
 use imgbuild::image::output::{
@@ -18,6 +13,12 @@ use imgbuild::image::output::{
 };
 use imgbuild::image::walk::Excludes;
 use imgbuild::image::{HistoryEntry, ImageSpec, LayerOptions, write_layer};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 pub fn rich_spec() -> ImageSpec {
     let mut labels = BTreeMap::new();
@@ -70,25 +71,27 @@ fn build(root: &Path, work: &Path, compression: Compression) -> BuiltImage {
     assemble(&rich_spec(), &[layer], &blobs).unwrap()
 }
 
-#[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
-fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
-    if !is_root() {
-        eprintln!("SKIP: outputs_are_accepted_by_podman_skopeo_umoci_and_schemas needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-        return;
+/// The busybox fixture tree written as every output kind into a temp dir.
+struct PeerOutputs {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    image: BuiltImage,
+    layout: PathBuf,
+    oci_tar: PathBuf,
+    docker_tar: PathBuf,
+}
+
+/// The outputs of the busybox fixture tree, or `None` (after [`skip`]ping `test`) without
+/// root or the Debian mirror.
+fn peer_outputs(test: &str) -> Option<PeerOutputs> {
+    if !root_or_skip(test) {
+        return None;
     }
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
     fs::create_dir(&root).unwrap();
-    if !busybox_tree(
-        &root,
-        "outputs_are_accepted_by_podman_skopeo_umoci_and_schemas",
-    ) {
-        return;
+    if !busybox_tree(&root, test) {
+        return None;
     }
     let work = t.path().join("work");
     let image = build(&root, &work, Compression::Gzip(6));
@@ -99,9 +102,34 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
     write_oci_archive(&image, &oci_tar, Compression::None, 0, EPOCH).unwrap();
     let docker_tar = out.join("peer.x86_64-1.2.3.docker.tar");
     write_docker_archive(&image, &docker_tar, Compression::None, 0, EPOCH).unwrap();
+    Some(PeerOutputs {
+        dir: t,
+        root,
+        image,
+        layout,
+        oci_tar,
+        docker_tar,
+    })
+}
+
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
+    let Some(p) = peer_outputs("outputs_are_accepted_by_podman_skopeo_umoci_and_schemas") else {
+        return;
+    };
+    let (t, root, image, layout, oci_tar, docker_tar) = (
+        &p.dir,
+        &p.root,
+        &p.image,
+        &p.layout,
+        &p.oci_tar,
+        &p.docker_tar,
+    );
+    let out = t.path().join("out");
     let rootfs = out.join("peer.x86_64-1.2.3.tar.xz");
     write_rootfs_tarball(
-        &root,
+        root,
         &rootfs,
         &Excludes::default(),
         EPOCH,
@@ -109,7 +137,7 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         0,
     )
     .unwrap();
-    let hexd = write_sha256_file(&docker_tar).unwrap();
+    let hexd = write_sha256_file(docker_tar).unwrap();
     let sha = fs::read_to_string(out.join("peer.x86_64-1.2.3.docker.tar.sha256")).unwrap();
     assert_eq!(sha, format!("{hexd}  peer.x86_64-1.2.3.docker.tar\n"));
     // No temp files left next to the results.
@@ -147,11 +175,7 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         );
         validate_schema("image-layout-schema.json", &layout.join("oci-layout"));
     } else {
-        eprintln!("SKIP: schema validation needs python3-jsonschema");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("schema validation needs python3-jsonschema"));
     }
 
     // skopeo sees every config field.
@@ -175,11 +199,7 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
         assert_eq!(v["created"], "2023-11-14T22:13:20Z");
         assert_eq!(v["history"][0]["created_by"], "imgbuild test");
     } else {
-        eprintln!("SKIP: skopeo check needs skopeo");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("skopeo check needs skopeo"));
     }
 
     // umoci unpacks the layout; the tree keeps setuid, caps, hardlinks, fifos, devices.
@@ -236,59 +256,21 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
                 .exists()
         );
     } else {
-        eprintln!("SKIP: umoci check needs umoci");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-    }
-
-    // docker reads the docker-archive too, where a daemon runs.
-    if have("docker")
-        && Command::new("docker")
-            .arg("info")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
-        let out = run(Command::new("docker")
-            .arg("load")
-            .arg("-i")
-            .arg(&docker_tar));
-        assert!(out.contains("imgbuild-peer-test:1.2.3"), "{out}");
-        let _ = Command::new("docker")
-            .args([
-                "rmi",
-                "imgbuild-peer-test:1.2.3",
-                "imgbuild-peer-test:latest",
-                "other-name:1.2.3",
-            ])
-            .output();
-    } else {
-        // The one skip CI still allows: .ci/run starts no docker daemon yet (a private
-        // dockerd with its own --data-root and socket is the next step).
-        eprintln!("SKIP: docker load check needs a running docker daemon");
+        skip(format_args!("umoci check needs umoci"));
     }
 
     // podman loads the docker-archive and runs it; checks happen inside the container.
     if !have("podman") {
-        eprintln!("SKIP: podman check needs podman");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("podman check needs podman"));
         return;
     }
-    let quirks = run(Command::new("sh")
-        .arg("-c")
-        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
-    let flags: Vec<String> = quirks.split_whitespace().map(String::from).collect();
     let store = PodmanStore(t.path().join("podman"));
-    let loaded = run(podman(&store.0).arg("load").arg("-i").arg(&docker_tar));
+    let loaded = run(podman(&store.0).arg("load").arg("-i").arg(docker_tar));
     assert!(loaded.contains("imgbuild-peer-test:1.2.3"), "{loaded}");
     let in_container = |args: &[&str]| {
         run(podman(&store.0)
             .args(["run", "--rm", "--network", "none"])
-            .args(&flags)
+            .args(host_quirks())
             .args(args))
     };
     let out = in_container(&[
@@ -332,6 +314,110 @@ fn outputs_are_accepted_by_podman_skopeo_umoci_and_schemas() {
     );
 }
 
+/// docker loads the docker-archive, sees its id and every tag, runs it, and builds on it: on a
+/// private daemon of the test's own (its data, socket and containerd in a temp dir), stopped
+/// and cleaned up also when the test fails.
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn docker_loads_runs_and_builds_on_the_docker_archive() {
+    let test = "docker_loads_runs_and_builds_on_the_docker_archive";
+    if !have("dockerd") || !have("docker") {
+        skip(format_args!("{test} needs dockerd and docker (docker.io)"));
+        return;
+    }
+    let Some(p) = peer_outputs(test) else {
+        return;
+    };
+    let daemon = Dockerd::start(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    let docker = || daemon.docker();
+    let loaded = run(docker().arg("load").arg("-i").arg(&p.docker_tar));
+    let tags = [
+        "imgbuild-peer-test:1.2.3",
+        "imgbuild-peer-test:latest",
+        "other-name:1.2.3",
+    ];
+    for tag in tags {
+        assert!(
+            loaded.contains(&format!("Loaded image: {tag}")),
+            "{tag}: {loaded}"
+        );
+    }
+    // The image id is the config's digest; its tags are the description's names.
+    let inspect = run(docker().args(["image", "inspect", "imgbuild-peer-test:1.2.3"]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        v[0]["Id"],
+        format!("sha256:{}", p.image.config.digest().digest()),
+        "{inspect}"
+    );
+    let mut repo_tags: Vec<&str> = v[0]["RepoTags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no RepoTags: {inspect}"))
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    repo_tags.sort();
+    assert_eq!(repo_tags, tags, "{inspect}");
+    assert_eq!(
+        v[0]["Config"]["Entrypoint"],
+        serde_json::json!(["/bin/sh", "-c"]),
+        "{inspect}"
+    );
+
+    // It runs, with its own entrypoint and cmd, and with a user that is not root.
+    let out = run(docker().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "imgbuild-peer-test:1.2.3",
+    ]));
+    assert_eq!(out, "12.99-imgbuild-test\n");
+    let out = run(docker().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "1000:1000",
+        "--entrypoint",
+        "/bin/id",
+        "other-name:1.2.3",
+        "-u",
+    ]));
+    assert_eq!(out, "1000\n");
+
+    // A Dockerfile FROM it builds (a RUN step in a container of the image), and the result
+    // runs.
+    let ctx = daemon.scratch("context");
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM imgbuild-peer-test:1.2.3\nRUN [\"/bin/sh\", \"-c\", \"echo built-on-it > /etc/built\"]\n",
+    )
+    .unwrap();
+    run(docker()
+        .args([
+            "build",
+            "--network",
+            "none",
+            "--tag",
+            "imgbuild-peer-child:1",
+        ])
+        .arg(&ctx));
+    let out = run(docker().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/cat",
+        "imgbuild-peer-child:1",
+        "/etc/built",
+        "/etc/debian_version",
+    ]));
+    assert_eq!(out, "built-on-it\n12.99-imgbuild-test\n");
+}
+
 /// Unpacks a base's layers into `dest` with GNU tar (the test's stand-in for the unpacker).
 fn unpack_with_tar(base: &imgbuild::image::base::BaseImage, dest: &Path) {
     use std::io::Write;
@@ -367,12 +453,7 @@ fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
     use imgbuild::image::base::BaseImage;
     use imgbuild::image::{TreeSnapshot, write_diff_layer};
     let test = "derived_image_keeps_base_layers_and_adds_one_diff_layer";
-    if !is_root() {
-        eprintln!("SKIP: {test} needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    if !root_or_skip(test) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -456,17 +537,10 @@ fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
         );
     }
     if !have("podman") {
-        eprintln!("SKIP: {test}: podman part needs podman");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+        skip(format_args!("{test}: podman part needs podman"));
         return;
     }
-    let quirks = run(Command::new("sh")
-        .arg("-c")
-        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
-    let flags: Vec<String> = quirks.split_whitespace().map(String::from).collect();
+    let flags = host_quirks();
     let store = PodmanStore(t.path().join("podman"));
     run(podman(&store.0).arg("load").arg("-i").arg(&docker_tar));
     let layers = run(podman(&store.0).args([
@@ -482,12 +556,12 @@ fn derived_image_keeps_base_layers_and_adds_one_diff_layer() {
     // The base's entrypoint and cmd are inherited.
     let out = run(podman(&store.0)
         .args(["run", "--rm", "--network", "none"])
-        .args(&flags)
+        .args(flags)
         .arg("imgbuild-derived-test:2"));
     assert_eq!(out, "derived\n");
     let out = run(podman(&store.0)
         .args(["run", "--rm", "--network", "none"])
-        .args(&flags)
+        .args(flags)
         .args([
             "imgbuild-derived-test:2",
             "cat /etc/added; test -e /etc/motd && echo motd || echo no-motd; test -e /usr/lib/deep && echo deep || echo no-deep",

@@ -9,9 +9,10 @@
 //! releases before trixie installs the bookworm-era `usr-is-merged` marker unconditionally, which
 //! debootstrap leaves out for suites after bookworm (the aliasing links come from base-files).
 
-use crate::support::prepare as common_prepare;
-
-use common_prepare as c;
+use crate::support::build::{
+    bookworm_minbase, in_root, installed_packages, package_cache, preconditions, prepare_cmd,
+};
+use crate::support::{heavy, mounts_under, ok, scratch, target_tmp};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,59 +24,52 @@ enum Reference {
     Debootstrap,
 }
 
-/// The minbase set as `tool` installs it, from `mirror`.
-fn reference_packages(tool: Reference, suite: &str, mirror: &str, dir: &Path) -> BTreeSet<String> {
-    if let Reference::Debootstrap = tool {
-        // Its own package cache in the test target dir, so reruns are warm.
-        let cache = c::target_tmp().join("debootstrap-cache");
-        std::fs::create_dir_all(&cache).expect("create the debootstrap cache");
-        c::run_ok(
-            Command::new("debootstrap")
+/// The minbase set as `tool` installs it, from `mirror`: debootstrap's into `dir`,
+/// mmdebstrap's the shared bookworm root (made once per run, the sandbox test uses it too).
+fn reference_packages(
+    test: &str,
+    tool: Reference,
+    suite: &str,
+    mirror: &str,
+    dir: &Path,
+) -> Option<BTreeSet<String>> {
+    match tool {
+        Reference::Debootstrap => {
+            // Its own package cache in the test target dir, so reruns are warm.
+            let cache = target_tmp().join("debootstrap-cache");
+            std::fs::create_dir_all(&cache).expect("create the debootstrap cache");
+            ok(Command::new("debootstrap")
                 .arg("--variant=minbase")
                 .arg(format!("--cache-dir={}", cache.display()))
                 .arg(suite)
                 .arg(dir)
                 .arg(mirror)
-                .stdin(Stdio::null()),
-            &format!("debootstrap {suite}"),
-        );
-        return c::installed_packages(dir);
+                .stdin(Stdio::null()));
+            Some(installed_packages(dir))
+        }
+        Reference::Mmdebstrap => {
+            assert_eq!(suite, "bookworm", "the shared mmdebstrap root is bookworm");
+            bookworm_minbase(test).map(installed_packages)
+        }
     }
-    c::run_ok(
-        Command::new("mmdebstrap")
-            .args([
-                "--variant=minbase",
-                "--quiet",
-                "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
-                suite,
-            ])
-            .arg(dir)
-            .arg(mirror)
-            // mmdebstrap reads extra sources from a non-terminal stdin.
-            .stdin(Stdio::null()),
-        &format!("mmdebstrap {suite}"),
-    );
-    c::installed_packages(dir)
 }
 
 fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) {
-    let Some(mirror) = c::preconditions(test, suite) else {
+    let Some(mirror) = preconditions(test, suite) else {
         return;
     };
-    let work = c::tempdir("prepare-parity-");
+    let _h = heavy();
+    let work = scratch("prepare-parity");
     let root = work.path().join("imgbuild-root");
-    c::run_ok(
-        &mut c::prepare_cmd(&root, profile, &c::shared_cache(), &[]),
-        &format!("imgbuild prepare ({suite})"),
-    );
-    let ours = c::installed_packages(&root);
+    ok(&mut prepare_cmd(&root, profile, &package_cache(), &[]));
+    let ours = installed_packages(&root);
     assert!(
         ours.iter().any(|p| p.starts_with("dpkg ")) && ours.len() > 50,
         "{suite}: implausible package set: {ours:?}"
     );
 
     // A consistent dpkg database, checked by the root's own tools.
-    let audit = c::in_root(&root, &["dpkg", "--audit"]);
+    let audit = in_root(&root, &["dpkg", "--audit"]);
     assert!(
         audit.status.success() && audit.stdout.is_empty() && audit.stderr.is_empty(),
         "{suite}: dpkg --audit ({}):\n{}{}",
@@ -83,7 +77,7 @@ fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) 
         String::from_utf8_lossy(&audit.stdout),
         String::from_utf8_lossy(&audit.stderr)
     );
-    let check = c::in_root(&root, &["apt-get", "check"]);
+    let check = in_root(&root, &["apt-get", "check"]);
     assert!(
         check.status.success(),
         "{suite}: apt-get check ({}):\n{}{}",
@@ -91,7 +85,7 @@ fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) 
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    let verify = c::in_root(&root, &["dpkg", "-V"]);
+    let verify = in_root(&root, &["dpkg", "-V"]);
     assert!(
         verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
         "{suite}: dpkg -V ({}):\n{}{}",
@@ -100,7 +94,15 @@ fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) 
         String::from_utf8_lossy(&verify.stderr)
     );
 
-    let reference = reference_packages(tool, suite, &mirror, &work.path().join("reference-root"));
+    let Some(reference) = reference_packages(
+        test,
+        tool,
+        suite,
+        &mirror,
+        &work.path().join("reference-root"),
+    ) else {
+        return;
+    };
     let missing: Vec<&String> = reference.difference(&ours).collect();
     let extra: Vec<&String> = ours.difference(&reference).collect();
     assert!(
@@ -112,7 +114,7 @@ fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) 
         }
     );
     assert!(
-        c::mounts_under(work.path()).is_empty(),
+        mounts_under(work.path()).is_empty(),
         "{suite}: mounts left under {}",
         work.path().display()
     );

@@ -6,27 +6,20 @@
 //! root and the mirror of the host's apt sources (except the refusal test); skips clearly
 //! otherwise.
 
-use crate::support::prepare as common_prepare;
-
-use common_prepare as c;
+use crate::support::build::{
+    check_cache, installed_packages, package_cache, preconditions, prepare_cmd, processes_using,
+    wait_no_processes,
+};
+use crate::support::{heavy, imgbuild_bin, mounts_under, ok, scratch, tail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// These tests time signals against build stages: one at a time keeps that meaningful on a
-/// loaded machine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A running prepare whose stderr lines arrive on a channel (and are kept for messages).
 struct Running {
@@ -36,7 +29,7 @@ struct Running {
 }
 
 fn spawn_prepare(root: &Path, cache: &Path) -> Running {
-    let mut cmd = c::prepare_cmd(root, Some("bookworm"), cache, &[]);
+    let mut cmd = prepare_cmd(root, Some("bookworm"), cache, &[]);
     // Its own process group, so SIGINT can go to the whole group as a terminal's Ctrl-C does.
     cmd.process_group(0)
         .stdout(Stdio::null())
@@ -84,7 +77,7 @@ impl Running {
     /// ends first or after `limit`.
     fn wait_for_sandbox(&mut self, root: &Path, limit: Duration) {
         let deadline = std::time::Instant::now() + limit;
-        while c::processes_using(root).is_empty() {
+        while processes_using(root).is_empty() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the prepare ended ({status}) before its sandbox was seen running");
             }
@@ -114,13 +107,13 @@ impl Running {
 
 /// After an interrupted prepare under `work`: no mount and no live process is left there.
 fn assert_nothing_left(work: &Path, what: &str) {
-    let procs = c::wait_no_processes(work, Duration::from_secs(15));
+    let procs = wait_no_processes(work, Duration::from_secs(15));
     assert!(
         procs.is_empty(),
         "{what}: processes still inside {}: {procs:?}",
         work.display()
     );
-    let mounts = c::mounts_under(work);
+    let mounts = mounts_under(work);
     assert!(
         mounts.is_empty(),
         "{what}: mounts left under {}: {mounts:#?}",
@@ -129,7 +122,7 @@ fn assert_nothing_left(work: &Path, what: &str) {
 }
 
 fn assert_cache_whole(cache: &Path, at_least: usize) {
-    let (checked, bad, partial) = c::check_cache(cache);
+    let (checked, bad, partial) = check_cache(cache);
     assert!(
         bad.is_empty(),
         "cache blobs not matching their sha256: {bad:?}"
@@ -147,13 +140,13 @@ fn assert_cache_whole(cache: &Path, at_least: usize) {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sigint_mid_install_leaves_no_mounts() {
-    let Some(_) = c::preconditions("sigint_mid_install_leaves_no_mounts", "bookworm") else {
+    let Some(_) = preconditions("sigint_mid_install_leaves_no_mounts", "bookworm") else {
         return;
     };
-    let _s = serial();
-    let work = c::tempdir("prepare-sigint-");
-    let cache = c::shared_cache();
-    let before = c::mounts_under(work.path());
+    let _h = heavy();
+    let work = scratch("prepare-sigint");
+    let cache = package_cache();
+    let before = mounts_under(work.path());
 
     let root1 = work.path().join("root-1");
     let mut run = spawn_prepare(&root1, &cache);
@@ -165,15 +158,12 @@ fn sigint_mid_install_leaves_no_mounts() {
         "the prepare finished before SIGINT arrived; stderr:\n{}",
         lines.join("\n")
     );
-    assert_eq!(c::mounts_under(work.path()), before);
+    assert_eq!(mounts_under(work.path()), before);
     assert_nothing_left(work.path(), "after SIGINT");
 
     let root = work.path().join("root-2");
-    c::run_ok(
-        &mut c::prepare_cmd(&root, Some("bookworm"), &cache, &[]),
-        "prepare after SIGINT",
-    );
-    assert!(c::installed_packages(&root).len() > 50);
+    ok(&mut prepare_cmd(&root, Some("bookworm"), &cache, &[]));
+    assert!(installed_packages(&root).len() > 50);
     assert_nothing_left(work.path(), "after the next prepare");
     assert_cache_whole(&cache, 80);
 }
@@ -182,11 +172,11 @@ fn sigint_mid_install_leaves_no_mounts() {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
     let test = "sigkill_mid_download_and_mid_install_then_prepare_succeeds";
-    let Some(_) = c::preconditions(test, "bookworm") else {
+    let Some(_) = preconditions(test, "bookworm") else {
         return;
     };
-    let _s = serial();
-    let work = c::tempdir("prepare-sigkill-");
+    let _h = heavy();
+    let work = scratch("prepare-sigkill");
     // A cold cache of its own, so the kill lands among half-written downloads.
     let cache = work.path().join("cache");
 
@@ -213,11 +203,8 @@ fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
     assert_nothing_left(work.path(), "after SIGKILL mid-install");
 
     let root = work.path().join("root-3");
-    c::run_ok(
-        &mut c::prepare_cmd(&root, Some("bookworm"), &cache, &[]),
-        "prepare after SIGKILL",
-    );
-    let pkgs = c::installed_packages(&root);
+    ok(&mut prepare_cmd(&root, Some("bookworm"), &cache, &[]));
+    let pkgs = installed_packages(&root);
     assert!(pkgs.len() > 50, "too few packages: {pkgs:?}");
     assert_nothing_left(work.path(), "after the next prepare");
     assert_cache_whole(&cache, pkgs.len());
@@ -226,16 +213,16 @@ fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn two_prepares_sharing_a_cold_cache_both_succeed() {
-    let Some(_) = c::preconditions("two_prepares_sharing_a_cold_cache_both_succeed", "bookworm")
+    let Some(_) = preconditions("two_prepares_sharing_a_cold_cache_both_succeed", "bookworm")
     else {
         return;
     };
-    let _s = serial();
-    let work = c::tempdir("prepare-concurrent-");
+    let _h = heavy();
+    let work = scratch("prepare-concurrent");
     let cache = work.path().join("cache");
     let (a, b) = (work.path().join("root-a"), work.path().join("root-b"));
-    let mut ca = c::prepare_cmd(&a, Some("bookworm"), &cache, &[]);
-    let mut cb = c::prepare_cmd(&b, Some("bookworm"), &cache, &[]);
+    let mut ca = prepare_cmd(&a, Some("bookworm"), &cache, &[]);
+    let mut cb = prepare_cmd(&b, Some("bookworm"), &cache, &[]);
     let ha = std::thread::spawn(move || ca.output().expect("start prepare a"));
     let hb = std::thread::spawn(move || cb.output().expect("start prepare b"));
     for (name, out) in [("a", ha.join()), ("b", hb.join())] {
@@ -244,10 +231,10 @@ fn two_prepares_sharing_a_cold_cache_both_succeed() {
             out.status.success(),
             "concurrent prepare {name} failed ({}):\n{}",
             out.status,
-            c::tail(&String::from_utf8_lossy(&out.stderr), 40)
+            tail(&String::from_utf8_lossy(&out.stderr), 40)
         );
     }
-    let (pa, pb) = (c::installed_packages(&a), c::installed_packages(&b));
+    let (pa, pb) = (installed_packages(&a), installed_packages(&b));
     assert!(pa.len() > 50);
     assert_eq!(pa, pb, "the two roots differ");
     assert_nothing_left(work.path(), "after concurrent prepares");
@@ -258,16 +245,16 @@ fn two_prepares_sharing_a_cold_cache_both_succeed() {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn failed_prepare_names_the_package_and_leaves_no_root() {
     let test = "failed_prepare_names_the_package_and_leaves_no_root";
-    let Some(_) = c::preconditions(test, "bookworm") else {
+    let Some(_) = preconditions(test, "bookworm") else {
         return;
     };
-    let _s = serial();
-    let work = c::tempdir("prepare-fail-");
+    let _h = heavy();
+    let work = scratch("prepare-fail");
     let root = work.path().join("root");
-    let out = c::prepare_cmd(
+    let out = prepare_cmd(
         &root,
         Some("bookworm"),
-        &c::shared_cache(),
+        &package_cache(),
         &["--add-package", "no-such-package-xyz"],
     )
     .output()
@@ -288,11 +275,11 @@ fn failed_prepare_names_the_package_and_leaves_no_root() {
 
 #[test]
 fn existing_non_empty_root_is_refused() {
-    let work = c::tempdir("prepare-existing-");
+    let work = scratch("prepare-existing");
     let root = work.path().join("root");
     std::fs::create_dir(&root).expect("mkdir root");
     std::fs::write(root.join("keep-me"), b"precious\n").expect("write file");
-    let out = c::prepare_cmd(&root, Some("bookworm"), &work.path().join("cache"), &[])
+    let out = prepare_cmd(&root, Some("bookworm"), &work.path().join("cache"), &[])
         .output()
         .expect("start imgbuild");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -318,50 +305,40 @@ fn existing_non_empty_root_is_refused() {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn lock_then_offline_prepare_installs_the_lock() {
-    let Some(_) = c::preconditions("lock_then_offline_prepare_installs_the_lock", "bookworm")
-    else {
+    let Some(_) = preconditions("lock_then_offline_prepare_installs_the_lock", "bookworm") else {
         return;
     };
-    let _s = serial();
-    let work = c::tempdir("prepare-lock-");
+    let _h = heavy();
+    let work = scratch("prepare-lock");
     let lock = work.path().join("imgbuild.lock");
-    let cache = c::shared_cache();
-    c::run_ok(
-        std::process::Command::new(c::bin())
-            .arg("lock")
-            .arg(c::minimal_description())
-            .args(["--profile", "bookworm", "--lock"])
-            .arg(&lock)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .stdin(Stdio::null()),
-        "imgbuild lock",
-    );
+    let cache = package_cache();
+    ok(std::process::Command::new(imgbuild_bin())
+        .arg("lock")
+        .arg(crate::support::description("debian-minimal"))
+        .args(["--profile", "bookworm", "--lock"])
+        .arg(&lock)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .stdin(Stdio::null()));
     let locked = imgbuild::apt::lock::LockFile::read(&lock).expect("read the lock file");
     assert!(locked.packages.len() > 50);
 
     // Warm the cache with exactly the locked packages, then build offline from lock and cache.
     let root = work.path().join("root");
     let lock_arg = lock.to_string_lossy().into_owned();
-    c::run_ok(
-        &mut c::prepare_cmd(
-            &work.path().join("warm"),
-            Some("bookworm"),
-            &cache,
-            &["--lock", &lock_arg],
-        ),
-        "prepare with the lock (warming the cache)",
-    );
-    let out = c::run_ok(
-        c::prepare_cmd(
-            &root,
-            Some("bookworm"),
-            &cache,
-            &["--offline", "--lock", &lock_arg],
-        )
-        .env("IMGBUILD_APT_HOST_MIRROR", "http://127.0.0.1:9/unreachable"),
-        "prepare --offline with the lock",
-    );
+    ok(&mut prepare_cmd(
+        &work.path().join("warm"),
+        Some("bookworm"),
+        &cache,
+        &["--lock", &lock_arg],
+    ));
+    let out = ok(prepare_cmd(
+        &root,
+        Some("bookworm"),
+        &cache,
+        &["--offline", "--lock", &lock_arg],
+    )
+    .env("IMGBUILD_APT_HOST_MIRROR", "http://127.0.0.1:9/unreachable"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("using lock file") && err.contains(&lock_arg),
@@ -372,6 +349,6 @@ fn lock_then_offline_prepare_installs_the_lock() {
         .iter()
         .map(|p| format!("{} {}", p.name, p.version))
         .collect();
-    assert_eq!(c::installed_packages(&root), want);
+    assert_eq!(installed_packages(&root), want);
     assert_nothing_left(work.path(), "after offline prepare");
 }

@@ -3,14 +3,12 @@
 //! same tree. Needs root; skips clearly without it or without the Debian mirror (the busybox
 //! tree is built from it once and cached).
 
-use crate::support::busybox as busybox_root;
-use crate::support::loop_device;
-use crate::support::runtime as runtime_common;
-use crate::support::storage as storage_common;
-
+use crate::support::image::{PodmanStore, podman};
+use crate::support::loop_device::LoopDevice;
+use crate::support::runtime::*;
+use crate::support::storage::loops_backed_by;
+use crate::support::{host_quirks, mounts_under, skip};
 use imgbuild::storage::DriverKind;
-use loop_device::LoopDevice;
-use runtime_common::*;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Command;
@@ -66,10 +64,7 @@ fn image_runs_and_containers_are_isolated(driver: DriverKind) {
     assert_eq!(out, "invisible\n");
 
     // The stopped container keeps its writable layer, but nothing stays mounted.
-    assert_eq!(
-        storage_common::mounts_under(&f.store_root),
-        Vec::<String>::new()
-    );
+    assert_eq!(mounts_under(&f.store_root), Vec::<String>::new());
     let all = ps_json(&f, true);
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["name"], "writer");
@@ -127,21 +122,6 @@ fn overlay_image_runs_and_containers_are_isolated() {
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn btrfs_image_runs_and_containers_are_isolated() {
     image_runs_and_containers_are_isolated(DriverKind::Btrfs);
-}
-
-fn host_quirks() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for rel in [
-        "../shared/scripts/host-quirks.sh",
-        "../../shared/scripts/host-quirks.sh",
-        "/work/shared/scripts/host-quirks.sh",
-    ] {
-        let script = manifest.join(rel);
-        if script.exists() {
-            let _ = Command::new(&script).output();
-            return;
-        }
-    }
 }
 
 /// Run `argv` with crun on `root` (read-only) with Docker's default capabilities, as engines
@@ -223,13 +203,7 @@ fn container_matches_crun() {
     match crun(&f.busybox, "box1", &["/bin/sh", "-c", PROBE]) {
         // crun has no /etc/hostname of its own: the probe prints the hostname instead.
         Ok(theirs) => assert_eq!(ours, theirs, "ours vs crun"),
-        Err(e) => {
-            eprintln!("SKIP (crun part of container_matches_crun): {e}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
-        }
+        Err(e) => skip(format_args!("(crun part of container_matches_crun): {e}")),
     }
 
     // The default hostname is the id's first 12 digits, also in /etc/hostname and /etc/hosts.
@@ -270,16 +244,12 @@ cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev
 /// them: Docker's capability list and no_new_privs; podman's own seccomp profile, masked
 /// paths and device list; a private cgroup namespace.
 fn podman_crun(root: &Path, args: &[&str]) -> Result<String, String> {
-    let quirks = Command::new("/bin/sh")
-        .arg("-c")
-        .arg("for s in ../shared/scripts/host-quirks.sh ../../shared/scripts/host-quirks.sh /work/shared/scripts/host-quirks.sh; do [ -x $s ] && exec $s; done")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .map_err(|e| e.to_string())?;
-    let quirks = String::from_utf8_lossy(&quirks.stdout).into_owned();
-    let out = Command::new("podman")
+    // A private store, in a short temp dir (podman limits the runroot path to 50 characters).
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = PodmanStore(dir.path().join("p"));
+    let out = podman(&store.0)
         .args(["run", "--rm", "--runtime", "crun", "--cgroupns=private"])
-        .args(quirks.split_whitespace())
+        .args(host_quirks())
         .args(["--cap-drop", "all"])
         .args(
             imgbuild::sandbox::caps::DOCKER_DEFAULT_NAMES
@@ -354,13 +324,9 @@ fn container_conformance_with_crun() {
         &["/bin/sh", "-c", CONFORMANCE_PROBE, "sh", &maj, &min],
     ) {
         Ok(theirs) => assert_eq!(ours, theirs, "imgbuild run vs podman/crun"),
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "podman/crun unavailable in CI: {e}"
-            );
-            eprintln!("SKIP (crun part of container_conformance_with_crun): {e}");
-        }
+        Err(e) => skip(format_args!(
+            "(crun part of container_conformance_with_crun): {e}"
+        )),
     }
     f.assert_clean();
 }
@@ -492,7 +458,7 @@ fn limits_exit_codes_and_signals() {
     assert_eq!(st.code(), Some(7));
     assert_eq!(rest, "got-term\n");
     assert_eq!(
-        leftover_cgroups(child.id()),
+        crate::support::cgroups_of(&[child.id()]),
         Vec::<std::path::PathBuf>::new()
     );
     f.assert_clean();

@@ -4,66 +4,12 @@
 //! kernel-visible result (`/proc/self/status`) must be identical. Needs root and crun; skips
 //! clearly otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use crate::support::{busybox, host_quirks, in_process_sandbox, root_or_skip, skip};
 use imgbuild::sandbox::caps::{self, DOCKER_DEFAULT_NAMES};
 use imgbuild::sandbox::{Profile, Sandbox, Stdio};
-
-fn busybox_root() -> Option<PathBuf> {
-    // A minimal tree of its own (sh and cat), cached beside sandbox_run's full one.
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-busybox-min-root");
-    if dest.join("bin/busybox").exists() {
-        return Some(dest);
-    }
-    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).ok()?;
-    let ok = Command::new("apt-get")
-        .args(["download", "busybox-static"])
-        .current_dir(work.path())
-        .output()
-        .ok()?
-        .status
-        .success();
-    if !ok {
-        return None;
-    }
-    let deb = std::fs::read_dir(work.path())
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))?;
-    let root = work.path().join("root");
-    Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&root)
-        .status()
-        .ok()?;
-    for applet in ["sh", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).ok()?;
-    }
-    for d in ["etc", "proc", "sys", "dev", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).ok()?;
-    }
-    std::fs::rename(&root, &dest)
-        .ok()
-        .or_else(|| dest.exists().then_some(()))?;
-    Some(dest)
-}
-
-fn host_quirks() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for rel in [
-        "../shared/scripts/host-quirks.sh",
-        "../../shared/scripts/host-quirks.sh",
-    ] {
-        let script = manifest.join(rel);
-        if script.exists() {
-            let _ = Command::new(&script).output();
-            return;
-        }
-    }
-}
 
 fn crun_status(root: &Path, names: &[&str]) -> Result<String, String> {
     let bundle = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -110,37 +56,31 @@ fn crun_status(root: &Path, names: &[&str]) -> Result<String, String> {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn container_capabilities_match_crun() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: container_capabilities_match_crun needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    let test = "container_capabilities_match_crun";
+    if !root_or_skip(test) {
         return;
     }
-    let Some(root) = busybox_root() else {
-        eprintln!(
-            "SKIP: container_capabilities_match_crun needs the busybox-static test root (Debian mirror)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-        return;
-    };
-    host_quirks();
-    let crun = match crun_status(&root, DOCKER_DEFAULT_NAMES) {
-        Ok(s) => s,
+    let root = match busybox::root() {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("SKIP: container_capabilities_match_crun: crun cannot run here: {e}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
+            skip(format_args!(
+                "{test} needs the busybox-static test root (Debian mirror): {e}"
+            ));
             return;
         }
     };
-    let ours = Sandbox::new(&root, ["/bin/cat", "/proc/self/status"])
+    host_quirks();
+    let _s = in_process_sandbox();
+    let crun = match crun_status(root, DOCKER_DEFAULT_NAMES) {
+        Ok(s) => s,
+        Err(e) => {
+            skip(format_args!(
+                "container_capabilities_match_crun: crun cannot run here: {e}"
+            ));
+            return;
+        }
+    };
+    let ours = Sandbox::new(root, ["/bin/cat", "/proc/self/status"])
         .profile(Profile::Container)
         .stdout(Stdio::Capture)
         .run()
@@ -161,7 +101,7 @@ fn container_capabilities_match_crun() {
     };
     assert_eq!(nnp(&ours), nnp(&crun));
     if let Ok(sample) = crun_status(
-        &root,
+        root,
         &["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
     ) {
         eprintln!(

@@ -1,40 +1,14 @@
 //! The build profile on a real Debian root (`mmdebstrap --variant=minbase bookworm` from the
-//! host's apt sources, built once into the test target dir): dpkg and apt work inside, and
+//! host's mirror, made once per run and shared with the parity test): dpkg and apt work inside, and
 //! maintainer-script style work (users, ownership) succeeds. Needs root and the mirror; skips
 //! clearly otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use crate::support::build::bookworm_minbase;
+use crate::support::{in_process_sandbox, scratch};
 use imgbuild::sandbox::{Sandbox, Stdio};
-
-fn debian_root() -> Result<PathBuf, String> {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dest = tmp.join("sandbox-debian-root");
-    if dest.join("var/lib/dpkg/status").exists() {
-        return Ok(dest);
-    }
-    std::fs::create_dir_all(tmp).map_err(|e| e.to_string())?;
-    let work = tempfile::tempdir_in(tmp).map_err(|e| e.to_string())?;
-    let staging = work.path().join("root");
-    // No mirror argument: mmdebstrap uses the host's apt sources.
-    let out = Command::new("mmdebstrap")
-        .args(["--variant=minbase", "--quiet", "bookworm"])
-        .arg(&staging)
-        .output()
-        .map_err(|e| format!("mmdebstrap: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "mmdebstrap failed (mirror unreachable?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    match std::fs::rename(&staging, &dest) {
-        Ok(()) => Ok(dest),
-        Err(_) if dest.join("var/lib/dpkg/status").exists() => Ok(dest),
-        Err(e) => Err(format!("rename to {}: {e}", dest.display())),
-    }
-}
 
 fn run(root: &Path, script: &str) -> (i32, String, String) {
     let o = Sandbox::new(root, ["/bin/sh", "-c", script])
@@ -55,35 +29,21 @@ fn run(root: &Path, script: &str) -> (i32, String, String) {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn dpkg_apt_and_user_tools_work_in_a_debian_root() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: dpkg_apt_and_user_tools_work_in_a_debian_root needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    let test = "dpkg_apt_and_user_tools_work_in_a_debian_root";
+    let Some(root) = bookworm_minbase(test) else {
         return;
-    }
-    let root = match debian_root() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("SKIP: dpkg_apt_and_user_tools_work_in_a_debian_root: {e}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
-            return;
-        }
     };
-    let (code, out, err) = run(&root, "set -e; dpkg --audit; apt-get check -qq; dpkg -V");
+    let _s = in_process_sandbox();
+    let (code, out, err) = run(root, "set -e; dpkg --audit; apt-get check -qq; dpkg -V");
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "", "dpkg --audit, apt-get check or dpkg -V complained");
-    let (code, out, _) = run(&root, "hostname; echo $$; stat -c %U:%G /etc/shadow");
+    let (code, out, _) = run(root, "hostname; echo $$; stat -c %U:%G /etc/shadow");
     assert_eq!(code, 0);
     assert_eq!(out, "debian-build\n1\nroot:shadow\n");
 
     // What a postinst does: add a system user, chown its home. On a copy, so the cached root
     // stays pristine.
-    let copy = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let copy = scratch(test);
     let st = Command::new("cp")
         .arg("-a")
         .arg(format!("{}/.", root.display()))

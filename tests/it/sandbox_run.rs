@@ -2,52 +2,35 @@
 //! Debian mirror into the test target dir. Needs root; skips clearly without it or without
 //! the mirror.
 
-use crate::support::busybox as busybox_root;
+use crate::support::{busybox, cgroups_of, in_process_sandbox, root_or_skip, skip};
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use imgbuild::sandbox::caps::{self, DOCKER_DEFAULT};
 use imgbuild::sandbox::{Limits, Network, Outcome, Profile, Sandbox, SandboxError, Stdio};
 
-/// Sandboxes of different tests would see each other's cgroups in the leak checks, and the
-/// signal tests signal processes by marker: run one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
-
-/// The cached test root, or `None` (after printing why) when the test must skip.
+/// The shared busybox root and the in-process sandbox lock (the leak checks below look for
+/// this process's cgroups, and the signal tests signal processes by marker), or `None` (after
+/// [`skip`]ping `test`).
 fn setup(test: &str) -> Option<(PathBuf, MutexGuard<'static, ()>)> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: {test} needs root");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
+    if !root_or_skip(test) {
         return None;
     }
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = ROOT.get_or_init(|| match busybox_root::cached() {
-        Ok(dest) => Some(dest),
+    let root = match busybox::root() {
+        Ok(r) => r.to_path_buf(),
         Err(e) => {
-            eprintln!("cannot build the busybox test root: {e}");
-            None
+            skip(format_args!(
+                "{test} needs the busybox-static test root (Debian mirror): {e}"
+            ));
+            return None;
         }
-    });
-    match root {
-        Some(r) => Some((r.clone(), guard)),
-        None => {
-            eprintln!("SKIP: {test} needs the busybox-static test root (Debian mirror)");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
-            None
-        }
-    }
+    };
+    Some((root, in_process_sandbox()))
 }
 
 fn mountinfo() -> BTreeSet<String> {
@@ -55,18 +38,6 @@ fn mountinfo() -> BTreeSet<String> {
         .unwrap()
         .lines()
         .map(|l| l.split(' ').skip(2).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
-/// Cgroup directories this process's sandboxes made and left behind.
-fn leftover_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("imgbuild-sandbox-{}-", std::process::id());
-    walkdir::WalkDir::new("/sys/fs/cgroup")
-        .max_depth(6)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.into_path())
         .collect()
 }
 
@@ -102,7 +73,7 @@ impl Drop for Clean {
             "the test root is mounted on the host"
         );
         assert_eq!(
-            leftover_cgroups(),
+            cgroups_of(&[std::process::id()]),
             Vec::<PathBuf>::new(),
             "cgroups left behind"
         );

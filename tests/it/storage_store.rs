@@ -2,7 +2,8 @@
 //! export, the recorded driver, and the `images`/`inspect`/`rmi`/`tag` commands. These use the
 //! vfs driver, which needs root to give files their owners.
 
-use crate::support::storage as storage_common;
+use crate::support::root_or_skip;
+use crate::support::storage::*;
 
 use imgbuild::storage::{
     ApplyMode, ConfinedApplier, DriverKind, LayerApplier, Removal, StorageError, Store,
@@ -10,7 +11,6 @@ use imgbuild::storage::{
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use storage_common::*;
 
 fn open(root: &Path) -> Store {
     Store::open(&StoreOptions {

@@ -3,15 +3,15 @@
 //! from a description run straight from the store. The store uses the vfs driver, which needs
 //! root to give files their owners; the build and run tests also need the Debian mirror.
 
-use crate::support::busybox as busybox_root;
-use crate::support::storage as storage_common;
+use crate::support::build::bookworm_build;
+use crate::support::storage::*;
+use crate::support::{busybox, heavy, root_or_skip, skip};
 
 use imgbuild::storage::archive::{self, SaveFormat};
 use imgbuild::storage::{DriverKind, Store, StoreOptions, sha256_digest};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use storage_common::*;
 
 const TAG: &str = "test/img:1";
 
@@ -385,36 +385,18 @@ fn save_of_an_unknown_image_is_a_clear_error() {
     assert_eq!(count(t.path()), 1, "only the store is left");
 }
 
-/// The host's Debian mirror answers (tests needing it skip otherwise).
-fn mirror_or_skip(test: &str) -> bool {
-    let ok = Command::new("apt-get")
-        .args(["download", "--print-uris", "busybox-static"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIP: {test} needs the Debian mirror");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-    }
-    ok
-}
-
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn run_takes_an_archive_path() {
     if !root_or_skip("run_takes_an_archive_path") {
         return;
     }
-    let busybox = match busybox_root::cached() {
+    let busybox = match busybox::root() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("SKIP: run_takes_an_archive_path needs the Debian mirror: {e}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
+            skip(format_args!(
+                "run_takes_an_archive_path needs the Debian mirror: {e}"
+            ));
             return;
         }
     };
@@ -423,7 +405,7 @@ fn run_takes_an_archive_path() {
     let layer = t.path().join("layer.tar");
     let st = Command::new("tar")
         .arg("-C")
-        .arg(&busybox)
+        .arg(busybox)
         .args(["--numeric-owner", "-cf"])
         .arg(&layer)
         .arg(".")
@@ -477,15 +459,16 @@ fn run_takes_an_archive_path() {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn build_load_then_run() {
-    if !root_or_skip("build_load_then_run") || !mirror_or_skip("build_load_then_run") {
+    // The bookworm build made once per run: built again unchanged, it is reused, and
+    // `--load` loads it all the same.
+    let Some(shared) = bookworm_build("build_load_then_run") else {
         return;
-    }
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let cache = tmp.join("store-load-cache");
-    let t = tempfile::tempdir_in(tmp).unwrap();
+    };
+    let _h = heavy();
+    let t = crate::support::scratch("build_load_then_run");
     let root = t.path().join("store");
-    let target = t.path().join("out");
-    let desc = Path::new(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-minimal");
+    let target = &shared.target;
+    let desc = crate::support::description("debian-minimal");
     let out = imgbuild(
         &root,
         &[
@@ -496,7 +479,7 @@ fn build_load_then_run() {
             "--target-dir",
             target.to_str().unwrap(),
             "--cache-dir",
-            cache.to_str().unwrap(),
+            shared.cache.to_str().unwrap(),
             "--load",
         ],
     );

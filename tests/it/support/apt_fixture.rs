@@ -1,5 +1,4 @@
 //! A signed fake apt repository on disk and a tiny HTTP server on loopback for the apt tests.
-#![allow(dead_code)]
 
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, DetachedSignature, KeyType, SecretKeyParamsBuilder,

@@ -1,64 +1,13 @@
-//! Shared fixtures for the image tests.
-#![allow(dead_code)]
+//! Shared fixtures for the image tests: a root tree with every kind of file, podman on a
+//! private store, and the OCI schema check.
 
+use super::{run, skip};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 pub const EPOCH: u64 = 1_700_000_000;
-
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Runs a command, panicking with its output if it fails; returns stdout.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A static busybox from the host's Debian mirror (downloaded once into the target dir), or
-/// `None` when the mirror is unreachable.
-pub fn busybox_deb() -> Option<PathBuf> {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-test-cache");
-    fs::create_dir_all(&cache).ok()?;
-    let find = || {
-        fs::read_dir(&cache)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("busybox-static_"))
-            })
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let ok = Command::new("apt-get")
-        .args(["download", "busybox-static"])
-        .current_dir(&cache)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok { find() } else { None }
-}
 
 /// Files every fixture has, without busybox, caps or device nodes (works unprivileged).
 pub fn plain_tree(root: &Path) {
@@ -117,17 +66,16 @@ pub fn plain_tree(root: &Path) {
 }
 
 /// The full fixture: busybox, a setuid copy, a copy with a file capability, device nodes.
-/// Needs root; returns false (after printing SKIP) when the mirror is unreachable.
+/// Needs root; returns false (after [`skip`]ping `test`) when the mirror is unreachable.
 pub fn busybox_tree(root: &Path, test: &str) -> bool {
-    let Some(deb) = busybox_deb() else {
-        eprintln!("SKIP: {test} needs the Debian mirror (apt-get download busybox-static failed)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set, so this test may not skip (see the SKIP line)"
-        );
-        return false;
+    let deb = match super::busybox::deb() {
+        Ok(d) => d,
+        Err(e) => {
+            skip(format_args!("{test} needs the Debian mirror: {e}"));
+            return false;
+        }
     };
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root));
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root));
     plain_tree(root);
     let bb = if root.join("bin/busybox").exists() {
         "bin/busybox"
@@ -193,15 +141,15 @@ impl Drop for PodmanStore {
 /// Validates the JSON document `doc` against `schema` from the OCI image-spec schemas
 /// (python3-jsonschema); panics with the violations.
 pub fn validate_schema(schema: &str, doc: &Path) {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/corpus/oci-image-spec-schemas"
-    );
-    let dir = if Path::new(dir).exists() {
-        dir.to_string()
-    } else {
-        "/work/shared/corpus/oci-image-spec-schemas".to_string()
-    };
+    let dir = ["../shared", "../../shared"]
+        .iter()
+        .map(|s| {
+            super::repo_dir()
+                .join(s)
+                .join("corpus/oci-image-spec-schemas")
+        })
+        .find(|d| d.exists())
+        .expect("the OCI image-spec schemas under ../shared/corpus");
     let script = r#"
 import json, sys, os
 from jsonschema import Draft4Validator
@@ -227,13 +175,4 @@ sys.exit(1 if errs else 0)
         .arg(&dir)
         .arg(schema)
         .arg(doc));
-}
-
-/// The extra `podman run` flags this kind of machine needs (from the shared host-quirks script,
-/// which also fixes the cgroup setup; none where the script is absent).
-pub fn podman_run_flags() -> Vec<String> {
-    let quirks = run(Command::new("sh")
-        .arg("-c")
-        .arg("s=/work/shared/scripts/host-quirks.sh; [ -x $s ] && $s || true"));
-    quirks.split_whitespace().map(String::from).collect()
 }

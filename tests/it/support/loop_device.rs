@@ -1,6 +1,5 @@
 //! A loop device attached for one test (1 MiB of zeros in /var/tmp), detached on drop, also
 //! when the test fails.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;

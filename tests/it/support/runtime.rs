@@ -1,14 +1,13 @@
 //! Shared pieces of the runtime tests: the busybox image packed as OCI layers with the `tar`
 //! crate and loaded into a temp store (vfs, overlay, or btrfs on a loop device), the
 //! `imgbuild` binary run against it, and leak checks for mounts and cgroups.
-#![allow(dead_code)]
 
 use imgbuild::storage::{ConfinedApplier, DriverKind, LayerBlob, Store, StoreInput, StoreOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::support::busybox as busybox_root;
-use crate::support::storage::{BtrfsLoop, mounts_under};
+use super::storage::BtrfsLoop;
+use super::{cgroups_of, mounts_under, root_or_skip, skip};
 
 /// The image's tag in the test stores.
 pub const IMAGE: &str = "test/busybox:1";
@@ -116,7 +115,6 @@ pub fn busybox_image(busybox: &Path) -> StoreInput {
 pub struct Fixture {
     pub store_root: PathBuf,
     pub busybox: PathBuf,
-    pub driver: DriverKind,
     _dir: Option<tempfile::TempDir>,
     // Dropped after the store dir is gone: unmounts and detaches the loop device.
     _btrfs: Option<BtrfsLoop>,
@@ -125,22 +123,15 @@ pub struct Fixture {
 impl Fixture {
     /// `None` (after printing the SKIP line) when not root or the busybox tree is unavailable.
     pub fn new(test: &str, driver: DriverKind) -> Option<Fixture> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: {test} needs root");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set, so this test may not skip (see the SKIP line)"
-            );
+        if !root_or_skip(test) {
             return None;
         }
-        let busybox = match busybox_root::cached() {
-            Ok(p) => p,
+        let busybox = match super::busybox::root() {
+            Ok(p) => p.to_path_buf(),
             Err(e) => {
-                eprintln!("SKIP: {test} needs the busybox-static test root (Debian mirror): {e}");
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI is set, so this test may not skip (see the SKIP line)"
-                );
+                skip(format_args!(
+                    "{test} needs the busybox-static test root (Debian mirror): {e}"
+                ));
                 return None;
             }
         };
@@ -172,7 +163,6 @@ impl Fixture {
         Some(Fixture {
             store_root,
             busybox,
-            driver,
             _dir: dir,
             _btrfs: btrfs,
         })
@@ -199,7 +189,7 @@ impl Fixture {
         let pid = child.id();
         let out = child.wait_with_output().unwrap();
         assert_eq!(
-            leftover_cgroups(pid),
+            cgroups_of(&[pid]),
             Vec::<PathBuf>::new(),
             "cgroups left by {args:?}"
         );
@@ -280,26 +270,4 @@ impl Drop for Fixture {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
-}
-
-/// Cgroup directories the sandbox of imgbuild process `pid` made and left behind.
-pub fn leftover_cgroups(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("imgbuild-sandbox-{pid}-");
-    walkdir::WalkDir::new("/sys/fs/cgroup")
-        .max_depth(6)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.into_path())
-        .collect()
-}
-
-/// Loop devices (`losetup -a`) whose backing file is `file`, deleted or not.
-pub fn loops_backed_by(file: &Path) -> Vec<String> {
-    let out = Command::new("losetup").arg("-a").output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&*file.to_string_lossy()))
-        .map(str::to_string)
-        .collect()
 }

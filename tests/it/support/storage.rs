@@ -1,24 +1,10 @@
 //! Shared pieces of the storage tests: synthetic images, a loop-mounted
 //! btrfs that always goes away, and leak checks.
-#![allow(dead_code)]
 
 use imgbuild::storage::{LayerBlob, StoreInput, sha256_digest};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// True when running as root; otherwise prints the SKIP line for `test`, or fails it in CI
-/// (`CI` set), where every test must run.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else if std::env::var_os("CI").is_some() {
-        panic!("{test} needs root, and CI is set: run the tests as root");
-    } else {
-        eprintln!("SKIP: {test} needs root");
-        false
-    }
-}
 
 /// A size-limited tmpfs mounted on a temp dir; unmounted on drop, also when the test fails.
 pub struct Tmpfs {
@@ -350,47 +336,30 @@ pub fn assert_merged_view(root: &Path) {
     );
 }
 
-/// Mount points at or below `path` (from /proc/mounts).
-pub fn mounts_under(path: &Path) -> Vec<String> {
-    let prefix = path.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap()
+/// Loop devices (`losetup -a`) whose backing file is `file`, deleted or not.
+pub fn loops_backed_by(file: &Path) -> Vec<String> {
+    let out = Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|m| m.replace("\\040", " "))
-        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .filter(|l| l.contains(&*file.to_string_lossy()))
+        .map(str::to_string)
         .collect()
-}
-
-/// Loop devices backed by `file` (`losetup -j`).
-pub fn loops_for(file: &Path) -> String {
-    let out = Command::new("losetup")
-        .arg("-j")
-        .arg(file)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A btrfs filesystem in a sparse file on a loop device, mounted in a temp dir; unmounted,
 /// detached and deleted on drop, also when the test fails.
 pub struct BtrfsLoop {
-    pub dir: tempfile::TempDir,
+    /// Holds the image file and mount point; removed after `drop` has unmounted.
+    _dir: tempfile::TempDir,
     pub image: PathBuf,
     pub mnt: PathBuf,
     loopdev: Option<String>,
     mounted: bool,
 }
 
+/// Runs `cmd`; its stdout (trimmed), or what went wrong.
 fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let out = super::try_ok(cmd)?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -404,7 +373,7 @@ impl BtrfsLoop {
         let mut g = BtrfsLoop {
             image: dir.path().join("btrfs.img"),
             mnt: dir.path().join("mnt"),
-            dir,
+            _dir: dir,
             loopdev: None,
             mounted: false,
         };
