@@ -1,5 +1,5 @@
 //! Packs a root tree into one layer blob: `image_pack ROOT BLOBS_DIR [gzip|zstd|none] [THREADS]`.
-//! Prints the blob digest, diff_id and sizes. Used by `bench/pack.sh`.
+//! Prints the blob digest, `diff_id` and sizes. Used by `bench/pack.sh`.
 
 use std::path::PathBuf;
 

@@ -298,7 +298,7 @@ fn killed_download_leaves_no_partial_file() {
     let temp_files = || -> Vec<String> {
         std::fs::read_dir(&blob_dir)
             .map(|rd| {
-                rd.filter_map(|e| e.ok())
+                rd.filter_map(std::result::Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .filter(|n| n.starts_with(".tmp-"))
                     .collect()
@@ -314,7 +314,7 @@ fn killed_download_leaves_no_partial_file() {
         std::thread::sleep(Duration::from_millis(10));
     }
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();

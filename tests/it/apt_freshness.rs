@@ -178,7 +178,7 @@ fn assert_rewound(err: &dyn std::fmt::Display, url: &str) {
     }
 }
 
-/// The finding as reported: after a build saw a signed InRelease dated now offering 2.0, the
+/// The finding as reported: after a build saw a signed `InRelease` dated now offering 2.0, the
 /// same URL serves an older, validly signed one (now − 20 days) offering 1.0.
 #[test]
 fn replayed_older_inrelease_is_refused() {
@@ -376,7 +376,7 @@ fn replayed_older_inrelease_is_refused_by_imgbuild_lock() {
     }
 }
 
-/// An InRelease dated 30 days in the future is refused; one a few seconds ahead, within apt's
+/// An `InRelease` dated 30 days in the future is refused; one a few seconds ahead, within apt's
 /// allowance for clock skew, is accepted. The host's `check-date=no` and the environment turn
 /// the check off, `date-max-future` widens the allowance.
 #[test]
@@ -450,7 +450,7 @@ fn future_dated_inrelease_is_refused() {
     drop(cache);
     let off = Cache::open(cdir.path(), CacheMode::Offline).unwrap();
     let early = RepoContext {
-        now: at_now() - Duration::from_secs(3600),
+        now: at_now() - Duration::from_hours(1),
         ..ctx(&off, &f, apt.path())
     };
     fetch_metadata(&spec, &amd64(), &early).unwrap();

@@ -110,7 +110,7 @@ fn dpkg_results(lines: &[(String, &str, String)]) -> Vec<bool> {
                 .spawn()
                 .expect("spawn sh");
             let mut input = String::new();
-            for (a, op, b) in chunk.iter() {
+            for (a, op, b) in *chunk {
                 input.push_str(&format!("{a} {op} {b}\n"));
             }
             let mut stdin = child.stdin.take().expect("stdin");

@@ -1,6 +1,6 @@
 //! Reproducibility and failure behaviour of `imgbuild build` / `prepare` + `create`: the same
 //! description gives the same manifest digest and byte-identical files across cold and warm caches,
-//! target dirs, working directories, wall-clock times and an explicit SOURCE_DATE_EPOCH; an
+//! target dirs, working directories, wall-clock times and an explicit `SOURCE_DATE_EPOCH`; an
 //! unwritable target fails cleanly; an existing result is replaced as a whole.
 //! The builds need root and the Debian mirror of the host's apt sources (skip clearly otherwise).
 

@@ -157,7 +157,7 @@ fn an_unchanged_rebuild_reuses_and_every_change_rebuilds() {
     // SOURCE_DATE_EPOCH: built again, with that date.
     let epoch = ok(imgbuild(t.path())
         .current_dir(t.path())
-        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("SOURCE_DATE_EPOCH", "1_700_000_000")
         .arg("build")
         .arg(&desc)
         .arg("--target-dir")
@@ -166,7 +166,7 @@ fn an_unchanged_rebuild_reuses_and_every_change_rebuilds() {
         .arg(&cache)
         .args(label));
     assert!(!was_reused(&epoch));
-    assert_eq!(result_json(&target)["source_date_epoch"], 1700000000);
+    assert_eq!(result_json(&target)["source_date_epoch"], 1_700_000_000);
 }
 
 fn manifest_of(json: &[u8]) -> String {

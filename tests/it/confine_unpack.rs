@@ -781,7 +781,7 @@ fn concurrent_symlink_swap_never_escapes() {
                     // The control: plain host-path writes, which the swap does redirect.
                     None => fs::File::create(s.root.join(format!("d/f{attempts}"))).is_ok(),
                 };
-                written += ok as u32;
+                written += u32::from(ok);
                 attempts += 1;
                 if resolver.is_none() && fs::read_dir(s.outside.join("etc")).unwrap().count() > 1 {
                     break;

@@ -23,7 +23,7 @@ fn files(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .into_iter()
         .filter_map(Result::ok)
-        .map(|e| e.into_path())
+        .map(walkdir::DirEntry::into_path)
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("xml" | "kiwi")))
         .collect();
     v.sort();

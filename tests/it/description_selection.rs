@@ -19,20 +19,22 @@ fn corpus_file(rel: &str) -> Option<PathBuf> {
 }
 
 fn load(rel: &str, test: &str) -> Option<Description> {
-    match corpus_file(rel) {
-        Some(p) => Some(description::load(&p).unwrap_or_else(|e| panic!("{rel}: {e}"))),
-        None => {
-            skip(format_args!(
-                "{test}: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS)"
-            ));
-            None
-        }
+    if let Some(p) = corpus_file(rel) {
+        Some(description::load(&p).unwrap_or_else(|e| panic!("{rel}: {e}")))
+    } else {
+        skip(format_args!(
+            "{test}: KIWI corpus not found (set IMGBUILD_KIWI_CORPUS)"
+        ));
+        None
     }
 }
 
 fn sel(profiles: &[&str], ty: Option<&str>) -> Selection {
     Selection {
-        profiles: profiles.iter().map(|s| s.to_string()).collect(),
+        profiles: profiles
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         build_type: ty.map(str::to_string),
         target_arch: "x86_64".into(),
     }
@@ -216,7 +218,7 @@ fn no_default_type_needs_a_profile() {
     // vmxFlavour requires minimal, which adds packages but still no type (the section says vmxFlavor)
     match d.resolve(&sel(&["vmxFlavour"], None)) {
         Err(DescriptionError::NoBuildType { active, .. }) => {
-            assert_eq!(active, ["vmxFlavour", "minimal"])
+            assert_eq!(active, ["vmxFlavour", "minimal"]);
         }
         other => panic!("{other:?}"),
     }

@@ -14,7 +14,10 @@ fn shipped(rel: &str) -> PathBuf {
 
 fn json(d: &Description, profiles: &[&str]) -> String {
     let sel = Selection {
-        profiles: profiles.iter().map(|s| s.to_string()).collect(),
+        profiles: profiles
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         build_type: None,
         target_arch: "x86_64".into(),
     };
@@ -114,7 +117,7 @@ fn xml_to_yaml_to_xml_preserves_the_model() {
 
 fn sel(p: &[&str]) -> Selection {
     Selection {
-        profiles: p.iter().map(|s| s.to_string()).collect(),
+        profiles: p.iter().map(std::string::ToString::to_string).collect(),
         build_type: None,
         target_arch: "x86_64".into(),
     }

@@ -240,7 +240,7 @@ fn written_archives_read_back_as_verified_bases() {
     fs::write(&layer_blob, data).unwrap();
     match BaseImage::open(&lay) {
         Err(ImageError::DigestMismatch { expected, .. }) => {
-            assert_eq!(expected, image.layers[0].descriptor.digest().to_string())
+            assert_eq!(expected, image.layers[0].descriptor.digest().to_string());
         }
         other => panic!("expected a digest mismatch, got {other:?}"),
     }

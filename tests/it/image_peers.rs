@@ -328,7 +328,7 @@ fn docker_loads_runs_and_builds_on_the_docker_archive() {
     let Some(p) = peer_outputs(test) else {
         return;
     };
-    let daemon = Dockerd::start(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    let daemon = Dockerd::start(Duration::from_mins(2)).unwrap_or_else(|e| panic!("{e}"));
     let docker = || daemon.docker();
     let loaded = run(docker().arg("load").arg("-i").arg(&p.docker_tar));
     let tags = [
@@ -356,7 +356,7 @@ fn docker_loads_runs_and_builds_on_the_docker_archive() {
         .iter()
         .filter_map(|t| t.as_str())
         .collect();
-    repo_tags.sort();
+    repo_tags.sort_unstable();
     assert_eq!(repo_tags, tags, "{inspect}");
     assert_eq!(
         v[0]["Config"]["Entrypoint"],

@@ -1,6 +1,21 @@
 //! The integration tests, in one binary: one module per area, the helpers they share in
 //! [`support`].
 
+// Pedantic lints that fight test code, allowed here only: pseudo-random generators truncate on
+// purpose, helpers and consts sit next to their one use, table-driven checks use short names
+// and repeat arms for readability, fixtures are built by value and cloned into place.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::items_after_statements,
+    clippy::many_single_char_names,
+    clippy::format_collect,
+    clippy::needless_pass_by_value,
+    clippy::match_same_arms,
+    clippy::assigning_clones,
+    clippy::unreadable_literal,
+    clippy::used_underscore_binding
+)]
+
 mod support;
 
 mod apt_cache;

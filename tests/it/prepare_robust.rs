@@ -93,7 +93,7 @@ impl Running {
     /// Send `sig` (to the process group when `group`), wait for the end, and return the exit
     /// status and the stderr lines.
     fn signal(mut self, sig: Signal, group: bool) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = Pid::from_raw(self.child.id() as i32);
+        let pid = Pid::from_raw(self.child.id().cast_signed());
         if group {
             killpg(pid, sig).expect("killpg");
         } else {
@@ -150,8 +150,8 @@ fn sigint_mid_install_leaves_no_mounts() {
 
     let root1 = work.path().join("root-1");
     let mut run = spawn_prepare(&root1, &cache);
-    run.wait_for("imgbuild: bootstrap ...", Duration::from_secs(600));
-    run.wait_for_sandbox(&root1, Duration::from_secs(300));
+    run.wait_for("imgbuild: bootstrap ...", Duration::from_mins(10));
+    run.wait_for_sandbox(&root1, Duration::from_mins(5));
     let (status, lines) = run.signal(Signal::SIGINT, true);
     assert!(
         !status.success(),
@@ -181,7 +181,7 @@ fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
     let cache = work.path().join("cache");
 
     let mut run = spawn_prepare(&work.path().join("root-1"), &cache);
-    run.wait_for("[20/", Duration::from_secs(600));
+    run.wait_for("[20/", Duration::from_mins(10));
     let (status, lines) = run.signal(Signal::SIGKILL, false);
     assert!(
         !status.success(),
@@ -192,8 +192,8 @@ fn sigkill_mid_download_and_mid_install_then_prepare_succeeds() {
 
     let root2 = work.path().join("root-2");
     let mut run = spawn_prepare(&root2, &cache);
-    run.wait_for("imgbuild: bootstrap ...", Duration::from_secs(600));
-    run.wait_for_sandbox(&root2, Duration::from_secs(300));
+    run.wait_for("imgbuild: bootstrap ...", Duration::from_mins(10));
+    run.wait_for_sandbox(&root2, Duration::from_mins(5));
     let (status, lines) = run.signal(Signal::SIGKILL, false);
     assert!(
         !status.success(),

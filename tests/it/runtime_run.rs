@@ -18,7 +18,9 @@ use std::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn ps_json(f: &Fixture, all: bool) -> Vec<serde_json::Value> {
@@ -226,7 +228,7 @@ fn container_matches_crun() {
     f.assert_clean();
 }
 
-/// What a container may do, one fact per line: capability sets, no_new_privs, the seccomp
+/// What a container may do, one fact per line: capability sets, `no_new_privs`, the seccomp
 /// mode, masked and read-only paths, device access (a block node of the host's loop device
 /// `$1:$2` can be made but not opened), the memory limit seen in /sys/fs/cgroup, host sysctls.
 const CONFORMANCE_PROBE: &str = r#"grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
@@ -241,7 +243,7 @@ cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev
 "#;
 
 /// podman (with crun) on the same tree, configured with Docker's defaults as imgbuild uses
-/// them: Docker's capability list and no_new_privs; podman's own seccomp profile, masked
+/// them: Docker's capability list and `no_new_privs`; podman's own seccomp profile, masked
 /// paths and device list; a private cgroup namespace.
 fn podman_crun(root: &Path, args: &[&str]) -> Result<String, String> {
     // A private store, in a short temp dir (podman limits the runroot path to 50 characters).
@@ -448,7 +450,7 @@ fn limits_exit_codes_and_signals() {
     // "ready" is printed after the trap is set: the signal can be sent now.
     assert_eq!(line, "ready\n");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
         nix::sys::signal::SIGTERM,
     )
     .unwrap();
@@ -652,7 +654,7 @@ fn running_containers_in_ps_and_rm_force() {
     // A supervisor killed outright leaves a dead container, which rm removes.
     let mut child = start_long(&f, "victim");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
         nix::sys::signal::SIGKILL,
     )
     .unwrap();

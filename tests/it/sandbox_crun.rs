@@ -1,5 +1,5 @@
 //! The container profile's capabilities against crun's, on the same busybox root. crun's own
-//! `crun spec` sample keeps only AUDIT_WRITE, KILL and NET_BIND_SERVICE; engines (Docker,
+//! `crun spec` sample keeps only `AUDIT_WRITE`, KILL and `NET_BIND_SERVICE`; engines (Docker,
 //! Podman) hand it their default list, so the bundle here lists Docker's defaults and the
 //! kernel-visible result (`/proc/self/status`) must be identical. Needs root and crun; skips
 //! clearly otherwise.

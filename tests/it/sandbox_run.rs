@@ -302,7 +302,7 @@ fn stdio_capture_env_cwd_and_errors() {
         .run()
     {
         Err(SandboxError::Exec { source, .. }) => {
-            assert_eq!(source.raw_os_error(), Some(libc::ENOENT))
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
         }
         other => panic!("expected an exec error, got {other:?}"),
     }
@@ -573,7 +573,7 @@ fn sigterm_to_imgbuild_reaches_the_command() {
     stdout.read_exact(&mut ready).unwrap();
     assert_eq!(&ready, b"ready\n");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
         nix::sys::signal::SIGTERM,
     )
     .unwrap();
@@ -626,7 +626,7 @@ fn sigkill_of_imgbuild_kills_the_sandbox_and_leaves_no_mounts() {
                 imgbuild::sandbox::cgroup::owner_pid(&e.file_name().to_string_lossy())
                     == Some(child.id())
             })
-            .map(|e| e.into_path())
+            .map(walkdir::DirEntry::into_path)
             .collect::<Vec<_>>()
     };
     let stale = || stale_dirs().len();

@@ -1,5 +1,5 @@
 //! The SPDX document of a small fake root: fields, relationships, determinism, and validation
-//! with `pyspdxtools` (from the `spdx-tools` PyPI package) where it is installed.
+//! with `pyspdxtools` (from the `spdx-tools` `PyPI` package) where it is installed.
 
 use crate::support::skip;
 use imgbuild::apt::lock::{LockFile, LockedPackage};
@@ -138,10 +138,10 @@ fn document_lists_installed_packages_with_relationships() {
         .map(|r| {
             let id = |k: &str| {
                 let v = r[k].as_str().unwrap();
-                pkgs.iter()
-                    .find(|p| p["SPDXID"] == v)
-                    .map(|p| p["name"].as_str().unwrap().to_string())
-                    .unwrap_or_else(|| v.to_string())
+                pkgs.iter().find(|p| p["SPDXID"] == v).map_or_else(
+                    || v.to_string(),
+                    |p| p["name"].as_str().unwrap().to_string(),
+                )
             };
             (
                 id("spdxElementId"),

@@ -427,7 +427,7 @@ fn cli_images_inspect_tag_rmi() {
     assert_empty(root);
 }
 
-/// A raw tar header with any name (tar::Builder refuses names that climb out).
+/// A raw tar header with any name (`tar::Builder` refuses names that climb out).
 fn raw_entry(name: &[u8], kind: tar::EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
     let mut h = tar::Header::new_old();
     h.as_old_mut().name[..name.len()].copy_from_slice(name);

@@ -38,7 +38,7 @@ fn imgbuild(root: &Path, args: &[&str]) -> Output {
 }
 
 fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| d.count())
+    std::fs::read_dir(dir).map_or(0, std::iter::Iterator::count)
 }
 
 /// The store holds no image, layer, blob or temp file.

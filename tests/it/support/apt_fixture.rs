@@ -163,7 +163,7 @@ impl FakeRepo {
         }
     }
 
-    /// Rewrite Packages (plain, .gz, .xz), Release, InRelease and Release.gpg.
+    /// Rewrite Packages (plain, .gz, .xz), Release, `InRelease` and Release.gpg.
     pub fn write_metadata(&self) {
         let idx = self.index_dir();
         std::fs::create_dir_all(&idx).unwrap();
@@ -214,7 +214,7 @@ impl FakeRepo {
         self.write_release(&release);
     }
 
-    /// Write `release` as Release and, as configured, signed InRelease and Release.gpg.
+    /// Write `release` as Release and, as configured, signed `InRelease` and Release.gpg.
     pub fn write_release(&self, release: &str) {
         let dd = self.dist_dir();
         std::fs::create_dir_all(&dd).unwrap();
@@ -414,21 +414,20 @@ fn handle(conn: TcpStream, root: &Path, state: &Mutex<ServerState>) {
         std::thread::sleep(pause);
     }
     let mut conn = conn;
-    let (status, body): (u16, Vec<u8>) = match forced {
-        Some(s) => (s, format!("forced {s}\n").into_bytes()),
-        None => {
-            let rel = path.trim_start_matches('/');
-            if rel.split('/').any(|c| c == "..") {
-                (403, b"no\n".to_vec())
-            } else {
-                match std::fs::File::open(root.join(rel)) {
-                    Ok(mut f) if root.join(rel).is_file() => {
-                        let mut b = Vec::new();
-                        f.read_to_end(&mut b).unwrap();
-                        (200, b)
-                    }
-                    _ => (404, b"not found\n".to_vec()),
+    let (status, body): (u16, Vec<u8>) = if let Some(s) = forced {
+        (s, format!("forced {s}\n").into_bytes())
+    } else {
+        let rel = path.trim_start_matches('/');
+        if rel.split('/').any(|c| c == "..") {
+            (403, b"no\n".to_vec())
+        } else {
+            match std::fs::File::open(root.join(rel)) {
+                Ok(mut f) if root.join(rel).is_file() => {
+                    let mut b = Vec::new();
+                    f.read_to_end(&mut b).unwrap();
+                    (200, b)
                 }
+                _ => (404, b"not found\n".to_vec()),
             }
         }
     };

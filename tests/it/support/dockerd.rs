@@ -140,7 +140,10 @@ impl Drop for Dockerd {
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
         // dockerd stops its containers and its containerd on SIGTERM.
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = kill(
+            Pid::from_raw(self.child.id().cast_signed()),
+            Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match self.child.try_wait() {

@@ -235,6 +235,6 @@ pub fn cgroups_of(pids: &[u32]) -> Vec<PathBuf> {
             let n = e.file_name().to_string_lossy();
             e.file_type().is_dir() && prefixes.iter().any(|p| n.starts_with(p.as_str()))
         })
-        .map(|e| e.into_path())
+        .map(walkdir::DirEntry::into_path)
         .collect()
 }

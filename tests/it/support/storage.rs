@@ -101,7 +101,7 @@ pub fn layer_tar(entries: &[E]) -> Vec<u8> {
                     0,
                     b"",
                     None,
-                )
+                );
             }
             E::Opaque(d) => add(
                 &format!("{d}/.wh..wh..opq"),
@@ -212,7 +212,7 @@ impl TestImage {
 }
 
 /// A gzip layer of one file of `size` zero bytes, streamed (never held uncompressed), and the
-/// layer's true diff_id.
+/// layer's true `diff_id`.
 pub fn zero_layer(size: u64) -> (Vec<u8>, String) {
     use sha2::Digest as _;
     struct Tee<W> {
