@@ -19,11 +19,12 @@ pub use self::prepare::{PrepareRequest, prepare};
 
 use crate::apt::fetch::Progress;
 use crate::build::BuildError;
+use crate::build::base::ImageBases;
 use crate::description::{self, Description, DescriptionError, ResolvedImage, Selection};
 use crate::image::ImageError;
 use crate::image::base::BaseSource;
 use crate::plan::{Overrides, PlanError, PlanOptions};
-use crate::rootfs::prepare::PrepareError;
+use crate::rootfs::prepare::{PrepareError, PrepareOptions, Prepared};
 use crate::rootfs::prepared::{PreparedError, PreparedRoot};
 use crate::workdir::{self, WorkDirError};
 use std::path::{Path, PathBuf};
@@ -227,13 +228,52 @@ impl Packages {
             allow_older_release: self.allow_older_release,
         }
     }
+
+    /// The options of `prepare` for `image` into `root` (not an existing one), with the
+    /// reporter's progress and verbosity.
+    fn prepare_options(
+        &self,
+        image: &ResolvedImage,
+        root: PathBuf,
+        hook_timeout: Option<Duration>,
+        reporter: &dyn Reporter,
+    ) -> PrepareOptions {
+        PrepareOptions {
+            root,
+            allow_existing_root: false,
+            plan: self.plan_options(image, reporter.progress()),
+            overrides: self.overrides.clone(),
+            delete_packages: self.delete_packages.clone(),
+            hook_timeout,
+            verbose: reporter.verbose(),
+        }
+    }
 }
 
-/// Says that the lock file will be used, when it will.
-fn note_lock(plan: &PlanOptions, reporter: &dyn Reporter) {
+/// `rootfs::prepare` of `source` with `opts`, its steps reported through `stages`; says first
+/// that the lock file will be used, when it will.
+fn prepare_root(
+    source: &Source,
+    opts: &PrepareOptions,
+    stages: &mut Stages<'_>,
+) -> Result<Prepared, OpsError> {
+    let plan = &opts.plan;
     if plan.lock_path.exists() && !plan.ignore_lock {
-        reporter.info(&format!("using lock file {}", plan.lock_path.display()));
+        stages
+            .reporter
+            .info(&format!("using lock file {}", plan.lock_path.display()));
     }
+    crate::rootfs::prepare::prepare(
+        &source.description,
+        &source.image,
+        opts,
+        &ImageBases,
+        &mut |s| stages.start(s),
+    )
+    .map_err(|source| OpsError::Prepare {
+        root: opts.root.clone(),
+        source: Box::new(source),
+    })
 }
 
 /// Turns the step names `prepare` and `create` announce into start and done events: a step

@@ -1,11 +1,9 @@
 //! `build`: the reuse check, then `prepare` into a work root beside the target, then `create`.
 
-use super::{OpsError, Packages, Reporter, Source, Stages, note_lock, target_parent};
-use crate::build::base::ImageBases;
+use super::{OpsError, Packages, Reporter, Source, Stages, prepare_root, target_parent};
 use crate::build::{CreateOptions, Created};
 use crate::plan::PlanOptions;
 use crate::reuse;
-use crate::rootfs::prepare::{self, PrepareOptions};
 use crate::workdir::{self, WorkDir};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,7 +60,7 @@ impl Outcome {
 /// image files from it.
 pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, OpsError> {
     req.check()?;
-    let Source { description, image } = &req.source;
+    let image = &req.source.image;
     let target = &req.output.target_dir;
     let parent = target_parent(target, reporter)?;
     let work;
@@ -88,24 +86,11 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
         Reuse::Rebuild(key) => output.inputs = key,
     }
 
-    let opts = PrepareOptions {
-        root: root.clone(),
-        allow_existing_root: false,
-        plan,
-        overrides: req.packages.overrides.clone(),
-        delete_packages: req.packages.delete_packages.clone(),
-        hook_timeout: req.hook_timeout,
-        verbose: reporter.verbose(),
-    };
-    note_lock(&opts.plan, reporter);
+    let opts = req
+        .packages
+        .prepare_options(image, root.clone(), req.hook_timeout, reporter);
     let mut stages = Stages::new(reporter);
-    let prepared = prepare::prepare(description, image, &opts, &ImageBases, &mut |s| {
-        stages.start(s);
-    })
-    .map_err(|source| OpsError::Prepare {
-        root: root.clone(),
-        source: Box::new(source),
-    })?;
+    let prepared = prepare_root(&req.source, &opts, &mut stages)?;
     // Said while the last prepare stage still runs: its time includes them, as it always has.
     for w in &prepared.plan.warnings {
         reporter.warn(w);

@@ -1,8 +1,7 @@
 //! `prepare`: the root tree of a description, without an image.
 
-use super::{OpsError, Packages, Reporter, Source, Stages, note_lock};
-use crate::build::base::ImageBases;
-use crate::rootfs::prepare::{self, PrepareOptions, Prepared};
+use super::{OpsError, Packages, Reporter, Source, Stages, prepare_root};
+use crate::rootfs::prepare::{PrepareOptions, Prepared};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,25 +22,17 @@ pub struct PrepareRequest {
 
 /// Build the root tree `req` describes; the plan's warnings are reported once it is done.
 pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared, OpsError> {
-    let Source { description, image } = &req.source;
     let opts = PrepareOptions {
-        root: req.root.clone(),
         allow_existing_root: req.allow_existing_root,
-        plan: req.packages.plan_options(image, reporter.progress()),
-        overrides: req.packages.overrides.clone(),
-        delete_packages: req.packages.delete_packages.clone(),
-        hook_timeout: req.hook_timeout,
-        verbose: reporter.verbose(),
+        ..req.packages.prepare_options(
+            &req.source.image,
+            req.root.clone(),
+            req.hook_timeout,
+            reporter,
+        )
     };
-    note_lock(&opts.plan, reporter);
     let mut stages = Stages::new(reporter);
-    let prepared = prepare::prepare(description, image, &opts, &ImageBases, &mut |s| {
-        stages.start(s);
-    })
-    .map_err(|source| OpsError::Prepare {
-        root: req.root.clone(),
-        source: Box::new(source),
-    })?;
+    let prepared = prepare_root(&req.source, &opts, &mut stages)?;
     stages.finish();
     for w in &prepared.plan.warnings {
         reporter.warn(w);
