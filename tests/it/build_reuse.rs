@@ -157,7 +157,7 @@ fn an_unchanged_rebuild_reuses_and_every_change_rebuilds() {
     // SOURCE_DATE_EPOCH: built again, with that date.
     let epoch = ok(imgbuild(t.path())
         .current_dir(t.path())
-        .env("SOURCE_DATE_EPOCH", "1_700_000_000")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
         .arg("build")
         .arg(&desc)
         .arg("--target-dir")
