@@ -271,30 +271,6 @@ pub fn result_stem(image: &ResolvedImage) -> String {
     format!("{}.{}-{version}", image.name, image.arch)
 }
 
-/// The newest mtime of any `/usr/share/doc/*/changelog*` file: every Debian package ships one,
-/// dated by its upload, so the same package set always gives the same epoch.
-pub fn package_epoch(root: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut newest = 0i64;
-    let doc = root.join("usr/share/doc");
-    if let Ok(dirs) = std::fs::read_dir(&doc) {
-        for d in dirs.flatten() {
-            if let Ok(files) = std::fs::read_dir(d.path()) {
-                for f in files.flatten() {
-                    if f.file_name().to_string_lossy().starts_with("changelog")
-                        && let Ok(m) = f.path().symlink_metadata()
-                        && m.is_file()
-                    {
-                        newest = newest.max(m.mtime());
-                    }
-                }
-            }
-        }
-    }
-    // Before 1970 (a clamp, not a wrap): the epoch itself.
-    u64::try_from(newest).unwrap_or(0)
-}
-
 /// The OCI config and names for `image`, with KIWI's defaults where the description is silent.
 pub fn image_spec(image: &ResolvedImage, opts: &CreateOptions, epoch: u64) -> ImageSpec {
     let cc = image.build_type.containerconfig.clone().unwrap_or_default();
@@ -549,7 +525,7 @@ fn finish_root(
     cleanup::clean(root, image.build_type.ensure_empty_tmpdirs)?;
     Ok(opts
         .source_date_epoch
-        .unwrap_or_else(|| package_epoch(root)))
+        .unwrap_or_else(|| crate::rootfs::install::package_epoch(root)))
 }
 
 /// The writing half of `create`: the finished root and what the result files are made from,

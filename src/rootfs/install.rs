@@ -76,6 +76,30 @@ pub const SCRIPT_ENV: &[(&str, &str)] = &[
     ("HOME", "/root"),
 ];
 
+/// The newest mtime of any `/usr/share/doc/*/changelog*` file: every Debian package ships one,
+/// dated by its upload, so the same package set always gives the same epoch.
+pub fn package_epoch(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut newest = 0i64;
+    let doc = root.join("usr/share/doc");
+    if let Ok(dirs) = std::fs::read_dir(&doc) {
+        for d in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(d.path()) {
+                for f in files.flatten() {
+                    if f.file_name().to_string_lossy().starts_with("changelog")
+                        && let Ok(m) = f.path().symlink_metadata()
+                        && m.is_file()
+                    {
+                        newest = newest.max(m.mtime());
+                    }
+                }
+            }
+        }
+    }
+    // Before 1970 (a clamp, not a wrap): the epoch itself.
+    u64::try_from(newest).unwrap_or(0)
+}
+
 /// What an install did.
 #[derive(Debug, Clone, Default)]
 pub struct InstallReport {
@@ -397,6 +421,10 @@ fn run_in_sandbox_quiet(
     for (k, v) in SCRIPT_ENV {
         sb = sb.env(*k, *v);
     }
+    // Scripts that stamp the date into files (pwconv's last-change day in /etc/shadow, for
+    // one) take SOURCE_DATE_EPOCH instead of the clock: the epoch of the packages unpacked so
+    // far, as `create` dates the image, so the tree does not depend on the day it was built.
+    sb = sb.env("SOURCE_DATE_EPOCH", package_epoch(root).to_string());
     sb.run().map_err(|source| InstallError::Sandbox {
         root: root.to_path_buf(),
         source,

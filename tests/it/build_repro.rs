@@ -18,6 +18,39 @@ fn manifest_digest(target: &Path) -> String {
         .to_string()
 }
 
+/// The contents of `path` in the one layer of the docker-archive `target` holds.
+fn file_in_layer(target: &Path, path: &str) -> String {
+    let archive = fs::read_dir(target)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".docker.tar"))
+        .expect("a docker-archive in the result");
+    let member = |name: &str| -> Vec<u8> {
+        let mut a = tar::Archive::new(fs::File::open(&archive).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_string_lossy() == name {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+                return v;
+            }
+        }
+        panic!("no {name} in {}", archive.display());
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&member("manifest.json")).unwrap();
+    let layer = member(manifest[0]["Layers"][0].as_str().unwrap());
+    let mut a = tar::Archive::new(&layer[..]);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == path {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            return s;
+        }
+    }
+    panic!("no {path} in the layer of {}", archive.display());
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -105,6 +138,18 @@ fn same_description_same_bytes() {
     // An explicit SOURCE_DATE_EPOCH equal to the default one changes nothing.
     let epoch = result_json(t1)["source_date_epoch"].as_u64().unwrap();
     assert!(epoch > 1_600_000_000, "a package date: {epoch}");
+
+    // Maintainer scripts date what they write by the packages, not by the day of the build:
+    // pwconv's last-change day in /etc/shadow is at most the image's epoch day (an image
+    // built tomorrow from the same lock must have the same bytes).
+    let shadow = file_in_layer(t1, "etc/shadow");
+    for line in shadow.lines() {
+        let day: u64 = line.split(':').nth(2).unwrap().parse().unwrap();
+        assert!(
+            day <= epoch / 86_400,
+            "{line}: dated after the image ({epoch})"
+        );
+    }
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let t3 = s.join("c");
     ok(imgbuild(s)
