@@ -77,22 +77,24 @@ pub const SCRIPT_ENV: &[(&str, &str)] = &[
 ];
 
 /// The newest mtime of any `/usr/share/doc/*/changelog*` file: every Debian package ships one,
-/// dated by its upload, so the same package set always gives the same epoch.
+/// dated by its upload, so the same package set always gives the same epoch. Read through
+/// [`Root`], since a derived build's tree comes from an untrusted base: a symlinked
+/// `/usr/share/doc` resolves inside the root, never to the host's files.
 pub fn package_epoch(root: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    let Ok(root) = Root::open(root) else {
+        return 0;
+    };
+    let doc = Path::new("usr/share/doc");
     let mut newest = 0i64;
-    let doc = root.join("usr/share/doc");
-    if let Ok(dirs) = std::fs::read_dir(&doc) {
-        for d in dirs.flatten() {
-            if let Ok(files) = std::fs::read_dir(d.path()) {
-                for f in files.flatten() {
-                    if f.file_name().to_string_lossy().starts_with("changelog")
-                        && let Ok(m) = f.path().symlink_metadata()
-                        && m.is_file()
-                    {
-                        newest = newest.max(m.mtime());
-                    }
-                }
+    for dir in root.read_dir(doc).unwrap_or_default() {
+        let dir = doc.join(dir);
+        for file in root.read_dir(&dir).unwrap_or_default() {
+            if file.to_string_lossy().starts_with("changelog")
+                && let Ok(m) = root.lstat(dir.join(&file))
+                && m.is_file()
+            {
+                newest = newest.max(m.mtime());
             }
         }
     }
@@ -429,4 +431,46 @@ fn run_in_sandbox_quiet(
         root: root.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::package_epoch;
+    use std::fs;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    fn changelog(path: &Path, secs: u64) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = fs::File::create(path).unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_epoch_is_the_newest_changelog_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        changelog(&root.join("usr/share/doc/a/changelog.Debian.gz"), 1_000);
+        changelog(&root.join("usr/share/doc/b/changelog.gz"), 2_000);
+        changelog(&root.join("usr/share/doc/b/NEWS.gz"), 9_000);
+        std::os::unix::fs::symlink("b", root.join("usr/share/doc/c")).unwrap();
+        assert_eq!(package_epoch(&root), 2_000);
+
+        // A hostile tree's absolute symlink resolves inside the root, never to the host.
+        let host = t.path().join("host-doc");
+        changelog(&host.join("x/changelog.gz"), 5_000);
+        let other = t.path().join("other");
+        changelog(&other.join("usr/share/doc/x/changelog.gz"), 3_000);
+        fs::create_dir_all(other.join("host-doc/x")).unwrap();
+        fs::remove_dir_all(other.join("usr/share/doc")).unwrap();
+        std::os::unix::fs::symlink(&host, other.join("usr/share/doc")).unwrap();
+        assert_eq!(
+            package_epoch(&other),
+            0,
+            "{} must not be read",
+            host.display()
+        );
+        assert_eq!(package_epoch(&t.path().join("missing")), 0);
+    }
 }
