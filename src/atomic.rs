@@ -19,11 +19,17 @@ pub fn write_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
     write_with(path, data, false)
 }
 
-fn write_with(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-    let dir = match path.parent() {
+/// The directory `path` lives in: its parent, or `.` for a bare file name (whose parent is
+/// empty) — where a file written "beside" `path` goes.
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+fn write_with(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".imgbuild-tmp-")
         .tempfile_in(dir)?;

@@ -553,12 +553,9 @@ impl<'a> Pack<'a> {
         opts: &'a CreateOptions,
         epoch: u64,
     ) -> Result<Pack<'a>, BuildError> {
-        let parent = match opts.target_dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-        let work = crate::workdir::WorkDir::create(&parent, crate::workdir::RESULT_PREFIX)?;
+        let parent = crate::atomic::parent_dir(&opts.target_dir);
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        let work = crate::workdir::WorkDir::create(parent, crate::workdir::RESULT_PREFIX)?;
         let out = work.path().join("out");
         let blobs = work.path().join("blobs/sha256");
         std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;

@@ -307,10 +307,7 @@ impl<'a> Stages<'a> {
 /// The directory `target` lives in (created when missing), with the work directories of
 /// builds that were killed removed, one note each.
 fn target_parent(target: &Path, reporter: &dyn Reporter) -> Result<PathBuf, OpsError> {
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let parent = crate::atomic::parent_dir(target).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(|source| OpsError::CreateDir {
         path: parent.clone(),
         source,

@@ -29,13 +29,6 @@ pub struct OutputFile {
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-fn parent_of(dest: &Path) -> PathBuf {
-    match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// The `index.json` of a layout holding `image`, canonical.
 pub fn index_json(image: &BuiltImage) -> Result<Vec<u8>> {
     let mut ann = std::collections::HashMap::new();
@@ -82,11 +75,11 @@ fn blob_hexes(image: &BuiltImage) -> Vec<String> {
 /// Writes the image as an OCI image layout directory at `dest` (replacing an existing one
 /// only once the new one is complete). Blobs are hardlinked where possible.
 pub fn write_oci_layout(image: &BuiltImage, dest: &Path) -> Result<()> {
-    let parent = parent_of(dest);
-    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    let parent = crate::atomic::parent_dir(dest);
+    fs::create_dir_all(parent).map_err(io_err(&parent))?;
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-oci-")
-        .tempdir_in(&parent)
+        .tempdir_in(parent)
         .map_err(io_err(&parent))?;
     let blobs = tmp.path().join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
@@ -136,11 +129,11 @@ struct AtomicArchive {
 
 impl AtomicArchive {
     fn create(dest: &Path, compression: Compression, threads: usize) -> Result<Self> {
-        let parent = parent_of(dest);
-        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        let parent = crate::atomic::parent_dir(dest);
+        fs::create_dir_all(parent).map_err(io_err(&parent))?;
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-archive-")
-            .tempfile_in(&parent)
+            .tempfile_in(parent)
             .map_err(io_err(&parent))?;
         let file = tmp.reopen().map_err(io_err(tmp.path()))?;
         let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
@@ -413,10 +406,10 @@ pub fn write_sha256_line(file: &Path, hexd: &str) -> Result<()> {
     let mut dest = file.as_os_str().to_owned();
     dest.push(".sha256");
     let dest = PathBuf::from(dest);
-    let parent = parent_of(&dest);
+    let parent = crate::atomic::parent_dir(&dest);
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-sha256-")
-        .tempfile_in(&parent)
+        .tempfile_in(parent)
         .map_err(io_err(&parent))?;
     writeln!(tmp, "{hexd}  {name}").map_err(io_err(tmp.path()))?;
     tmp.persist(&dest).map_err(|e| ImageError::Io {

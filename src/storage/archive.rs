@@ -272,10 +272,7 @@ pub fn save_image(
     };
     let record = store.image(reference).map_err(store_err)?;
     let input = store.export(reference).map_err(store_err)?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = crate::atomic::parent_dir(dest).to_path_buf();
     // The writers take an image whose blobs are files in one directory: stage them next to
     // the destination (same filesystem, removed when done).
     let stage = tempfile::Builder::new()
