@@ -21,7 +21,6 @@ use crate::image::output::{
 };
 use crate::image::walk::Excludes;
 use crate::image::{self, Compression, HistoryEntry, ImageSpec, LayerOptions};
-use crate::rootfs::prepare::PrepareError;
 use crate::rootfs::prepared::PreparedRoot;
 use crate::rootfs::{RootfsError, cleanup, files, hooks};
 use serde::{Deserialize, Serialize};
@@ -34,9 +33,6 @@ pub mod base;
 /// Errors of `create`.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// Preparing the root failed.
-    #[error(transparent)]
-    Prepare(#[from] PrepareError),
     /// A base of a derived image could not be opened, or changed since `prepare`.
     #[error(transparent)]
     Base(#[from] base::BaseError),
