@@ -250,7 +250,7 @@ pub enum StorageError {
         /// How many images it matches.
         count: usize,
     },
-    /// An image cannot be removed while a container uses it.
+    /// An image cannot be removed while a container uses it (unless forced).
     #[error("image {image} is in use by container {container}")]
     ImageInUse {
         /// The image id.
@@ -258,6 +258,20 @@ pub enum StorageError {
         /// The container's id.
         container: String,
     },
+    /// An image with several tags named by id or digest: removing it would drop every tag.
+    #[error(
+        "image {reference} has several tags ({}): name a tag, or force the removal",
+        tags.join(", ")
+    )]
+    SeveralTags {
+        /// The reference as given.
+        reference: String,
+        /// The image's tags.
+        tags: Vec<String>,
+    },
+    /// Some of the images named for removal cannot be removed; nothing was removed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NotRemoved(Vec<StorageError>),
     /// No container matches a reference; holds the reference.
     #[error("no such container: {0}")]
     ContainerNotFound(String),

@@ -20,7 +20,7 @@ pub struct OutputArgs {
     /// Replace the target directory even when it holds files imgbuild did not write.
     #[arg(long)]
     pub replace_target_dir: bool,
-    /// Compression of the archive files: none, gzip, zstd or xz [default: none].
+    /// Compression of the archive files: none, gzip, zstd or xz.
     #[arg(long, value_name = "ALGO", default_value = "none")]
     pub compress: String,
     /// Compression of the layers: gzip (widest compatibility) or zstd.

@@ -43,7 +43,12 @@ pub struct InfoArgs {
 pub fn run(args: InfoArgs) -> anyhow::Result<ExitCode> {
     let desc = description::load(&args.path)?;
     if args.list_profiles {
-        for p in desc.profiles() {
+        let profiles = desc.profiles();
+        if profiles.is_empty() {
+            // On stderr: stdout stays a list of profiles (empty) for scripts.
+            eprintln!("imgbuild: {} defines no profiles", args.path.display());
+        }
+        for p in profiles {
             let import = if p.import { " (import)" } else { "" };
             println!("{}{import}: {}", p.name, p.description);
         }

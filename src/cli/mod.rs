@@ -3,7 +3,9 @@
 pub mod build;
 pub mod info;
 pub mod log;
+mod meta;
 pub mod prepare;
+mod report;
 pub mod run;
 mod sandbox_init;
 pub mod store;
@@ -51,6 +53,11 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and the features this build supports.
     Version,
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(meta::CompletionArgs),
+    /// Write a man page per command into a directory (for packaging).
+    #[command(name = "generate-man", hide = true)]
+    GenerateMan(meta::ManArgs),
     /// Run a command in a sandbox (debugging aid).
     #[command(name = "sandbox-run", hide = true)]
     SandboxRun(sandbox_init::SandboxRunArgs),
@@ -74,27 +81,6 @@ pub enum Command {
     Run(run::RunCommand),
 }
 
-/// Rows as `docker images`/`docker ps` print them: columns three spaces apart, each as wide as its
-/// widest cell in characters, trailing blanks trimmed.
-fn columns<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, w) in r.iter().zip(widths) {
-            line.push_str(&format!("{c:<w$}   "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// Run the parsed command; the exit code is the command's.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = log::LogSettings {
@@ -111,10 +97,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
     }
     match cli.command {
-        Command::Version => {
-            println!("imgbuild {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version => Ok(meta::version()),
+        Command::Completion(args) => meta::completion(&args),
+        Command::GenerateMan(args) => meta::generate_man(&args),
         Command::SandboxRun(args) => sandbox_init::run(args),
         Command::Store(cmd) => store::run(
             cmd,
@@ -137,20 +122,5 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn columns_align_by_characters_and_trim_line_ends() {
-        let rows = [
-            ["ID".to_string(), "COMMAND".to_string(), "NAMES".to_string()],
-            ["1".to_string(), "\"sleep…\"".to_string(), String::new()],
-        ];
-        assert_eq!(
-            super::columns(&rows),
-            "ID   COMMAND    NAMES\n1    \"sleep…\"\n"
-        );
     }
 }

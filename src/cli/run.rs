@@ -1,5 +1,6 @@
 //! `run`, `ps` and `rm`: containers from the local image store.
 
+use super::report::{self, Format};
 use super::store::open_store;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -18,15 +19,6 @@ pub enum NetworkArg {
     None,
     /// The host's network.
     Host,
-}
-
-/// Output formats of `ps`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PsFormat {
-    /// Aligned columns.
-    Table,
-    /// The container records as a JSON array.
-    Json,
 }
 
 /// Options of `run`.
@@ -104,9 +96,19 @@ pub enum RunCommand {
         /// Show all containers (default: only running ones).
         #[arg(short = 'a', long)]
         all: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: PsFormat,
+        /// `table` (the default), `json`, a Go template (`{{.ID}} {{.Names}}`) or `table` and
+        /// a template (`table {{.ID}}\t{{.Status}}`).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// Print no header line.
+        #[arg(long = "noheading", short = 'n')]
+        noheading: bool,
+        /// Print only the container ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print full ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Remove containers.
     Rm {
@@ -155,27 +157,18 @@ fn options(args: RunArgs) -> anyhow::Result<RunOptions> {
     })
 }
 
-fn ago(then: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let s = now.saturating_sub(then);
-    match s {
-        0..=59 => format!("{s} seconds ago"),
-        60..=3599 => format!("{} minutes ago", s / 60),
-        3600..=86399 => format!("{} hours ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
-    }
-}
-
-fn status(c: &ContainerRecord) -> String {
+/// `ps`'s STATUS, as podman words it: `Up 5 minutes`, `Exited (0) 2 hours ago`.
+fn status(c: &ContainerRecord, now: u64) -> String {
     match c.state {
         State::Created => "Created".to_string(),
-        State::Running => "Up".to_string(),
+        State::Running => format!(
+            "Up {}",
+            report::human_duration(now.saturating_sub(c.created))
+        ),
         State::Exited => format!(
             "Exited ({}) {}",
             c.exit_code.unwrap_or(-1),
-            c.finished.map(ago).unwrap_or_default()
+            c.finished.map(|t| report::ago(t, now)).unwrap_or_default()
         )
         .trim_end()
         .to_string(),
@@ -183,30 +176,106 @@ fn status(c: &ContainerRecord) -> String {
     }
 }
 
-fn ps_table(containers: &[ContainerRecord]) -> String {
-    let mut rows = vec![[
-        "CONTAINER ID".to_string(),
-        "IMAGE".to_string(),
-        "COMMAND".to_string(),
-        "CREATED".to_string(),
-        "STATUS".to_string(),
-        "NAMES".to_string(),
-    ]];
-    for c in containers {
-        let mut cmd = c.command.join(" ");
-        if cmd.chars().count() > 20 {
-            cmd = cmd.chars().take(19).collect::<String>() + "…";
-        }
-        rows.push([
-            c.id[..12.min(c.id.len())].to_string(),
-            c.image_ref.clone(),
-            format!("\"{cmd}\""),
-            ago(c.created),
-            status(c),
-            c.name.clone(),
-        ]);
-    }
-    super::columns(&rows)
+/// The template fields of a `ps` row, as podman's.
+const PS_FIELDS: [&str; 17] = [
+    "ID",
+    "Image",
+    "ImageID",
+    "Command",
+    "CreatedHuman",
+    "Created",
+    "CreatedAt",
+    "RunningFor",
+    "Status",
+    "State",
+    "Names",
+    "Ports",
+    "Pid",
+    "ExitCode",
+    "Exited",
+    "AutoRemove",
+    "Networks",
+];
+const PS_HEADERS: [(&str, &str); 2] = [("ID", "CONTAINER ID"), ("CreatedHuman", "CREATED")];
+const PS_TABLE: &str =
+    "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.CreatedHuman}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+
+/// The rows of `ps`, one per container.
+fn ps_rows(
+    containers: &[ContainerRecord],
+    now: u64,
+    full: bool,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    containers
+        .iter()
+        .filter_map(|c| {
+            let mut cmd = c.command.join(" ");
+            // podman cuts a command longer than 20 characters to 17 and `...`.
+            if !full && cmd.chars().count() > 20 {
+                cmd = cmd.chars().take(17).collect::<String>() + "...";
+            }
+            let id = if full {
+                c.id.clone()
+            } else {
+                c.id.chars().take(12).collect()
+            };
+            let created = report::ago(c.created, now);
+            let networks: Vec<&str> = Vec::new();
+            let row = serde_json::json!({
+                "ID": id,
+                "Image": c.image_ref,
+                "ImageID": c.image.trim_start_matches("sha256:"),
+                "Command": cmd,
+                "CreatedHuman": created,
+                "Created": report::go_time(c.created),
+                "CreatedAt": report::go_time(c.created),
+                "RunningFor": created,
+                "Status": status(c, now),
+                "State": c.state.to_string(),
+                "Names": c.name,
+                "Ports": "",
+                "Pid": c.pid.unwrap_or(0),
+                "ExitCode": c.exit_code.unwrap_or(0),
+                "Exited": c.state == State::Exited,
+                "AutoRemove": c.auto_remove,
+                "Networks": networks,
+            });
+            match row {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `ps --format json`: podman's container summaries.
+fn ps_json(containers: &[ContainerRecord], now: u64) -> serde_json::Value {
+    serde_json::Value::Array(
+        containers
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "AutoRemove": c.auto_remove,
+                    "Command": c.command,
+                    "CreatedAt": report::ago(c.created, now),
+                    "Exited": c.state == State::Exited,
+                    "ExitedAt": c.finished,
+                    "ExitCode": c.exit_code.unwrap_or(0),
+                    "Id": c.id,
+                    "Image": c.image_ref,
+                    "ImageID": c.image.trim_start_matches("sha256:"),
+                    "Names": [c.name],
+                    "Pid": c.pid.unwrap_or(0),
+                    "State": c.state.to_string(),
+                    "Status": status(c, now),
+                    "Created": c.created,
+                    "StartedAt": c.created,
+                    // Not podman's: where the container's root tree lives.
+                    "Driver": c.driver.name(),
+                })
+            })
+            .collect(),
+    )
 }
 
 static DEFERRED_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -311,13 +380,32 @@ pub fn run(
                 }
             }
         }
-        RunCommand::Ps { all, format } => {
+        RunCommand::Ps {
+            all,
+            format,
+            noheading,
+            quiet,
+            no_trunc,
+        } => {
+            let format = if quiet {
+                Format::Template("{{.ID}}\n".to_string())
+            } else {
+                Format::parse(format.as_deref(), PS_TABLE)
+            };
             let rt = Runtime::new(open_store(root, driver)?)?;
             let containers = rt.containers(all)?;
-            match format {
-                PsFormat::Table => print!("{}", ps_table(&containers)),
-                PsFormat::Json => println!("{}", serde_json::to_string_pretty(&containers)?),
-            }
+            let now = report::now();
+            print!(
+                "{}",
+                report::render(
+                    &format,
+                    &ps_rows(&containers, now, no_trunc),
+                    &PS_FIELDS,
+                    &PS_HEADERS,
+                    noheading,
+                    &ps_json(&containers, now),
+                )?
+            );
             Ok(ExitCode::SUCCESS)
         }
         RunCommand::Rm { force, containers } => {
@@ -345,6 +433,68 @@ pub fn run(
 mod tests {
     use super::*;
     use clap::Parser;
+
+    fn container(state: State, command: &[&str]) -> ContainerRecord {
+        ContainerRecord {
+            id: "0123456789ab".repeat(5) + "cdef",
+            name: "writer".into(),
+            image: format!("sha256:{}", "ab".repeat(32)),
+            image_ref: "localhost/deb:12".into(),
+            command: command.iter().map(ToString::to_string).collect(),
+            hostname: String::new(),
+            created: 1000,
+            state,
+            exit_code: (state == State::Exited).then_some(3),
+            finished: (state == State::Exited).then_some(1000 + 60),
+            pid: None,
+            pid_start: None,
+            driver: imgbuild::storage::DriverKind::Vfs,
+            rootfs: PathBuf::new(),
+            auto_remove: false,
+        }
+    }
+
+    #[test]
+    fn ps_prints_as_podman() {
+        let cs = [
+            container(State::Exited, &["/bin/busybox", "sleep", "600"]),
+            container(State::Running, &["sh"]),
+        ];
+        let now = 1000 + 7200;
+        let t = report::render(
+            &Format::parse(None, PS_TABLE),
+            &ps_rows(&cs, now, false),
+            &PS_FIELDS,
+            &PS_HEADERS,
+            false,
+            &serde_json::Value::Null,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            "CONTAINER ID  IMAGE             COMMAND               CREATED      STATUS                  PORTS       NAMES\n\
+             0123456789ab  localhost/deb:12  /bin/busybox slee...  2 hours ago  Exited (3) 2 hours ago              writer\n\
+             0123456789ab  localhost/deb:12  sh                    2 hours ago  Up 2 hours                          writer\n"
+        );
+        let j = ps_json(&cs, now);
+        assert_eq!(j[0]["Names"], serde_json::json!(["writer"]));
+        assert_eq!(j[0]["State"], "exited");
+        assert_eq!(j[0]["ExitCode"], 3);
+        assert_eq!(j[1]["Id"].as_str().unwrap().len(), 64);
+        let q = report::render(
+            &Format::parse(Some("table {{.ID}}\\t{{.Names}} {{.State}}"), ""),
+            &ps_rows(&cs, now, true),
+            &PS_FIELDS,
+            &PS_HEADERS,
+            true,
+            &serde_json::Value::Null,
+        )
+        .unwrap();
+        assert_eq!(
+            q.lines().next(),
+            Some(format!("{}  writer      exited", cs[0].id).as_str())
+        );
+    }
 
     #[test]
     fn archives_are_told_from_image_names() {

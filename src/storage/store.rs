@@ -696,35 +696,129 @@ impl Store {
         Ok(record)
     }
 
-    /// Remove an image as `rmi` does: a tag of an image with several tags is only untagged;
-    /// otherwise the image and all its tags go, and layers and blobs no other image uses are
-    /// deleted. An image a container was made from is refused.
+    /// Remove one image as `rmi` does (see [`Store::remove_images`]); its error is the one
+    /// reason it was refused.
     pub fn remove_image(&self, reference: &str) -> Result<Vec<Removal>> {
+        match self.remove_images(&[reference.to_string()], false, false) {
+            Err(StorageError::NotRemoved(mut errors)) if errors.len() == 1 => {
+                Err(errors.swap_remove(0))
+            }
+            other => other,
+        }
+    }
+
+    /// Remove images as `podman rmi` does, all or nothing: every reference is resolved and
+    /// checked before anything changes, and if any fails nothing is removed
+    /// ([`StorageError::NotRemoved`] lists each failure). A `name:tag` of an image with other
+    /// tags only untags; an image named by id or digest that has several tags is refused
+    /// unless `force`; an image a container was made from is refused unless `force`, which
+    /// releases those containers' root trees. `all` removes every image (`references` are then
+    /// ignored). Layers and blobs no remaining image uses are deleted afterwards.
+    pub fn remove_images(
+        &self,
+        references: &[String],
+        all: bool,
+        force: bool,
+    ) -> Result<Vec<Removal>> {
         let _lock = self.lock(true)?;
-        let mut record = Self::resolve(&self.read_images()?, reference)?;
-        if let Ok(tag) = normalize_tag(reference)
-            && record.tags.len() > 1
-            && record.tags.contains(&tag)
-        {
-            record.tags.retain(|t| *t != tag);
-            write_json(&self.image_path(&record.id), &record, &self.tmp)?;
-            return Ok(vec![Removal::Untagged(tag)]);
+        let images = self.read_images()?;
+        let containers = self.read_containers()?;
+        // Tags still on each image as earlier references of this call are planned.
+        let mut remaining: std::collections::BTreeMap<String, Vec<String>> = images
+            .iter()
+            .map(|i| (i.id.clone(), i.tags.clone()))
+            .collect();
+        let mut untag: Vec<(String, String)> = Vec::new();
+        let mut delete: Vec<String> = Vec::new();
+        let mut errors = Vec::new();
+        let targets: Vec<(Option<String>, Result<ImageRecord>)> = if all {
+            images.iter().map(|i| (None, Ok(i.clone()))).collect()
+        } else {
+            references
+                .iter()
+                .map(|r| (Some(r.clone()), Self::resolve(&images, r)))
+                .collect()
+        };
+        for (reference, found) in targets {
+            let record = match found {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if delete.contains(&record.id) {
+                continue;
+            }
+            let tags = remaining.get(&record.id).cloned().unwrap_or_default();
+            if let Some(reference) = &reference {
+                let by_tag = normalize_tag(reference)
+                    .ok()
+                    .filter(|t| record.tags.contains(t));
+                match by_tag {
+                    // Already untagged by an earlier reference; the image stays.
+                    Some(tag) if !tags.contains(&tag) => continue,
+                    Some(tag) if tags.len() > 1 => {
+                        if let Some(t) = remaining.get_mut(&record.id) {
+                            t.retain(|x| *x != tag);
+                        }
+                        untag.push((record.id.clone(), tag));
+                        continue;
+                    }
+                    None if tags.len() > 1 && !force => {
+                        errors.push(StorageError::SeveralTags {
+                            reference: reference.clone(),
+                            tags,
+                        });
+                        continue;
+                    }
+                    Some(_) | None => {}
+                }
+            }
+            if !force && let Some(c) = containers.iter().find(|c| c.image == record.id) {
+                errors.push(StorageError::ImageInUse {
+                    image: record.id.clone(),
+                    container: c.id.clone(),
+                });
+                continue;
+            }
+            delete.push(record.id);
         }
-        if let Some(c) = self
-            .read_containers()?
-            .into_iter()
-            .find(|c| c.image == record.id)
-        {
-            return Err(StorageError::ImageInUse {
-                image: record.id,
-                container: c.id,
-            });
+        if !errors.is_empty() {
+            return Err(StorageError::NotRemoved(errors));
         }
-        let path = self.image_path(&record.id);
-        std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-        self.collect_garbage()?;
-        let mut out: Vec<Removal> = record.tags.into_iter().map(Removal::Untagged).collect();
-        out.push(Removal::Deleted(record.id));
+        let mut out = Vec::new();
+        for (id, tag) in untag {
+            if delete.contains(&id) {
+                continue;
+            }
+            let Some(mut record) = images.iter().find(|i| i.id == id).cloned() else {
+                continue;
+            };
+            record.tags = remaining.get(&id).cloned().unwrap_or_default();
+            write_json(&self.image_path(&id), &record, &self.tmp)?;
+            out.push(Removal::Untagged(tag));
+        }
+        for id in &delete {
+            for c in containers.iter().filter(|c| c.image == *id) {
+                self.driver.release_rootfs(&c.id)?;
+                remove_any(&self.container_path(&c.id))?;
+            }
+            let path = self.image_path(id);
+            std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+            let record = images.iter().find(|i| i.id == *id);
+            out.extend(
+                record
+                    .map(|r| r.tags.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Removal::Untagged),
+            );
+            out.push(Removal::Deleted(id.clone()));
+        }
+        if !delete.is_empty() {
+            self.collect_garbage()?;
+        }
         Ok(out)
     }
 

@@ -31,6 +31,7 @@ mod build_reuse;
 mod build_sandbox;
 mod cli_logging;
 mod cli_names;
+mod cli_podman;
 mod confine_unpack;
 mod deb_read;
 mod description_cli;

@@ -69,11 +69,11 @@ fn image_runs_and_containers_are_isolated(driver: DriverKind) {
     assert_eq!(mounts_under(&f.store_root), Vec::<String>::new());
     let all = ps_json(&f, true);
     assert_eq!(all.len(), 1, "{all:?}");
-    assert_eq!(all[0]["name"], "writer");
-    assert_eq!(all[0]["state"], "exited");
-    assert_eq!(all[0]["exit_code"], 0);
-    assert_eq!(all[0]["driver"], driver.name());
-    let id = all[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(all[0]["Names"], serde_json::json!(["writer"]));
+    assert_eq!(all[0]["State"], "exited");
+    assert_eq!(all[0]["ExitCode"], 0);
+    assert_eq!(all[0]["Driver"], driver.name());
+    let id = all[0]["Id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 64);
     assert!(
         ps_json(&f, false).is_empty(),
@@ -218,7 +218,7 @@ fn container_matches_crun() {
         "-c",
         "hostname; cat /etc/hostname; grep -c \"$(hostname)\" /etc/hosts",
     ]);
-    let id = ps_json(&f, true)[0]["id"].as_str().unwrap().to_string();
+    let id = ps_json(&f, true)[0]["Id"].as_str().unwrap().to_string();
     let short = &id[..12];
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -641,7 +641,7 @@ fn running_containers_in_ps_and_rm_force() {
     let mut child = start_long(&f, "long");
     let running = ps_json(&f, false);
     assert_eq!(running.len(), 1, "{running:?}");
-    assert_eq!(running[0]["state"], "running");
+    assert_eq!(running[0]["State"], "running");
     assert_eq!(running[0]["pid"], child.id());
     let o = f.imgbuild(&["rm", "long"]);
     assert_eq!(o.status.code(), Some(1));
@@ -660,7 +660,7 @@ fn running_containers_in_ps_and_rm_force() {
     .unwrap();
     child.wait().unwrap();
     let all = ps_json(&f, true);
-    assert_eq!(all[0]["state"], "dead", "{all:?}");
+    assert_eq!(all[0]["State"], "dead", "{all:?}");
     assert!(ps_json(&f, false).is_empty());
     let o = f.imgbuild(&["rm", "victim"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -392,16 +392,16 @@ fn cli_images_inspect_tag_rmi() {
 
     let out = imgbuild(root, &["images", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["id"], img.id());
+    assert_eq!(v[0]["Id"], img.id()[7..]);
     assert_eq!(
-        v[0]["tags"],
+        v[0]["Names"],
         serde_json::json!(["cli/img:1", "cli/other:latest"])
     );
 
     let out = imgbuild(root, &["inspect", "cli/other"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["config"]["config"]["Labels"]["test"], "cli");
-    assert_eq!(v[0]["manifest"]["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["Config"]["Labels"]["test"], "cli");
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
 
     let out = imgbuild(root, &["--storage-driver", "overlay", "images"]);
     assert_eq!(out.status.code(), Some(1));
@@ -411,18 +411,21 @@ fn cli_images_inspect_tag_rmi() {
         "{err}"
     );
 
+    // All or nothing: a missing name leaves the other untagged.
     let out = imgbuild(root, &["rmi", "cli/img:1", "nope"]);
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such image: nope"));
+    let out = imgbuild(root, &["rmi", "cli/img:1"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "Untagged: cli/img:1\n"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such image: nope"));
     let out = imgbuild(root, &["rmi", "cli/other"]);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("Untagged: cli/other:latest\nDeleted: {}\n", img.id())
+        format!("Untagged: cli/other:latest\nDeleted: {}\n", &img.id()[7..])
     );
     assert_empty(root);
 }

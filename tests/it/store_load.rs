@@ -209,7 +209,7 @@ fn cli_load_prints_the_names() {
     let out = imgbuild(&root, &["images", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
-    assert_eq!(v[0]["id"], two_layer().id());
+    assert_eq!(v[0]["Id"], two_layer().id()[7..]);
 }
 
 fn current_umask() -> u32 {
