@@ -642,7 +642,7 @@ fn running_containers_in_ps_and_rm_force() {
     let running = ps_json(&f, false);
     assert_eq!(running.len(), 1, "{running:?}");
     assert_eq!(running[0]["State"], "running");
-    assert_eq!(running[0]["pid"], child.id());
+    assert_eq!(running[0]["Pid"], child.id());
     let o = f.imgbuild(&["rm", "long"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
