@@ -426,6 +426,11 @@ pub fn run(
                     containers,
                 });
             }
+            // Newest first, as podman sorts (`--sort created`); equal times keep the store's
+            // order (by first tag).
+            images.sort_by_key(|i| {
+                std::cmp::Reverse(i.record.created.as_deref().and_then(report::parse_time))
+            });
             print!(
                 "{}",
                 report::render(

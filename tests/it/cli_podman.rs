@@ -455,3 +455,32 @@ fn man_pages_render() {
         "{text}"
     );
 }
+
+/// `rmi` of an image a kept container (a real `run`) was made from: refused with podman's
+/// exit code 2 and nothing changed; `--force` removes the container (record and writable
+/// layer) and the image; `ps` then lists nothing.
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn rmi_force_removes_containers_of_the_image() {
+    use crate::support::runtime::{Fixture, IMAGE};
+    let Some(f) = Fixture::new("rmi_force_removes_containers_of_the_image", DriverKind::Vfs) else {
+        return;
+    };
+    let o = f.imgbuild(&["run", "--name", "kept", IMAGE, "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = f.imgbuild(&["rmi", IMAGE]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("in use by container"), "{}", err(&o));
+    let o = f.imgbuild(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(out(&o), "kept exited\n");
+    let o = f.imgbuild(&["rmi", "--force", IMAGE]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).starts_with(&format!("Untagged: {IMAGE}\nDeleted: ")),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(out(&f.imgbuild(&["ps", "-a", "-q"])), "");
+    assert_eq!(out(&f.imgbuild(&["images", "-q"])), "");
+    f.assert_clean();
+}
