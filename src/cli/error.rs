@@ -12,6 +12,26 @@ pub fn text(err: &anyhow::Error) -> String {
             out.push_str(&cause);
         }
     }
+    without_errno(&out)
+}
+
+/// `text` without the ` (os error N)` Rust adds to an OS error's description: the description
+/// says it, and the number means nothing to a user.
+fn without_errno(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        let tail = &rest[at + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail[digits..].starts_with(')') {
+            out.push_str(&rest[..at]);
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(&rest[..at + 1]);
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -41,6 +61,17 @@ mod tests {
         assert_eq!(text(&err), "container c1: /x: disk on fire");
         let err = err.context("running");
         assert_eq!(text(&err), "running: container c1: /x: disk on fire");
+    }
+
+    #[test]
+    fn os_error_numbers_are_left_out() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let err = anyhow::Error::new(io).context("nosuch");
+        assert_eq!(text(&err), "nosuch: No such file or directory");
+        assert_eq!(
+            super::without_errno("a (os error x) b (os error 13): c"),
+            "a (os error x) b: c"
+        );
     }
 
     #[test]
