@@ -27,7 +27,7 @@ fn without_errno(text: &str) -> String {
             out.push_str(&rest[..at]);
             rest = &tail[digits + 1..];
         } else {
-            out.push_str(&rest[..at + 1]);
+            out.push_str(&rest[..=at]);
             rest = &rest[at + 1..];
         }
     }

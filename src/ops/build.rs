@@ -65,7 +65,10 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
     req.check()?;
     let image = &req.source.image;
     let target = &req.output.target_dir;
-    preflight::check(&needs(target, "target directory", Some(&req.packages)))?;
+    preflight::check(
+        &needs(target, "target directory", Some(&req.packages)),
+        reporter,
+    )?;
     let parent = target_parent(target, reporter)?;
     let work;
     let root = if let Some(r) = &req.root {

@@ -28,7 +28,10 @@ pub fn create(req: &CreateRequest, reporter: &dyn Reporter) -> Result<Created, O
         ..req.output.clone()
     };
     crate::build::check_target(&output.target_dir, output.replace_target_dir)?;
-    preflight::check(&needs(&output.target_dir, "target directory", None))?;
+    preflight::check(
+        &needs(&output.target_dir, "target directory", None),
+        reporter,
+    )?;
     target_parent(&output.target_dir, reporter)?;
     let mut stages = Stages::new(reporter);
     let created = crate::build::create(&req.root, &req.source.image, &output, &mut |s| {

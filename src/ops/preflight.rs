@@ -27,14 +27,15 @@ const CAPABILITIES: &[(u32, &str)] = &[
 /// The namespaces the build sandbox enters (`/proc/self/ns/` names).
 const NAMESPACES: &[&str] = &["mnt", "pid", "uts", "ipc", "net", "cgroup"];
 
-/// Free space the operation needs on a filesystem, named by a path on it.
+/// Free space the operation wants on a filesystem, named by a path on it.
 #[derive(Debug, Clone)]
 pub struct Space {
     /// Where it writes (need not exist yet: its nearest existing ancestor is measured).
     pub path: PathBuf,
     /// What it is, for the message ("target directory", "download cache").
     pub what: &'static str,
-    /// Bytes it needs at least.
+    /// Bytes a usual image takes there: less is a warning (a small image may still fit, and
+    /// the unpack bounds stop a full disk cleanly).
     pub bytes: u64,
 }
 
@@ -50,9 +51,20 @@ pub struct Needs {
 
 /// The least free space `build`/`prepare` want for the root tree and the image files: a
 /// minimal Debian image takes about 150 MB as a tree and as much again as each archive.
-pub const MIN_FREE_WORK: u64 = 1 << 30;
+pub const MIN_FREE_WORK: u64 = 1_000_000_000;
 /// The least free space wanted in the download cache.
-pub const MIN_FREE_CACHE: u64 = 256 << 20;
+pub const MIN_FREE_CACHE: u64 = 250_000_000;
+/// Free space below which nothing is built at all: the packages' metadata alone takes more.
+pub const FLOOR: u64 = 32_000_000;
+
+/// What the checks found: errors stop the operation, warnings are said and it goes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// One line each.
+    pub errors: Vec<String>,
+    /// One line each.
+    pub warnings: Vec<String>,
+}
 
 /// What the checks read of the host; a separate value so that the decisions can be tested
 /// with any host.
@@ -129,9 +141,10 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// The problems `host` has for `needs`, one line each; `free` measures a path's filesystem.
-pub fn problems(host: &Host, needs: &Needs, free: &dyn Fn(&Path) -> Option<u64>) -> Vec<String> {
-    let mut out = Vec::new();
+/// What `host` lacks for `needs`; `free` measures a path's filesystem.
+pub fn problems(host: &Host, needs: &Needs, free: &dyn Fn(&Path) -> Option<u64>) -> Findings {
+    let mut findings = Findings::default();
+    let out = &mut findings.errors;
     if needs.sandbox {
         let missing: Vec<&str> = CAPABILITIES
             .iter()
@@ -170,11 +183,21 @@ pub fn problems(host: &Host, needs: &Needs, free: &dyn Fn(&Path) -> Option<u64>)
         }
     }
     for s in &needs.space {
-        if let Some(have) = free(&s.path)
-            && have < s.bytes
-        {
-            out.push(format!(
-                "{}: {} free for the {}, at least {} needed",
+        let Some(have) = free(&s.path) else {
+            continue;
+        };
+        if have < FLOOR {
+            findings.errors.push(format!(
+                "{}: {} free for the {}; nothing can be built in less than {}",
+                s.path.display(),
+                human(have),
+                s.what,
+                human(FLOOR)
+            ));
+        } else if have < s.bytes {
+            findings.warnings.push(format!(
+                "{}: only {} free for the {}, where a minimal Debian image takes about {}: \
+                 the build may run out of space",
                 s.path.display(),
                 human(have),
                 s.what,
@@ -182,16 +205,20 @@ pub fn problems(host: &Host, needs: &Needs, free: &dyn Fn(&Path) -> Option<u64>)
             ));
         }
     }
-    out
+    findings
 }
 
-/// Checks this host for `needs`; every problem found, one line each, in one error.
-pub fn check(needs: &Needs) -> Result<(), super::OpsError> {
-    let problems = problems(&Host::current(), needs, &free_bytes);
-    if problems.is_empty() {
+/// Checks this host for `needs`: every error found, one line each, in one error; warnings go
+/// to `reporter`.
+pub fn check(needs: &Needs, reporter: &dyn super::Reporter) -> Result<(), super::OpsError> {
+    let findings = problems(&Host::current(), needs, &free_bytes);
+    for w in &findings.warnings {
+        reporter.warn(w);
+    }
+    if findings.errors.is_empty() {
         Ok(())
     } else {
-        Err(super::OpsError::Preflight(problems))
+        Err(super::OpsError::Preflight(findings.errors))
     }
 }
 
@@ -218,7 +245,10 @@ mod tests {
 
     #[test]
     fn root_on_a_current_kernel_passes() {
-        assert!(problems(&root_host(), &sandbox(), &|_| None).is_empty());
+        assert_eq!(
+            problems(&root_host(), &sandbox(), &|_| None),
+            Findings::default()
+        );
         assert_eq!(kernel_version("5.10.0-28-cloud-amd64"), Some((5, 10)));
         assert_eq!(kernel_version("6.18.44-fc-v657"), Some((6, 18)));
         assert_eq!(kernel_version("garbage"), None);
@@ -231,7 +261,7 @@ mod tests {
             capabilities: 0,
             ..root_host()
         };
-        let p = problems(&host, &sandbox(), &|_| None);
+        let p = problems(&host, &sandbox(), &|_| None).errors;
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].contains("needs root") && p[0].contains("uid 1000"),
@@ -242,10 +272,13 @@ mod tests {
             capabilities: 1 << 21,
             ..host.clone()
         };
-        let p = problems(&partial, &sandbox(), &|_| None);
+        let p = problems(&partial, &sandbox(), &|_| None).errors;
         assert!(p[0].contains("uid 1000 without CAP_CHOWN,"), "{p:?}");
         // Operations that need no sandbox do not ask for root.
-        assert!(problems(&host, &Needs::default(), &|_| None).is_empty());
+        assert_eq!(
+            problems(&host, &Needs::default(), &|_| None),
+            Findings::default()
+        );
     }
 
     #[test]
@@ -266,21 +299,39 @@ mod tests {
                     bytes: MIN_FREE_WORK,
                 },
                 Space {
-                    path: "/big/cache".into(),
+                    path: "/some/cache".into(),
                     what: "download cache",
                     bytes: MIN_FREE_CACHE,
+                },
+                Space {
+                    path: "/big/root".into(),
+                    what: "root tree",
+                    bytes: MIN_FREE_WORK,
                 },
             ],
         };
         let free = |p: &Path| {
             Some(if p.starts_with("/small") {
                 5_000_000
+            } else if p.starts_with("/some") {
+                100_000_000
             } else {
                 u64::MAX
             })
         };
-        let p = problems(&host, &needs, &free);
+        let Findings {
+            errors: p,
+            warnings,
+        } = problems(&host, &needs, &free);
         assert_eq!(p.len(), 5, "{p:#?}");
+        // Less than usual but more than nothing: said, and the build goes on.
+        assert_eq!(
+            warnings,
+            [
+                "/some/cache: only 100 MB free for the download cache, where a minimal Debian \
+              image takes about 250 MB: the build may run out of space"
+            ]
+        );
         assert!(
             p[0].contains("running as root without CAP_SYS_ADMIN:"),
             "{p:?}"
@@ -290,7 +341,7 @@ mod tests {
         assert!(p[3].contains("seccomp"));
         assert_eq!(
             p[4],
-            "/small/out: 5 MB free for the target directory, at least 1.1 GB needed"
+            "/small/out: 5 MB free for the target directory; nothing can be built in less than 32 MB"
         );
     }
 

@@ -24,7 +24,10 @@ pub struct PrepareRequest {
 
 /// Build the root tree `req` describes; the plan's warnings are reported once it is done.
 pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared, OpsError> {
-    preflight::check(&needs(&req.root, "root tree", Some(&req.packages)))?;
+    preflight::check(
+        &needs(&req.root, "root tree", Some(&req.packages)),
+        reporter,
+    )?;
     let opts = PrepareOptions {
         allow_existing_root: req.allow_existing_root,
         ..req.packages.prepare_options(
