@@ -42,6 +42,9 @@ pub enum BuildError {
     /// `images.sh` failed.
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    /// A file `prepare` kept in the root is unreadable.
+    #[error(transparent)]
+    Prepared(#[from] crate::rootfs::prepared::PreparedError),
     /// Writing the image failed.
     #[error(transparent)]
     Image(#[from] image::ImageError),
@@ -502,7 +505,8 @@ fn check_request(image: &ResolvedImage, opts: &CreateOptions) -> Result<ImageTyp
 }
 
 /// Runs `images.sh` when the root has one, removes the volatile files, and returns the
-/// timestamp of the image: `SOURCE_DATE_EPOCH` if given, else the packages' newest changelog.
+/// timestamp of the image: `SOURCE_DATE_EPOCH` if given, else the packages' date `prepare` kept
+/// (see [`crate::rootfs::install::packages_epoch`]).
 fn finish_root(
     root: &Path,
     image: &ResolvedImage,
@@ -519,9 +523,15 @@ fn finish_root(
         )?;
     }
     cleanup::clean(root, image.build_type.ensure_empty_tmpdirs)?;
-    Ok(opts
-        .source_date_epoch
-        .unwrap_or_else(|| crate::rootfs::install::package_epoch(root)))
+    if let Some(epoch) = opts.source_date_epoch {
+        return Ok(epoch);
+    }
+    // The date `prepare` kept, taken before the hooks ran; a root prepared before it was kept
+    // is dated from its tree as it is now.
+    Ok(match PreparedRoot::new(root).epoch()? {
+        Some(kept) => kept.seconds,
+        None => crate::rootfs::install::package_epoch(root),
+    })
 }
 
 /// The writing half of `create`: the finished root and what the result files are made from,

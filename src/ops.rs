@@ -10,6 +10,7 @@
 mod build;
 mod create;
 mod lock;
+pub mod preflight;
 mod prepare;
 
 pub use self::build::{BuildRequest, Outcome, build};
@@ -25,7 +26,7 @@ use crate::image::ImageError;
 use crate::image::base::BaseSource;
 use crate::plan::{Overrides, PlanError, PlanOptions};
 use crate::rootfs::prepare::{PrepareError, PrepareOptions, Prepared};
-use crate::rootfs::prepared::{PreparedError, PreparedRoot};
+use crate::rootfs::prepared::{EpochRecord, EpochSource, PreparedError, PreparedRoot};
 use crate::workdir::{self, WorkDirError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,7 +88,7 @@ pub enum OpsError {
     /// Resolving the packages or writing the lock file failed.
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// Preparing the root failed.
+    /// Preparing a root the user named (`prepare --root`, `build --root`) failed.
     #[error("preparing {root}")]
     Prepare {
         /// The root tree.
@@ -95,6 +96,13 @@ pub enum OpsError {
         /// What went wrong.
         source: Box<PrepareError>,
     },
+    /// Preparing the build's own work root failed: said without its path, a temporary
+    /// directory the user never named.
+    #[error(transparent)]
+    Build(Box<PrepareError>),
+    /// The host cannot run the operation: one line per problem found before any work.
+    #[error("{}", .0.join("\n"))]
+    Preflight(Vec<String>),
     /// Writing the image files failed.
     #[error("writing {target}")]
     Create {
@@ -252,9 +260,11 @@ impl Packages {
 
 /// `rootfs::prepare` of `source` with `opts`, its steps reported through `stages`; says first
 /// that the lock file will be used, when it will.
+/// `named`: the root is the user's (its path goes into an error), not a work directory.
 fn prepare_root(
     source: &Source,
     opts: &PrepareOptions,
+    named: bool,
     stages: &mut Stages<'_>,
 ) -> Result<Prepared, OpsError> {
     let plan = &opts.plan;
@@ -270,10 +280,55 @@ fn prepare_root(
         &ImageBases,
         &mut |s| stages.start(s),
     )
-    .map_err(|source| OpsError::Prepare {
-        root: opts.root.clone(),
-        source: Box::new(source),
+    .map_err(|source| {
+        if named {
+            OpsError::Prepare {
+                root: opts.root.clone(),
+                source: Box::new(source),
+            }
+        } else {
+            OpsError::Build(Box::new(source))
+        }
     })
+}
+
+/// The warning for an image dated from something weaker than its packages' changelogs (none
+/// when it is dated from them): said once the date is known, since a date of 1970 or of a
+/// package build goes unnoticed in `podman images` until it confuses somebody.
+fn epoch_warning(epoch: &EpochRecord) -> Option<String> {
+    let date = crate::image::config::rfc3339(epoch.seconds);
+    match epoch.source {
+        EpochSource::Changelogs => None,
+        EpochSource::PackageBuilds => Some(format!(
+            "the installed packages have no changelogs in /usr/share/doc: the image is dated \
+             {date}, the newest build time of its packages (set SOURCE_DATE_EPOCH to choose)"
+        )),
+        EpochSource::Unknown => Some(format!(
+            "no date for the image: no package was installed and the tree has no changelogs \
+             in /usr/share/doc, so it is dated {date}; set SOURCE_DATE_EPOCH to date it"
+        )),
+    }
+}
+
+/// What an operation writing `work` (the root tree or the image files) and, with packages,
+/// the download cache needs of the host.
+fn needs(work: &Path, what: &'static str, packages: Option<&Packages>) -> preflight::Needs {
+    let mut space = vec![preflight::Space {
+        path: work.to_path_buf(),
+        what,
+        bytes: preflight::MIN_FREE_WORK,
+    }];
+    if let Some(p) = packages {
+        space.push(preflight::Space {
+            path: p.cache_dir.clone(),
+            what: "download cache",
+            bytes: preflight::MIN_FREE_CACHE,
+        });
+    }
+    preflight::Needs {
+        sandbox: true,
+        space,
+    }
 }
 
 /// Turns the step names `prepare` and `create` announce into start and done events: a step

@@ -51,6 +51,10 @@ pub enum PlanError {
         /// What is wrong.
         source: index::IndexError,
     },
+    /// Packages the description or the command line asks for that no repository has: every
+    /// one, each where it was asked for, with the closest name the repositories do have.
+    #[error("{}", unknown_lines(.0))]
+    UnknownPackages(Vec<UnknownPackage>),
     /// The requested packages cannot be installed together.
     #[error("{phase} packages: {source}")]
     Solve {
@@ -149,6 +153,76 @@ pub struct Overrides {
     pub add_packages: Vec<String>,
     /// `--add-bootstrap-package`: more bootstrap packages.
     pub add_bootstrap_packages: Vec<String>,
+}
+
+/// A requested package name that no repository has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPackage {
+    /// `file:line:col` of its `<package>` element, or the option that added it.
+    pub location: String,
+    /// The name as written.
+    pub name: String,
+    /// The closest name the repositories have, when one is close.
+    pub suggestion: Option<String>,
+}
+
+fn unknown_lines(unknown: &[UnknownPackage]) -> String {
+    let lines: Vec<String> = unknown
+        .iter()
+        .map(|u| {
+            let hint = u
+                .suggestion
+                .as_ref()
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            format!(
+                "{}: package {:?} is not in the repositories (no package or provider of that name){hint}",
+                u.location, u.name
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Every bare package name of the requests (`name` or `name:arch`; relations with versions or
+/// alternatives are left to the solver) that `universe` does not know, where it was asked for.
+fn unknown_packages(
+    universe: &Universe,
+    image: &ResolvedImage,
+    overrides: &Overrides,
+    base: bool,
+) -> Vec<UnknownPackage> {
+    let sets = [
+        (!base).then_some(&image.packages.bootstrap),
+        Some(&image.packages.image),
+        Some(&image.packages.image_type),
+    ];
+    let described = sets
+        .into_iter()
+        .flatten()
+        .flat_map(|set| &set.packages)
+        .map(|p| (Loc::describe(&p.loc), p.name.as_str()));
+    let boot_opts = overrides
+        .add_bootstrap_packages
+        .iter()
+        .filter(|_| !base)
+        .map(|n| ("--add-bootstrap-package".to_string(), n.as_str()));
+    let opts = overrides
+        .add_packages
+        .iter()
+        .map(|n| ("--add-package".to_string(), n.as_str()));
+    let mut seen = BTreeSet::new();
+    described
+        .chain(boot_opts)
+        .chain(opts)
+        .filter(|(_, name)| !name.is_empty() && !name.contains([' ', '(', '|', '[', '<', '>', '=']))
+        .filter(|(_, name)| !universe.knows(name) && seen.insert(name.to_string()))
+        .map(|(location, name)| UnknownPackage {
+            location,
+            name: name.to_string(),
+            suggestion: universe.closest(name).map(str::to_string),
+        })
+        .collect()
 }
 
 /// Where the plan's inputs live.
@@ -506,6 +580,10 @@ fn plan_with(
         .filter_map(|m| m.older.as_ref().map(std::string::ToString::to_string))
         .collect();
     let (universe, meta_of_repo) = universe(&metadata, &arch)?;
+    let unknown = unknown_packages(&universe, image, overrides, base.is_some());
+    if !unknown.is_empty() {
+        return Err(PlanError::UnknownPackages(unknown));
+    }
 
     if let Some(base) = base {
         let installed: Vec<PackageId> = base
@@ -774,5 +852,78 @@ Package: half\nStatus: install ok unpacked\nArchitecture: all\nVersion: 2\n";
             derived,
             inputs_digest("amd64", &[], &[], &img, false, Some(&other))
         );
+    }
+
+    #[test]
+    fn every_unknown_package_is_named_where_it_was_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<image schemaversion="8.5" name="t">
+    <description type="system">
+        <author>a</author><contact>c</contact><specification>s</specification>
+    </description>
+    <preferences>
+        <version>1.0.0</version>
+        <packagemanager>apt</packagemanager>
+        <type image="docker"/>
+    </preferences>
+    <repository type="apt-deb"><source path="http://deb.example/debian"/></repository>
+    <packages type="image">
+        <package name="pyhton3-minimal"/>
+        <package name="mawk"/>
+        <package name="awk"/>
+        <package name="libc6 (>= 2)"/>
+        <package name="zzzzzzzz"/>
+    </packages>
+    <packages type="bootstrap">
+        <package name="mawk"/>
+    </packages>
+</image>
+"#;
+        std::fs::write(dir.path().join("config.xml"), xml).unwrap();
+        let desc = crate::description::load(dir.path()).unwrap();
+        let image = desc
+            .resolve(&crate::description::Selection::default())
+            .unwrap();
+        let text = "Package: python3-minimal\nVersion: 1\nArchitecture: amd64\n\n\
+Package: mawk\nVersion: 1\nArchitecture: amd64\nProvides: awk\n";
+        let universe = Universe::new(
+            crate::apt::index::parse_packages(text, 0).unwrap(),
+            &[500],
+            "amd64",
+            &[],
+        );
+        let overrides = Overrides {
+            add_packages: vec!["mawk".into(), "mwak".into(), "zzzzzzzz".into()],
+            ..Overrides::default()
+        };
+        let unknown = unknown_packages(&universe, &image, &overrides, false);
+        let file = dir.path().join("config.xml").display().to_string();
+        assert_eq!(
+            unknown,
+            [
+                UnknownPackage {
+                    location: format!("{file}:13:9"),
+                    name: "pyhton3-minimal".into(),
+                    suggestion: Some("python3-minimal".into()),
+                },
+                UnknownPackage {
+                    location: format!("{file}:17:9"),
+                    name: "zzzzzzzz".into(),
+                    suggestion: None,
+                },
+                UnknownPackage {
+                    location: "--add-package".into(),
+                    name: "mwak".into(),
+                    suggestion: Some("mawk".into()),
+                },
+            ]
+        );
+        let shown = PlanError::UnknownPackages(unknown).to_string();
+        assert_eq!(shown.lines().count(), 3, "{shown}");
+        assert!(shown.starts_with(&format!(
+            "{file}:13:9: package \"pyhton3-minimal\" is not in the repositories"
+        )));
+        assert!(shown.contains("did you mean \"mawk\"?"), "{shown}");
     }
 }

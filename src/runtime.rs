@@ -24,6 +24,11 @@ use std::path::{Path, PathBuf};
 /// The smallest memory limit accepted, as Docker's (smaller ones leave no room to start).
 pub const MIN_MEMORY: u64 = 6 << 20;
 
+/// The first 12 hex digits of a container id, as podman and docker print it.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// Errors of the run mode; each names the container, image, path or option involved.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -142,7 +147,7 @@ pub enum RuntimeError {
         id: String,
     },
     /// A file the container is given (hosts, resolv.conf, ...) could not be written.
-    #[error("container {id}: {what} {}: {source}", path.display())]
+    #[error("container {}: {what} {}: {source}", short(id), path.display())]
     ContainerFile {
         /// The container's id.
         id: String,
@@ -155,7 +160,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// A confined operation in the container's root failed.
-    #[error("container {id}: {source}")]
+    #[error("container {}: {source}", short(id))]
     Root {
         /// The container's id.
         id: String,
@@ -164,7 +169,7 @@ pub enum RuntimeError {
         source: crate::confine::ConfineError,
     },
     /// The sandbox could not run the container.
-    #[error("container {id}: {source}")]
+    #[error("container {}: {source}", short(id))]
     Sandbox {
         /// The container's id.
         id: String,
@@ -631,7 +636,7 @@ impl Runtime {
         let code = match &result {
             Ok(o) => o.code,
             // As Docker: 127 when the command is not found, 126 when it cannot be executed.
-            Err(SandboxError::Exec { source, .. })
+            Err(SandboxError::Exec { error: source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 127

@@ -161,15 +161,29 @@ pub enum SandboxError {
         source: io::Error,
     },
     /// The command could not be executed (not found, not executable, bad interpreter).
-    #[error("cannot execute {program:?} in {root}: {source}")]
+    /// Said without the root, which is a work directory the user never named.
+    #[error("cannot execute {program:?}: {}", exec_cause(program, error))]
     Exec {
         /// The program, as given.
         program: OsString,
         /// The sandbox's root directory.
         root: PathBuf,
-        /// The OS error of `execve`.
-        source: io::Error,
+        /// The OS error of `execve` (in the message, not a separate cause).
+        error: io::Error,
     },
+}
+
+/// Why `execve` failed, in the words of a shell: a bare name is looked up in `$PATH`.
+fn exec_cause(program: &OsString, error: &io::Error) -> String {
+    let bare = !program.as_encoded_bytes().contains(&b'/');
+    match error.kind() {
+        io::ErrorKind::NotFound if bare => "executable file not found in $PATH".to_string(),
+        io::ErrorKind::NotFound => "no such file (or its interpreter is missing)".to_string(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (a directory, or a file without execute permission)".to_string()
+        }
+        _ => error.to_string(),
+    }
 }
 
 fn os(what: &'static str) -> impl FnOnce(io::Error) -> SandboxError {
@@ -743,7 +757,7 @@ fn setup_error(
         SandboxError::Exec {
             program,
             root,
-            source,
+            error: source,
         }
     } else {
         SandboxError::Setup {

@@ -141,6 +141,26 @@ impl Compression {
     }
 }
 
+/// When the package at `path` was built: the modification time `dpkg-deb` gave its first ar
+/// member (`debian-binary`), which reproducible builds set to the changelog date.
+pub fn built(path: &Path) -> Result<u64, DebError> {
+    let io_err = |source| DebError::Io {
+        path: path.to_path_buf(),
+        member: None,
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let mut ar = ar::Archive::new(BufReader::new(file));
+    match ar.next_entry() {
+        Some(entry) => Ok(entry.map_err(io_err)?.header().mtime()),
+        None => Err(DebError::Format {
+            path: path.to_path_buf(),
+            member: None,
+            reason: "empty archive; not a Debian binary package".into(),
+        }),
+    }
+}
+
 /// An opened binary package.
 #[derive(Debug, Clone)]
 pub struct Deb {

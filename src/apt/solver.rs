@@ -275,6 +275,28 @@ impl Universe {
         })
     }
 
+    /// Whether `name` (or `name:arch`) is a package of the universe or a name one provides.
+    pub fn knows(&self, name: &str) -> bool {
+        let bare = name.split_once(':').map_or(name, |(n, _)| n);
+        self.real.contains_key(bare) || self.providers.contains_key(bare)
+    }
+
+    /// The package or provided name closest to `name` (a typo's likely meaning), when one is
+    /// close: at most a third of its characters edited, transpositions counting once. Ties go
+    /// to real packages, then to the first in byte order, so the answer does not depend on
+    /// hashing.
+    pub fn closest(&self, name: &str) -> Option<&str> {
+        let limit = (name.chars().count() / 3).max(1);
+        let real = self.real.keys().map(|n| (n, 0u8));
+        let provided = self.providers.keys().map(|n| (n, 1u8));
+        real.chain(provided)
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(n, kind)| (strsim::osa_distance(name, n), kind, n.as_str()))
+            .filter(|(d, _, _)| *d <= limit)
+            .min()
+            .map(|(_, _, n)| n)
+    }
+
     /// The best candidate (apt's "candidate version") of native package `name`.
     pub fn candidate(&self, name: &str) -> Option<PackageId> {
         let slot = *self.slot_of.get(name)?;
@@ -1021,6 +1043,24 @@ Package: c\nVersion: 1\nArchitecture: all\nDepends: b (<< 3)\n";
         assert_eq!(solve(&u, &["a"]).unwrap(), ["a=1", "b=3"]);
         assert_eq!(solve(&u, &["a", "c"]).unwrap(), ["a=1", "b=2", "c=1"]);
         assert_eq!(solve(&u, &["b (<< 2)"]).unwrap(), ["b=1"]);
+    }
+
+    #[test]
+    fn typos_find_the_closest_known_name() {
+        let text = "\
+Package: python3-minimal\nVersion: 1\nArchitecture: amd64\n\n\
+Package: python3\nVersion: 1\nArchitecture: amd64\n\n\
+Package: mawk\nVersion: 1\nArchitecture: amd64\nProvides: awk\n";
+        let u = universe(&[text], &[500]);
+        assert!(u.knows("python3") && u.knows("awk") && u.knows("mawk:amd64"));
+        assert!(!u.knows("pyhton3-minimal"));
+        // A transposition is one edit.
+        assert_eq!(u.closest("pyhton3-minimal"), Some("python3-minimal"));
+        assert_eq!(u.closest("pythn3"), Some("python3"));
+        // Provided names are candidates too.
+        assert_eq!(u.closest("awj"), Some("awk"));
+        // Nothing close: no guess.
+        assert_eq!(u.closest("coreutils"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
 pub mod build;
+pub mod error;
 pub mod info;
 pub mod log;
 mod meta;

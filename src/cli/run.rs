@@ -364,10 +364,10 @@ pub fn run(
                     u8::try_from(outcome.code.clamp(0, 255)).unwrap_or(u8::MAX),
                 )),
                 Err(e) => {
-                    eprintln!("imgbuild: error: {e:#}");
+                    eprintln!("imgbuild: error: {}", super::error::text(&e));
                     let code = match e.downcast_ref::<RuntimeError>() {
                         Some(RuntimeError::Sandbox {
-                            source: SandboxError::Exec { source, .. },
+                            source: SandboxError::Exec { error: source, .. },
                             ..
                         }) if source.kind() == std::io::ErrorKind::NotFound => 127,
                         Some(RuntimeError::Sandbox {

@@ -426,6 +426,20 @@ fn split(v: Option<&str>, sep: char) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// The directory of the description file `path`, canonical: a bare file name, `.`, `..`, a
+/// relative or a symlinked directory all name one description, so its hooks, overlay, lock file
+/// and the reuse key's inputs are found the same way whichever way it was named. The path as
+/// given stays in error locations, where the user's own spelling reads best.
+fn canonical_dir(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(parent)
+        .or_else(|_| std::path::absolute(parent))
+        .unwrap_or_else(|_| parent.to_path_buf())
+}
+
 impl Description {
     /// Include, upgrade and validate a freshly read tree from `path`.
     pub fn from_tree(
@@ -433,7 +447,7 @@ impl Description {
         markup: Markup,
         path: &Path,
     ) -> Result<Self, DescriptionError> {
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = canonical_dir(path);
         if tree.name != "image" {
             return Err(DescriptionError::Invalid(vec![Diagnostic::new(
                 tree.loc.clone(),

@@ -1,6 +1,9 @@
 //! `build`: the reuse check, then `prepare` into a work root beside the target, then `create`.
 
-use super::{OpsError, Packages, Reporter, Source, Stages, prepare_root, target_parent};
+use super::{
+    OpsError, Packages, Reporter, Source, Stages, epoch_warning, needs, preflight, prepare_root,
+    target_parent,
+};
 use crate::build::{CreateOptions, Created};
 use crate::plan::PlanOptions;
 use crate::reuse;
@@ -62,6 +65,10 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
     req.check()?;
     let image = &req.source.image;
     let target = &req.output.target_dir;
+    preflight::check(
+        &needs(target, "target directory", Some(&req.packages)),
+        reporter,
+    )?;
     let parent = target_parent(target, reporter)?;
     let work;
     let root = if let Some(r) = &req.root {
@@ -90,10 +97,15 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
         .packages
         .prepare_options(image, root.clone(), req.hook_timeout, reporter);
     let mut stages = Stages::new(reporter);
-    let prepared = prepare_root(&req.source, &opts, &mut stages)?;
+    let prepared = prepare_root(&req.source, &opts, req.root.is_some(), &mut stages)?;
     // Said while the last prepare stage still runs: its time includes them, as it always has.
     for w in &prepared.plan.warnings {
         reporter.warn(w);
+    }
+    if output.source_date_epoch.is_none()
+        && let Some(w) = epoch_warning(&prepared.epoch)
+    {
+        reporter.warn(&w);
     }
     let created = crate::build::create(&root, image, &output, &mut |s| stages.start(s)).map_err(
         |source| OpsError::Create {
@@ -275,6 +287,8 @@ mod tests {
     }
 
     #[test]
+    // The preflight asks for root before the reuse check, which may download Release files.
+    #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
     fn an_intact_result_of_the_same_inputs_is_reused() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("d");

@@ -1,6 +1,6 @@
 //! `create`: the image files of a root `prepare` made.
 
-use super::{OpsError, Reporter, Source, Stages, target_parent};
+use super::{OpsError, Reporter, Source, Stages, needs, preflight, target_parent};
 use crate::build::{CreateOptions, Created};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +28,10 @@ pub fn create(req: &CreateRequest, reporter: &dyn Reporter) -> Result<Created, O
         ..req.output.clone()
     };
     crate::build::check_target(&output.target_dir, output.replace_target_dir)?;
+    preflight::check(
+        &needs(&output.target_dir, "target directory", None),
+        reporter,
+    )?;
     target_parent(&output.target_dir, reporter)?;
     let mut stages = Stages::new(reporter);
     let created = crate::build::create(&req.root, &req.source.image, &output, &mut |s| {

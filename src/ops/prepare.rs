@@ -1,6 +1,8 @@
 //! `prepare`: the root tree of a description, without an image.
 
-use super::{OpsError, Packages, Reporter, Source, Stages, prepare_root};
+use super::{
+    OpsError, Packages, Reporter, Source, Stages, epoch_warning, needs, preflight, prepare_root,
+};
 use crate::rootfs::prepare::{PrepareOptions, Prepared};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +24,10 @@ pub struct PrepareRequest {
 
 /// Build the root tree `req` describes; the plan's warnings are reported once it is done.
 pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared, OpsError> {
+    preflight::check(
+        &needs(&req.root, "root tree", Some(&req.packages)),
+        reporter,
+    )?;
     let opts = PrepareOptions {
         allow_existing_root: req.allow_existing_root,
         ..req.packages.prepare_options(
@@ -32,10 +38,13 @@ pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared
         )
     };
     let mut stages = Stages::new(reporter);
-    let prepared = prepare_root(&req.source, &opts, &mut stages)?;
+    let prepared = prepare_root(&req.source, &opts, true, &mut stages)?;
     stages.finish();
     for w in &prepared.plan.warnings {
         reporter.warn(w);
+    }
+    if let Some(w) = epoch_warning(&prepared.epoch) {
+        reporter.warn(&w);
     }
     Ok(prepared)
 }

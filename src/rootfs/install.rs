@@ -11,6 +11,7 @@
 
 use super::RootfsError;
 use super::dpkgdb::{DpkgDb, UnpackedPackage};
+use super::prepared::{EpochRecord, EpochSource};
 use super::profile::shell_quote;
 use crate::apt::deb::{Deb, DebError};
 use crate::confine::{EntryKind, Root, UnpackOptions};
@@ -100,6 +101,32 @@ pub fn package_epoch(root: &Path) -> u64 {
     }
     // Before 1970 (a clamp, not a wrap): the epoch itself.
     u64::try_from(newest).unwrap_or(0)
+}
+
+/// The date of the packages installed in `root` from `debs`: the newest changelog in the tree
+/// ([`package_epoch`]), else the newest build time of the `.deb` files, else 0, with where it
+/// came from. A `.deb` that cannot be read is skipped: it was installed from, so it is whole.
+pub fn packages_epoch(root: &Path, debs: &[PathBuf]) -> EpochRecord {
+    let changelogs = package_epoch(root);
+    if changelogs > 0 {
+        return EpochRecord {
+            seconds: changelogs,
+            source: EpochSource::Changelogs,
+        };
+    }
+    let built = debs
+        .iter()
+        .filter_map(|d| crate::apt::deb::built(d).ok())
+        .max()
+        .unwrap_or(0);
+    EpochRecord {
+        seconds: built,
+        source: if built > 0 {
+            EpochSource::PackageBuilds
+        } else {
+            EpochSource::Unknown
+        },
+    }
 }
 
 /// What an install did.
@@ -435,7 +462,8 @@ fn run_in_sandbox_quiet(
 
 #[cfg(test)]
 mod tests {
-    use super::package_epoch;
+    use super::{package_epoch, packages_epoch};
+    use crate::rootfs::prepared::{EpochRecord, EpochSource};
     use std::fs;
     use std::path::Path;
     use std::time::{Duration, SystemTime};
@@ -472,5 +500,41 @@ mod tests {
             host.display()
         );
         assert_eq!(package_epoch(&t.path().join("missing")), 0);
+    }
+
+    /// A `.deb`-shaped ar archive whose first member is dated `secs`.
+    fn deb(path: &Path, secs: u64) {
+        let mut b = ar::Builder::new(fs::File::create(path).unwrap());
+        let mut h = ar::Header::new(b"debian-binary".to_vec(), 4);
+        h.set_mtime(secs);
+        b.append(&h, &b"2.0\n"[..]).unwrap();
+    }
+
+    #[test]
+    fn without_changelogs_the_packages_build_times_date_the_image_and_say_so() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("usr/share/doc/a")).unwrap();
+        let (a, b) = (t.path().join("a.deb"), t.path().join("b.deb"));
+        deb(&a, 7_000);
+        deb(&b, 8_000);
+        let unreadable = t.path().join("missing.deb");
+        let debs = [a, unreadable, b];
+        assert_eq!(
+            packages_epoch(&root, &debs),
+            EpochRecord {
+                seconds: 8_000,
+                source: EpochSource::PackageBuilds
+            }
+        );
+        assert_eq!(packages_epoch(&root, &[]).source, EpochSource::Unknown);
+        changelog(&root.join("usr/share/doc/a/changelog.gz"), 1_000);
+        assert_eq!(
+            packages_epoch(&root, &debs),
+            EpochRecord {
+                seconds: 1_000,
+                source: EpochSource::Changelogs
+            }
+        );
     }
 }

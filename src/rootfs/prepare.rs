@@ -27,7 +27,7 @@ use super::files::{self, FilesError};
 use super::hooks::{self, HookError};
 use super::install::{self, InstallError};
 use super::overlay::{self, OverlayError};
-use super::prepared::{PreparedError, PreparedRoot};
+use super::prepared::{EpochRecord, PreparedError, PreparedRoot};
 use super::remove::{self, RemoveError};
 use super::sources::{self, SourcesError};
 use super::{RootfsError, skeleton};
@@ -129,6 +129,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// Step timings, in order.
     pub steps: Vec<StepTime>,
+    /// The installed packages' date (also kept in the root for `create`).
+    pub epoch: EpochRecord,
 }
 
 /// Removes a root this run created unless disarmed.
@@ -238,6 +240,10 @@ pub fn prepare(
         })?;
     }
 
+    // The packages' date, before a hook can remove what it is read from.
+    let epoch = install::packages_epoch(root, &paths);
+    PreparedRoot::new(root).write_epoch(&epoch)?;
+
     steps.run("configure", || configure(root, image, &the_plan, opts))?;
 
     let (uninstall, delete) = removals(image, opts);
@@ -252,6 +258,7 @@ pub fn prepare(
     Ok(Prepared {
         plan: the_plan,
         steps: steps.times,
+        epoch,
     })
 }
 

@@ -11,6 +11,7 @@
 //! | `base.json` | `prepare` of a derived image: its bases ([`BaseRecord`]) | `create` re-opens them |
 //! | `base.snapshot` | the base step: the tree the bases gave | `create` writes the diff layer |
 //! | `packages.lock` | `prepare`: the installed packages' lock | the SBOM takes their digests |
+//! | `epoch.json` | `prepare`: the packages' date, before the hooks ran ([`EpochRecord`]) | `create` dates the image |
 //!
 //! `/image` is never packed into a layer, but the root `imgbuild prepare --root` leaves is the
 //! user's, so the files keep their exact bytes.
@@ -32,6 +33,8 @@ const BASE_RECORD: &str = "base.json";
 const BASE_SNAPSHOT: &str = "base.snapshot";
 /// The lock of the installed packages.
 const PACKAGES_LOCK: &str = "packages.lock";
+/// The [`EpochRecord`].
+const EPOCH: &str = "epoch.json";
 /// The description's hooks that `create` runs, kept with the description.
 const CREATE_HOOKS: &[&str] = &["images.sh"];
 
@@ -81,6 +84,37 @@ pub enum PreparedError {
     /// The lock of the installed packages could not be written or read.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The record of the packages' date is not the JSON `prepare` writes.
+    #[error("{path}: {source}")]
+    Epoch {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+}
+
+/// Where the date of an image's packages was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EpochSource {
+    /// The newest `/usr/share/doc/*/changelog*` of the installed tree: Debian's own date of
+    /// its packages, which `SOURCE_DATE_EPOCH` builds of a package also use.
+    Changelogs,
+    /// The newest build time of the installed `.deb` files: the tree had no changelogs.
+    PackageBuilds,
+    /// Neither was there (no package installed, and a base without changelogs): 0.
+    Unknown,
+}
+
+/// The date of a prepared root's packages, taken after they were installed and before any hook
+/// ran (a `config.sh` that removes `/usr/share/doc` does not move it), kept in `epoch.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    /// Seconds since 1970.
+    pub seconds: u64,
+    /// Where it was found.
+    pub source: EpochSource,
 }
 
 /// The selection a prepared root's description was resolved for, kept in `selection.json`.
@@ -253,6 +287,27 @@ impl PreparedRoot {
             return Ok(None);
         }
         Ok(Some(LockFile::read(&path)?))
+    }
+
+    /// Keeps the date of the installed packages.
+    pub fn write_epoch(&self, epoch: &EpochRecord) -> Result<(), PreparedError> {
+        let path = self.path(EPOCH);
+        let json = serde_json::to_string_pretty(epoch)
+            .map_err(|source| PreparedError::Epoch { path, source })?;
+        self.write(EPOCH, (json + "\n").as_bytes())
+    }
+
+    /// The kept date of the installed packages; none in a root prepared before imgbuild kept it.
+    pub fn epoch(&self) -> Result<Option<EpochRecord>, PreparedError> {
+        let path = self.path(EPOCH);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(PreparedError::Io { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| PreparedError::Epoch { path, source })
     }
 
     /// Copies a hook script in (mode 0755) and returns the path it runs as inside the root.

@@ -422,6 +422,20 @@ fn limits_exit_codes_and_signals() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // The cause is said once, without the container's root in the store.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("cannot execute").count(), 1, "{err}");
+    assert!(err.contains("\"/no/such/program\": no such file"), "{err}");
+    assert!(!err.contains("merged") && !err.contains("store"), "{err}");
+    let o = f.imgbuild(&["run", "--rm", IMAGE, "nosuchcmd"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with(": cannot execute \"nosuchcmd\": executable file not found in $PATH"),
+        "{err}"
+    );
     let o = f.imgbuild(&["run", "--rm", IMAGE, "/etc/os-release"]);
     assert_eq!(
         o.status.code(),
@@ -429,6 +443,9 @@ fn limits_exit_codes_and_signals() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("Permission denied").count(), 0, "{err}");
+    assert_eq!(err.matches("permission denied").count(), 1, "{err}");
     f.assert_clean();
 
     // SIGTERM to imgbuild reaches the command, whose exit code imgbuild returns.

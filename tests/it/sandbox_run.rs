@@ -301,8 +301,16 @@ fn stdio_capture_env_cwd_and_errors() {
         .env("PATH", "/bin")
         .run()
     {
-        Err(SandboxError::Exec { source, .. }) => {
-            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        Err(e @ SandboxError::Exec { .. }) => {
+            let SandboxError::Exec { ref error, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(error.raw_os_error(), Some(libc::ENOENT));
+            // Said as a shell would, without the sandbox's root directory.
+            assert_eq!(
+                e.to_string(),
+                "cannot execute \"no-such-program\": executable file not found in $PATH"
+            );
         }
         other => panic!("expected an exec error, got {other:?}"),
     }
