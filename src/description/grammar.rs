@@ -464,8 +464,25 @@ mod tests {
             g.check_value("dokcer", &ty.attributes["image"].types)
                 .is_err()
         );
+        let pm = g.elements["packagemanager"].content.as_ref().unwrap();
+        assert!(g.check_value("apt", pm).is_ok());
+        assert!(g.check_value("aptitude", pm).is_err());
+        assert!(g.elements["author"].content.is_none());
         let port = &g.elements["port"].attributes["number"];
         assert!(g.check_value("80/tcp", &port.types).is_ok());
         assert!(g.check_value("80/sctp", &port.types).is_err());
+    }
+
+    #[test]
+    fn suggests_only_close_candidates() {
+        let names: Vec<String> = ["docker", "oci", "packages", "package", "image"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(closest("dokcer", &names), Some("docker"));
+        assert_eq!(closest("pakages", &names), Some("packages"));
+        assert_eq!(closest("imgae", &names), Some("image"));
+        assert_eq!(closest("docker", &names), None);
+        assert_eq!(closest("zypper", &names), None);
+        assert_eq!(closest("", &names), None);
     }
 }
