@@ -7,6 +7,7 @@ Input: the XML form (kiwi.rng) of KIWI's kiwi.rnc. Output, all checked in next t
   imgbuild-yaml.schema.json  JSON Schema of the YAML form (xmltodict convention)
 
 Usage: python3 schemas/generate.py path/to/kiwi.rng
+then:  python3 schemas/element_text.py path/to/kiwi.rnc   (adds what element text may be)
 Only run when the grammar changes; the Rust code never needs Python.
 """
 import json, re, sys

@@ -27,6 +27,7 @@ pub mod grammar;
 mod model;
 pub mod tree;
 pub mod upgrade;
+mod wellformed;
 pub mod xml;
 pub mod yaml;
 

@@ -18,7 +18,7 @@ use crate::apt::lock::{LockFile, LockedPackage};
 use crate::apt::release::{self, RepoContext, RepoMetadata, ResolvedRepo};
 use crate::apt::repo::RepoSpec;
 use crate::apt::solver::{PackageId, Request, Universe};
-use crate::description::{Loc, ResolvedImage};
+use crate::description::{Diagnostic, Loc, ResolvedImage};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,9 @@ pub enum PlanError {
         /// What is not supported.
         message: String,
     },
+    /// The description asks for things imgbuild cannot build: every one, each at its element.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Blocked(Vec<Diagnostic>),
     /// A repository given on the command line or in the description is unusable.
     #[error(transparent)]
     Repo(#[from] crate::apt::repo::RepoError),
@@ -427,18 +430,80 @@ pub fn repository_specs(
     Ok(specs)
 }
 
-/// Check that the description uses the apt package manager.
-pub fn check_package_manager(image: &ResolvedImage) -> Result<(), PlanError> {
-    match &image.preferences.packagemanager {
-        Some(pm) if pm.value != "apt" && pm.value != "apt-get" => Err(PlanError::Unsupported {
-            location: Loc::describe(&pm.loc),
-            message: format!(
-                "packagemanager {} is not supported yet (imgbuild installs Debian packages with apt)",
+/// Fail, before any work, with every blocker of `image` and the command-line repositories
+/// together ([`blockers`]).
+pub fn check_supported(image: &ResolvedImage, overrides: &Overrides) -> Result<(), PlanError> {
+    let blocked = blockers(image, overrides);
+    if blocked.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError::Blocked(blocked))
+    }
+}
+
+/// Everything in `image` this stage cannot build, each at its element: a package manager other
+/// than apt, repositories of another type or with a source apt cannot read (the first one not
+/// when `--set-repo` replaces it), and no repository at all.
+pub fn blockers(image: &ResolvedImage, overrides: &Overrides) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if let Some(pm) = &image.preferences.packagemanager
+        && pm.value != "apt"
+        && pm.value != "apt-get"
+    {
+        out.push(Diagnostic::new(
+            pm.loc.clone().unwrap_or_else(|| image.loc.clone()),
+            "packagemanager",
+            format!(
+                "{} is not supported yet (imgbuild installs Debian packages with apt)",
                 pm.value
             ),
-        }),
-        _ => Ok(()),
+        ));
     }
+    let replaced = usize::from(overrides.set_repo.is_some());
+    for r in image.repositories.iter().skip(replaced) {
+        let loc = r.loc.clone().unwrap_or_else(|| image.loc.clone());
+        if r.kind != "apt-deb" {
+            out.push(Diagnostic::new(
+                loc.clone(),
+                "repository@type",
+                format!("{:?} is not supported yet (only apt-deb)", r.kind),
+            ));
+        }
+        let mut spec = RepoSpec::new(r.source.clone());
+        spec.alias.clone_from(&r.alias);
+        match spec.check_supported() {
+            Err(crate::apt::repo::RepoError::Source {
+                source_path,
+                message,
+                ..
+            }) => out.push(Diagnostic::new(
+                loc,
+                "source@path",
+                format!("{source_path:?}: {message}"),
+            )),
+            Err(e) => out.push(Diagnostic::new(loc, "repository", e.to_string())),
+            Ok(()) => {}
+        }
+    }
+    // A derived image that adds no packages needs no repository; anything else does.
+    let (boot, img) = requests(image, overrides);
+    let needs_repository =
+        image.build_type.derived_from.is_empty() || !boot.is_empty() || !img.is_empty();
+    if needs_repository
+        && image.repositories.is_empty()
+        && overrides.set_repo.is_none()
+        && overrides.add_repos.is_empty()
+    {
+        out.push(Diagnostic::new(
+            image.loc.clone(),
+            "image",
+            "no <repository>: there is nothing to install packages from; add a \
+             <repository type=\"apt-deb\"> element, or pass \
+             --add-repo SOURCE,apt-deb,ALIAS,,,,,main,DISTRIBUTION"
+                .into(),
+        ));
+    }
+    out
 }
 
 fn names(set: &crate::description::PackageSet) -> Vec<String> {
@@ -545,7 +610,7 @@ fn plan_with(
     fetcher: &Fetcher,
     base: Option<&[InstalledPackage]>,
 ) -> Result<Plan, PlanError> {
-    check_package_manager(image)?;
+    check_supported(image, overrides)?;
     let arch = debian_arch(&image.arch);
     let specs = repository_specs(image, overrides)?;
     let (boot, img) = requests(image, overrides);

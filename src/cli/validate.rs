@@ -12,14 +12,15 @@ pub struct ValidateArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Exit 0 when every description is valid, 1 otherwise (errors on stderr, one per line).
+/// Exit 0 when every description is valid, 1 otherwise (errors on stderr, one per line,
+/// `imgbuild: error: file:line:col: …`; warnings as `imgbuild: warning: …`).
 pub fn run(args: &ValidateArgs) -> ExitCode {
     let mut failed = false;
     for path in &args.paths {
         match imgbuild::description::load(path) {
             Ok(d) => {
                 for w in &d.warnings {
-                    eprintln!("warning: {w}");
+                    eprintln!("imgbuild: warning: {w}");
                 }
                 println!(
                     "{}: valid (schema {} → 8.5)",
@@ -29,7 +30,17 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("{e}");
+                // One line per problem, each in the error style every command uses.
+                if e.diagnostics().is_empty() {
+                    eprintln!(
+                        "imgbuild: error: {}",
+                        super::error::text(&anyhow::Error::new(e))
+                    );
+                } else {
+                    for d in e.diagnostics() {
+                        eprintln!("imgbuild: error: {d}");
+                    }
+                }
             }
         }
     }

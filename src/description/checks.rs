@@ -75,6 +75,18 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
         }
     }
 
+    if image.children_named("repository").next().is_none() {
+        // KIWI reads such a description but refuses to build it ("No repositories configured")
+        // unless repositories are given on the command line, as imgbuild's --add-repo does.
+        warnings.push(Diagnostic::new(
+            image.loc.clone(),
+            "image",
+            "no <repository>: a build has nothing to install packages from unless given \
+             --add-repo (add a <repository type=\"apt-deb\"> element)"
+                .into(),
+        ));
+    }
+
     let managers: BTreeSet<&str> = image
         .children_named("preferences")
         .filter_map(|p| p.child_text("packagemanager"))
@@ -141,7 +153,10 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
             ));
         }
         if let Some(a) = cc.attr("additionalnames") {
-            for entry in a.value.split(',').map(str::trim) {
+            // additionaltags="a,b" (before 7.5) was upgraded to ":a,:b": name what was written.
+            let written: Vec<&str> = a.written_value().split(',').map(str::trim).collect();
+            let tags_only = a.written_name() == "additionaltags";
+            for (i, entry) in a.value.split(',').map(str::trim).enumerate() {
                 // The forms `image::config::repo_tags` expands: `name:tag`, `:tag`, `name:`, `name`.
                 let checked = match reference::split_tag(entry) {
                     ("", Some("")) => Err(None),
@@ -152,11 +167,19 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
                         .map_err(Some),
                 };
                 if let Err(e) = checked {
-                    let why = e.map_or(String::new(), |e| format!(" ({e})"));
+                    let shown = written.get(i).copied().unwrap_or(entry);
+                    let message = match (tags_only, e) {
+                        (true, Some(e)) => e.to_string(),
+                        (true, None) => format!("{shown:?} is not a valid tag"),
+                        (false, e) => format!(
+                            "{shown:?} is not of the form name:tag, :tag or name:{}",
+                            e.map_or(String::new(), |e| format!(" ({e})"))
+                        ),
+                    };
                     out.push(Diagnostic::new(
                         a.loc.clone(),
-                        "containerconfig@additionalnames",
-                        format!("{entry:?} is not of the form name:tag, :tag or name:{why}"),
+                        &format!("containerconfig@{}", a.written_name()),
+                        message,
                     ));
                 }
             }

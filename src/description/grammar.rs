@@ -36,6 +36,10 @@ pub struct ElementDef {
     pub text: bool,
     /// Whether any foreign content is allowed (`<extension>`).
     pub any: bool,
+    /// What the text may be, where the schema restricts it (`<packagemanager>`: a list of
+    /// names; `<rpm-excludedocs>`: a boolean); absent for free text.
+    #[serde(default)]
+    pub content: Option<Vec<ValueType>>,
 }
 
 /// Upper bound of a child count.
@@ -159,9 +163,10 @@ impl Grammar {
             match def.attributes.get(&a.name) {
                 None => out.push(Diagnostic::new(
                     a.loc.clone(),
-                    &format!("{}@{}", n.name, a.name),
+                    &format!("{}@{}", n.name, a.written_name()),
                     format!(
-                        "unknown attribute; <{}> takes: {}",
+                        "unknown attribute;{} <{}> takes: {}",
+                        did_you_mean(a.written_name(), def.attributes.keys()),
                         n.name,
                         list(def.attributes.keys())
                     ),
@@ -170,8 +175,12 @@ impl Grammar {
                     if let Err(expected) = self.check_value(&a.value, &ad.types) {
                         out.push(Diagnostic::new(
                             a.loc.clone(),
-                            &format!("{}@{}", n.name, a.name),
-                            format!("invalid value {:?}; expected {expected}", a.value),
+                            &format!("{}@{}", n.name, a.written_name()),
+                            format!(
+                                "invalid value {:?};{} expected {expected}",
+                                a.written_value(),
+                                did_you_mean(a.written_value(), enumerated(&ad.types)),
+                            ),
                         ));
                     }
                 }
@@ -193,6 +202,18 @@ impl Grammar {
                 "element takes no text content".into(),
             ));
         }
+        if let (Some(text), Some(types)) = (&n.text, &def.content)
+            && let Err(expected) = self.check_value(text, types)
+        {
+            out.push(Diagnostic::new(
+                n.loc.clone(),
+                &n.name,
+                format!(
+                    "invalid value {text:?};{} expected {expected}",
+                    did_you_mean(text, enumerated(types)),
+                ),
+            ));
+        }
         let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
         for c in &n.children {
             match def.children.get(&c.name) {
@@ -203,8 +224,9 @@ impl Grammar {
                         format!("unknown element; <{}> takes no child elements", n.name)
                     } else {
                         format!(
-                            "unknown element in <{}>; expected one of: {}",
+                            "unknown element in <{}>;{} expected one of: {}",
                             n.name,
+                            did_you_mean(&c.name, def.children.keys()),
                             list(def.children.keys())
                         )
                     },
@@ -291,14 +313,16 @@ impl Grammar {
                         "image_type" => "image",
                         _ => "type",
                     };
-                    if let Some(a) = n.attr(attr) {
+                    if let Some(a) = n.attr(attr)
+                        && self.attr_valid(n, key)
+                    {
                         let ty =
                             n.get(key)
                                 .unwrap_or(if r.kind == "repo_type" { "rpm-md" } else { "" });
                         if !r.types.iter().any(|t| t == ty) {
                             out.push(Diagnostic::new(
                                 a.loc.clone(),
-                                &format!("{}@{attr}", n.name),
+                                &format!("{}@{}", n.name, a.written_name()),
                                 format!(
                                     "only available for the following {} types: {}",
                                     if r.kind == "image_type" {
@@ -317,6 +341,7 @@ impl Grammar {
                 "image_type_requirement" => {
                     let ty = n.get("image").unwrap_or("");
                     if r.types.iter().any(|t| t == ty) && n.attr(attr).is_none() {
+                        // (an invalid image value matches no type, so nothing cascades here)
                         out.push(Diagnostic::new(
                             n.loc.clone(),
                             &n.name,
@@ -328,14 +353,17 @@ impl Grammar {
                     }
                 }
                 "container_type" => {
-                    if let (Some(a), Some(p)) = (n.attr(attr), parent) {
+                    if let (Some(a), Some(p)) = (n.attr(attr), parent)
+                        && self.attr_valid(p, "image")
+                    {
                         let ty = p.get("image").unwrap_or("");
                         if !r.types.iter().any(|t| t == ty) {
                             out.push(Diagnostic::new(
                                 a.loc.clone(),
-                                &format!("containerconfig@{attr}"),
+                                &format!("containerconfig@{}", a.written_name()),
                                 format!(
-                                    "containerconfig({attr}) is only available for the following image types: {}",
+                                    "containerconfig({}) is only available for the following image types: {}",
+                                    a.written_name(),
                                     r.types.join(" ")
                                 ),
                             ));
@@ -351,6 +379,53 @@ impl Grammar {
             }
         }
     }
+}
+
+impl Grammar {
+    /// Whether `n`'s attribute `attr` is absent or has a value the grammar allows: rules that
+    /// depend on a value already reported as invalid are not checked, so one typo gives one
+    /// error.
+    fn attr_valid(&self, n: &Node, attr: &str) -> bool {
+        let Some(value) = n.get(attr) else {
+            return true;
+        };
+        self.elements
+            .get(&n.name)
+            .and_then(|d| d.attributes.get(attr))
+            .is_none_or(|ad| self.check_value(value, &ad.types).is_ok())
+    }
+}
+
+/// The enumerated values among `types`.
+fn enumerated(types: &[ValueType]) -> impl Iterator<Item = &String> {
+    types.iter().flat_map(|t| match t {
+        ValueType::Values { values } => values.as_slice(),
+        ValueType::Data { .. } => &[],
+    })
+}
+
+/// The candidate closest to `word`, when one is close enough to be a likely typo.
+pub fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a String>,
+) -> Option<&'a str> {
+    let word = word.trim();
+    if word.is_empty() {
+        return None;
+    }
+    // A typo changes about one character in three at most (dokcer, pakages, imgae).
+    let limit = word.chars().count().div_ceil(3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= limit && c.as_str() != word)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+/// ` did you mean `x`?` for the closest candidate, or nothing.
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a String>) -> String {
+    closest(word, candidates).map_or_else(String::new, |c| format!(" did you mean `{c}`?"))
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -389,8 +464,25 @@ mod tests {
             g.check_value("dokcer", &ty.attributes["image"].types)
                 .is_err()
         );
+        let pm = g.elements["packagemanager"].content.as_ref().unwrap();
+        assert!(g.check_value("apt", pm).is_ok());
+        assert!(g.check_value("aptitude", pm).is_err());
+        assert!(g.elements["author"].content.is_none());
         let port = &g.elements["port"].attributes["number"];
         assert!(g.check_value("80/tcp", &port.types).is_ok());
         assert!(g.check_value("80/sctp", &port.types).is_err());
+    }
+
+    #[test]
+    fn suggests_only_close_candidates() {
+        let names: Vec<String> = ["docker", "oci", "packages", "package", "image"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(closest("dokcer", &names), Some("docker"));
+        assert_eq!(closest("pakages", &names), Some("packages"));
+        assert_eq!(closest("imgae", &names), Some("image"));
+        assert_eq!(closest("docker", &names), None);
+        assert_eq!(closest("zypper", &names), None);
+        assert_eq!(closest("", &names), None);
     }
 }

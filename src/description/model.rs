@@ -86,6 +86,9 @@ pub struct ResolvedImage {
     /// The description file (not serialised).
     #[serde(skip)]
     pub path: PathBuf,
+    /// Where the `<image>` element is (not serialised).
+    #[serde(skip)]
+    pub loc: Loc,
 }
 
 /// `<description>`.
@@ -738,6 +741,7 @@ impl Description {
             strip,
             dir: self.dir.clone(),
             path: self.path.clone(),
+            loc: t.loc.clone(),
         })
     }
 

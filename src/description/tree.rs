@@ -48,6 +48,31 @@ pub struct Attr {
     pub value: String,
     /// Where the attribute is.
     pub loc: Loc,
+    /// The name and value the user wrote, when a schema upgrade rewrote them
+    /// (`additionaltags="a"` became `additionalnames=":a"`); messages name these.
+    pub written: Option<(String, String)>,
+}
+
+impl Attr {
+    /// A new attribute as written.
+    pub fn new(name: impl Into<String>, value: impl Into<String>, loc: Loc) -> Self {
+        Attr {
+            name: name.into(),
+            value: value.into(),
+            loc,
+            written: None,
+        }
+    }
+
+    /// The name as the user wrote it.
+    pub fn written_name(&self) -> &str {
+        self.written.as_ref().map_or(&self.name, |(n, _)| n)
+    }
+
+    /// The value as the user wrote it.
+    pub fn written_value(&self) -> &str {
+        self.written.as_ref().map_or(&self.value, |(_, v)| v)
+    }
 }
 
 /// One element: name, attributes in source order, children in source order, trimmed text.

@@ -52,6 +52,7 @@ pub fn upgrade(root: &mut Node) -> Result<String, DescriptionError> {
             if n.name == "containerconfig"
                 && let Some(mut a) = n.remove_attr("additionaltags")
             {
+                a.written = Some((a.name.clone(), a.value.clone()));
                 a.value = a
                     .value
                     .split(',')
@@ -89,6 +90,7 @@ pub fn upgrade(root: &mut Node) -> Result<String, DescriptionError> {
             if n.name == "type"
                 && let Some(a) = n.attr_mut("btrfs_root_is_snapshot")
             {
+                a.written = Some((a.name.clone(), a.value.clone()));
                 a.name = "btrfs_root_is_snapper_snapshot".into();
             }
         });
@@ -97,8 +99,9 @@ pub fn upgrade(root: &mut Node) -> Result<String, DescriptionError> {
         // console="out in" split in two; a single value sets only the output console
         root.walk_mut(&mut |n| {
             if n.name == "bootloader"
-                && let Some(a) = n.remove_attr("console")
+                && let Some(mut a) = n.remove_attr("console")
             {
+                a.written = Some((a.name.clone(), a.value.clone()));
                 let (out, input) = match a.value.split_once(' ') {
                     Some((o, i)) => (o.to_string(), Some(i.to_string())),
                     None => (a.value.clone(), None),

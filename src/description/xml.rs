@@ -1,8 +1,9 @@
 //! KIWI XML into the element tree, and the tree back out as XML.
 //!
+//! The text is first checked to be well-formed XML 1.0 (`wellformed`), then read with quick-xml.
 //! Hostile input is refused rather than interpreted: a DOCTYPE (and with it every entity
 //! declaration) is an error, entity references other than the five predefined ones and character
-//! references are errors, nesting and element counts are capped.
+//! references to characters XML does not allow are errors, nesting and element counts are capped.
 
 use super::tree::{Attr, LineIndex, Loc, Node};
 use super::{DescriptionError, Diagnostic, MAX_ATTRS, MAX_DEPTH, MAX_NODES};
@@ -11,8 +12,23 @@ use quick_xml::events::{BytesStart, Event};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Check that `text` is well-formed XML 1.0 (without a DOCTYPE, which descriptions may not
+/// have): the XML layer of reading a description, before any schema check. The error names
+/// `file:line:col` of the first violation.
+pub fn well_formed(text: &str, file: &Path) -> Result<(), DescriptionError> {
+    super::wellformed::check(text).map_err(|v| {
+        let (line, column) = LineIndex::new(text).position(v.offset);
+        DescriptionError::Invalid(vec![Diagnostic::new(
+            Loc::new(&Arc::from(file), line, column),
+            "xml",
+            v.message,
+        )])
+    })
+}
+
 /// Parse an XML document whose root must be `<image>` (checked by the caller).
 pub(crate) fn parse(text: &str, file: &Arc<Path>) -> Result<Node, DescriptionError> {
+    well_formed(text, file)?;
     let index = LineIndex::new(text);
     let at = |offset: usize| {
         let (l, c) = index.position(offset);
@@ -220,11 +236,7 @@ fn start_node(
                 format!("more than {MAX_ATTRS} attributes on one element"),
             ));
         }
-        node.attrs.push(Attr {
-            name: key,
-            value,
-            loc: at(key_off),
-        });
+        node.attrs.push(Attr::new(key, value, at(key_off)));
     }
     Ok(node)
 }
@@ -237,11 +249,11 @@ pub fn write(root: &Node) -> String {
         let mut r = root.clone();
         r.attrs.insert(
             0,
-            Attr {
-                name: "xmlns:xsi".into(),
-                value: "http://www.w3.org/2001/XMLSchema-instance".into(),
-                loc: r.loc.clone(),
-            },
+            Attr::new(
+                "xmlns:xsi",
+                "http://www.w3.org/2001/XMLSchema-instance",
+                r.loc.clone(),
+            ),
         );
         write_node(&r, 0, &mut out);
     } else {

@@ -221,11 +221,7 @@ fn element(name: String, loc: Loc, value: Y) -> Result<Node, DescriptionError> {
                             ));
                         }
                     };
-                    node.attrs.push(Attr {
-                        name: attr.to_string(),
-                        value,
-                        loc: kl,
-                    });
+                    node.attrs.push(Attr::new(attr, value, kl));
                 } else if k == "#text" {
                     match v {
                         Y::Null(_) => {}

@@ -36,6 +36,8 @@ impl BuildRequest {
     /// these first, so the errors come in the same order.
     pub fn check(&self) -> Result<(), OpsError> {
         crate::build::check_target(&self.output.target_dir, self.output.replace_target_dir)?;
+        // Every blocker of the description at once, before the reuse check reads repositories.
+        crate::plan::check_supported(&self.source.image, &self.packages.overrides)?;
         Ok(())
     }
 }

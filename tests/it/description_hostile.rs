@@ -27,7 +27,7 @@ fn malformed_xml_names_the_position() {
         b"<image schemaversion=\"8.5\" name=\"x\">\n  <preferences>\n</image>\n",
     );
     assert!(
-        e.contains("config.xml:3:") && e.contains("malformed XML"),
+        e.contains("config.xml:3:1: xml: closing tag </image> does not match <preferences>"),
         "{e}"
     );
 }
