@@ -29,6 +29,7 @@ mod build_interrupt;
 mod build_repro;
 mod build_reuse;
 mod build_sandbox;
+mod cli_kiwi;
 mod cli_logging;
 mod cli_names;
 mod confine_unpack;
