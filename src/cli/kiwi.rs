@@ -179,7 +179,7 @@ impl GlobalArgs {
 
     fn packages(&self, mut packages: PackageArgs) -> PackageArgs {
         if let Some(dir) = &self.shared_cache_dir {
-            packages.cache_dir = dir.clone();
+            packages.cache_dir.clone_from(dir);
         }
         packages
     }
