@@ -932,6 +932,13 @@ mod tests {
     }
 
     #[test]
+    fn the_command_tree_is_consistent() {
+        // Every subcommand, the KIWI aliases' `mut_arg`s and flattened option groups included:
+        // clap checks names, conflicts and defaults only for the subcommand it parses.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn bundle_format_tags_expand() {
         let tags = [("N", "img"), ("v", "1.2.3"), ("A", "x86_64")]
             .iter()
