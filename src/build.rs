@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod base;
+pub mod kiwi_result;
 
 /// Errors of `create`.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +204,8 @@ pub enum ResultKind {
     Packages,
     /// `sbom`: the SPDX document of the installed packages.
     Sbom,
+    /// `kiwi-result`: KIWI's result index, `kiwi.result.json` ([`kiwi_result`]).
+    KiwiResult,
 }
 
 /// One file written.
@@ -482,6 +485,7 @@ pub fn create(
     created
         .files
         .push(pack.sbom(created.manifest_digest.clone())?);
+    created.files.push(pack.kiwi_result(&created)?);
     pack.checksums(&created.files)?;
     pack.result_json(&created)?;
     pack.replace_target()?;
@@ -731,6 +735,25 @@ impl<'a> Pack<'a> {
             }
         }
         Ok(())
+    }
+
+    /// KIWI's `kiwi.result.json`, indexing the files written so far.
+    fn kiwi_result(&self, created: &Created) -> Result<ResultFile, BuildError> {
+        let path = self.out.join(kiwi_result::FILE_NAME);
+        let json = kiwi_result::KiwiResult::of(created, self.image, &self.opts.target_dir)
+            .to_json()
+            .map_err(|source| BuildError::ResultJson {
+                path: path.clone(),
+                source,
+            })?;
+        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
+        Ok(ResultFile {
+            kind: ResultKind::KiwiResult,
+            name: kiwi_result::FILE_NAME.to_string(),
+            sha256: Some(sha256_hex(json.as_bytes())),
+            size: Some(json.len() as u64),
+            tree: None,
+        })
     }
 
     /// `result.json`: `created` as pretty JSON; a value that cannot be serialised is an error,
@@ -1003,6 +1026,7 @@ mod tests {
             (ResultKind::Rootfs, "rootfs"),
             (ResultKind::Packages, "packages"),
             (ResultKind::Sbom, "sbom"),
+            (ResultKind::KiwiResult, "kiwi-result"),
         ] {
             let json = format!("\"{name}\"");
             assert_eq!(serde_json::to_string(&kind).unwrap(), json);

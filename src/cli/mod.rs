@@ -3,6 +3,7 @@
 pub mod build;
 pub mod error;
 pub mod info;
+pub mod kiwi;
 pub mod log;
 mod meta;
 pub mod prepare;
@@ -17,12 +18,15 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The help heading of the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
 /// Build Docker/OCI base images from KIWI image descriptions.
 #[derive(Parser, Debug)]
 #[command(name = "imgbuild", version, about)]
 pub struct Cli {
     /// Root directory of the local image store [default: /var/lib/imgbuild].
-    #[arg(long, global = true, value_name = "DIR", env = "IMGBUILD_STORAGE_ROOT")]
+    #[arg(long, global = true, value_name = "DIR", env = "IMGBUILD_STORAGE_ROOT", help_heading = GLOBAL)]
     pub storage_root: Option<PathBuf>,
     /// Storage driver: vfs, overlay, btrfs or devicemapper [default: the store's own, for a new
     /// store overlay where it mounts, else vfs].
@@ -30,21 +34,24 @@ pub struct Cli {
         long,
         global = true,
         value_name = "NAME",
-        env = "IMGBUILD_STORAGE_DRIVER"
+        env = "IMGBUILD_STORAGE_DRIVER",
+        help_heading = GLOBAL
     )]
     pub storage_driver: Option<String>,
     /// Print no stage lines and no download progress, only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Also print the output of maintainer scripts and hooks (`-v` before the subcommand).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub verbose: bool,
     /// Same as --verbose.
     #[arg(short = 'v', hide = true)]
     pub verbose_short: bool,
     /// Stage log format on stderr: text, or json (one object per line, for CI logs).
-    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text, help_heading = GLOBAL)]
     pub log_format: log::LogFormat,
+    #[command(flatten)]
+    pub kiwi: kiwi::GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,20 +87,34 @@ pub enum Command {
     /// Containers: run, ps, rm.
     #[command(flatten)]
     Run(run::RunCommand),
+    /// KIWI's `system build|prepare|create`, with KIWI's options.
+    #[command(subcommand)]
+    System(kiwi::SystemCommand),
+    /// KIWI's `image info`, with KIWI's options.
+    #[command(subcommand)]
+    Image(kiwi::ImageCommand),
+    /// KIWI's `result list|bundle`, reading kiwi.result.json.
+    #[command(subcommand, name = "result")]
+    KiwiResult(kiwi::ResultCommand),
 }
 
 /// Run the parsed command; the exit code is the command's.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = log::LogSettings {
+pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    cli.kiwi.apply(&mut cli.command);
+    let settings = cli.kiwi.log_settings(log::LogSettings {
         quiet: cli.quiet,
         verbose: cli.verbose || cli.verbose_short,
         format: cli.log_format,
-    };
+    });
     // The commands that build stop cleanly on SIGINT, SIGTERM and SIGHUP (see
     // `imgbuild::interrupt`); `run` forwards them to its container instead.
     if matches!(
         cli.command,
-        Command::Build(_) | Command::Create(_) | Command::Prepare(_) | Command::Lock(_)
+        Command::Build(_)
+            | Command::Create(_)
+            | Command::Prepare(_)
+            | Command::Lock(_)
+            | Command::System(_)
     ) {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
     }
@@ -123,5 +144,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::System(cmd) => kiwi::system(
+            cmd,
+            &cli.kiwi,
+            settings,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
+        Command::Image(cmd) => kiwi::image(cmd, &cli.kiwi, settings),
+        Command::KiwiResult(cmd) => kiwi::result(cmd),
     }
 }

@@ -136,8 +136,22 @@ pub struct PrepareArgs {
 
 /// Run `imgbuild prepare`.
 pub fn exec(args: PrepareArgs, settings: LogSettings) -> anyhow::Result<ExitCode> {
+    exec_with(args, None, settings)
+}
+
+/// Run `prepare`, deriving from `derived_from` instead of the description's base when given
+/// (KIWI's `--set-container-derived-from` of `system prepare`).
+pub fn exec_with(
+    args: PrepareArgs,
+    derived_from: Option<&str>,
+    settings: LogSettings,
+) -> anyhow::Result<ExitCode> {
+    let mut source = args.description.load()?;
+    if let Some(uri) = derived_from {
+        source.set_derived_from(uri)?;
+    }
     let request = ops::PrepareRequest {
-        source: args.description.load()?,
+        source,
         root: args.root,
         allow_existing_root: args.allow_existing_root,
         packages: args.packages.packages(),

@@ -30,6 +30,7 @@ mod build_repro;
 mod build_reuse;
 mod build_sandbox;
 mod cli_errors;
+mod cli_kiwi;
 mod cli_logging;
 mod cli_names;
 mod cli_podman;
