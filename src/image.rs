@@ -83,7 +83,7 @@ pub enum ImageError {
         actual: String,
     },
     /// A base image archive or layout is malformed.
-    #[error("{path}: invalid base image: {reason}")]
+    #[error("{path}: {reason}")]
     BadBase {
         /// The archive or layout read.
         path: PathBuf,

@@ -100,6 +100,16 @@ pub enum OpsError {
     /// directory the user never named.
     #[error(transparent)]
     Build(Box<PrepareError>),
+    /// A base the description derives from is not there.
+    #[error("{location}: derived_from {uri:?}: {} does not exist", path.display())]
+    MissingBase {
+        /// `file:line:col` of the `<type>` element.
+        location: String,
+        /// The URI as written.
+        uri: String,
+        /// The file or directory it names.
+        path: PathBuf,
+    },
     /// The host cannot run the operation: one line per problem found before any work.
     #[error("{}", .0.join("\n"))]
     Preflight(Vec<String>),
@@ -308,6 +318,32 @@ fn epoch_warning(epoch: &EpochRecord) -> Option<String> {
              in /usr/share/doc, so it is dated {date}; set SOURCE_DATE_EPOCH to date it"
         )),
     }
+}
+
+/// Refuses a base of `image` that names a file or directory that is not there, at its
+/// `<type>` element, before any work (the base step would find it only after the stale sweep
+/// and the reuse check).
+fn check_bases(image: &ResolvedImage) -> Result<(), OpsError> {
+    for uri in &image.build_type.derived_from {
+        let resolved = crate::rootfs::prepare::resolve_base_uri(uri, &image.dir);
+        let path = match BaseSource::parse(&resolved) {
+            Ok(
+                BaseSource::OciArchive(p)
+                | BaseSource::DockerArchive(p)
+                | BaseSource::OciLayout(p, _),
+            ) => p,
+            // The base step says what is wrong with the URI itself.
+            Err(_) => continue,
+        };
+        if !path.exists() {
+            return Err(OpsError::MissingBase {
+                location: description::Loc::describe(&image.build_type.loc),
+                uri: uri.clone(),
+                path,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What an operation writing `work` (the root tree or the image files) and, with packages,

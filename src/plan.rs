@@ -434,11 +434,60 @@ pub fn repository_specs(
 /// together ([`blockers`]).
 pub fn check_supported(image: &ResolvedImage, overrides: &Overrides) -> Result<(), PlanError> {
     let blocked = blockers(image, overrides);
-    if blocked.is_empty() {
-        Ok(())
-    } else {
-        Err(PlanError::Blocked(blocked))
+    if !blocked.is_empty() {
+        return Err(PlanError::Blocked(blocked));
     }
+    check_arch(&image.arch)?;
+    // The command line's repository tuples too, before anything reads a repository.
+    repository_specs(image, overrides).map(drop)
+}
+
+/// Architecture names `--target-arch` takes: KIWI's, and Debian's own.
+const ARCHES: &[&str] = &[
+    "x86_64",
+    "aarch64",
+    "i686",
+    "i586",
+    "ix86",
+    "ppc64le",
+    "armv7l",
+    "armv7hl",
+    "armv6l",
+    "armv6hl",
+    "armv5tel",
+    "riscv64",
+    "s390x",
+    "loongarch64",
+    "amd64",
+    "arm64",
+    "i386",
+    "ppc64el",
+    "armhf",
+    "armel",
+    "mips64el",
+    "loong64",
+];
+
+/// Refuses an architecture no Debian port has, naming the closest one.
+fn check_arch(arch: &str) -> Result<(), PlanError> {
+    if ARCHES.contains(&arch) {
+        return Ok(());
+    }
+    let closest = ARCHES
+        .iter()
+        .map(|a| (strsim::osa_distance(arch, a), *a))
+        .filter(|(d, _)| *d <= (arch.chars().count() / 3).max(1))
+        .min();
+    Err(PlanError::Unsupported {
+        location: "--target-arch".into(),
+        message: format!(
+            "unknown architecture {arch:?}{}; one of: {}",
+            closest
+                .map(|(_, a)| format!(" (did you mean {a:?}?)"))
+                .unwrap_or_default(),
+            ARCHES.join(", ")
+        ),
+    })
 }
 
 /// Everything in `image` this stage cannot build, each at its element: a package manager other
@@ -990,5 +1039,19 @@ Package: mawk\nVersion: 1\nArchitecture: amd64\nProvides: awk\n";
             "{file}:13:9: package \"pyhton3-minimal\" is not in the repositories"
         )));
         assert!(shown.contains("did you mean \"mawk\"?"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_architectures_are_refused_with_the_closest_name() {
+        assert!(check_arch("x86_64").is_ok() && check_arch("arm64").is_ok());
+        let e = check_arch("aarch46").unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "--target-arch: unknown architecture \"aarch46\" (did you mean \"aarch64\"?)"
+            ),
+            "{e}"
+        );
+        let e = check_arch("sparc99").unwrap_err().to_string();
+        assert!(!e.contains("did you mean"), "{e}");
     }
 }

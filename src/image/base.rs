@@ -279,8 +279,20 @@ fn link_target<R: Read>(path: &Path, name: &Path, e: &tar::Entry<'_, R>) -> Resu
 fn scan_members(path: &Path, want: &BTreeMap<PathBuf, (u64, String)>) -> Result<Members> {
     let mut out = Members::default();
     let mut ar = open_tar(path)?;
-    for e in ar.entries().map_err(io_err(path))? {
-        let mut e = e.map_err(io_err(path))?;
+    for (i, e) in ar.entries().map_err(io_err(path))?.enumerate() {
+        // A first entry that does not read is no tar at all: say what was expected, not the
+        // tar reader's words for a short block.
+        let mut e = e.map_err(|err| {
+            if i == 0 {
+                bad(
+                    path,
+                    "not an image archive (a docker-archive or an oci-archive, a tar file \
+                     plain or compressed, or an OCI layout directory)",
+                )
+            } else {
+                io_err(path)(err)
+            }
+        })?;
         let name = member_name(path, &e)?;
         match e.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {

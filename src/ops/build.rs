@@ -1,8 +1,8 @@
 //! `build`: the reuse check, then `prepare` into a work root beside the target, then `create`.
 
 use super::{
-    OpsError, Packages, Reporter, Source, Stages, epoch_warning, needs, preflight, prepare_root,
-    target_parent,
+    OpsError, Packages, Reporter, Source, Stages, check_bases, epoch_warning, needs, preflight,
+    prepare_root, target_parent,
 };
 use crate::build::{CreateOptions, Created};
 use crate::plan::PlanOptions;
@@ -38,7 +38,7 @@ impl BuildRequest {
         crate::build::check_target(&self.output.target_dir, self.output.replace_target_dir)?;
         // Every blocker of the description at once, before the reuse check reads repositories.
         crate::plan::check_supported(&self.source.image, &self.packages.overrides)?;
-        Ok(())
+        check_bases(&self.source.image)
     }
 }
 

@@ -1,7 +1,8 @@
 //! `prepare`: the root tree of a description, without an image.
 
 use super::{
-    OpsError, Packages, Reporter, Source, Stages, epoch_warning, needs, preflight, prepare_root,
+    OpsError, Packages, Reporter, Source, Stages, check_bases, epoch_warning, needs, preflight,
+    prepare_root,
 };
 use crate::rootfs::prepare::{PrepareOptions, Prepared};
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub struct PrepareRequest {
 
 /// Build the root tree `req` describes; the plan's warnings are reported once it is done.
 pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared, OpsError> {
+    // What the description asks for that cannot be built, before the host is looked at.
+    crate::plan::check_supported(&req.source.image, &req.packages.overrides)?;
+    check_bases(&req.source.image)?;
     preflight::check(
         &needs(&req.root, "root tree", Some(&req.packages)),
         reporter,

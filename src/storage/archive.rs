@@ -25,8 +25,8 @@ use crate::image::{Compression, ImageError};
 /// Errors of loading and saving archives; each names the archive or image involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    /// The archive could not be read or failed verification.
-    #[error("{path}: {source}")]
+    /// The archive could not be read or failed verification (the reader's error names it).
+    #[error("{source}")]
     Read {
         /// The archive.
         path: PathBuf,
