@@ -326,14 +326,14 @@ fn epoch_warning(epoch: &EpochRecord) -> Option<String> {
 fn check_bases(image: &ResolvedImage) -> Result<(), OpsError> {
     for uri in &image.build_type.derived_from {
         let resolved = crate::rootfs::prepare::resolve_base_uri(uri, &image.dir);
-        let path = match BaseSource::parse(&resolved) {
-            Ok(
-                BaseSource::OciArchive(p)
-                | BaseSource::DockerArchive(p)
-                | BaseSource::OciLayout(p, _),
-            ) => p,
-            // The base step says what is wrong with the URI itself.
-            Err(_) => continue,
+        // A URI that does not parse: the base step says what is wrong with it.
+        let Ok(
+            BaseSource::OciArchive(path)
+            | BaseSource::DockerArchive(path)
+            | BaseSource::OciLayout(path, _),
+        ) = BaseSource::parse(&resolved)
+        else {
+            continue;
         };
         if !path.exists() {
             return Err(OpsError::MissingBase {
