@@ -32,6 +32,7 @@ mod build_sandbox;
 mod cli_errors;
 mod cli_logging;
 mod cli_names;
+mod cli_pipes;
 mod cli_snapshots;
 mod confine_unpack;
 mod deb_read;
