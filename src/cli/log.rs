@@ -80,6 +80,22 @@ fn summary_text(s: &DownloadSummary) -> String {
     format!("{} files, {} ({fetched})", s.files, HumanBytes(s.bytes))
 }
 
+/// `[5/110] URL (2894408 bytes, cached)`: a file of a download in text.
+fn file_line(f: &FileDone<'_>) -> String {
+    let notes: Vec<String> = f
+        .size
+        .map(|s| format!("{s} bytes"))
+        .into_iter()
+        .chain(f.cached.then(|| "cached".to_string()))
+        .collect();
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    };
+    format!("[{}/{}] {}{notes}", f.done, f.files, f.url)
+}
+
 impl Reporter for StageLog {
     fn stage_start(&self, stage: &str) {
         if self.settings.quiet {
@@ -232,9 +248,7 @@ impl DownloadObserver for DownloadLog {
         }
         match self.settings.format {
             LogFormat::Text => {
-                let size = f.size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
-                let cached = if f.cached { ", cached" } else { "" };
-                eprintln!("imgbuild: [{}/{}] {}{size}{cached}", f.done, f.files, f.url);
+                eprintln!("imgbuild: {}", file_line(f));
             }
             LogFormat::Json => eprintln!(
                 "{}",
@@ -310,6 +324,22 @@ mod tests {
             summary_text(&s),
             "110 files, 45.20 MiB (3 downloaded, 1.20 MiB)"
         );
+    }
+
+    #[test]
+    fn file_lines_say_count_url_size_and_cached() {
+        let mut f = FileDone {
+            url: "http://m/a.deb",
+            size: Some(12),
+            cached: true,
+            done: 5,
+            files: 110,
+        };
+        assert_eq!(file_line(&f), "[5/110] http://m/a.deb (12 bytes, cached)");
+        f.cached = false;
+        assert_eq!(file_line(&f), "[5/110] http://m/a.deb (12 bytes)");
+        f.size = None;
+        assert_eq!(file_line(&f), "[5/110] http://m/a.deb");
     }
 
     #[test]
