@@ -190,6 +190,16 @@ pub fn install() -> io::Result<()> {
     Ok(())
 }
 
+/// How [`force_exit`] words its line, when not `imgbuild: <signal>`.
+static EXIT_LINE: OnceLock<fn(Interrupted) -> String> = OnceLock::new();
+
+/// Have the watcher print `line(signal)` (with its newline) instead of `imgbuild: interrupted by
+/// <signal>` when it ends the process itself: the binary's json log wants an object there.
+/// The first call wins.
+pub fn set_exit_line(line: fn(Interrupted) -> String) {
+    let _ = EXIT_LINE.set(line);
+}
+
 /// The last resort after the grace period: remove the registered directories and end the
 /// process. Build sandboxes die with it (their commands have `PR_SET_PDEATHSIG`).
 fn force_exit(i: Interrupted) -> ! {
@@ -207,7 +217,9 @@ fn force_exit(i: Interrupted) -> ! {
             }
         }
     }
-    let line = format!("imgbuild: {i}\n");
+    let line = EXIT_LINE
+        .get()
+        .map_or_else(|| format!("imgbuild: {i}\n"), |line| line(i));
     // SAFETY: a plain write to stderr, then ending the process without running destructors
     // that the stuck thread may hold locks for.
     unsafe {

@@ -917,7 +917,7 @@ pub fn open_cache(opts: &PlanOptions) -> Result<(Cache, Fetcher), PlanError> {
     };
     let cache = Cache::open(&opts.cache_dir, mode)?;
     let fetcher = Fetcher::new(FetchOptions {
-        progress: opts.progress,
+        progress: opts.progress.clone(),
         ..FetchOptions::default()
     });
     Ok((cache, fetcher))

@@ -7,13 +7,12 @@
 
 use crate::apt::cache::{Cache, CacheError, CacheMode, Expected};
 use base64::Engine as _;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Errors of downloads. Each names the URL and, when the download was going into the cache, the
@@ -140,16 +139,80 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How [`Fetcher::fetch_many`] reports progress. The library draws nothing itself: a caller
+/// that shows progress passes an observer and renders its events.
+#[derive(Clone, Default)]
 pub enum Progress {
-    /// A bar when stderr is a terminal, plain lines otherwise.
-    #[default]
-    Auto,
-    /// One plain line per finished download on stderr.
-    Lines,
     /// Nothing.
+    #[default]
     Quiet,
+    /// Every event to this observer.
+    To(Arc<dyn DownloadObserver>),
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Progress::Quiet => f.write_str("Quiet"),
+            Progress::To(_) => f.write_str("To(..)"),
+        }
+    }
+}
+
+/// Hears what [`Fetcher::fetch_many`] does. Called from its download threads, so `&self` and
+/// `Sync`; [`DownloadObserver::file_done`] calls come one at a time, in the order of their
+/// `done` count.
+pub trait DownloadObserver: Send + Sync {
+    /// A batch starts: `files` files, `bytes` bytes in all (of those whose size is known).
+    fn start(&self, files: usize, bytes: u64);
+    /// `n` more bytes arrived from the network (any thread, any time during the batch).
+    fn received(&self, n: u64);
+    /// One more file of the batch is in the cache (fetched now or found there).
+    fn file_done(&self, file: &FileDone<'_>);
+    /// The batch ended, also after a failure: what it did.
+    fn finish(&self, summary: &DownloadSummary);
+}
+
+/// A file of a [`Fetcher::fetch_many`] batch that is now in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDone<'a> {
+    /// Where it came from (or would have).
+    pub url: &'a str,
+    /// Its size, when known.
+    pub size: Option<u64>,
+    /// True when the cache had it, so nothing was downloaded.
+    pub cached: bool,
+    /// Files of the batch done so far, this one included: 1, 2, … in call order.
+    pub done: usize,
+    /// Files in the batch.
+    pub files: usize,
+}
+
+/// What a [`Fetcher::fetch_many`] batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DownloadSummary {
+    /// Files now in the cache (all of the batch unless it failed).
+    pub files: usize,
+    /// Their bytes (of those whose size is known).
+    pub bytes: u64,
+    /// Of those, the files that were downloaded (the rest were cached).
+    pub fetched: usize,
+    /// Their bytes (retries and hedged requests not counted).
+    pub fetched_bytes: u64,
+}
+
+/// The totals of two batches.
+impl std::ops::Add for DownloadSummary {
+    type Output = DownloadSummary;
+
+    fn add(self, other: DownloadSummary) -> DownloadSummary {
+        DownloadSummary {
+            files: self.files + other.files,
+            bytes: self.bytes + other.bytes,
+            fetched: self.fetched + other.fetched,
+            fetched_bytes: self.fetched_bytes + other.fetched_bytes,
+        }
+    }
 }
 
 /// Download settings.
@@ -177,7 +240,7 @@ impl Default for FetchOptions {
             backoff: Duration::from_millis(500),
             timeout: Duration::from_secs(30),
             concurrency: 8,
-            progress: Progress::Auto,
+            progress: Progress::Quiet,
             // Mirrors and their caches now and then hold one request for seconds while
             // answering the next at once; a second GET for the same file is harmless.
             hedge_after: Some(Duration::from_secs(1)),
@@ -483,8 +546,11 @@ impl Fetcher {
         expected: &Expected,
     ) -> Result<PathBuf, FetchError> {
         self.fetch_to_cache_counting(cache, url, credentials, expected, &|_| {})
+            .map(|(path, _)| path)
     }
 
+    /// [`Fetcher::fetch_to_cache`], telling `on_bytes` of the bytes as they arrive; also says
+    /// whether the file was in the cache already.
     fn fetch_to_cache_counting(
         &self,
         cache: &Cache,
@@ -492,9 +558,9 @@ impl Fetcher {
         credentials: Option<&Credentials>,
         expected: &Expected,
         on_bytes: &(dyn Fn(u64) + Sync),
-    ) -> Result<PathBuf, FetchError> {
+    ) -> Result<(PathBuf, bool), FetchError> {
         if let Some(p) = cache.get(expected)? {
-            return Ok(p);
+            return Ok((p, true));
         }
         if cache.mode() == CacheMode::Offline {
             return Err(cache.missing(url, expected).into());
@@ -502,7 +568,7 @@ impl Fetcher {
         let _lock = cache.lock_blob(&expected.sha256)?;
         // Another build may have fetched it while we waited for the lock.
         if let Some(p) = cache.get(expected)? {
-            return Ok(p);
+            return Ok((p, true));
         }
         let dest = Dest(Some(cache.blob_path(&expected.sha256)));
         let writer = self.with_retries(url, credentials, &dest, |r| {
@@ -543,7 +609,7 @@ impl Fetcher {
                 on_bytes(n as u64);
             }
         })?;
-        Ok(writer.commit()?)
+        Ok((writer.commit()?, false))
     }
 
     /// Fetch every download into the cache, up to [`FetchOptions::concurrency`] at once. Returns the
@@ -554,8 +620,7 @@ impl Fetcher {
         cache: &Cache,
         items: &[Download],
     ) -> Result<Vec<PathBuf>, FetchError> {
-        let total: u64 = items.iter().filter_map(|d| d.expected.size).sum();
-        let reporter = Reporter::new(self.opts.progress, total, items.len());
+        let tally = Tally::new(&self.opts.progress, items);
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let results: Vec<Mutex<Option<Result<PathBuf, FetchError>>>> =
@@ -570,7 +635,7 @@ impl Fetcher {
                         }
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(item) = items.get(i) else { break };
-                        let bytes = |n| reporter.add_bytes(n);
+                        let bytes = |n| tally.received(n);
                         let r = self.fetch_to_cache_counting(
                             cache,
                             &item.url,
@@ -578,10 +643,16 @@ impl Fetcher {
                             &item.expected,
                             &bytes,
                         );
-                        match &r {
-                            Ok(_) => reporter.done(&item.url, item.expected.size),
-                            Err(_) => failed.store(true, Ordering::SeqCst),
-                        }
+                        let r = match r {
+                            Ok((path, cached)) => {
+                                tally.file_done(&item.url, item.expected.size, cached);
+                                Ok(path)
+                            }
+                            Err(e) => {
+                                failed.store(true, Ordering::SeqCst);
+                                Err(e)
+                            }
+                        };
                         if let Ok(mut slot) = results[i].lock() {
                             *slot = Some(r);
                         }
@@ -589,7 +660,7 @@ impl Fetcher {
                 });
             }
         });
-        reporter.finish();
+        tally.finish();
         let mut out = Vec::with_capacity(items.len());
         let mut not_started = None;
         for (i, slot) in results.into_iter().enumerate() {
@@ -618,61 +689,198 @@ impl Fetcher {
     }
 }
 
-/// Progress output for [`Fetcher::fetch_many`].
-struct Reporter {
-    bar: Option<ProgressBar>,
-    lines: bool,
-    done: AtomicUsize,
-    count: usize,
+/// The progress of one [`Fetcher::fetch_many`] batch, told to its observer.
+struct Tally<'a> {
+    observer: Option<&'a dyn DownloadObserver>,
+    files: usize,
+    /// What is done so far. Counted and told to the observer under this one lock: counting
+    /// first and telling after let a thread that counted 5 report after the one that counted 6,
+    /// and the count shown went backwards.
+    summary: Mutex<DownloadSummary>,
 }
 
-impl Reporter {
-    fn new(mode: Progress, total: u64, count: usize) -> Reporter {
-        let tty = io::stderr().is_terminal();
-        // `Auto` prints lines, as `Lines` does, only when stderr is not a terminal.
-        #[allow(clippy::match_same_arms)]
-        let (bar, lines) = match mode {
-            Progress::Quiet => (None, false),
-            Progress::Lines => (None, true),
-            Progress::Auto if tty => {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                if let Ok(style) = ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                ) {
-                    bar.set_style(style.progress_chars("=> "));
-                }
-                bar.set_message(format!("0/{count} files"));
-                (Some(bar), false)
-            }
-            Progress::Auto => (None, true),
+impl<'a> Tally<'a> {
+    /// A batch of `items` starting now, told to `progress`'s observer.
+    fn new(progress: &'a Progress, items: &[Download]) -> Tally<'a> {
+        let observer = match progress {
+            Progress::Quiet => None,
+            Progress::To(o) => Some(&**o),
         };
-        Reporter {
-            bar,
-            lines,
-            done: AtomicUsize::new(0),
-            count,
+        if let Some(o) = observer {
+            o.start(
+                items.len(),
+                items.iter().filter_map(|d| d.expected.size).sum(),
+            );
+        }
+        Tally {
+            observer,
+            files: items.len(),
+            summary: Mutex::new(DownloadSummary::default()),
         }
     }
 
-    fn add_bytes(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
+    fn received(&self, n: u64) {
+        if let Some(o) = self.observer {
+            o.received(n);
         }
     }
 
-    fn done(&self, url: &str, size: Option<u64>) {
-        let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(b) = &self.bar {
-            b.set_message(format!("{done}/{} files", self.count));
-        } else if self.lines {
-            let size = size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
-            let _ = writeln!(io::stderr().lock(), "[{done}/{}] {url}{size}", self.count);
+    fn file_done(&self, url: &str, size: Option<u64>, cached: bool) {
+        let mut s = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
+        s.files += 1;
+        s.bytes += size.unwrap_or(0);
+        if !cached {
+            s.fetched += 1;
+            s.fetched_bytes += size.unwrap_or(0);
+        }
+        if let Some(o) = self.observer {
+            o.file_done(&FileDone {
+                url,
+                size,
+                cached,
+                done: s.files,
+                files: self.files,
+            });
         }
     }
 
     fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+        if let Some(o) = self.observer {
+            o.finish(&self.summary.lock().unwrap_or_else(PoisonError::into_inner));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the `done` count of every call, and whether two calls ever overlapped.
+    #[derive(Default)]
+    struct Recorder {
+        done: Mutex<Vec<usize>>,
+        inside: AtomicBool,
+        overlapped: AtomicBool,
+        summary: Mutex<Option<DownloadSummary>>,
+    }
+
+    impl DownloadObserver for Recorder {
+        fn start(&self, _files: usize, _bytes: u64) {}
+        fn received(&self, _n: u64) {}
+        fn file_done(&self, file: &FileDone<'_>) {
+            if self.inside.swap(true, Ordering::SeqCst) {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+            // Widens the window another call would overlap in, were calls not one at a time.
+            std::thread::yield_now();
+            self.done.lock().unwrap().push(file.done);
+            self.inside.store(false, Ordering::SeqCst);
+        }
+        fn finish(&self, summary: &DownloadSummary) {
+            *self.summary.lock().unwrap() = Some(*summary);
+        }
+    }
+
+    fn item(i: usize) -> Download {
+        Download {
+            url: format!("file:///nonexistent/{i}"),
+            expected: Expected {
+                sha256: crate::apt::cache::Sha256Digest([0; 32]),
+                size: Some(10),
+            },
+            credentials: None,
+        }
+    }
+
+    #[test]
+    fn the_done_count_reaches_the_observer_in_order_from_many_threads() {
+        const THREADS: usize = 8;
+        const EACH: usize = 2000;
+        let recorder = Arc::new(Recorder::default());
+        let progress = Progress::To(recorder.clone());
+        let items: Vec<Download> = (0..THREADS * EACH).map(item).collect();
+        let tally = Tally::new(&progress, &items);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let tally = &tally;
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        // Every third file counts as cached.
+                        tally.file_done("u", Some(10), (t * EACH + i).is_multiple_of(3));
+                    }
+                });
+            }
+        });
+        tally.finish();
+        let done = recorder.done.lock().unwrap();
+        assert!(!recorder.overlapped.load(Ordering::SeqCst));
+        assert!(
+            done.iter().copied().eq(1..=THREADS * EACH),
+            "the count went backwards or skipped"
+        );
+        let n = THREADS * EACH;
+        let cached = (0..n).filter(|i| i.is_multiple_of(3)).count();
+        assert_eq!(
+            *recorder.summary.lock().unwrap(),
+            Some(DownloadSummary {
+                files: n,
+                bytes: 10 * n as u64,
+                fetched: n - cached,
+                fetched_bytes: 10 * (n - cached) as u64,
+            })
+        );
+    }
+
+    #[test]
+    fn fetch_many_tells_fetched_from_cached_files() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let items: Vec<Download> = (0..20u8)
+            .map(|i| {
+                let data = vec![i; 100 + usize::from(i)];
+                std::fs::write(src.join(i.to_string()), &data).unwrap();
+                Download {
+                    url: format!("dir:{}/{i}", src.display()),
+                    expected: Expected {
+                        sha256: crate::apt::cache::Sha256Digest::of(&data),
+                        size: Some(data.len() as u64),
+                    },
+                    credentials: None,
+                }
+            })
+            .collect();
+        let cache = Cache::open(t.path().join("cache"), CacheMode::Online).unwrap();
+        let bytes: u64 = (0..20).map(|i| 100 + i).sum();
+        let run = |items: &[Download]| {
+            let recorder = Arc::new(Recorder::default());
+            let fetcher = Fetcher::new(FetchOptions {
+                progress: Progress::To(recorder.clone()),
+                ..FetchOptions::default()
+            });
+            fetcher.fetch_many(&cache, items).unwrap();
+            let summary = recorder.summary.lock().unwrap().unwrap();
+            assert!(
+                recorder
+                    .done
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .eq(1..=items.len())
+            );
+            summary
+        };
+        // Five in the cache first: the batch fetches the other fifteen.
+        run(&items[..5]);
+        let s = run(&items);
+        assert_eq!((s.files, s.bytes, s.fetched), (20, bytes, 15));
+        assert_eq!(s.fetched_bytes, bytes - (100..105).sum::<u64>());
+        // A warm run downloads nothing.
+        let s = run(&items);
+        assert_eq!(
+            (s.files, s.bytes, s.fetched, s.fetched_bytes),
+            (20, bytes, 0, 0)
+        );
     }
 }

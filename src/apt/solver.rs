@@ -40,7 +40,10 @@ pub enum SolveError {
     },
     /// No set of packages satisfies the request. The explanation walks from the request through
     /// the chain of packages down to the missing or conflicting ones.
-    #[error("the requested packages cannot be installed together:\n{explanation}")]
+    #[error(
+        "the requested packages cannot be installed together:\n{}",
+        indent(explanation)
+    )]
     Unsolvable {
         /// resolvo's conflict tree, rendered with Debian names and versions.
         explanation: String,
@@ -50,6 +53,14 @@ pub enum SolveError {
     /// The solver was cancelled.
     #[error("dependency resolution was cancelled")]
     Cancelled,
+}
+
+/// `text` with every line indented by two spaces: the explanation reads as part of its error.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What to resolve.

@@ -15,6 +15,26 @@ pub fn text(err: &anyhow::Error) -> String {
     without_errno(&out)
 }
 
+/// The problems an error's text lists, one per line (several blockers of a description, the
+/// preflight's findings), each with the indented lines that follow it (a solver's explanation):
+/// each is printed as an error of its own.
+pub fn problems(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match out.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) || line.is_empty() => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}
+
 /// `text` without the ` (os error N)` Rust adds to an OS error's description: the description
 /// says it, and the number means nothing to a user.
 fn without_errno(text: &str) -> String {
@@ -61,6 +81,19 @@ mod tests {
         assert_eq!(text(&err), "container c1: /x: disk on fire");
         let err = err.context("running");
         assert_eq!(text(&err), "running: container c1: /x: disk on fire");
+    }
+
+    #[test]
+    fn each_listed_problem_is_its_own_error_and_indented_lines_stay_with_theirs() {
+        assert_eq!(
+            super::problems("a.xml:1:2: one\na.xml:3:4: two"),
+            ["a.xml:1:2: one", "a.xml:3:4: two"]
+        );
+        assert_eq!(
+            super::problems("cannot be installed together:\n  a needs b\n    b is missing"),
+            ["cannot be installed together:\n  a needs b\n    b is missing"]
+        );
+        assert_eq!(super::problems(""), [""]);
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! Argument parsing and dispatch: one file per subcommand, each a thin wrapper over the library.
 
+// First, so that its print macros replace std's in every module after it.
+#[macro_use]
+pub(crate) mod out;
+
 pub mod build;
 pub mod error;
 pub mod info;
@@ -117,6 +121,10 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::System(_)
     ) {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
+        out::stop_on_closed_stderr();
+        if settings.format == log::LogFormat::Json {
+            imgbuild::interrupt::set_exit_line(log::json_stopped_line);
+        }
     }
     match cli.command {
         Command::Version => Ok(meta::version()),

@@ -25,8 +25,8 @@ use crate::image::{Compression, ImageError};
 /// Errors of loading and saving archives; each names the archive or image involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    /// The archive could not be read or failed verification (the reader's error names it).
-    #[error("{source}")]
+    /// The archive could not be read or failed verification.
+    #[error("{}", named(path, source))]
     Read {
         /// The archive.
         path: PathBuf,
@@ -204,6 +204,18 @@ pub fn open_archive(path: &Path) -> Result<ArchiveImage> {
         tags: clean_tags(&tags),
         base,
     })
+}
+
+/// `error` led by the archive's path, said once: most reader errors name it already, but one
+/// found in a member unpacked for verification names that member's temporary file instead.
+fn named(path: &Path, error: &ImageError) -> String {
+    let text = error.to_string();
+    let shown = path.display().to_string();
+    if text.starts_with(&shown) {
+        text
+    } else {
+        format!("{shown}: {text}")
+    }
 }
 
 /// An image [`load_archive`] put into the store.

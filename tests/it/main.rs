@@ -33,6 +33,7 @@ mod cli_errors;
 mod cli_kiwi;
 mod cli_logging;
 mod cli_names;
+mod cli_pipes;
 mod cli_podman;
 mod cli_snapshots;
 mod confine_unpack;
