@@ -368,9 +368,20 @@ fn save_to_stdout(store: &Store, image: &str, format: SaveFormat) -> anyhow::Res
     archive::save_image(store, image, &path, format)?;
     let mut file = std::fs::File::open(&path).context("reading the saved archive")?;
     let mut out = std::io::stdout().lock();
-    std::io::copy(&mut file, &mut out).context("writing the archive to standard output")?;
-    std::io::Write::flush(&mut out).context("writing the archive to standard output")?;
-    Ok(())
+    let copied = std::io::copy(&mut file, &mut out).and_then(|_| std::io::Write::flush(&mut out));
+    drop(out);
+    drop(file);
+    match copied {
+        // The reader went away (`save -o - | head -c 10`): end as other tools do, once the
+        // temporary copy is removed.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            drop(dir);
+            super::out::die_of_sigpipe()
+        }
+        other => other
+            .map(drop)
+            .context("writing the archive to standard output"),
+    }
 }
 
 /// Run a store command against the store the global options name.

@@ -197,7 +197,8 @@ fn too_little_space_is_reported_before_any_work() {
         "{err}"
     );
     assert!(
-        lines[1].starts_with(&format!("{cache}: ")) && lines[1].contains("download cache"),
+        lines[1].starts_with(&format!("imgbuild: error: {cache}: "))
+            && lines[1].contains("download cache"),
         "{err}"
     );
     assert!(entries(&small).is_empty(), "{:?}", entries(&small));
@@ -248,12 +249,12 @@ fn a_typo_in_a_package_is_named_at_its_element_with_the_meant_name() {
                 at("pyhton3-minimal")
             ),
             format!(
-                "{}: package \"zzzz-no-such-thing\" is not in the repositories (no package or \
-                 provider of that name)",
+                "imgbuild: error: {}: package \"zzzz-no-such-thing\" is not in the repositories \
+                 (no package or provider of that name)",
                 at("zzzz-no-such-thing")
             ),
-            "--add-package: package \"bsah\" is not in the repositories (no package or \
-             provider of that name); did you mean \"bash\"?"
+            "imgbuild: error: --add-package: package \"bsah\" is not in the repositories (no \
+             package or provider of that name); did you mean \"bash\"?"
                 .to_string(),
         ],
         "{err}"

@@ -156,6 +156,21 @@ fn store_listings_end_quietly_on_a_closed_stdout() {
     ] {
         assert_sigpipe(&format!("{args:?}"), &run(args));
     }
+    // `save -o -` to a closed pipe ends the same way, and its temporary copy is gone.
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut c = Command::new(imgbuild_bin());
+    c.arg("--storage-root")
+        .arg(&store_root)
+        .args(["--storage-driver", "vfs", "save", "-o", "-", "pipes/test:1"])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null());
+    assert_sigpipe("save -o -", &stdout_closed(&mut c));
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "left in TMPDIR"
+    );
 }
 
 #[test]

@@ -29,7 +29,8 @@ struct Running {
 }
 
 fn spawn_prepare(root: &Path, cache: &Path) -> Running {
-    let mut cmd = prepare_cmd(root, Some("bookworm"), cache, &[]);
+    // `--verbose`: a line per downloaded file, which the kill mid-download waits for.
+    let mut cmd = prepare_cmd(root, Some("bookworm"), cache, &["--verbose"]);
     // Its own process group, so SIGINT can go to the whole group as a terminal's Ctrl-C does.
     cmd.process_group(0)
         .stdout(Stdio::null())
