@@ -679,8 +679,22 @@ impl BaseImage {
                 }
                 let tmp = unpack_members(path, &src.members, &needed)?;
                 let dir = tmp.path().to_path_buf();
+                // Said of the archive and its member, not of the temporary copy verified.
                 Self::from_layout(&dir, located, name, Some(tmp)).map_err(|e| match e {
                     ImageError::BadBase { reason, .. } => bad(path, reason),
+                    ImageError::DigestMismatch {
+                        path: copy,
+                        expected,
+                        actual,
+                    } => ImageError::DigestMismatch {
+                        path: Path::new(&copy)
+                            .strip_prefix(&dir)
+                            .map_or(copy.clone(), |m| {
+                                format!("{}:{}", path.display(), m.display())
+                            }),
+                        expected,
+                        actual,
+                    },
                     e => e,
                 })
             }
