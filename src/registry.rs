@@ -2,12 +2,15 @@
 //! monolithic blob upload and manifest PUT, with anonymous or basic auth, over `ureq`
 //! (synchronous, as the rest of imgbuild). Enough to push an image of the store or of an archive.
 //!
-//! Plain HTTP is used only for loopback registries or when TLS verification is turned off; every
-//! other registry is spoken to over HTTPS. Credentials never appear in errors or logs: errors
+//! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
+//! certificate directory (containers' `certs.d/HOST/` by default). Plain HTTP is tried only after
+//! that failed, and only for loopback registries or when TLS verification is turned off. Credentials never appear in errors or logs: errors
 //! name the registry URL, the repository and the digest involved.
 
 use std::io::Read;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use oci_spec::image::ImageManifest;
@@ -55,6 +58,14 @@ pub enum RegistryError {
         status: u16,
         /// The registry's error text, if any (prefixed with ": ").
         detail: String,
+    },
+    /// A CA certificate file could not be read.
+    #[error("{path}: {reason}")]
+    Certs {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// The image to push is not usable (its manifest cannot be parsed or a blob's size is off).
     #[error("{0}")]
@@ -181,8 +192,60 @@ impl Credentials {
 pub struct ClientOptions {
     /// Credentials for basic auth; `None` is anonymous.
     pub credentials: Option<Credentials>,
-    /// `false` speaks plain HTTP to any registry (as `--tls-verify=false`).
+    /// `true` skips certificate verification and allows plain HTTP to any registry (as
+    /// `--tls-verify=false`).
     pub insecure: bool,
+    /// Extra CA certificates: every `*.crt` file in this directory. `None`:
+    /// `/etc/containers/certs.d/HOST[:PORT]/` when it exists.
+    pub cert_dir: Option<PathBuf>,
+}
+
+/// Where Debian, Fedora and others keep the system CA bundle.
+const SYSTEM_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+fn certs_err(path: &Path, reason: &dyn std::fmt::Display) -> RegistryError {
+    RegistryError::Certs {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Adds the certificates of the PEM file `path` to `out`.
+fn read_pem(path: &Path, out: &mut Vec<ureq::tls::Certificate<'static>>) -> Result<()> {
+    let pem = std::fs::read(path).map_err(|e| certs_err(path, &e))?;
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| certs_err(path, &e))? {
+            out.push(c);
+        }
+    }
+    Ok(())
+}
+
+/// The CA roots: the first system bundle found, plus the `*.crt` files of `cert_dir`.
+fn root_certs(cert_dir: Option<&Path>) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let mut certs = Vec::new();
+    if let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
+        read_pem(bundle, &mut certs)?;
+    }
+    if let Some(dir) = cert_dir {
+        let entries = std::fs::read_dir(dir).map_err(|e| certs_err(dir, &e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| certs_err(dir, &e))?.path();
+            if path.extension().is_some_and(|e| e == "crt") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        for f in files {
+            read_pem(&f, &mut certs)?;
+        }
+    }
+    Ok(certs)
 }
 
 /// A connection to one registry host.
@@ -237,17 +300,26 @@ fn detail(resp: &mut ureq::http::Response<ureq::Body>) -> String {
 }
 
 impl Client {
-    /// A client of `reference`'s host; nothing is sent until [`Client::ping`].
-    pub fn new(reference: &Reference, opts: &ClientOptions) -> Client {
-        let scheme = if opts.insecure || reference.is_loopback() {
-            "http"
-        } else {
-            "https"
+    /// A client of `reference`'s host, pinged (`GET /v2/`) over HTTPS, or over plain HTTP when
+    /// that failed to connect and the host is loopback or `opts.insecure` is set. An
+    /// authentication failure is reported as such, never retried in plain HTTP.
+    pub fn connect(reference: &Reference, opts: &ClientOptions) -> Result<Client> {
+        let default_dir = PathBuf::from("/etc/containers/certs.d").join(&reference.host);
+        let cert_dir = match &opts.cert_dir {
+            Some(d) => Some(d.clone()),
+            None => default_dir.is_dir().then_some(default_dir),
         };
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(root_certs(
+                cert_dir.as_deref(),
+            )?)))
+            .disable_verification(opts.insecure)
+            .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .accept_encoding("identity")
+            .tls_config(tls)
             .build()
             .new_agent();
         let authorization = opts.credentials.as_ref().map(|c| {
@@ -255,11 +327,30 @@ impl Client {
                 .encode(format!("{}:{}", c.user, c.password));
             format!("Basic {token}")
         });
-        Client {
+        let mut client = Client {
             agent,
-            base: format!("{scheme}://{}", reference.host),
+            base: format!("https://{}", reference.host),
             authorization,
+        };
+        match client.ping() {
+            Err(RegistryError::Transport { url, message })
+                if opts.insecure || reference.is_loopback() =>
+            {
+                client.base = format!("http://{}", reference.host);
+                // A registry answering plain HTTP with 401 speaks HTTP: its answer is the
+                // error. Anything else keeps the HTTPS failure first (a TLS registry answers
+                // plain HTTP with 400, which would hide a certificate problem).
+                client.ping().map_err(|e| match e {
+                    RegistryError::Auth { .. } => e,
+                    other => RegistryError::Transport {
+                        url,
+                        message: format!("{message}; over plain HTTP: {other}"),
+                    },
+                })?;
+            }
+            other => other?,
         }
+        Ok(client)
     }
 
     /// The registry's base URL (`http(s)://HOST[:PORT]`).
@@ -426,7 +517,7 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// Pushes `image` to `dest`: pings the registry, uploads each layer and the config unless the
+/// Pushes `image` to `dest` through `client` (connected to its host): uploads each layer and the config unless the
 /// registry has it already (HEAD), then puts the manifest byte for byte under the reference's
 /// tag (or digest, or `latest`). The manifest digest is therefore the image's own.
 pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<PushReport> {
@@ -440,7 +531,6 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
             "the image's manifest is {manifest_digest}, not the digest {d} the destination names"
         )));
     }
-    client.ping()?;
     let repo = &dest.repository;
     let mut report = PushReport {
         manifest_digest,

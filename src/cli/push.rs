@@ -24,9 +24,14 @@ pub struct PushArgs {
         hide_env_values = true
     )]
     pub creds: Option<String>,
-    /// `false`: speak plain HTTP to the registry (loopback registries always are).
+    /// `false`: do not verify the registry's certificate, and fall back to plain HTTP (as
+    /// loopback registries do).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+    /// A directory of extra CA certificates (`*.crt`) [default:
+    /// /etc/containers/certs.d/HOST[:PORT] when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 /// Runs `push`: prints each blob's fate on stderr and the manifest digest on stdout.
@@ -39,13 +44,15 @@ pub fn run(args: &PushArgs, root: Option<&Path>, driver: Option<&str>) -> anyhow
         ),
         None => None,
     };
-    let client = Client::new(
+    let client = Client::connect(
         &dest,
         &ClientOptions {
             credentials,
             insecure: !args.tls_verify,
+            cert_dir: args.cert_dir.clone(),
         },
-    );
+    )
+    .with_context(|| format!("connecting to the registry of {}", args.dest))?;
     let path = PathBuf::from(&args.source);
     let report = if path.exists() {
         let img = archive::open_archive(&path)?;

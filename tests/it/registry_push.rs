@@ -25,9 +25,10 @@ struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry storing under `dir`, with htpasswd auth when `htpasswd` is given.
-    /// Ready when it logs that it listens (it binds first), within a bound.
-    fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
+    /// Starts a registry storing under `dir`, with htpasswd auth when `htpasswd` is given and
+    /// TLS when `tls` (certificate, key) is. Ready when it logs that it listens (it binds
+    /// first), within a bound.
+    fn start(dir: &Path, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Registry {
         // A free port: bound and released; the registry takes it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -38,6 +39,13 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test\n",
             dir.join("data").display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some(h) = htpasswd {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
@@ -174,7 +182,7 @@ fn push_layout_then_repush_uploads_nothing() {
         return;
     }
     let t = scratch("registry-push");
-    let registry = Registry::start(t.path(), None);
+    let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer(), top_layer()], "registry-push");
     let layout = t.path().join("layout");
     write_layout(&image, &layout);
@@ -244,7 +252,7 @@ fn push_with_basic_auth_and_wrong_password() {
         return;
     }
     let t = scratch("registry-auth");
-    let registry = Registry::start(t.path(), Some(&htpasswd(t.path())));
+    let registry = Registry::start(t.path(), Some(&htpasswd(t.path())), None);
     let image = TestImage::new(&[base_layer()], "registry-auth");
     let layout = t.path().join("layout");
     write_layout(&image, &layout);
@@ -264,6 +272,10 @@ fn push_with_basic_auth_and_wrong_password() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("refused the credentials"), "{err}");
+    assert!(
+        !err.contains("https://"),
+        "the plain HTTP registry's answer alone: {err}"
+    );
     assert!(!err.contains(wrong), "the password leaked: {err}");
     assert_eq!(registry.requests("POST", "/blobs/uploads/"), 0);
 
@@ -281,6 +293,113 @@ fn push_with_basic_auth_and_wrong_password() {
     assert_eq!(inspect["Digest"], digest.as_str());
 }
 
+/// A CA (`certs/ca.crt`) and a server certificate for 127.0.0.1 it signed, made with openssl;
+/// returns the certificate directory and the server's certificate and key.
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca_key = dir.join("ca.key");
+    let ca = certs.join("ca.crt");
+    let key = dir.join("server.key");
+    let csr = dir.join("server.csr");
+    let cert = dir.join("server.crt");
+    let ext = dir.join("server.ext");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=imgbuild test CA",
+        ])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca));
+    run(Command::new("openssl")
+        .args(["req", "-subj", "/CN=127.0.0.1"])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-set_serial", "2", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert));
+    (certs, cert, key)
+}
+
+#[test]
+fn push_over_tls_with_htpasswd() {
+    if !tools("push_over_tls_with_htpasswd") {
+        return;
+    }
+    if !have("openssl") {
+        skip(format_args!(
+            "push_over_tls_with_htpasswd: openssl is not installed"
+        ));
+        return;
+    }
+    let t = scratch("registry-tls");
+    let (certs, cert, key) = test_ca(t.path());
+    let registry = Registry::start(t.path(), Some(&htpasswd(t.path())), Some((&cert, &key)));
+    let image = TestImage::new(&[base_layer()], "registry-tls");
+    let layout = t.path().join("layout");
+    write_layout(&image, &layout);
+    let dest = format!("{}/tls/test:1", registry.host());
+    let creds = format!("{USER}:{PASSWORD}");
+
+    // The test CA is not trusted without --cert-dir: a certificate error, no upload.
+    let untrusted = push(&layout, &dest, &["--creds", &creds]);
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        err.contains(&format!("https://{}/v2/", registry.host())),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD));
+
+    let cert_dir = certs.to_str().unwrap();
+    let digest = stdout(&push(
+        &layout,
+        &dest,
+        &["--creds", &creds, "--cert-dir", cert_dir],
+    ));
+    assert_eq!(digest, imgbuild::storage::sha256_digest(&image.manifest));
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--cert-dir",
+        cert_dir,
+        "--creds",
+        &creds,
+        &format!("docker://{dest}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str());
+}
+
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn push_from_the_store() {
@@ -288,7 +407,7 @@ fn push_from_the_store() {
         return;
     }
     let t = scratch("registry-store");
-    let registry = Registry::start(t.path(), None);
+    let registry = Registry::start(t.path(), None, None);
     let store_root = t.path().join("store");
     let store = imgbuild::storage::Store::open(&imgbuild::storage::StoreOptions {
         root: store_root.clone(),
