@@ -99,7 +99,7 @@ impl Reference {
         let rest = text.strip_prefix("docker://").unwrap_or(text);
         let (host, path) = rest
             .split_once('/')
-            .ok_or_else(|| bad("expected HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]"))?;
+            .ok_or_else(|| bad("expected HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]; short names are not resolved, use a full name"))?;
         if host.is_empty()
             || !(host.contains('.') || host.contains(':') || host == "localhost")
             || host.chars().any(|c| c.is_whitespace() || c == '@')
@@ -423,9 +423,16 @@ impl Client {
         }
     }
 
-    /// Uploads the blob `digest` in one request: `POST` to start the upload, then `PUT` of the
-    /// whole blob to the upload's location with `?digest=`. The registry verifies the digest.
-    pub fn upload_blob(&self, repository: &str, digest: &str, data: &mut dyn Read) -> Result<()> {
+    /// Uploads the blob `digest` of `size` bytes in one request: `POST` to start the upload,
+    /// then `PUT` of the whole blob to the upload's location with `?digest=`. The registry
+    /// verifies the digest (and the length against `Content-Length`, which some registries need).
+    pub fn upload_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<()> {
         let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
         let mut resp = self
             .auth(self.agent.post(&url))
@@ -463,6 +470,7 @@ impl Client {
         let mut resp = self
             .auth(self.agent.put(&put_url))
             .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", size.to_string())
             .send(ureq::SendBody::from_reader(data))
             .map_err(|e| transport(&url, &e))?;
         match resp.status().as_u16() {
@@ -542,7 +550,18 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
         if client.blob_exists(repo, &layer.digest)? {
             report.skipped.push(layer.digest);
         } else {
-            client.upload_blob(repo, &layer.digest, &mut data)?;
+            let size = manifest
+                .layers()
+                .iter()
+                .find(|d| d.digest().to_string() == layer.digest)
+                .map(oci_spec::image::Descriptor::size)
+                .ok_or_else(|| {
+                    RegistryError::Image(format!(
+                        "layer {} is not in the image's manifest",
+                        layer.digest
+                    ))
+                })?;
+            client.upload_blob(repo, &layer.digest, size, &mut data)?;
             report.uploaded.push(layer.digest);
         }
     }
@@ -555,7 +574,8 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
     if client.blob_exists(repo, &config_digest)? {
         report.skipped.push(config_digest);
     } else {
-        client.upload_blob(repo, &config_digest, &mut image.config.as_slice())?;
+        let size = image.config.len() as u64;
+        client.upload_blob(repo, &config_digest, size, &mut image.config.as_slice())?;
         report.uploaded.push(config_digest);
     }
     client.put_manifest(

@@ -442,3 +442,32 @@ fn push_from_the_store() {
     .unwrap();
     assert_eq!(inspect["Digest"], digest.as_str());
 }
+
+#[test]
+fn bad_destinations_and_credentials_are_refused_before_any_request() {
+    let t = scratch("registry-bad");
+    let image = TestImage::new(&[base_layer()], "registry-bad");
+    let layout = t.path().join("layout");
+    write_layout(&image, &layout);
+    for (dest, extra, expected) in [
+        ("debian:12", &[][..], "use a full name"),
+        (
+            "docker://127.0.0.1:1/UPPER:1",
+            &[][..],
+            "invalid registry reference",
+        ),
+        ("127.0.0.1:1/x@sha256:12", &[][..], "64 lowercase hex"),
+        (
+            "127.0.0.1:1/x:1",
+            &["--creds", "no-colon-secret"][..],
+            "--creds",
+        ),
+    ] {
+        let out = push(&layout, dest, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{dest}: {err}");
+        assert!(err.contains(expected), "{dest}: {err}");
+        assert!(!err.contains("no-colon-secret"), "{dest}: {err}");
+        assert!(out.stdout.is_empty(), "{dest}");
+    }
+}
