@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod ops;
 pub mod plan;
 pub mod reference;
+pub mod registry;
 pub mod reuse;
 pub mod rootfs;
 pub mod runtime;

@@ -11,6 +11,7 @@ pub mod kiwi;
 pub mod log;
 mod meta;
 pub mod prepare;
+pub mod push;
 mod report;
 pub mod run;
 mod sandbox_init;
@@ -88,6 +89,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show a description resolved for profiles, type and architecture (json, yaml or xml).
     Info(info::InfoArgs),
+    /// Push an image of the store, or an archive or OCI layout, to a registry.
+    Push(push::PushArgs),
     /// Containers: run, ps, rm.
     #[command(flatten)]
     Run(run::RunCommand),
@@ -147,6 +150,11 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(args) => prepare::exec_lock(args, settings),
         Command::Validate(args) => Ok(validate::run(&args)),
         Command::Info(args) => info::run(args),
+        Command::Push(args) => push::run(
+            &args,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
         Command::Run(cmd) => run::run(
             cmd,
             cli.storage_root.as_deref(),
