@@ -1,13 +1,30 @@
-//! Marks a build made as root (`cfg(imgbuild_tests_as_root)`): tests that need root are then
-//! compiled as ordinary tests, and elsewhere as `#[ignore = "needs root"]`, so a non-root
-//! `cargo test` reports them as ignored instead of passing them without running. Rebuilt when
-//! the user changes (sudo and su change `USER` and `HOME`).
+//! Marks what the test machine has, so that a test whose need is missing is reported by
+//! `cargo test` as ignored (with the reason) instead of passing without running; `.ci/run`
+//! fails when any test was ignored, so in CI a missing need fails the run.
+//!
+//! - `cfg(imgbuild_tests_as_root)`: built as root. Rebuilt when the user changes (sudo and su
+//!   change `USER` and `HOME`).
+//! - `cfg(imgbuild_has_cgroup2)`: a cgroup2 hierarchy is mounted.
+//! - `cfg(imgbuild_has_archive_keyring)`: Debian's archive keyring (`debian-archive-keyring`)
+//!   is installed. Rebuilt when `/usr/share/keyrings` changes.
+
+/// The bookworm archive key the keyring test reads.
+const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-automatic.gpg";
 
 fn main() {
-    println!("cargo:rustc-check-cfg=cfg(imgbuild_tests_as_root)");
+    for cfg in [
+        "imgbuild_tests_as_root",
+        "imgbuild_has_cgroup2",
+        "imgbuild_has_archive_keyring",
+    ] {
+        println!("cargo:rustc-check-cfg=cfg({cfg})");
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=USER");
     println!("cargo:rerun-if-env-changed=HOME");
+    if std::path::Path::new("/usr/share/keyrings").is_dir() {
+        println!("cargo:rerun-if-changed=/usr/share/keyrings");
+    }
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -18,5 +35,14 @@ fn main() {
         .unwrap_or(false);
     if root {
         println!("cargo:rustc-cfg=imgbuild_tests_as_root");
+    }
+    // mountinfo: "… - FSTYPE SOURCE OPTIONS"
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|s| s.lines().any(|l| l.contains(" - cgroup2 ")));
+    if cgroup2 {
+        println!("cargo:rustc-cfg=imgbuild_has_cgroup2");
+    }
+    if std::path::Path::new(ARCHIVE_KEYRING).is_file() {
+        println!("cargo:rustc-cfg=imgbuild_has_archive_keyring");
     }
 }
