@@ -354,16 +354,19 @@ fn needs(work: &Path, what: &'static str, packages: Option<&Packages>) -> prefli
         what,
         bytes: preflight::MIN_FREE_WORK,
     }];
-    if let Some(p) = packages {
-        space.push(preflight::Space {
-            path: p.cache_dir.clone(),
-            what: "download cache",
-            bytes: preflight::MIN_FREE_CACHE,
-        });
-    }
+    space.extend(packages.map(cache_space));
     preflight::Needs {
         sandbox: true,
         space,
+    }
+}
+
+/// The space the download cache of `packages` wants.
+fn cache_space(packages: &Packages) -> preflight::Space {
+    preflight::Space {
+        path: packages.cache_dir.clone(),
+        what: "download cache",
+        bytes: preflight::MIN_FREE_CACHE,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `lock`: a description's packages resolved afresh and written as its lock file.
 
-use super::{OpsError, Packages, Reporter, Source, preflight};
+use super::{OpsError, Packages, Reporter, Source, cache_space, preflight};
 use crate::plan::{self, Plan, PlanError};
 use std::path::PathBuf;
 
@@ -26,17 +26,12 @@ pub struct Locked {
 /// reported once it is written.
 pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsError> {
     let image = &req.source.image;
-    preflight::check(
-        &preflight::Needs {
-            sandbox: false,
-            space: vec![preflight::Space {
-                path: req.packages.cache_dir.clone(),
-                what: "download cache",
-                bytes: preflight::MIN_FREE_CACHE,
-            }],
-        },
-        reporter,
-    )?;
+    // Resolving needs no sandbox, only room for the indexes.
+    let needs = preflight::Needs {
+        sandbox: false,
+        space: vec![cache_space(&req.packages)],
+    };
+    preflight::check(&needs, reporter)?;
     let mut opts = req.packages.plan_options(image, reporter.progress());
     opts.ignore_lock = true;
     let (cache, fetcher) = plan::open_cache(&opts)?;
