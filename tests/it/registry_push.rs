@@ -1,154 +1,10 @@
-//! `imgbuild push` against a real registry: the Debian `docker-registry` on 127.0.0.1 at a free
-//! port, started by each test with its storage in a scratch directory and killed on drop.
-//! `skopeo` checks what arrived. Upload counts come from the registry's access log: Go's HTTP
-//! server sends a small response only once the handler chain (which writes the log line) has
-//! returned, so every request a finished push made is already in the log.
+//! `imgbuild push` against a real registry (`support::registry`); `skopeo` checks what arrived.
 
+use crate::support::registry::{PASSWORD, Registry, USER, htpasswd, test_ca, tools, write_layout};
 use crate::support::storage::{TestImage, base_layer, top_layer};
 use crate::support::{have, imgbuild_bin, run, scratch, skip};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-const USER: &str = "pusher";
-const PASSWORD: &str = "Pa55-w0rd-s3cret";
-
-/// A running `docker-registry`, killed and reaped on drop (also when the test fails).
-struct Registry {
-    child: Child,
-    port: u16,
-    /// The access log (stdout) and the service log (stderr), line by line.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Registry {
-    /// Starts a registry storing under `dir`, with htpasswd auth when `htpasswd` is given and
-    /// TLS when `tls` (certificate, key) is. Ready when it logs that it listens (it binds
-    /// first), within a bound.
-    fn start(dir: &Path, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Registry {
-        // A free port: bound and released; the registry takes it right after.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test\n",
-            dir.join("data").display()
-        );
-        if let Some((cert, key)) = tls {
-            config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                cert.display(),
-                key.display()
-            ));
-        }
-        if let Some(h) = htpasswd {
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                h.display()
-            ));
-        }
-        let cfg = dir.join("config.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let listening = format!("listening on 127.0.0.1:{port}");
-        let streams: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in streams {
-            let log = Arc::clone(&log);
-            let tx = ready_tx.clone();
-            let listening = listening.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains(&listening) {
-                        let _ = tx.send(());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let registry = Registry { child, port, log };
-        assert!(
-            ready_rx.recv_timeout(Duration::from_mins(1)).is_ok(),
-            "the registry did not start listening:\n{}",
-            registry.log.lock().unwrap().join("\n")
-        );
-        registry
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Access-log lines of requests of `method` whose path contains `part`.
-    fn requests(&self, method: &str, part: &str) -> usize {
-        let needle = format!("\"{method} /v2/");
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(&needle) && l.contains(part))
-            .count()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The tools the tests need, or a SKIP.
-fn tools(test: &str) -> bool {
-    for tool in ["/usr/bin/docker-registry", "skopeo"] {
-        if !Path::new(tool).exists() && !have(tool) {
-            skip(format_args!("{test}: {tool} is not installed"));
-            return false;
-        }
-    }
-    true
-}
-
-/// Writes `image` as an OCI layout directory at `dir`.
-fn write_layout(image: &TestImage, dir: &Path) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |digest: &str, data: &[u8]| {
-        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data).unwrap();
-    };
-    for (d, b) in &image.blobs {
-        put(d, b);
-    }
-    put(&image.id(), &image.config);
-    let manifest_digest = imgbuild::storage::sha256_digest(&image.manifest);
-    put(&manifest_digest, &image.manifest);
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": image.manifest.len(),
-        }],
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-}
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 fn push(source: &Path, dest: &str, extra: &[&str]) -> Output {
     Command::new(imgbuild_bin())
@@ -238,14 +94,6 @@ fn push_layout_then_repush_uploads_nothing() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
 
-/// An htpasswd file of [`USER`] with a bcrypt hash (the only kind the registry takes).
-fn htpasswd(dir: &Path) -> PathBuf {
-    let path = dir.join("htpasswd");
-    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-    std::fs::write(&path, format!("{USER}:{hash}\n")).unwrap();
-    path
-}
-
 #[test]
 fn push_with_basic_auth_and_wrong_password() {
     if !tools("push_with_basic_auth_and_wrong_password") {
@@ -291,60 +139,6 @@ fn push_with_basic_auth_and_wrong_password() {
     ]))
     .unwrap();
     assert_eq!(inspect["Digest"], digest.as_str());
-}
-
-/// A CA (`certs/ca.crt`) and a server certificate for 127.0.0.1 it signed, made with openssl;
-/// returns the certificate directory and the server's certificate and key.
-fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    let ca_key = dir.join("ca.key");
-    let ca = certs.join("ca.crt");
-    let key = dir.join("server.key");
-    let csr = dir.join("server.csr");
-    let cert = dir.join("server.crt");
-    let ext = dir.join("server.ext");
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=imgbuild test CA",
-        ])
-        .args(ec)
-        .arg("-keyout")
-        .arg(&ca_key)
-        .arg("-out")
-        .arg(&ca));
-    run(Command::new("openssl")
-        .args(["req", "-subj", "/CN=127.0.0.1"])
-        .args(ec)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr));
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-set_serial", "2", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(&ca)
-        .arg("-CAkey")
-        .arg(&ca_key)
-        .arg("-extfile")
-        .arg(&ext)
-        .arg("-out")
-        .arg(&cert));
-    (certs, cert, key)
 }
 
 #[test]
