@@ -10,10 +10,12 @@
 
 mod client;
 mod push;
+mod transfer;
 mod upload;
 
 pub use client::{Client, ClientOptions};
 pub use push::{PushReport, push};
+pub use transfer::{Direction, NoProgress, TransferProgress};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -16,6 +16,7 @@ mod report;
 pub mod run;
 mod sandbox_init;
 pub mod store;
+pub mod transfer;
 pub mod validate;
 
 use anyhow::Context;

@@ -53,24 +53,19 @@ pub fn run(args: &PushArgs, root: Option<&Path>, driver: Option<&str>) -> anyhow
         },
     )
     .with_context(|| format!("connecting to the registry of {}", args.dest))?;
+    let log = super::transfer::TransferLog::new(false);
     let path = PathBuf::from(&args.source);
     let report = if path.exists() {
         let img = archive::open_archive(&path)?;
-        registry::push(&client, &dest, img.input)
+        registry::push(&client, &dest, img.input, &log)
     } else {
         let store = super::store::open_store(root, driver)?;
         let input = store
             .export(&args.source)
             .with_context(|| format!("reading {} from the store", args.source))?;
-        registry::push(&client, &dest, input)
+        registry::push(&client, &dest, input, &log)
     }
     .with_context(|| format!("pushing {} to {}", args.source, args.dest))?;
-    for d in &report.skipped {
-        eprintln!("Copying blob {d} skipped: already exists");
-    }
-    for d in &report.uploaded {
-        eprintln!("Copying blob {d} done");
-    }
     eprintln!("Writing manifest to image destination");
     println!("{}", report.manifest_digest);
     Ok(ExitCode::SUCCESS)

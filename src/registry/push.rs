@@ -2,7 +2,9 @@
 
 use oci_spec::image::ImageManifest;
 
-use super::{Client, OCI_MANIFEST, Reference, RegistryError, Result, sha256};
+use super::{
+    Client, Direction, OCI_MANIFEST, Reference, RegistryError, Result, TransferProgress, sha256,
+};
 use crate::storage::StoreInput;
 
 /// What [`push`] did.
@@ -27,7 +29,12 @@ fn manifest_media_type(manifest: &[u8]) -> String {
 /// Pushes `image` to `dest` through `client` (connected to its host): uploads each layer and the config unless the
 /// registry has it already (HEAD), then puts the manifest byte for byte under the reference's
 /// tag (or digest, or `latest`). The manifest digest is therefore the image's own.
-pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<PushReport> {
+pub fn push(
+    client: &Client,
+    dest: &Reference,
+    image: StoreInput,
+    progress: &dyn TransferProgress,
+) -> Result<PushReport> {
     let manifest: ImageManifest = serde_json::from_slice(&image.manifest)
         .map_err(|e| RegistryError::Image(format!("the image's manifest cannot be read: {e}")))?;
     let manifest_digest = sha256(&image.manifest);
@@ -47,6 +54,7 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
     for layer in image.layers {
         let mut data = layer.data;
         if client.blob_exists(repo, &layer.digest)? {
+            progress.skipped(&layer.digest, "already exists");
             report.skipped.push(layer.digest);
         } else {
             let size = manifest
@@ -60,7 +68,14 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
                         layer.digest
                     ))
                 })?;
-            client.upload_blob(repo, &layer.digest, size, &mut data)?;
+            progress.start(&layer.digest, size, Direction::Upload, 0);
+            let mut counted = Counted {
+                inner: &mut data,
+                digest: &layer.digest,
+                progress,
+            };
+            client.upload_blob(repo, &layer.digest, size, &mut counted)?;
+            progress.done(&layer.digest);
             report.uploaded.push(layer.digest);
         }
     }
@@ -71,10 +86,14 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
         )));
     }
     if client.blob_exists(repo, &config_digest)? {
+        progress.skipped(&config_digest, "already exists");
         report.skipped.push(config_digest);
     } else {
         let size = image.config.len() as u64;
+        progress.start(&config_digest, size, Direction::Upload, 0);
         client.upload_blob(repo, &config_digest, size, &mut image.config.as_slice())?;
+        progress.advance(&config_digest, size);
+        progress.done(&config_digest);
         report.uploaded.push(config_digest);
     }
     client.put_manifest(
@@ -84,4 +103,19 @@ pub fn push(client: &Client, dest: &Reference, image: StoreInput) -> Result<Push
         &image.manifest,
     )?;
     Ok(report)
+}
+
+/// A blob's reader that reports the bytes read as progress.
+struct Counted<'a> {
+    inner: &'a mut dyn std::io::Read,
+    digest: &'a str,
+    progress: &'a dyn TransferProgress,
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(self.digest, n as u64);
+        Ok(n)
+    }
 }
