@@ -12,6 +12,7 @@ pub mod log;
 mod meta;
 pub mod prepare;
 pub mod push;
+pub mod registry_args;
 mod report;
 pub mod run;
 mod sandbox_init;

@@ -1,7 +1,7 @@
 //! `imgbuild push`: an image of the store, or an archive or OCI layout, to a registry.
 
 use anyhow::Context;
-use imgbuild::registry::{self, Client, ClientOptions, Credentials, Reference};
+use imgbuild::registry::{self, Client, Reference};
 use imgbuild::storage::archive;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,43 +16,17 @@ pub struct PushArgs {
     /// The destination: `[docker://]HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]`.
     #[arg(value_name = "DEST")]
     pub dest: String,
-    /// Basic-auth credentials `USER:PASSWORD` (anonymous without).
-    #[arg(
-        long,
-        value_name = "USER:PASSWORD",
-        env = "IMGBUILD_REGISTRY_CREDS",
-        hide_env_values = true
-    )]
-    pub creds: Option<String>,
-    /// `false`: do not verify the registry's certificate, and fall back to plain HTTP (as
-    /// loopback registries do).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
-    /// A directory of extra CA certificates (`*.crt`) [default:
-    /// /etc/containers/certs.d/HOST[:PORT] when it exists].
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Option<PathBuf>,
+    /// How to reach the registry.
+    #[command(flatten)]
+    pub registry: super::registry_args::RegistryArgs,
 }
 
 /// Runs `push`: prints each blob's fate on stderr and the manifest digest on stdout.
 pub fn run(args: &PushArgs, root: Option<&Path>, driver: Option<&str>) -> anyhow::Result<ExitCode> {
     let dest = Reference::parse(&args.dest)?;
-    let credentials = match &args.creds {
-        Some(c) => Some(
-            Credentials::parse(c)
-                .context("--creds: expected USER:PASSWORD with a non-empty user")?,
-        ),
-        None => None,
-    };
-    let client = Client::connect(
-        &dest,
-        &ClientOptions {
-            credentials,
-            insecure: !args.tls_verify,
-            cert_dir: args.cert_dir.clone(),
-        },
-    )
-    .with_context(|| format!("connecting to the registry of {}", args.dest))?;
+    let opts = args.registry.client_options()?;
+    let client = Client::connect(&dest, &opts)
+        .with_context(|| format!("connecting to the registry of {}", args.dest))?;
     let log = super::transfer::TransferLog::new(false);
     let path = PathBuf::from(&args.source);
     let report = if path.exists() {

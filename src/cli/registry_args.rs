@@ -1,0 +1,46 @@
+//! The registry options every command that talks to a registry takes (`push`, `pull`,
+//! `build --push`, `run`/`inspect` of a registry reference), and the client options they make.
+
+use anyhow::Context;
+use imgbuild::registry::{ClientOptions, Credentials};
+use std::path::PathBuf;
+
+/// How to reach and authenticate to a registry.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Basic-auth credentials `USER:PASSWORD` (anonymous without).
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "IMGBUILD_REGISTRY_CREDS",
+        hide_env_values = true
+    )]
+    pub creds: Option<String>,
+    /// `false`: do not verify the registry's certificate, and fall back to plain HTTP (as
+    /// loopback registries do).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// A directory of extra CA certificates (`*.crt`) [default:
+    /// /etc/containers/certs.d/HOST[:PORT] when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The client options these arguments ask for. A malformed `--creds` is refused here,
+    /// before any request (and without repeating its value).
+    pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
+        let credentials = match &self.creds {
+            Some(c) => Some(
+                Credentials::parse(c)
+                    .context("--creds: expected USER:PASSWORD with a non-empty user")?,
+            ),
+            None => None,
+        };
+        Ok(ClientOptions {
+            credentials,
+            insecure: !self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+        })
+    }
+}
