@@ -1,6 +1,7 @@
 //! A client of the OCI distribution protocol (Docker registry v2), over `ureq` (synchronous, as
 //! the rest of imgbuild): registry references, the connection and its authentication
-//! (`client`), blob and manifest requests (`upload`), and `push` of a store or archive image.
+//! (`client`, with the bearer-token flow in `auth` and the auth files and credential helpers in
+//! `credentials`), blob and manifest requests (`upload`), and `push` of a store or archive image.
 //!
 //! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
 //! certificate directory (containers' `certs.d/HOST/` by default). Plain HTTP is tried only after
@@ -8,7 +9,9 @@
 //! Credentials never appear in errors or logs: errors name the registry URL, the repository and
 //! the digest involved.
 
+mod auth;
 mod client;
+pub mod credentials;
 mod push;
 mod transfer;
 mod upload;
@@ -72,6 +75,9 @@ pub enum RegistryError {
         /// What went wrong.
         reason: String,
     },
+    /// Credentials could not be read from an auth file or a credential helper.
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
     /// The image to push is not usable (its manifest cannot be parsed or a blob's size is off).
     #[error("{0}")]
     Image(String),
@@ -153,15 +159,18 @@ impl Reference {
 
     /// Whether the host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
     pub fn is_loopback(&self) -> bool {
-        let name = match self.host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => self
-                .host
-                .rsplit_once(':')
-                .map_or(self.host.as_str(), |(h, _)| h),
-        };
-        name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
+}
+
+/// Whether `host` (`NAME[:PORT]`, `[V6]:PORT` or a bare name or address) is loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None if host.matches(':').count() > 1 => host,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A user name and password for basic auth. `Debug` does not show the password.

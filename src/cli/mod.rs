@@ -9,6 +9,7 @@ pub mod error;
 pub mod info;
 pub mod kiwi;
 pub mod log;
+pub mod login;
 mod meta;
 pub mod prepare;
 pub mod push;
@@ -93,6 +94,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Push an image of the store, or an archive or OCI layout, to a registry.
     Push(push::PushArgs),
+    /// Check credentials against a registry and keep them in the auth file.
+    Login(login::LoginArgs),
+    /// Remove the credentials of a registry (or all) from the auth file.
+    Logout(login::LogoutArgs),
     /// Containers: run, ps, rm.
     #[command(flatten)]
     Run(run::RunCommand),
@@ -157,6 +162,8 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Login(args) => login::run_login(&args),
+        Command::Logout(args) => login::run_logout(&args),
         Command::Run(cmd) => run::run(
             cmd,
             cli.storage_root.as_deref(),
