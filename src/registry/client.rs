@@ -88,20 +88,12 @@ pub(super) enum Access<'a> {
 }
 
 impl Access<'_> {
-    /// The action named in errors: `push`, `pull`, or `access` for the ping.
-    fn action(&self) -> &'static str {
+    /// What the access is, for errors: `push access to repository REPO`.
+    fn describe(&self) -> String {
         match self {
-            Access::Ping => "access",
-            Access::Pull(_) => "pull",
-            Access::Push(_) => "push",
-        }
-    }
-
-    /// What the action is on, for errors.
-    fn target(&self) -> String {
-        match self {
-            Access::Ping => "the registry".to_string(),
-            Access::Pull(repo) | Access::Push(repo) => format!("repository {repo}"),
+            Access::Ping => "access to the registry".to_string(),
+            Access::Pull(repo) => format!("pull access to repository {repo}"),
+            Access::Push(repo) => format!("push access to repository {repo}"),
         }
     }
 }
@@ -316,11 +308,7 @@ impl Client {
                 return Err(RegistryError::Status {
                     detail: detail(&mut resp),
                     url: url.to_string(),
-                    what: format!(
-                        "getting a token for {} {}",
-                        access.action(),
-                        access.target()
-                    ),
+                    what: format!("getting a token for {}", access.describe()),
                     status,
                 });
             }
@@ -346,9 +334,10 @@ impl Client {
     /// of the client goes through here, so that authentication is decided in one place.
     ///
     /// A 401 whose challenge asks for basic auth is answered with the credentials, one whose
-    /// challenge asks for a bearer token with a new token of `access`'s scope; either once, and
-    /// never for a streamed body (which cannot be sent again, so it goes out authorized). A
-    /// 401 (or a 403 naming `insufficient_scope`) that remains is an [`RegistryError::Auth`].
+    /// challenge asks for a bearer token with a token of `access`'s scope; a token the registry
+    /// refuses (expired, revoked) is replaced once. A streamed body is never sent again, so it
+    /// goes out authorized (a token is fetched before when none is cached). A 401 (or a 403
+    /// naming `insufficient_scope`) that remains is an [`RegistryError::Auth`].
     // `method` by value: every caller names a constant, and a retry sends a clone.
     #[allow(clippy::needless_pass_by_value)]
     pub(super) fn send(
@@ -360,7 +349,9 @@ impl Client {
         mut payload: Payload<'_>,
     ) -> Result<ureq::http::Response<ureq::Body>> {
         let mut fetched = false;
+        let mut refreshed = false;
         let mut retried = false;
+        let mut tries = 0;
         let mut authorization = self.authorization(access, &mut fetched)?;
         loop {
             let stream = matches!(payload, Payload::Stream(_));
@@ -393,32 +384,39 @@ impl Client {
                 let used_token = authorization
                     .as_deref()
                     .is_some_and(|a| a.starts_with("Bearer "));
-                if insufficient && used_token && (fetched || retried || stream) {
+                if insufficient && used_token && (fetched || stream) {
                     return Err(auth_err(
                         url,
                         format!(
-                            "the token from {} does not grant {} access to {} (the registry answered insufficient_scope)",
+                            "the token from {} does not grant {} (the registry answered insufficient_scope)",
                             realm.url,
-                            access.action(),
-                            access.target()
+                            access.describe(),
                         ),
                     ));
                 }
-                if stream || retried {
-                    let error = b.param("error").unwrap_or("no error named");
+                // A token refused once is replaced once; the first challenge (no token sent
+                // yet) is not a refusal.
+                if stream || (used_token && refreshed) || tries >= 2 {
+                    let error = match b.param("error") {
+                        Some("invalid_token") => {
+                            "invalid_token: expired, or not signed by a key the registry trusts"
+                        }
+                        Some(e) => e,
+                        None => "no error named",
+                    };
                     return Err(auth_err(
                         url,
                         format!(
-                            "the registry refused the token from {} for {} access to {} ({error}, HTTP {status})",
+                            "the registry refused the token from {} for {} ({error}, HTTP {status})",
                             realm.url,
-                            access.action(),
-                            access.target()
+                            access.describe(),
                         ),
                     ));
                 }
+                refreshed |= used_token;
+                tries += 1;
                 authorization = Some(self.fetch_token(&realm, access)?);
                 fetched = true;
-                retried = true;
                 continue;
             }
             if !stream

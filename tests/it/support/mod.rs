@@ -15,6 +15,7 @@ pub mod loop_device;
 pub mod registry;
 pub mod runtime;
 pub mod storage;
+pub mod token_server;
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
