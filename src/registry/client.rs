@@ -220,11 +220,6 @@ impl Client {
         &self.base
     }
 
-    /// Whether the client has credentials (given or found in an auth file).
-    pub fn has_credentials(&self) -> bool {
-        self.credentials.is_some()
-    }
-
     fn basic(&self) -> Option<String> {
         self.credentials.as_ref().map(|c| {
             let pair = base64::engine::general_purpose::STANDARD
@@ -503,5 +498,14 @@ impl Client {
                 status,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_client_is_shared_between_transfer_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Client>();
     }
 }

@@ -471,6 +471,15 @@ fn login_push_with_the_auth_file_and_logout() {
         err.contains("the token server requires credentials"),
         "{err}"
     );
+
+    let out = env.imgbuild(&["logout", "--all"], "");
+    assert_eq!(
+        ok_stdout(&out),
+        "Removed login credentials for all registries"
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.auth_file()).unwrap()).unwrap();
+    assert_eq!(file["auths"], serde_json::json!({}));
 }
 
 #[test]
