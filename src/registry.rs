@@ -10,6 +10,7 @@
 
 mod client;
 mod push;
+pub mod registries_conf;
 mod transfer;
 mod upload;
 
@@ -70,6 +71,14 @@ pub enum RegistryError {
         /// The file or directory.
         path: PathBuf,
         /// What went wrong.
+        reason: String,
+    },
+    /// A registries configuration file could not be read or is invalid.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line for syntax errors).
         reason: String,
     },
     /// The image to push is not usable (its manifest cannot be parsed or a blob's size is off).
