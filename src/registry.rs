@@ -13,6 +13,7 @@ mod auth;
 mod client;
 pub mod credentials;
 mod push;
+pub mod registries_conf;
 mod transfer;
 mod upload;
 
@@ -78,6 +79,14 @@ pub enum RegistryError {
     /// Credentials could not be read from an auth file or a credential helper.
     #[error(transparent)]
     Credentials(#[from] credentials::CredentialsError),
+    /// A registries configuration file could not be read or is invalid.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line for syntax errors).
+        reason: String,
+    },
     /// The image to push is not usable (its manifest cannot be parsed or a blob's size is off).
     #[error("{0}")]
     Image(String),

@@ -265,3 +265,32 @@ fn bad_destinations_and_credentials_are_refused_before_any_request() {
         assert!(out.stdout.is_empty(), "{dest}");
     }
 }
+
+/// The proxy cuts a blob upload part-way: the push fails naming the registry, and the next
+/// push through a healthy path completes (what the registry kept of the cut upload is not used).
+#[test]
+fn a_push_cut_midway_fails_cleanly_and_the_retry_completes() {
+    if !tools("a_push_cut_midway_fails_cleanly_and_the_retry_completes") {
+        return;
+    }
+    let t = scratch("registry-cut");
+    let registry = Registry::start(t.path(), None, None);
+    let proxy = crate::support::proxy::Proxy::start(registry.port);
+    let image = TestImage::new(&[base_layer(), top_layer()], "registry-cut");
+    let layout = t.path().join("layout");
+    write_layout(&image, &layout);
+    let dest = format!("{}/cut/test:1", proxy.host());
+    let cut = proxy.arm(
+        crate::support::proxy::Flow::Up,
+        2000,
+        crate::support::proxy::Action::Cut,
+    );
+    let failed = push(&layout, &dest, &[]);
+    assert!(cut.try_recv().is_ok(), "the proxy cut a connection");
+    assert!(!failed.status.success());
+    assert!(failed.stdout.is_empty());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains(&proxy.host()), "{err}");
+    let digest = stdout(&push(&layout, &dest, &[]));
+    assert_eq!(digest, imgbuild::storage::sha256_digest(&image.manifest));
+}

@@ -12,6 +12,7 @@ pub mod busybox;
 pub mod dockerd;
 pub mod image;
 pub mod loop_device;
+pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod storage;
