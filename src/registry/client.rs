@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use base64::Engine as _;
 
 use super::auth::{self, AuthState, Realm, Scheme};
-use super::credentials::AuthFiles;
+use super::credentials::{AuthFiles, IDENTITY_TOKEN_USER};
 use super::{Credentials, Reference, RegistryError, Result};
 
 /// How to connect to a registry.
@@ -262,30 +262,56 @@ impl Client {
                 "the registry's token server (realm) is neither https nor http".to_string(),
             ));
         }
-        let mut req = self.agent.get(url);
-        if let Some(service) = &realm.service {
-            req = req.query("service", service);
+        if self.credentials.is_some()
+            && plain
+            && !self.insecure
+            && !uri.host().is_some_and(super::is_loopback_host)
+        {
+            return Err(auth_err(
+                url,
+                "the token server is plain HTTP; credentials are sent over plain HTTP only to a loopback host or with --tls-verify=false".to_string(),
+            ));
         }
-        if let Some(scope) = auth::scope(access) {
-            req = req.query("scope", scope);
-        }
-        if let Some(c) = &self.credentials {
-            if plain && !self.insecure && !uri.host().is_some_and(super::is_loopback_host) {
-                return Err(auth_err(
-                    url,
-                    "the token server is plain HTTP; credentials are sent over plain HTTP only to a loopback host or with --tls-verify=false".to_string(),
-                ));
+        let scope = auth::scope(access);
+        let mut resp = match &self.credentials {
+            // An identity token: the OAuth2 refresh-token grant (a form POST to the realm).
+            Some(c) if c.user == IDENTITY_TOKEN_USER => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.password.as_str()),
+                    ("client_id", "imgbuild"),
+                ];
+                if let Some(service) = &realm.service {
+                    form.push(("service", service));
+                }
+                if let Some(scope) = &scope {
+                    form.push(("scope", scope));
+                }
+                self.agent.post(url).send_form(form)
             }
-            req = req.query("account", &c.user);
-            if let Some(basic) = self.basic() {
-                req = req.header("Authorization", basic);
+            creds => {
+                let mut req = self.agent.get(url);
+                if let Some(service) = &realm.service {
+                    req = req.query("service", service);
+                }
+                if let Some(scope) = &scope {
+                    req = req.query("scope", scope);
+                }
+                if let Some(c) = creds {
+                    req = req.query("account", &c.user);
+                    if let Some(basic) = self.basic() {
+                        req = req.header("Authorization", basic);
+                    }
+                }
+                req.call()
             }
         }
-        let mut resp = req.call().map_err(|e| transport(url, &e))?;
+        .map_err(|e| transport(url, &e))?;
         let status = resp.status().as_u16();
         match status {
             200 => {}
-            401 | 403 if self.credentials.is_some() => {
+            // OAuth2 answers a refused refresh token with 400 (`invalid_grant`).
+            400 | 401 | 403 if self.credentials.is_some() => {
                 return Err(auth_err(
                     url,
                     format!("the token server refused the credentials (HTTP {status})"),
@@ -413,6 +439,17 @@ impl Client {
                 authorization = Some(self.fetch_token(&realm, access)?);
                 fetched = true;
                 continue;
+            }
+            if challenges.iter().any(|c| c.scheme == "basic")
+                && self
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|c| c.user == IDENTITY_TOKEN_USER)
+            {
+                return Err(auth_err(
+                    url,
+                    "the registry asks for basic auth, and the credentials found are an identity token, which only a registry using bearer tokens takes".to_string(),
+                ));
             }
             if !stream
                 && !retried

@@ -19,6 +19,12 @@ use serde::Deserialize;
 
 use super::Credentials;
 
+/// The user name that marks [`Credentials`] whose password is an identity token (an `OAuth2`
+/// refresh token, Docker's `identitytoken`): the credential helpers' convention. Such
+/// credentials are exchanged at a bearer registry's token server (the `OAuth2` refresh-token
+/// grant), never sent as basic auth.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 /// Errors of reading or writing credentials; none carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -233,6 +239,13 @@ fn lookup_file(path: &Path, host: &str, repository: &str) -> Result<Option<Crede
             key: raw_key.clone(),
             reason: reason.to_string(),
         };
+        // Docker writes `auth` as `USER:` (no password) beside an identity token: the token wins.
+        if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials {
+                user: IDENTITY_TOKEN_USER.to_string(),
+                password: token.to_string(),
+            }));
+        }
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
@@ -241,15 +254,6 @@ fn lookup_file(path: &Path, host: &str, repository: &str) -> Result<Option<Crede
             return Credentials::parse(&text)
                 .map(Some)
                 .ok_or_else(|| bad("`auth` is not base64 of USER:PASSWORD"));
-        }
-        if entry
-            .identitytoken
-            .as_deref()
-            .is_some_and(|t| !t.is_empty())
-        {
-            return Err(bad(
-                "it holds an `identitytoken` (an OAuth2 refresh token), which imgbuild does not support; log in with a user name and password (`imgbuild login`) or give --creds",
-            ));
         }
         // An empty entry marks credentials kept by `credsStore`, asked below.
     }
@@ -334,11 +338,7 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>> {
         Ok(stdout) => {
             let creds: HelperCreds = serde_json::from_slice(&stdout)
                 .map_err(|_| err("its answer is not JSON with Username and Secret"))?;
-            if creds.username == "<token>" {
-                return Err(err(
-                    "it holds an identity token (an OAuth2 refresh token), which imgbuild does not support",
-                ));
-            }
+            // `<token>`: the secret is an identity token, kept as such (see IDENTITY_TOKEN_USER).
             Ok(Credentials::parse(&format!(
                 "{}:{}",
                 creds.username, creds.secret
@@ -568,7 +568,7 @@ mod tests {
             serde_json::json!({"auths": {
                 "https://reg.example.org": {"auth": b64("host:pa55")},
                 "https://index.docker.io/v1/": {"auth": b64("hub:pa55")},
-                "id.example.org": {"identitytoken": "refresh-secret"},
+                "id.example.org": {"auth": b64("someone:"), "identitytoken": "refresh-secret"},
             }})
             .to_string(),
         )
@@ -598,12 +598,11 @@ mod tests {
         );
         assert_eq!(user("other.example.org", "x"), None);
         assert_eq!(user("nowhere.example.org", "x"), None);
-        let err = files.lookup("id.example.org", "x").unwrap_err().to_string();
-        assert!(
-            err.contains("identitytoken") && err.contains("second.json"),
-            "{err}"
+        let id = files.lookup("id.example.org", "x").unwrap().unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.password.as_str()),
+            (IDENTITY_TOKEN_USER, "refresh-secret")
         );
-        assert!(!err.contains("refresh-secret"));
 
         std::fs::write(&second, "{ not json").unwrap();
         let err = files.lookup("nowhere.example.org", "x").unwrap_err();

@@ -5,7 +5,7 @@
 
 use crate::support::registry::{PASSWORD, Registry, RegistryConfig, USER, tools, write_layout};
 use crate::support::storage::{TestImage, base_layer, other_top_layer, top_layer};
-use crate::support::token_server::{Policy, REGISTRY_LEEWAY, TokenServer};
+use crate::support::token_server::{Policy, REFRESH_TOKEN, REGISTRY_LEEWAY, TokenServer};
 use crate::support::{have, imgbuild_bin, run, scratch, skip};
 use base64::Engine as _;
 use std::io::Write as _;
@@ -578,4 +578,57 @@ esac
         err.contains("docker-credential-absent is not on the PATH"),
         "{err}"
     );
+}
+
+#[test]
+fn identity_token_from_the_auth_file() {
+    if !ready("identity_token_from_the_auth_file") {
+        return;
+    }
+    let t = scratch("auth-identity");
+    let (tokens, registry) = bearer_registry(t.path(), Policy::default());
+    let env = Env::new(t.path());
+    let host = registry.host();
+    let (src, digest) = layout(t.path(), "identity", &[base_layer()]);
+    let src = src.to_str().unwrap();
+    let dest = format!("{host}/identity/app:1");
+    std::fs::create_dir_all(env.auth_file().parent().unwrap()).unwrap();
+    // As `docker login` writes it: `auth` with the user and no password, beside the token.
+    let write = |token: &str| {
+        let user = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:"));
+        std::fs::write(
+            env.auth_file(),
+            serde_json::json!({"auths": {host.clone(): {"auth": user, "identitytoken": token}}})
+                .to_string(),
+        )
+        .unwrap();
+    };
+
+    write(REFRESH_TOKEN);
+    let pushed = env.imgbuild(&["push", src, &dest], "");
+    assert_eq!(ok_stdout(&pushed), digest);
+    assert_no_secrets(&pushed, &tokens, &[REFRESH_TOKEN]);
+    let granted: Vec<_> = tokens
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .collect();
+    assert_eq!(granted.len(), 3);
+    assert!(
+        granted
+            .iter()
+            .all(|r| r.user.as_deref() == Some("refresh_token")),
+        "every token came from the refresh-token grant"
+    );
+    assert_eq!(skopeo_digest(&dest), digest);
+
+    let wrong = "not-the-refresh-token";
+    write(wrong);
+    let out = env.imgbuild(&["push", src, &format!("{host}/identity/app:2")], "");
+    let err = failed(&out);
+    assert!(
+        err.contains("the token server refused the credentials") && err.contains(&tokens.realm()),
+        "{err}"
+    );
+    assert_no_secrets(&out, &tokens, &[wrong]);
 }

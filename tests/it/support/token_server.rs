@@ -3,7 +3,8 @@
 //! ([`USER`]/[`PASSWORD`]), grants pull (and push, unless told not to) on the scopes asked, and
 //! answers RS256-signed JWTs carrying its certificate in `x5c`, which the real registry
 //! verifies against the same certificate as its `rootcertbundle` (the `x5c` form needs no
-//! libtrust key id). Signing runs `openssl dgst`.
+//! libtrust key id). Signing runs `openssl dgst`. A `POST` with the `OAuth2` refresh-token grant
+//! and [`REFRESH_TOKEN`] is granted too (the `identitytoken` of auth files).
 
 use super::registry::{PASSWORD, USER};
 use super::run;
@@ -16,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The refresh token (Docker's `identitytoken`) the server takes in the `OAuth2` grant.
+pub const REFRESH_TOKEN: &str = "refresh-T0ken-s3cret";
 /// The `service` the registry and the token server agree on.
 pub const SERVICE: &str = "imgbuild-test-registry";
 const ISSUER: &str = "imgbuild-test-issuer";
@@ -204,38 +207,62 @@ fn serve(conn: TcpStream, shared: &Shared, key: &Path, x5c: &str) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
+    let post = line.starts_with("POST ");
     let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut authorization = None;
+    let mut length = 0;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
             break;
         }
-        if let Some((name, value)) = h.split_once(':')
-            && name.eq_ignore_ascii_case("authorization")
-        {
-            authorization = Some(value.trim().to_string());
+        if let Some((name, value)) = h.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_string());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
         }
     }
-    let query = target.split_once('?').map_or("", |(_, q)| q);
+    // GET: the parameters in the query; POST (the OAuth2 refresh-token grant): in the form.
+    let mut form = vec![0; length];
+    std::io::Read::read_exact(&mut reader, &mut form).unwrap();
+    let query = if post {
+        String::from_utf8(form).unwrap()
+    } else {
+        target.split_once('?').map_or("", |(_, q)| q).to_string()
+    };
     let params: Vec<(String, String)> = query
         .split('&')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
         .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let scopes: Vec<String> = params
         .iter()
         .filter(|(k, _)| k == "scope")
         .map(|(_, v)| v.clone())
         .collect();
+    let refresh = post
+        && param("grant_type").as_deref() == Some("refresh_token")
+        && param("refresh_token").as_deref() == Some(REFRESH_TOKEN);
     let creds = authorization
         .as_deref()
         .and_then(|a| a.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok());
-    let user = creds
-        .as_deref()
-        .map(|c| c.split_once(':').map_or(c, |(u, _)| u).to_string());
+    let user = if post {
+        Some("refresh_token".to_string())
+    } else {
+        creds
+            .as_deref()
+            .map(|c| c.split_once(':').map_or(c, |(u, _)| u).to_string())
+    };
     let mut record = TokenRequest {
         scopes: scopes.clone(),
         user: user.clone(),
@@ -247,7 +274,7 @@ fn serve(conn: TcpStream, shared: &Shared, key: &Path, x5c: &str) {
     if !target.starts_with("/token") {
         record.status = 404;
         body = String::new();
-    } else if creds.as_deref() != Some(&format!("{USER}:{PASSWORD}")) {
+    } else if !refresh && (post || creds.as_deref() != Some(&format!("{USER}:{PASSWORD}"))) {
         body = r#"{"details":"incorrect username or password"}"#.to_string();
     } else {
         let policy = shared.policy.lock().unwrap().clone();
@@ -312,7 +339,13 @@ fn serve(conn: TcpStream, shared: &Shared, key: &Path, x5c: &str) {
         let signature = sign.wait_with_output().unwrap();
         assert!(signature.status.success(), "openssl dgst -sign failed");
         let token = format!("{input}.{}", b64url(&signature.stdout));
-        body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+        // OAuth2's answer names the token `access_token`.
+        body = if post {
+            serde_json::json!({"access_token": token, "expires_in": 300})
+        } else {
+            serde_json::json!({"token": token, "expires_in": 300})
+        }
+        .to_string();
         record.status = 200;
         record.token = Some(token);
         record.exp = exp;
