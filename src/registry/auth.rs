@@ -2,9 +2,9 @@
 //! Docker registry token specification (a token from the challenge's realm, per scope, cached
 //! until it expires).
 //!
-//! Written here rather than taken from a crate: the registry clients on crates.io
-//! (`oci-distribution`/`oci-client`, `docker_credential` aside) are async and bring their own
-//! HTTP stack; the flow itself is a challenge parser and one GET.
+//! Written here rather than taken from a crate: the registry client on crates.io (`oci-client`,
+//! formerly `oci-distribution`) is async on its own HTTP stack, while imgbuild is synchronous
+//! over `ureq`; the flow itself is a challenge parser and one request to the realm.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

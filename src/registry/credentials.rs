@@ -3,9 +3,10 @@
 //! host, `credsStore` as the default helper), and the `docker-credential-NAME` helper protocol
 //! (`get`/`store`/`erase`, the server on stdin, JSON on stdout).
 //!
-//! Written here: the `docker_credential` crate reads Docker's config only (not the
-//! containers' files and their per-repository keys) and cannot store or erase, and the other
-//! crates are async or unmaintained; the format is a JSON object and a pipe to a program.
+//! Written here: the `docker_credential` crate (1.4) reads one file at its fixed place (Docker's
+//! `config.json`, or podman's `auth.json`) for a server, not the ordered files with an
+//! `--authfile` override and `HOST/REPO` keys, and it cannot `store` or `erase` (login, logout);
+//! the format is a JSON object and a pipe to a program.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
