@@ -1,6 +1,8 @@
 //! A client of the OCI distribution protocol (Docker registry v2), over `ureq` (synchronous, as
 //! the rest of imgbuild): registry references, the connection and its authentication
-//! (`client`), blob and manifest requests (`upload`), and `push` of a store or archive image.
+//! (`client`), blob and manifest requests (`upload`), `push` of a store or archive image or of
+//! an OCI layout's image index, and `blobinfo`, the record of which repositories hold which
+//! blobs (the sources of cross-repository mounts).
 //!
 //! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
 //! certificate directory (containers' `certs.d/HOST/` by default). Plain HTTP is tried only after
@@ -8,13 +10,14 @@
 //! Credentials never appear in errors or logs: errors name the registry URL, the repository and
 //! the digest involved.
 
+pub mod blobinfo;
 mod client;
 mod push;
 mod transfer;
 mod upload;
 
 pub use client::{Client, ClientOptions};
-pub use push::{PushReport, push};
+pub use push::{PushImage, PushOptions, PushReport, push, push_layout};
 pub use transfer::{Direction, NoProgress, TransferProgress};
 
 use std::net::IpAddr;

@@ -759,6 +759,7 @@ mod tests {
                 },
             ],
             inputs: Some(key.into()),
+            pushed: Vec::new(),
         };
         fs::write(
             dir.join("result.json"),

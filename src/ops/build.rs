@@ -324,6 +324,7 @@ mod tests {
                 tree: None,
             }],
             inputs: Some(key.clone()),
+            pushed: Vec::new(),
         };
         fs::write(
             out.join("result.json"),
