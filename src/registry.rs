@@ -1,7 +1,9 @@
 //! A client of the OCI distribution protocol (Docker registry v2), over `ureq` (synchronous, as
 //! the rest of imgbuild): registry references, the connection and its authentication
 //! (`client`, with the bearer-token flow in `auth` and the auth files and credential helpers in
-//! `credentials`), blob and manifest requests (`upload`), and `push` of a store or archive image.
+//! `credentials`), blob and manifest requests (`upload`), `push` of a store or archive image or
+//! of an OCI layout's image index, `blobinfo`, the record of which repositories hold which blobs
+//! (the sources of cross-repository mounts), and short names and mirrors (`registries_conf`).
 //!
 //! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
 //! certificate directory (containers' `certs.d/HOST/` by default). Plain HTTP is tried only after
@@ -10,6 +12,7 @@
 //! the digest involved.
 
 mod auth;
+pub mod blobinfo;
 mod client;
 pub mod credentials;
 mod push;
@@ -18,7 +21,7 @@ mod transfer;
 mod upload;
 
 pub use client::{Client, ClientOptions};
-pub use push::{PushReport, push};
+pub use push::{PushImage, PushOptions, PushReport, push, push_layout};
 pub use transfer::{Direction, NoProgress, TransferProgress};
 
 use std::net::IpAddr;

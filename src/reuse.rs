@@ -776,6 +776,7 @@ mod tests {
                 },
             ],
             inputs: Some(key.into()),
+            pushed: Vec::new(),
         };
         fs::write(
             dir.join("result.json"),

@@ -332,6 +332,7 @@ mod tests {
                 tree: None,
             }],
             inputs: Some(key.clone()),
+            pushed: Vec::new(),
         };
         fs::write(
             out.join("result.json"),

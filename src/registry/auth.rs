@@ -121,10 +121,20 @@ pub(super) enum Scheme {
 /// The token-auth scopes `access` needs: none for the ping, `repository:REPO:pull` or
 /// `repository:REPO:pull,push`.
 pub(super) fn scope(access: &Access<'_>) -> Option<String> {
+    let scopes = scopes(access);
+    (!scopes.is_empty()).then(|| scopes.join(" "))
+}
+
+/// Each scope a token for `access` must grant (a mount needs two repositories).
+pub(super) fn scopes(access: &Access<'_>) -> Vec<String> {
     match access {
-        Access::Ping => None,
-        Access::Pull(repo) => Some(format!("repository:{repo}:pull")),
-        Access::Push(repo) => Some(format!("repository:{repo}:pull,push")),
+        Access::Ping => Vec::new(),
+        Access::Pull(repo) => vec![format!("repository:{repo}:pull")],
+        Access::Push(repo) => vec![format!("repository:{repo}:pull,push")],
+        Access::Mount { repo, from } => vec![
+            format!("repository:{repo}:pull,push"),
+            format!("repository:{from}:pull"),
+        ],
     }
 }
 
@@ -225,7 +235,7 @@ impl AuthState {
             }),
             Access::Pull(repo) => valid(&format!("repository:{repo}:pull"))
                 .or_else(|| valid(&format!("repository:{repo}:pull,push"))),
-            Access::Push(_) => valid(&scope(access).unwrap_or_default()),
+            Access::Push(_) | Access::Mount { .. } => valid(&scope(access).unwrap_or_default()),
         }
     }
 
@@ -335,6 +345,14 @@ mod tests {
         // Expired tokens are not used.
         assert_eq!(state.cached(&Access::Pull("a"), later), None);
         assert_eq!(scope(&Access::Ping), None);
+        assert_eq!(
+            scope(&Access::Mount {
+                repo: "b",
+                from: "a"
+            })
+            .as_deref(),
+            Some("repository:b:pull,push repository:a:pull")
+        );
         assert_eq!(
             scope(&Access::Push("x/y")).as_deref(),
             Some("repository:x/y:pull,push")

@@ -85,6 +85,13 @@ pub(super) enum Access<'a> {
     Pull(&'a str),
     /// Writing a repository (uploads, manifest PUT); includes reading it.
     Push(&'a str),
+    /// A cross-repository mount: writing `repo` and reading `from`.
+    Mount {
+        /// The repository written.
+        repo: &'a str,
+        /// The repository the blob is mounted from.
+        from: &'a str,
+    },
 }
 
 impl Access<'_> {
@@ -94,6 +101,9 @@ impl Access<'_> {
             Access::Ping => "access to the registry".to_string(),
             Access::Pull(repo) => format!("pull access to repository {repo}"),
             Access::Push(repo) => format!("push access to repository {repo}"),
+            Access::Mount { repo, from } => {
+                format!("push access to repository {repo} and pull access to repository {from}")
+            }
         }
     }
 }
@@ -116,6 +126,9 @@ pub struct Client {
     /// Whether credentials may go to a plain-HTTP token server that is not loopback.
     insecure: bool,
     auth: AuthState,
+    /// Held while a token is fetched before a request, so that transfers running in parallel
+    /// for one scope wait for the first one's token instead of each fetching their own.
+    fetching: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Client {
@@ -193,6 +206,7 @@ impl Client {
             credentials,
             insecure: opts.insecure,
             auth: AuthState::default(),
+            fetching: std::sync::Mutex::new(()),
         };
         match client.ping() {
             Err(RegistryError::Transport { url, message })
@@ -239,6 +253,14 @@ impl Client {
                 if let Some(t) = self.auth.cached(access, SystemTime::now()) {
                     return Ok(Some(format!("Bearer {t}")));
                 }
+                let _one_at_a_time = self
+                    .fetching
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Another transfer may have fetched it while this one waited.
+                if let Some(t) = self.auth.cached(access, SystemTime::now()) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
                 *fetched = true;
                 self.fetch_token(&realm, access).map(Some)
             }
@@ -272,7 +294,8 @@ impl Client {
                 "the token server is plain HTTP; credentials are sent over plain HTTP only to a loopback host or with --tls-verify=false".to_string(),
             ));
         }
-        let scope = auth::scope(access);
+        let scopes = auth::scopes(access);
+        let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
         let mut resp = match &self.credentials {
             // An identity token: the OAuth2 refresh-token grant (a form POST to the realm).
             Some(c) if c.user == IDENTITY_TOKEN_USER => {
@@ -294,7 +317,8 @@ impl Client {
                 if let Some(service) = &realm.service {
                     req = req.query("service", service);
                 }
-                if let Some(scope) = &scope {
+                // One `scope` parameter per scope, as the token spec's GET form has them.
+                for scope in &scopes {
                     req = req.query("scope", scope);
                 }
                 if let Some(c) = creds {

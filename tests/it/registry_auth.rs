@@ -312,8 +312,8 @@ fn cached_token_that_expires_is_refreshed() {
     imgbuild::registry::push(
         &client,
         &reference,
-        first.input(),
-        &imgbuild::registry::NoProgress,
+        first.input().into(),
+        &imgbuild::registry::PushOptions::new(&imgbuild::registry::NoProgress),
     )
     .unwrap();
     // Wait until the registry refuses every token issued so far (their exp plus its leeway).
@@ -330,8 +330,8 @@ fn cached_token_that_expires_is_refreshed() {
     let report = imgbuild::registry::push(
         &client,
         &second_ref,
-        second.input(),
-        &imgbuild::registry::NoProgress,
+        second.input().into(),
+        &imgbuild::registry::PushOptions::new(&imgbuild::registry::NoProgress),
     )
     .expect("the expired token is replaced");
     assert_eq!(
