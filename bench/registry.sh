@@ -32,7 +32,7 @@ W=$(mktemp -d /var/tmp/imgbuild-bench-registry.XXXXXX)
 export W
 cleanup() {
   [ -s "$W/registry.pid" ] && kill "$(cat "$W/registry.pid")" 2>/dev/null
-  rm -rf "$W"
+  [ -n "${W:-}" ] && [ -d "$W" ] && rm -rf "$W"
 }
 trap cleanup EXIT
 
@@ -64,6 +64,7 @@ export PORT
 # cache) and would mount them from an earlier run's repository; on empty storage every blob is
 # really uploaded. Untimed, before each timed push (exported for alternate.py's --setup).
 reset_registry() {
+  : "${W:?the work directory}"
   if [ -s "$W/registry.pid" ]; then
     local pid; pid=$(cat "$W/registry.pid")
     kill "$pid" 2>/dev/null || true
