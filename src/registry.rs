@@ -1,6 +1,8 @@
 //! A client of the OCI distribution protocol (Docker registry v2), over `ureq` (synchronous, as
 //! the rest of imgbuild): registry references, the connection and its authentication
-//! (`client`), blob and manifest requests (`upload`), and `push` of a store or archive image.
+//! (`client`), blob and manifest requests (`upload` for a push, `fetch` for a pull), `push` of a
+//! store or archive image, and `pull` of an image (one platform of an index, or all) into the
+//! store.
 //!
 //! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
 //! certificate directory (containers' `certs.d/HOST/` by default). Plain HTTP is tried only after
@@ -9,11 +11,15 @@
 //! the digest involved.
 
 mod client;
+mod fetch;
+mod pull;
 mod push;
 mod transfer;
 mod upload;
 
 pub use client::{Client, ClientOptions};
+pub use fetch::MANIFEST_ACCEPT;
+pub use pull::{Platform, PullError, PullOptions, PullReport, Resolved, pull, resolve};
 pub use push::{PushReport, push};
 pub use transfer::{Direction, NoProgress, TransferProgress};
 

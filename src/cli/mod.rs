@@ -11,6 +11,7 @@ pub mod kiwi;
 pub mod log;
 mod meta;
 pub mod prepare;
+pub mod pull;
 pub mod push;
 pub mod registry_args;
 mod report;
@@ -93,6 +94,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Push an image of the store, or an archive or OCI layout, to a registry.
     Push(push::PushArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(pull::PullArgs),
     /// Containers: run, ps, rm.
     #[command(flatten)]
     Run(run::RunCommand),
@@ -124,6 +127,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Prepare(_)
             | Command::Lock(_)
             | Command::System(_)
+            | Command::Pull(_)
     ) {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
         out::stop_on_closed_stderr();
@@ -156,6 +160,12 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             &args,
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
+        ),
+        Command::Pull(args) => pull::run(
+            &args,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+            cli.quiet,
         ),
         Command::Run(cmd) => run::run(
             cmd,
