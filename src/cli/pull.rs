@@ -57,8 +57,8 @@ fn pull_into(
     if !quiet {
         eprintln!("Getting image source signatures");
     }
-    let report = registry::pull(&client, &reference, opts, store, &log)
-        .with_context(|| format!("pulling {name}"))?;
+    // Every error of a pull names the reference or the URL and digest involved.
+    let report = registry::pull(&client, &reference, opts, store, &log)?;
     if !quiet {
         if let (Some(wanted), Some(got)) = (&opts.platform, &report.platform)
             && !wanted.matches(got)

@@ -883,10 +883,9 @@ impl Job<'_> {
                         Some(message) => message,
                     }
                 }
-                Err(e @ (RegistryError::Transport { .. } | RegistryError::Status { .. }))
-                    if retryable(&e) =>
-                {
-                    e.to_string()
+                Err(RegistryError::Transport { message, .. }) => message,
+                Err(RegistryError::Status { status, .. }) if retryable_status(status) => {
+                    format!("HTTP {status}")
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -967,13 +966,9 @@ impl Job<'_> {
     }
 }
 
-/// Failures worth another attempt: the connection, and the registry's temporary errors.
-fn retryable(e: &RegistryError) -> bool {
-    match e {
-        RegistryError::Transport { .. } => true,
-        RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
-        _ => false,
-    }
+/// Answers worth another attempt (besides a failed connection): the registry's temporary errors.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
 }
 
 #[cfg(test)]

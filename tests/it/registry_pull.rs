@@ -531,3 +531,45 @@ fn run_and_inspect_pull_a_registry_image_on_demand() {
         .unwrap());
     assert!(digest.starts_with("sha256:"), "{digest}");
 }
+
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn ctrl_c_mid_pull_leaves_the_store_unchanged() {
+    if !tools("ctrl_c_mid_pull_leaves_the_store_unchanged") {
+        return;
+    }
+    let t = scratch("registry-pull-int");
+    let registry = Registry::start(t.path(), None, None);
+    let image = TestImage::new(
+        &[base_layer(), noise_layer(4 << 20, 13)],
+        "registry-pull-int",
+    );
+    push(&image, t.path(), &format!("{}/int/pull:1", registry.host()));
+    let proxy = Proxy::start(registry.port);
+    let store = t.path().join("store");
+
+    // The download stalls (the proxy holds it): SIGINT ends the pull, blocked in a read, after
+    // the grace period, and the temporary directory goes with it.
+    let held = proxy.arm(Flow::Down, 1 << 20, Action::Hold);
+    let child = imgbuild(&store, &["pull", &format!("{}/int/pull:1", proxy.host())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    held.recv().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().cast_signed()),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_store_empty(&store);
+    proxy.release();
+}
