@@ -573,3 +573,56 @@ fn ctrl_c_mid_pull_leaves_the_store_unchanged() {
     assert_store_empty(&store);
     proxy.release();
 }
+
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn a_docker_schema2_image_is_pulled_and_a_tampered_manifest_refused() {
+    if !tools("a_docker_schema2_image_is_pulled_and_a_tampered_manifest_refused") {
+        return;
+    }
+    let t = scratch("registry-pull-v2s2");
+    let registry = Registry::start(t.path(), None, None);
+    let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull-v2s2");
+    let layout = t.path().join("layout");
+    write_layout(&image, &layout);
+    let name = format!("{}/docker/v2s2:1", registry.host());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{name}"),
+    ]));
+    let store = t.path().join("store");
+    let (id, _) = ok(imgbuild(&store, &["pull", &name]).output().unwrap());
+    assert_eq!(format!("sha256:{id}"), image.id());
+    let record = open(&store).image(&name).unwrap();
+    assert_eq!(
+        record.manifest_media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ])))
+    .unwrap();
+    assert_eq!(inspect["Digest"], record.manifest_digest.as_str());
+
+    // The registry's copy of the manifest altered (same length): by tag, the bytes no longer
+    // hash to the digest the registry announces; refused, nothing stored.
+    let tampered = format!("{}/docker/tampered:1", registry.host());
+    push(&image, t.path(), &tampered);
+    let file = registry_blob(t.path(), &sha256_digest(&image.manifest));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("\"size\"", "\"Size\"", 1)).unwrap();
+    let empty = t.path().join("store-empty");
+    let err = failed(imgbuild(&empty, &["pull", &tampered]).output().unwrap());
+    let expected = format!("not {}; refusing it", sha256_digest(&image.manifest));
+    assert!(
+        err.contains("the manifest hashes to sha256:") && err.contains(&expected),
+        "{err}"
+    );
+    assert_store_empty(&empty);
+}
