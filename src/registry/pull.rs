@@ -142,6 +142,18 @@ pub enum PullError {
         #[source]
         source: StorageError,
     },
+    /// The blobs to download (kept twice while they are stored) do not fit on the store's
+    /// filesystem; checked before any download.
+    #[error("{reference}: the image's {bytes} bytes of blobs do not fit: {source}")]
+    NoSpace {
+        /// The reference pulled.
+        reference: String,
+        /// The bytes the blobs need (twice their size).
+        bytes: u64,
+        /// What the filesystem has.
+        #[source]
+        source: limits::SpaceExceeded,
+    },
     /// A stop signal arrived.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -776,6 +788,20 @@ impl Job<'_> {
                 wanted.push(d);
             }
         }
+        // Downloaded into tmp/, then copied into blobs/: twice the declared sizes, refused
+        // before any byte moves when the filesystem cannot hold them (a manifest may declare
+        // any size).
+        let bytes = wanted
+            .iter()
+            .fold(0u64, |sum, d| sum.saturating_add(d.size.saturating_mul(2)));
+        limits::SpaceBudget::of(dir.path())
+            .map_err(|e| io_err(dir.path(), e))?
+            .take(bytes)
+            .map_err(|source| PullError::NoSpace {
+                reference: self.name.to_string(),
+                bytes,
+                source,
+            })?;
         self.download_all(&wanted, dir.path())?;
         let blob_path = |d: &str| dir.path().join(d.trim_start_matches("sha256:"));
         let config_path = blob_path(&config.digest);

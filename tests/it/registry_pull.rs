@@ -626,3 +626,60 @@ fn a_docker_schema2_image_is_pulled_and_a_tampered_manifest_refused() {
     );
     assert_store_empty(&empty);
 }
+
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn blob_sizes_the_manifest_declares_are_enforced() {
+    if !tools("blob_sizes_the_manifest_declares_are_enforced") {
+        return;
+    }
+    let t = scratch("registry-pull-sizes");
+    let registry = Registry::start(t.path(), None, None);
+    let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull-sizes");
+    push(
+        &image,
+        t.path(),
+        &format!("{}/sizes/pull:1", registry.host()),
+    );
+    let reference =
+        imgbuild::registry::Reference::parse(&format!("{}/sizes/pull:1", registry.host())).unwrap();
+    let client = imgbuild::registry::Client::connect(
+        &reference,
+        &imgbuild::registry::ClientOptions::default(),
+    )
+    .unwrap();
+    // The registry checks that a manifest's blobs exist, not their sizes.
+    let with_size = |tag: &str, size: u64| {
+        let mut m: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+        m["layers"][1]["size"] = size.into();
+        client
+            .put_manifest(
+                "sizes/pull",
+                tag,
+                "application/vnd.oci.image.manifest.v1+json",
+                &serde_json::to_vec(&m).unwrap(),
+            )
+            .unwrap();
+        format!("{}/sizes/pull:{tag}", registry.host())
+    };
+    let store = t.path().join("store");
+
+    let huge = with_size("huge", 1 << 60);
+    let err = failed(imgbuild(&store, &["pull", &huge]).output().unwrap());
+    assert!(err.contains("do not fit"), "{err}");
+    assert_eq!(blob_gets(&registry), 0, "refused before any download");
+    assert_store_empty(&store);
+
+    let actual = image.blobs[1].1.len() as u64;
+    let short = with_size("short", actual - 1);
+    let err = failed(imgbuild(&store, &["pull", &short]).output().unwrap());
+    assert!(
+        err.contains(&format!(
+            "blob {}: more than the {} bytes the manifest says",
+            image.blobs[1].0,
+            actual - 1
+        )),
+        "{err}"
+    );
+    assert_store_empty(&store);
+}
