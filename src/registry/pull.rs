@@ -496,6 +496,16 @@ fn choose<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Option<&'a Descri
         })
 }
 
+/// What to fetch the manifest by: the digest when the reference has one (a `TAG@DIGEST`
+/// reference means the digest, as for podman), else the tag, else `latest`.
+fn fetch_reference(reference: &Reference) -> &str {
+    reference
+        .digest
+        .as_deref()
+        .or(reference.tag.as_deref())
+        .unwrap_or("latest")
+}
+
 fn display(reference: &Reference) -> String {
     let mut s = format!("{}/{}", reference.host, reference.repository);
     if let Some(t) = &reference.tag {
@@ -535,7 +545,7 @@ pub fn resolve(
     let (fetched, digest) = fetch_verified(
         client,
         repo,
-        reference.manifest_reference(),
+        fetch_reference(reference),
         reference.digest.as_deref(),
     )?;
     match parse_manifest(&fetched)? {
@@ -589,7 +599,7 @@ pub fn pull(
     let (fetched, digest) = fetch_verified(
         client,
         repo,
-        reference.manifest_reference(),
+        fetch_reference(reference),
         reference.digest.as_deref(),
     )?;
     let job = Job {
@@ -1008,6 +1018,15 @@ mod tests {
             size: 1,
             platform: Some(Platform::parse(platform).unwrap()),
         }
+    }
+
+    #[test]
+    fn fetches_by_digest_when_there_is_one() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = |s: &str| Reference::parse(s).unwrap();
+        assert_eq!(fetch_reference(&r(&format!("h.org/x:1@{d}"))), d);
+        assert_eq!(fetch_reference(&r("h.org/x:1")), "1");
+        assert_eq!(fetch_reference(&r("h.org/x")), "latest");
     }
 
     #[test]
