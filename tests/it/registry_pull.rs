@@ -687,3 +687,125 @@ fn blob_sizes_the_manifest_declares_are_enforced() {
     );
     assert_store_empty(&store);
 }
+
+/// A one-response-per-connection HTTP server on loopback: `answer(request head)` gives the
+/// response; every request head is kept.
+struct Http {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Http {
+    fn start(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> Http {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                    // The client tries HTTPS first: a TLS handshake gets the connection closed.
+                    if head == [0x16] {
+                        break;
+                    }
+                }
+                if head == [0x16] {
+                    continue;
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let _ = conn.write_all(&answer(&head));
+                log.lock().unwrap().push(head);
+            }
+        });
+        Http { port, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A registry that redirects blob GETs to storage on another port: the client follows, keeps
+/// the `Range` header, and does not send its `Authorization` there.
+#[test]
+fn a_blob_redirect_is_followed_without_the_credentials() {
+    let storage = Http::start(|head| {
+        if head.contains("range: bytes=2-") || head.contains("Range: bytes=2-") {
+            response(
+                "206 Partial Content",
+                &[("Content-Range", "bytes 2-4/5")],
+                b"llo",
+            )
+        } else {
+            response("200 OK", &[], b"hello")
+        }
+    });
+    let storage_port = storage.port;
+    let registry = Http::start(move |head| {
+        if head.starts_with("GET /v2/ ") {
+            response("200 OK", &[], b"{}")
+        } else {
+            let location = format!("http://127.0.0.1:{storage_port}/storage/blob");
+            response("307 Temporary Redirect", &[("Location", &location)], b"")
+        }
+    });
+    let reference =
+        imgbuild::registry::Reference::parse(&format!("127.0.0.1:{}/r/x:1", registry.port))
+            .unwrap();
+    let client = imgbuild::registry::Client::connect(
+        &reference,
+        &imgbuild::registry::ClientOptions {
+            credentials: imgbuild::registry::Credentials::parse("user:secret-password"),
+            ..imgbuild::registry::ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let digest = sha256_digest(b"hello");
+    let read = |offset: u64| {
+        let mut blob = client.get_blob("r/x", &digest, offset).unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut blob.body.as_reader(), &mut body).unwrap();
+        (blob.offset, body)
+    };
+    assert_eq!(read(0), (0, "hello".to_string()));
+    assert_eq!(read(2), (2, "llo".to_string()));
+    let lower = |v: Vec<String>| {
+        v.into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let at_registry = lower(registry.seen());
+    assert!(
+        at_registry
+            .iter()
+            .filter(|h| h.contains("/blobs/"))
+            .all(|h| h.contains("authorization: basic")),
+        "{at_registry:?}"
+    );
+    let at_storage = lower(storage.seen());
+    assert_eq!(at_storage.len(), 2, "{at_storage:?}");
+    assert!(
+        at_storage.iter().all(|h| !h.contains("authorization")),
+        "{at_storage:?}"
+    );
+    assert!(at_storage[1].contains("range: bytes=2-"), "{at_storage:?}");
+}
