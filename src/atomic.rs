@@ -9,14 +9,20 @@ use std::path::Path;
 /// Write `data` to `path` (mode 0644) atomically: a reader sees the old file or the new one, and a
 /// crash leaves no partial file under `path`.
 pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
-    write_with(path, data, true)
+    write_with(path, data, true, 0o644)
+}
+
+/// [`write`] with mode 0600, for files holding secrets (the temporary file is created 0600, so
+/// the data is never readable by others).
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with(path, data, true, 0o600)
 }
 
 /// [`write`] without the sync: for files inside a root tree being built, which is thrown away
 /// if the build does not finish. A sync there would also flush every file unpacked so far, since
 /// the filesystem's journal commits them together.
 pub fn write_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
-    write_with(path, data, false)
+    write_with(path, data, false, 0o644)
 }
 
 /// The directory `path` lives in: its parent, or `.` for a bare file name (whose parent is
@@ -28,14 +34,14 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-fn write_with(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+fn write_with(path: &Path, data: &[u8], sync: bool, mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".imgbuild-tmp-")
         .tempfile_in(dir)?;
     tmp.write_all(data)?;
     tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))?;
+        .set_permissions(fs::Permissions::from_mode(mode))?;
     if sync {
         tmp.as_file().sync_all()?;
     }

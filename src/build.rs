@@ -261,6 +261,42 @@ pub struct Created {
     /// The inputs key of the build (see [`crate::reuse`]), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// Registry references the image was pushed to (`build --push`), with the manifest digest
+    /// the registry holds; not part of the result's identity (reuse ignores it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<Pushed>,
+}
+
+/// A push of the built image, as `result.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushed {
+    /// The registry reference pushed to (no credentials).
+    pub reference: String,
+    /// The manifest digest pushed.
+    pub digest: String,
+}
+
+/// Adds `pushed` to the `result.json` of `target` (replacing entries of the same reference),
+/// written atomically; the listed files and the inputs key are unchanged, so the result stays
+/// reusable.
+pub fn record_pushed(target: &Path, pushed: &[Pushed]) -> Result<Created, BuildError> {
+    let path = target.join("result.json");
+    let text = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let mut created: Created =
+        serde_json::from_slice(&text).map_err(|source| BuildError::ResultJson {
+            path: path.clone(),
+            source,
+        })?;
+    for p in pushed {
+        created.pushed.retain(|q| q.reference != p.reference);
+        created.pushed.push(p.clone());
+    }
+    let json = serde_json::to_string_pretty(&created).map_err(|source| BuildError::ResultJson {
+        path: path.clone(),
+        source,
+    })? + "\n";
+    crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
+    Ok(created)
 }
 
 /// The KIWI file name stem: `<name>.<arch>-<version>`.
@@ -474,6 +510,7 @@ pub fn create(
         source_date_epoch: epoch,
         files: Vec::new(),
         inputs: opts.inputs.clone(),
+        pushed: Vec::new(),
     };
     match image_type {
         ImageType::Tbz => created.files.push(pack.rootfs_tarball()?),
@@ -986,6 +1023,7 @@ mod tests {
                 },
             ],
             inputs: None,
+            pushed: Vec::new(),
         };
         std::fs::write(
             dir.join("result.json"),

@@ -274,6 +274,7 @@ impl Packages {
 fn prepare_root(
     source: &Source,
     opts: &PrepareOptions,
+    bases: &ImageBases,
     named: bool,
     stages: &mut Stages<'_>,
 ) -> Result<Prepared, OpsError> {
@@ -283,13 +284,9 @@ fn prepare_root(
             .reporter
             .info(&format!("using lock file {}", plan.lock_path.display()));
     }
-    crate::rootfs::prepare::prepare(
-        &source.description,
-        &source.image,
-        opts,
-        &ImageBases,
-        &mut |s| stages.start(s),
-    )
+    crate::rootfs::prepare::prepare(&source.description, &source.image, opts, bases, &mut |s| {
+        stages.start(s);
+    })
     .map_err(|source| {
         if named {
             OpsError::Prepare {

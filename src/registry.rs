@@ -1,8 +1,10 @@
 //! A client of the OCI distribution protocol (Docker registry v2), over `ureq` (synchronous, as
 //! the rest of imgbuild): registry references, the connection and its authentication
-//! (`client`), blob and manifest requests (`upload` for a push, `fetch` for a pull), `push` of a
-//! store or archive image, and `pull` of an image (one platform of an index, or all) into the
-//! store.
+//! (`client`, with the bearer-token flow in `auth` and the auth files and credential helpers in
+//! `credentials`), blob and manifest requests (`upload` for a push, `fetch` for a pull), `push` of
+//! a store or archive image or of an OCI layout's image index, `pull` of an image (one platform of
+//! an index, or all) into the store, `blobinfo`, the record of which repositories hold which blobs
+//! (the sources of cross-repository mounts), and short names and mirrors (`registries_conf`).
 //!
 //! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
 //! certificate directory (containers' `certs.d/HOST/` by default). Plain HTTP is tried only after
@@ -10,17 +12,21 @@
 //! Credentials never appear in errors or logs: errors name the registry URL, the repository and
 //! the digest involved.
 
+mod auth;
+pub mod blobinfo;
 mod client;
+pub mod credentials;
 mod fetch;
 mod pull;
 mod push;
+pub mod registries_conf;
 mod transfer;
 mod upload;
 
 pub use client::{Client, ClientOptions};
 pub use fetch::MANIFEST_ACCEPT;
 pub use pull::{Platform, PullError, PullOptions, PullReport, Resolved, pull, resolve};
-pub use push::{PushReport, push};
+pub use push::{PushImage, PushOptions, PushReport, push, push_layout};
 pub use transfer::{Direction, NoProgress, TransferProgress};
 
 use std::net::IpAddr;
@@ -76,6 +82,17 @@ pub enum RegistryError {
         /// The file or directory.
         path: PathBuf,
         /// What went wrong.
+        reason: String,
+    },
+    /// Credentials could not be read from an auth file or a credential helper.
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
+    /// A registries configuration file could not be read or is invalid.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line for syntax errors).
         reason: String,
     },
     /// The image to push is not usable (its manifest cannot be parsed or a blob's size is off).
@@ -159,15 +176,18 @@ impl Reference {
 
     /// Whether the host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
     pub fn is_loopback(&self) -> bool {
-        let name = match self.host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => self
-                .host
-                .rsplit_once(':')
-                .map_or(self.host.as_str(), |(h, _)| h),
-        };
-        name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
+}
+
+/// Whether `host` (`NAME[:PORT]`, `[V6]:PORT` or a bare name or address) is loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None if host.matches(':').count() > 1 => host,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A user name and password for basic auth. `Debug` does not show the password.

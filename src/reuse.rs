@@ -13,12 +13,14 @@
 use crate::apt::cache::CacheError;
 use crate::apt::fetch::Progress;
 use crate::apt::release::{self, ReleaseError, RepoContext, ResolvedRepo};
+use crate::build::base::PinnedBase;
 use crate::build::{CreateOptions, Created};
 use crate::description::{Description, ResolvedImage};
 use crate::digest::{DigestError, KeyWriter, file_sha256, tree_digest};
 use crate::image::base::BaseSource;
 use crate::image::{Compression, ImageError};
 use crate::plan::{self, Overrides, PlanError, PlanOptions};
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +86,8 @@ pub struct BuildInputs<'a> {
     /// Paths inside the description directory that are not inputs (the target directory, a
     /// kept root); absolute.
     pub skip: Vec<PathBuf>,
+    /// Registry bases resolved to a digest in the store, by their `derived_from` value.
+    pub bases: &'a BTreeMap<String, PinnedBase>,
 }
 
 /// The options of `create` that shape the image, all of which enter the key; where the result
@@ -173,7 +177,7 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
     key_options(&mut w, inputs);
     let repos = key_repositories(&mut w, inputs)?;
     key_package_set(&mut w, inputs, &repos)?;
-    if let Some(reason) = key_bases(&mut w, inputs.image)? {
+    if let Some(reason) = key_bases(&mut w, inputs.image, inputs.bases)? {
         return Ok(InputsKey::Unknown(reason));
     }
     Ok(InputsKey::Known(w.finish()))
@@ -340,8 +344,18 @@ fn fetch_releases(
 
 /// Base images of a derived build: the reference and the bytes behind it. Returns why the key
 /// cannot be known when a base cannot be pinned down locally (a base in a registry).
-fn key_bases(w: &mut KeyWriter, image: &ResolvedImage) -> Result<Option<String>, ReuseError> {
+fn key_bases(
+    w: &mut KeyWriter,
+    image: &ResolvedImage,
+    pinned: &BTreeMap<String, PinnedBase>,
+) -> Result<Option<String>, ReuseError> {
     for given in &image.build_type.derived_from {
+        // A registry base is the image its manifest digest names (content-addressed).
+        if let Some(p) = pinned.get(given.trim()) {
+            w.str("base", given.trim());
+            w.str("base-digest", &p.manifest_digest);
+            continue;
+        }
         let uri = crate::rootfs::base::resolve_base_uri(given.trim(), &image.dir);
         w.str("base", &uri);
         let source = match BaseSource::parse(&uri) {
@@ -500,6 +514,7 @@ mod tests {
         plan: PlanOptions,
         create: CreateOptions,
         apt: tempfile::TempDir,
+        bases: BTreeMap<String, PinnedBase>,
     }
 
     fn setup(dir: &Path) -> Setup {
@@ -542,6 +557,7 @@ mod tests {
             plan,
             create,
             apt,
+            bases: BTreeMap::new(),
         }
     }
 
@@ -555,6 +571,7 @@ mod tests {
             output: OutputOptions::from(&s.create),
             tool: "imgbuild test".into(),
             skip,
+            bases: &s.bases,
         }
     }
 
@@ -759,6 +776,7 @@ mod tests {
                 },
             ],
             inputs: Some(key.into()),
+            pushed: Vec::new(),
         };
         fs::write(
             dir.join("result.json"),

@@ -17,6 +17,7 @@ mod devicemapper;
 mod digest;
 mod driver;
 mod fsutil;
+mod layout;
 mod overlay;
 mod reference;
 mod store;

@@ -16,6 +16,14 @@ pub const LOCK_VERSION: u32 = 1;
 /// Errors reading or writing a lock file.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// A base entry's digest is malformed.
+    #[error("{path}: base {uri}: the digest must be sha256: and 64 lowercase hex digits")]
+    Base {
+        /// The lock file.
+        path: PathBuf,
+        /// The base's URI.
+        uri: String,
+    },
     /// The file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -80,6 +88,17 @@ pub struct LockedPackage {
     pub phase: String,
 }
 
+/// One pinned base image of a derived build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedBase {
+    /// The `derived_from` URI as the description gives it.
+    pub uri: String,
+    /// The `sha256:` digest of the base's image manifest (for a registry base, of the
+    /// platform's manifest, not of the index).
+    pub digest: String,
+}
+
 /// A whole lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +109,9 @@ pub struct LockFile {
     pub inputs: String,
     /// Pinned packages, in install order.
     pub packages: Vec<LockedPackage>,
+    /// The base images of a derived build, in `derived_from` order (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<LockedBase>,
 }
 
 impl LockFile {
@@ -99,6 +121,7 @@ impl LockFile {
             version: LOCK_VERSION,
             inputs,
             packages,
+            bases: Vec::new(),
         }
     }
 
@@ -123,6 +146,15 @@ impl LockFile {
                 path: path.to_path_buf(),
                 found: lock.version,
             });
+        }
+        for b in &lock.bases {
+            let hex = b.digest.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(LockError::Base {
+                    path: path.to_path_buf(),
+                    uri: b.uri.clone(),
+                });
+            }
         }
         for p in &lock.packages {
             let bad = |message: &str| LockError::Entry {

@@ -7,12 +7,13 @@
 use super::BuildError;
 use crate::confine::{ConfineError, Root, UnpackOptions, Whiteouts};
 use crate::description::ResolvedImage;
-use crate::image::base::BaseImage;
+use crate::image::base::{BaseImage, BaseSource};
 use crate::image::limits::{SpaceBound, SpaceExceeded};
 use crate::image::walk::Excludes;
 use crate::image::{ImageError, TreeSnapshot};
 use crate::rootfs::base::{BaseStep, BaseStepError, resolve_base_uri};
 use crate::rootfs::prepared::{BaseRecord, PreparedError, PreparedRoot};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Errors of a derived build's bases.
@@ -90,32 +91,81 @@ fn io(path: &Path, source: std::io::Error) -> BaseError {
     }
 }
 
-/// The base step imgbuild gives `prepare`: every base read as an image (archive or layout).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ImageBases;
+/// A base from a registry, already in the image store: where its layout is and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedBase {
+    /// The OCI layout in the store holding exactly this image.
+    pub layout: PathBuf,
+    /// Its manifest digest (the lock's pin).
+    pub manifest_digest: String,
+    /// Its reference (`HOST/REPOSITORY[:TAG]`), the derived image's base name.
+    pub name: String,
+}
+
+/// The base step imgbuild gives `prepare`: every base read as an image (archive or layout);
+/// a registry base (`docker://…`) from the store, where the caller put it (`pinned`, keyed by
+/// the `derived_from` value as written).
+#[derive(Debug, Clone, Default)]
+pub struct ImageBases {
+    /// Registry bases by their `derived_from` value.
+    pub pinned: BTreeMap<String, PinnedBase>,
+}
 
 impl BaseStep for ImageBases {
     fn unpack(&self, root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, BaseStepError> {
-        Ok(unpack_bases(root, image)?)
+        Ok(unpack_bases(root, image, &self.pinned)?)
     }
+}
+
+/// Opens the base `given` names: a pinned registry base from its store layout (checked to be
+/// the pinned image), anything else by its URI. Returns the URI to record with the base.
+fn open_base<'p>(
+    given: &str,
+    image: &ResolvedImage,
+    pinned: &'p BTreeMap<String, PinnedBase>,
+) -> Result<(String, BaseImage, Option<&'p PinnedBase>), BaseError> {
+    if let Some(p) = pinned.get(given) {
+        let base = BaseImage::from_source(&BaseSource::OciLayout(p.layout.clone(), None), &p.name)
+            .map_err(|source| BaseError::Open {
+                uri: given.to_string(),
+                source,
+            })?;
+        if base.manifest_digest != p.manifest_digest {
+            return Err(BaseError::Changed {
+                uri: given.to_string(),
+                expected: p.manifest_digest.clone(),
+                found: base.manifest_digest,
+            });
+        }
+        return Ok((given.to_string(), base, Some(p)));
+    }
+    let uri = resolve_base_uri(given, &image.dir);
+    let base = BaseImage::open(&uri).map_err(|source| BaseError::Open {
+        uri: uri.clone(),
+        source,
+    })?;
+    Ok((uri, base, None))
 }
 
 /// Unpacks every base of `image.build_type.derived_from` into `root` in order (layers bottom
 /// first, whiteouts applied, confined to the root), saves the resulting tree at
 /// [`PreparedRoot::snapshot_path`], and returns the record of each base.
-fn unpack_bases(root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, BaseError> {
+fn unpack_bases(
+    root: &Path,
+    image: &ResolvedImage,
+    pinned: &BTreeMap<String, PinnedBase>,
+) -> Result<Vec<BaseRecord>, BaseError> {
     let r = Root::open(root).map_err(|source| BaseError::Root {
         path: root.to_path_buf(),
         source,
     })?;
     let mut records = Vec::new();
     for given in &image.build_type.derived_from {
-        let uri = resolve_base_uri(given.trim(), &image.dir);
+        let (uri, base, pin) = open_base(given.trim(), image, pinned)?;
         let base_err = |source| BaseError::Open {
             uri: uri.clone(),
             source,
         };
-        let base = BaseImage::open(&uri).map_err(base_err)?;
         for (layer, reader) in base.layers.iter().zip(base.layer_readers()) {
             // Bounded by the root's free space, as the store bounds its layers: a layer too big
             // for the disk (a decompression bomb, a wrong diff_id) stops there, not at ENOSPC.
@@ -150,6 +200,8 @@ fn unpack_bases(root: &Path, image: &ResolvedImage) -> Result<Vec<BaseRecord>, B
         records.push(BaseRecord {
             uri: uri.clone(),
             manifest_digest: base.manifest_digest.clone(),
+            layout: pin.map(|p| p.layout.clone()),
+            name: pin.map(|p| p.name.clone()),
         });
     }
     let excludes = Excludes {
@@ -171,7 +223,13 @@ pub(super) fn open_bases(root: &Path) -> Result<Vec<BaseImage>, BuildError> {
         .base_records()
         .map_err(BaseError::from)?;
     for r in records {
-        let base = BaseImage::open(&r.uri).map_err(|source| BaseError::Open {
+        let opened = match (&r.layout, &r.name) {
+            (Some(layout), Some(name)) => {
+                BaseImage::from_source(&BaseSource::OciLayout(layout.clone(), None), name)
+            }
+            _ => BaseImage::open(&r.uri),
+        };
+        let base = opened.map_err(|source| BaseError::Open {
             uri: r.uri.clone(),
             source,
         })?;

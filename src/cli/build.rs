@@ -114,6 +114,96 @@ pub struct BuildArgs {
     /// Build even when the target directory holds an intact result of the same inputs.
     #[arg(long, alias = "no-reuse")]
     pub force: bool,
+    /// After the build (or its reuse), push the image to this registry reference
+    /// `[docker://]HOST[:PORT]/REPO[:TAG]` (repeatable).
+    #[arg(long = "push", value_name = "REF")]
+    pub push: Vec<String>,
+    /// Also push to `HOST[/PREFIX]/NAME:TAG` for each of the image's names (the description's
+    /// container name with its tag and additional names, as `--load` names it).
+    #[arg(long, value_name = "HOST[/PREFIX]")]
+    pub push_default: Option<String>,
+    /// How to reach the registry of `--push`/`--push-default`.
+    #[command(flatten)]
+    pub registry: super::registry_args::RegistryArgs,
+}
+
+/// The references `--push` and `--push-default` name, parsed (a bad one fails here, before
+/// the build).
+fn push_destinations(
+    args: &BuildArgs,
+    source: &ops::Source,
+    output: &imgbuild::build::CreateOptions,
+) -> anyhow::Result<Vec<imgbuild::registry::Reference>> {
+    let mut refs = Vec::new();
+    for r in &args.push {
+        refs.push(imgbuild::registry::Reference::parse(r).with_context(|| format!("--push {r}"))?);
+    }
+    if let Some(prefix) = &args.push_default {
+        let prefix = prefix.strip_prefix("docker://").unwrap_or(prefix);
+        let prefix = prefix.trim_end_matches('/');
+        let spec = imgbuild::build::image_spec(&source.image, output, 0);
+        for name in
+            imgbuild::image::config::repo_tags(&spec.name, &spec.tag, &spec.additional_names)
+        {
+            let full = format!("{prefix}/{name}");
+            refs.push(
+                imgbuild::registry::Reference::parse(&full)
+                    .with_context(|| format!("--push-default {prefix}: {full}"))?,
+            );
+        }
+    }
+    Ok(refs)
+}
+
+/// Pushes the built image (its OCI layout, which `--push` makes the build write; else its
+/// oci-archive, else its docker-archive) to each of `dests`, prints each reference with its digest, and records them in `result.json`.
+fn push_result(
+    dests: &[imgbuild::registry::Reference],
+    registry: &super::registry_args::RegistryArgs,
+    storage_root: Option<&Path>,
+    c: &Created,
+    target: &Path,
+) -> anyhow::Result<()> {
+    let pick = [
+        ResultKind::OciLayout,
+        ResultKind::OciArchive,
+        ResultKind::DockerArchive,
+    ]
+    .iter()
+    .find_map(|k| c.files.iter().find(|f| f.kind == *k));
+    let Some(file) = pick else {
+        bail!(
+            "--push: the build wrote no container image (only a docker or oci type can be pushed)"
+        );
+    };
+    let path = target.join(&file.name);
+    let client_opts = registry.client_options()?;
+    let log = super::transfer::TransferLog::new(false);
+    let blob_root = super::push::store_root(storage_root);
+    let opts = imgbuild::registry::PushOptions {
+        store_root: Some(&blob_root),
+        ..imgbuild::registry::PushOptions::new(&log)
+    };
+    let mut pushed = Vec::new();
+    for dest in dests {
+        let shown = format!(
+            "{}/{}:{}",
+            dest.host,
+            dest.repository,
+            dest.manifest_reference()
+        );
+        let client = imgbuild::registry::Client::connect(dest, &client_opts)
+            .with_context(|| format!("connecting to the registry of {shown}"))?;
+        let report = super::push::push_path(&client, dest, &path, &opts)
+            .with_context(|| format!("pushing {} to {shown}", path.display()))?;
+        println!("{shown} {}", report.manifest_digest);
+        pushed.push(imgbuild::build::Pushed {
+            reference: shown,
+            digest: report.manifest_digest,
+        });
+    }
+    imgbuild::build::record_pushed(target, &pushed)?;
+    Ok(())
 }
 
 fn print_result(c: &Created, target: &Path, log: &StageLog) {
@@ -156,7 +246,15 @@ pub fn exec(
     if let Some(uri) = &args.set_container_derived_from {
         source.set_derived_from(uri)?;
     }
-    let output = args.output.options(Path::new(&source.image.name))?;
+    let mut output = args.output.options(Path::new(&source.image.name))?;
+    // Every destination and the credentials are checked before the build.
+    let push_to = push_destinations(&args, &source, &output)?;
+    if !push_to.is_empty() {
+        args.registry.client_options()?;
+        // What is pushed is the image `result.json` describes, with its compressed layers and
+        // manifest digest: its OCI layout (a docker-archive holds neither).
+        output.oci_dir = true;
+    }
     let request = ops::BuildRequest {
         source,
         packages: args.packages.packages(),
@@ -179,6 +277,15 @@ pub fn exec(
     print_result(outcome.created(), target, &log);
     if let Some(store) = &store {
         load_result(store, outcome.created(), target)?;
+    }
+    if !push_to.is_empty() {
+        push_result(
+            &push_to,
+            &args.registry,
+            storage_root,
+            outcome.created(),
+            target,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -393,6 +393,9 @@ pub fn system(
                 set_container_derived_from: a.set_container_derived_from,
                 load: false,
                 force: a.force,
+                push: Vec::new(),
+                push_default: None,
+                registry: super::registry_args::RegistryArgs::defaults(),
             };
             super::build::exec(args, settings, storage_root, storage_driver)
         }

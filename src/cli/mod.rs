@@ -9,6 +9,7 @@ pub mod error;
 pub mod info;
 pub mod kiwi;
 pub mod log;
+pub mod login;
 mod meta;
 pub mod prepare;
 pub mod pull;
@@ -94,6 +95,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Push an image of the store, or an archive or OCI layout, to a registry.
     Push(push::PushArgs),
+    /// Check credentials against a registry and keep them in the auth file.
+    Login(login::LoginArgs),
+    /// Remove the credentials of a registry (or all) from the auth file.
+    Logout(login::LogoutArgs),
     /// Pull an image from a registry into the local store.
     Pull(pull::PullArgs),
     /// Containers: run, ps, rm.
@@ -161,6 +166,8 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Login(args) => login::run_login(&args),
+        Command::Logout(args) => login::run_logout(&args),
         Command::Pull(args) => pull::run(
             &args,
             cli.storage_root.as_deref(),

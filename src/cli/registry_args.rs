@@ -2,13 +2,15 @@
 //! `build --push`, `run`/`inspect` of a registry reference), and the client options they make.
 
 use anyhow::Context;
+use imgbuild::registry::credentials::AuthFiles;
 use imgbuild::registry::{ClientOptions, Credentials};
 use std::path::PathBuf;
 
 /// How to reach and authenticate to a registry.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RegistryArgs {
-    /// Basic-auth credentials `USER:PASSWORD` (anonymous without).
+    /// Credentials `USER:PASSWORD` (for basic auth or the registry's token server) [default:
+    /// those of the auth files, else anonymous].
     #[arg(
         long,
         value_name = "USER:PASSWORD",
@@ -24,9 +26,27 @@ pub struct RegistryArgs {
     /// /etc/containers/certs.d/HOST[:PORT] when it exists].
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// The auth file to read credentials from, instead of `$REGISTRY_AUTH_FILE` or
+    /// `${XDG_RUNTIME_DIR}/containers/auth.json`; `~/.config/containers/auth.json` and
+    /// `~/.docker/config.json` are read after it.
+    #[arg(long, value_name = "PATH")]
+    pub authfile: Option<PathBuf>,
+}
+
+/// Parses nothing but [`RegistryArgs`], for [`RegistryArgs::defaults`].
+#[derive(clap::Parser)]
+struct Only {
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 impl RegistryArgs {
+    /// The options as if none were given (for commands that push nowhere, such as the KIWI
+    /// `system build`); from clap, so that every default is the flags' own.
+    pub fn defaults() -> Self {
+        <Only as clap::Parser>::parse_from(["imgbuild"]).registry
+    }
+
     /// The client options these arguments ask for. A malformed `--creds` is refused here,
     /// before any request (and without repeating its value).
     pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
@@ -37,8 +57,14 @@ impl RegistryArgs {
             ),
             None => None,
         };
+        if let Some(f) = &self.authfile
+            && !f.is_file()
+        {
+            anyhow::bail!("--authfile {}: no such file", f.display());
+        }
         Ok(ClientOptions {
             credentials,
+            auth_files: AuthFiles::from_env(self.authfile.as_deref()),
             insecure: !self.tls_verify,
             cert_dir: self.cert_dir.clone(),
         })

@@ -895,6 +895,63 @@ impl BaseImage {
         Ok(())
     }
 
+    /// The content of the regular file at `path` (relative, e.g. `var/lib/dpkg/status`) in the
+    /// image's merged tree, read from the layers without unpacking them: the topmost layer's
+    /// copy wins; a whiteout of the file or an opaque whiteout of its directory in a higher
+    /// layer removes lower copies. `None` when the tree has no such file. Files above `limit`
+    /// bytes are refused (the caller's bound for what it would hold in memory).
+    pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let want = Path::new(path.trim_start_matches('/'));
+        let (dir, name) = match (want.parent(), want.file_name()) {
+            (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().into_owned()),
+            _ => return Ok(None),
+        };
+        let whiteout = dir.join(format!(".wh.{name}"));
+        let opaque = dir.join(".wh..wh..opq");
+        let mut found = None;
+        for (layer, reader) in self.layers.iter().zip(self.layer_readers()) {
+            let mut reader = reader?;
+            let layer_err = |e: io::Error| ImageError::BadBase {
+                path: layer.path.clone(),
+                reason: e.to_string(),
+            };
+            let mut ar = tar::Archive::new(&mut reader);
+            let mut in_layer = None;
+            for entry in ar.entries().map_err(layer_err)? {
+                let mut entry = entry.map_err(layer_err)?;
+                let raw = entry.path().map_err(layer_err)?.into_owned();
+                let name: PathBuf = raw
+                    .components()
+                    .filter(|c| matches!(c, Component::Normal(_)))
+                    .collect();
+                if name == whiteout || name == opaque {
+                    found = None;
+                } else if name == want && entry.header().entry_type().is_file() {
+                    let size = entry.size();
+                    if size > limit {
+                        return Err(bad(
+                            &layer.path,
+                            format!("{path} is {size} bytes, more than the {limit} allowed"),
+                        ));
+                    }
+                    let mut data = Vec::new();
+                    entry.read_to_end(&mut data).map_err(layer_err)?;
+                    in_layer = Some(data);
+                } else if name == want {
+                    // Replaced by something that is not a regular file.
+                    in_layer = None;
+                    found = None;
+                }
+            }
+            // The rest of the stream, so that the diff_id check at its end runs.
+            io::copy(&mut reader, &mut io::sink()).map_err(layer_err)?;
+            if in_layer.is_some() {
+                found = in_layer;
+            }
+        }
+        Ok(found)
+    }
+
     /// What [`super::config::assemble`] needs to derive from this base.
     pub fn base_ref(&self) -> BaseRef {
         BaseRef {
@@ -1033,6 +1090,96 @@ mod tests {
         assert!(
             !unpacked.join("junk").exists(),
             "a member the image does not use was unpacked"
+        );
+    }
+
+    /// A docker-archive of `layers` (each a list of (path, content); content `None` is an
+    /// empty regular file named as a whiteout).
+    fn archive_of(dir: &Path, layers: &[&[(&str, &[u8])]]) -> BaseImage {
+        let tars: Vec<Vec<u8>> = layers
+            .iter()
+            .map(|files| {
+                let mut b = tar::Builder::new(Vec::new());
+                for (name, data) in *files {
+                    let mut h = tar::Header::new_ustar();
+                    h.set_mode(0o644);
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, name, *data).unwrap();
+                }
+                b.into_inner().unwrap()
+            })
+            .collect();
+        let diff_ids: Vec<String> = tars
+            .iter()
+            .map(|t| format!("sha256:{}", hex::encode(Sha256::digest(t))))
+            .collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        })
+        .to_string();
+        let names: Vec<String> = (0..tars.len()).map(|i| format!("{i}/layer.tar")).collect();
+        let manifest = serde_json::json!([{"Config": "c.json", "Layers": names}]).to_string();
+        let mut ar = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            ar.append_data(&mut h, name, data).unwrap();
+        };
+        add("c.json", config.as_bytes());
+        for (n, t) in names.iter().zip(&tars) {
+            add(n, t);
+        }
+        add("manifest.json", manifest.as_bytes());
+        let p = dir.join("img.tar");
+        fs::write(&p, ar.into_inner().unwrap()).unwrap();
+        BaseImage::open(&format!("docker-archive:{}", p.display())).unwrap()
+    }
+
+    #[test]
+    fn read_file_sees_the_merged_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let status = "var/lib/dpkg/status";
+        let base = archive_of(
+            t.path(),
+            &[
+                &[("var/lib/dpkg/status", b"one")],
+                &[("./var/lib/dpkg/status", b"two"), ("etc/x", b"x")],
+                &[("etc/y", b"y")],
+            ],
+        );
+        assert_eq!(
+            base.read_file(status, 100).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(base.read_file("nope/x", 100).unwrap(), None);
+        assert!(base.read_file(status, 2).is_err(), "over the limit");
+
+        let t = tempfile::tempdir().unwrap();
+        let gone = archive_of(
+            t.path(),
+            &[
+                &[("var/lib/dpkg/status", b"one")],
+                &[("var/lib/dpkg/.wh.status", b"")],
+            ],
+        );
+        assert_eq!(gone.read_file(status, 100).unwrap(), None);
+
+        let t = tempfile::tempdir().unwrap();
+        let opaque = archive_of(
+            t.path(),
+            &[
+                &[("var/lib/dpkg/status", b"one")],
+                &[
+                    ("var/lib/dpkg/.wh..wh..opq", b""),
+                    ("var/lib/dpkg/status", b"new"),
+                ],
+            ],
+        );
+        assert_eq!(
+            opaque.read_file(status, 100).unwrap().as_deref(),
+            Some(&b"new"[..])
         );
     }
 

@@ -4,10 +4,12 @@ use super::{
     OpsError, Packages, Reporter, Source, Stages, check_bases, epoch_warning, needs, preflight,
     prepare_root, target_parent,
 };
+use crate::build::base::{ImageBases, PinnedBase};
 use crate::build::{CreateOptions, Created};
 use crate::plan::PlanOptions;
 use crate::reuse;
 use crate::workdir::{self, WorkDir};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,7 +92,8 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
         verbose: reporter.verbose(),
         ..req.output.clone()
     };
-    match reuse_or_key(req, &plan, &output, reporter) {
+    let bases = ImageBases::default();
+    match reuse_or_key(req, &plan, &output, &bases, reporter) {
         Reuse::Result(created) => return Ok(Outcome::Reused(created)),
         Reuse::Rebuild(key) => output.inputs = key,
     }
@@ -99,7 +102,7 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
         .packages
         .prepare_options(image, root.clone(), req.hook_timeout, reporter);
     let mut stages = Stages::new(reporter);
-    let prepared = prepare_root(&req.source, &opts, req.root.is_some(), &mut stages)?;
+    let prepared = prepare_root(&req.source, &opts, &bases, req.root.is_some(), &mut stages)?;
     // Said while the last prepare stage still runs: its time includes them, as it always has.
     for w in &prepared.plan.warnings {
         reporter.warn(w);
@@ -125,6 +128,7 @@ fn build_inputs<'a>(
     req: &'a BuildRequest,
     plan: &'a PlanOptions,
     output: &CreateOptions,
+    bases: &'a BTreeMap<String, PinnedBase>,
 ) -> reuse::BuildInputs<'a> {
     reuse::BuildInputs {
         description: &req.source.description,
@@ -138,6 +142,7 @@ fn build_inputs<'a>(
             .chain(req.root.as_ref())
             .map(|p| reuse::absolute(p))
             .collect(),
+        bases,
     }
 }
 
@@ -158,10 +163,11 @@ fn reuse_or_key(
     req: &BuildRequest,
     plan: &PlanOptions,
     output: &CreateOptions,
+    bases: &ImageBases,
     reporter: &dyn Reporter,
 ) -> Reuse {
     let target = &output.target_dir;
-    match reuse::inputs_key(&build_inputs(req, plan, output)) {
+    match reuse::inputs_key(&build_inputs(req, plan, output, &bases.pinned)) {
         Ok(reuse::InputsKey::Known(key)) => {
             if req.force || req.root.is_some() {
                 return Reuse::Rebuild(Some(key));
@@ -298,7 +304,9 @@ mod tests {
         let plan = req
             .packages
             .plan_options(&req.source.image, Progress::Quiet);
-        let key = match reuse::inputs_key(&build_inputs(&req, &plan, &req.output)).unwrap() {
+        let key = match reuse::inputs_key(&build_inputs(&req, &plan, &req.output, &BTreeMap::new()))
+            .unwrap()
+        {
             reuse::InputsKey::Known(k) => k,
             reuse::InputsKey::Unknown(why) => panic!("no key: {why}"),
         };
@@ -324,6 +332,7 @@ mod tests {
                 tree: None,
             }],
             inputs: Some(key.clone()),
+            pushed: Vec::new(),
         };
         fs::write(
             out.join("result.json"),

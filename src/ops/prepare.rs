@@ -42,7 +42,13 @@ pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared
         )
     };
     let mut stages = Stages::new(reporter);
-    let prepared = prepare_root(&req.source, &opts, true, &mut stages)?;
+    let prepared = prepare_root(
+        &req.source,
+        &opts,
+        &crate::build::base::ImageBases::default(),
+        true,
+        &mut stages,
+    )?;
     stages.finish();
     for w in &prepared.plan.warnings {
         reporter.warn(w);

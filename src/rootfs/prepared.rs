@@ -165,6 +165,12 @@ pub struct BaseRecord {
     pub uri: String,
     /// `sha256:` digest of the base's manifest when it was unpacked.
     pub manifest_digest: String,
+    /// For a registry base: the OCI layout in the image store it was read from (by digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<PathBuf>,
+    /// For a registry base: its reference (`HOST/REPOSITORY[:TAG]`), the image's base name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A root tree's `image/` directory, written by `prepare` and read by `create`.
@@ -365,6 +371,8 @@ mod tests {
         let records = vec![BaseRecord {
             uri: "oci-archive:/b.tar".into(),
             manifest_digest: "sha256:00".into(),
+            layout: None,
+            name: None,
         }];
         kept.write_base_records(&records).unwrap();
         assert_eq!(

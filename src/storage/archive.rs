@@ -206,6 +206,18 @@ pub fn open_archive(path: &Path) -> Result<ArchiveImage> {
     })
 }
 
+impl ArchiveImage {
+    /// The file each layer blob is read from (digest → path; an archive's are in the reader's
+    /// temporary copy, which lives as long as `self`): a push reads them again to resume.
+    pub fn layer_files(&self) -> std::collections::HashMap<String, PathBuf> {
+        self.base
+            .layers
+            .iter()
+            .map(|l| (l.descriptor.digest().to_string(), l.path.clone()))
+            .collect()
+    }
+}
+
 /// `error` led by the archive's path, said once: most reader errors name it already, but one
 /// found in a member unpacked for verification names that member's temporary file instead.
 fn named(path: &Path, error: &ImageError) -> String {

@@ -872,6 +872,12 @@ impl Store {
         Ok(())
     }
 
+    /// The file of the blob `digest` in the store (which may not exist): a push reads a
+    /// layer again from it to resume an upload.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        self.blob_path(digest)
+    }
+
     /// The image's blobs as a [`StoreInput`], ready for an archive writer.
     pub fn export(&self, reference: &str) -> Result<StoreInput> {
         let _lock = self.lock(false)?;

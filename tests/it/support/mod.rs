@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod storage;
+pub mod token_server;
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
