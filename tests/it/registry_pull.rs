@@ -820,3 +820,73 @@ fn a_blob_redirect_is_followed_without_the_credentials() {
     );
     assert!(at_storage[1].contains("range: bytes=2-"), "{at_storage:?}");
 }
+
+/// A pull from a registry with token auth: every request asks for pull access only, and no
+/// secret reaches the output.
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn a_pull_with_bearer_tokens_asks_for_pull_scope_only() {
+    use crate::support::registry::{PASSWORD, RegistryConfig, USER};
+    use crate::support::token_server::{Policy, TokenServer};
+    let test = "a_pull_with_bearer_tokens_asks_for_pull_scope_only";
+    if !tools(test) {
+        return;
+    }
+    if !crate::support::have("openssl") {
+        crate::support::skip(format_args!("{test}: openssl is not installed"));
+        return;
+    }
+    let t = scratch("registry-pull-bearer");
+    let tokens = TokenServer::start(t.path(), Policy::default());
+    let registry = Registry::with(
+        t.path(),
+        RegistryConfig {
+            extra_yaml: Some(tokens.registry_yaml()),
+            ..RegistryConfig::default()
+        },
+    );
+    let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull-bearer");
+    let layout = t.path().join("layout");
+    write_layout(&image, &layout);
+    let name = format!("{}/bearer/pull:1", registry.host());
+    let creds = format!("{USER}:{PASSWORD}");
+    ok(Command::new(imgbuild_bin())
+        .arg("push")
+        .arg(&layout)
+        .args([name.as_str(), "--creds", &creds])
+        .output()
+        .unwrap());
+    tokens.set_policy(Policy {
+        pull_only: true,
+        ..Policy::default()
+    });
+    let before = tokens.requests().len();
+
+    let store = t.path().join("store");
+    let out = imgbuild(&store, &["pull", "--creds", &creds, &name])
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("XDG_RUNTIME_DIR", t.path())
+        .env("HOME", t.path())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (id, _) = ok(out);
+    assert_eq!(format!("sha256:{id}"), image.id());
+    assert!(!all.contains(PASSWORD), "{all}");
+    for token in tokens.tokens() {
+        assert!(!all.contains(token.rsplit('.').next().unwrap()), "{all}");
+    }
+    let scopes: Vec<String> = tokens.requests()[before..]
+        .iter()
+        .flat_map(|r| r.scopes.clone())
+        .collect();
+    assert!(!scopes.is_empty());
+    assert!(
+        scopes.iter().all(|s| s == "repository:bearer/pull:pull"),
+        "{scopes:?}"
+    );
+}
