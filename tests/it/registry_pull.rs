@@ -718,8 +718,10 @@ impl Http {
                     continue;
                 }
                 let head = String::from_utf8_lossy(&head).to_string();
-                let _ = conn.write_all(&answer(&head));
+                let reply = answer(&head);
+                // Kept before the answer goes out: the client may be done right after it.
                 log.lock().unwrap().push(head);
+                let _ = conn.write_all(&reply);
             }
         });
         Http { port, seen }
