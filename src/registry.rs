@@ -1,8 +1,9 @@
 //! A client of the OCI distribution protocol (Docker registry v2), over `ureq` (synchronous, as
 //! the rest of imgbuild): registry references, the connection and its authentication
 //! (`client`, with the bearer-token flow in `auth` and the auth files and credential helpers in
-//! `credentials`), blob and manifest requests (`upload`), `push` of a store or archive image or
-//! of an OCI layout's image index, `blobinfo`, the record of which repositories hold which blobs
+//! `credentials`), blob and manifest requests (`upload` for a push, `fetch` for a pull), `push` of
+//! a store or archive image or of an OCI layout's image index, `pull` of an image (one platform of
+//! an index, or all) into the store, `blobinfo`, the record of which repositories hold which blobs
 //! (the sources of cross-repository mounts), and short names and mirrors (`registries_conf`).
 //!
 //! HTTPS is tried first, verified against the system CAs plus the `ca.crt`-style files of a
@@ -15,12 +16,16 @@ mod auth;
 pub mod blobinfo;
 mod client;
 pub mod credentials;
+mod fetch;
+mod pull;
 mod push;
 pub mod registries_conf;
 mod transfer;
 mod upload;
 
 pub use client::{Client, ClientOptions};
+pub use fetch::MANIFEST_ACCEPT;
+pub use pull::{Platform, PullError, PullOptions, PullReport, Resolved, pull, resolve};
 pub use push::{PushImage, PushOptions, PushReport, push, push_layout};
 pub use transfer::{Direction, NoProgress, TransferProgress};
 

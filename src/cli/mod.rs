@@ -12,6 +12,7 @@ pub mod log;
 pub mod login;
 mod meta;
 pub mod prepare;
+pub mod pull;
 pub mod push;
 pub mod registry_args;
 mod report;
@@ -98,6 +99,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove the credentials of a registry (or all) from the auth file.
     Logout(login::LogoutArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(pull::PullArgs),
     /// Containers: run, ps, rm.
     #[command(flatten)]
     Run(run::RunCommand),
@@ -129,6 +132,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Prepare(_)
             | Command::Lock(_)
             | Command::System(_)
+            | Command::Pull(_)
     ) {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
         out::stop_on_closed_stderr();
@@ -164,6 +168,12 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         Command::Login(args) => login::run_login(&args),
         Command::Logout(args) => login::run_logout(&args),
+        Command::Pull(args) => pull::run(
+            &args,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+            cli.quiet,
+        ),
         Command::Run(cmd) => run::run(
             cmd,
             cli.storage_root.as_deref(),

@@ -70,8 +70,15 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
-    /// The image: `name[:tag]`, id, id prefix or manifest digest; or an archive (docker-archive,
-    /// oci-archive, OCI layout directory) to load first.
+    /// When to pull a registry image: `missing` (not in the store), `always`, `never`.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = super::pull::PullPolicy::Missing)]
+    pull: super::pull::PullPolicy,
+    /// How to reach the registry of a registry image.
+    #[command(flatten)]
+    registry: super::registry_args::RegistryArgs,
+    /// The image: `name[:tag]`, id, id prefix or manifest digest; a registry reference
+    /// `HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]` (pulled as `--pull` says); or an archive
+    /// (docker-archive, oci-archive, OCI layout directory) to load first.
     image: String,
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -353,6 +360,9 @@ pub fn run(
                 .and_then(|s| {
                     if let Some(archive) = archive_path(&args.image) {
                         args.image = load_for_run(&s, &archive)?;
+                    } else {
+                        args.image =
+                            super::pull::ensure_image(&s, &args.image, args.pull, &args.registry)?;
                     }
                     Ok(s)
                 })

@@ -45,9 +45,16 @@ pub enum StoreCommand {
         /// `json` (the default) or a Go template (`{{.Config.Env}}`), applied to each image.
         #[arg(short, long, value_name = "FORMAT")]
         format: Option<String>,
-        /// `name[:tag]`, image id, unique id prefix or manifest digest.
+        /// `name[:tag]`, image id, unique id prefix or manifest digest, or a registry
+        /// reference `HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]` (pulled as `--pull` says).
         #[arg(required = true)]
         images: Vec<String>,
+        /// When to pull a registry image: `missing` (not in the store), `always`, `never`.
+        #[arg(long, value_enum, value_name = "POLICY", default_value_t = super::pull::PullPolicy::Missing)]
+        pull: super::pull::PullPolicy,
+        /// How to reach the registry of a registry image.
+        #[command(flatten)]
+        registry: super::registry_args::RegistryArgs,
     },
     /// Remove images, all or nothing: a name that is one of several tags of an image is only
     /// untagged; if any image named cannot be removed, none is.
@@ -454,11 +461,17 @@ pub fn run(
                 )?
             );
         }
-        StoreCommand::Inspect { format, images } => {
+        StoreCommand::Inspect {
+            format,
+            images,
+            pull,
+            registry,
+        } => {
             let driver = store.driver_kind().name();
             let mut all = Vec::new();
             for image in &images {
-                all.push(inspect_json(&store.inspect(image)?, driver));
+                let found = super::pull::ensure_image(&store, image, pull, &registry)?;
+                all.push(inspect_json(&store.inspect(&found)?, driver));
             }
             let format = match format.as_deref() {
                 None | Some("json") => Format::Json,

@@ -616,8 +616,17 @@ impl Store {
     }
 
     /// Find the image `reference` names: `name[:tag]`, a full `sha256:` id or manifest digest,
-    /// or a unique prefix of an id (with or without `sha256:`).
+    /// `name@sha256:<manifest digest>` (a pull by digest; the digest names the content, so the
+    /// name is not compared), or a unique prefix of an id (with or without `sha256:`).
     fn resolve(images: &[ImageRecord], reference: &str) -> Result<ImageRecord> {
+        if let Some((_, digest)) = reference.split_once('@') {
+            let found = digest_hex(digest, "reference")
+                .ok()
+                .and_then(|_| images.iter().find(|i| i.manifest_digest == digest));
+            return found
+                .cloned()
+                .ok_or_else(|| StorageError::ImageNotFound(reference.to_string()));
+        }
         let by_prefix = |hex: &str| -> Vec<&ImageRecord> {
             images
                 .iter()
@@ -658,6 +667,11 @@ impl Store {
     pub fn image(&self, reference: &str) -> Result<ImageRecord> {
         let _lock = self.lock(false)?;
         Self::resolve(&self.read_images()?, reference)
+    }
+
+    /// Whether the store holds the blob `digest` (`sha256:<hex>`), verified when it was stored.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        digest_hex(digest, "blob").is_ok() && self.blob_path(digest).is_file()
     }
 
     fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {

@@ -51,6 +51,7 @@ mod image_peers;
 mod prepare_parity;
 mod prepare_robust;
 mod registry_auth;
+mod registry_pull;
 mod registry_push;
 mod runtime_run;
 mod sandbox_crun;
