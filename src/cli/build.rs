@@ -159,7 +159,7 @@ pub fn exec(
     let output = args.output.options(Path::new(&source.image.name))?;
     let request = ops::BuildRequest {
         source,
-        packages: args.packages.packages(),
+        packages: args.packages.packages(storage_root, storage_driver)?,
         output,
         hook_timeout: args.hooks.timeout(),
         root: args.root,

@@ -50,6 +50,7 @@ mod image_layers;
 mod image_peers;
 mod prepare_parity;
 mod prepare_robust;
+mod registry_derived;
 mod registry_push;
 mod runtime_run;
 mod sandbox_crun;
