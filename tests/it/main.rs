@@ -52,6 +52,7 @@ mod prepare_parity;
 mod prepare_robust;
 mod registry_derived;
 mod registry_push;
+mod registry_roundtrip;
 mod runtime_run;
 mod sandbox_crun;
 mod sandbox_debian;
