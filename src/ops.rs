@@ -7,12 +7,14 @@
 //! request's description comes as a [`Source`]: loaded and resolved first, so a caller can check
 //! its own options against the image (a default target named after it) before any work starts.
 
+mod bases;
 mod build;
 mod create;
 mod lock;
 pub mod preflight;
 mod prepare;
 
+pub use self::bases::{BaseAccess, is_registry_base, platform_of};
 pub use self::build::{BuildRequest, Outcome, build};
 pub use self::create::{CreateRequest, create};
 pub use self::lock::{LockRequest, Locked, lock};
@@ -62,6 +64,40 @@ pub enum OpsError {
         value: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A registry base (`derived_from="docker://…"`) names no usable reference.
+    #[error("{location}: derived_from {uri:?}: {source}")]
+    RegistryBase {
+        /// `file:line:col` of the `<type>` element.
+        location: String,
+        /// The URI as written.
+        uri: String,
+        /// What is wrong with it.
+        source: Box<crate::registry::RegistryError>,
+    },
+    /// A registry base could not be pulled or found in the store.
+    #[error("{location}: derived_from {uri:?}: {reason}")]
+    RegistryBaseUnavailable {
+        /// `file:line:col` of the `<type>` element.
+        location: String,
+        /// The URI as written.
+        uri: String,
+        /// Why (every place tried, or what the store lacks).
+        reason: String,
+    },
+    /// The dpkg status of a derived lock's base cannot be parsed.
+    #[error("the base image's var/lib/dpkg/status")]
+    BaseStatus(#[source] crate::apt::control::ParseError),
+    /// The registries configuration (short names, mirrors) is unreadable or invalid.
+    #[error(transparent)]
+    RegistryConf(Box<crate::registry::RegistryError>),
+    /// The image store that caches registry bases could not be used.
+    #[error("the image store at {root}")]
+    BaseStore {
+        /// The store's root.
+        root: PathBuf,
+        /// What went wrong.
+        source: Box<crate::storage::StorageError>,
     },
     /// The target directory must not be replaced, or an option is malformed.
     #[error(transparent)]
@@ -228,6 +264,8 @@ pub struct Packages {
     pub overrides: Overrides,
     /// Packages removed (forced) at the end, as `<packages type="delete">`.
     pub delete_packages: Vec<String>,
+    /// Where registry bases (`derived_from="docker://…"`) are pulled from and cached.
+    pub bases: BaseAccess,
 }
 
 impl Packages {
@@ -321,6 +359,23 @@ fn epoch_warning(epoch: &EpochRecord) -> Option<String> {
 /// `<type>` element, before any work (the base step would find it only after the stale sweep
 /// and the reuse check).
 fn check_bases(image: &ResolvedImage) -> Result<(), OpsError> {
+    if image
+        .build_type
+        .derived_from
+        .iter()
+        .any(|u| is_registry_base(u))
+    {
+        let conf = crate::registry::registries_conf::RegistriesConf::load()
+            .map_err(|source| OpsError::RegistryConf(Box::new(source)))?;
+        for uri in image
+            .build_type
+            .derived_from
+            .iter()
+            .filter(|u| is_registry_base(u))
+        {
+            bases::qualify(&conf, image, uri)?;
+        }
+    }
     for uri in &image.build_type.derived_from {
         let resolved = crate::rootfs::prepare::resolve_base_uri(uri, &image.dir);
         // A URI that does not parse: the base step says what is wrong with it.

@@ -122,9 +122,6 @@ pub struct BuildArgs {
     /// container name with its tag and additional names, as `--load` names it).
     #[arg(long, value_name = "HOST[/PREFIX]")]
     pub push_default: Option<String>,
-    /// How to reach the registry of `--push`/`--push-default`.
-    #[command(flatten)]
-    pub registry: super::registry_args::RegistryArgs,
 }
 
 /// The references `--push` and `--push-default` name, parsed (a bad one fails here, before
@@ -250,14 +247,15 @@ pub fn exec(
     // Every destination and the credentials are checked before the build.
     let push_to = push_destinations(&args, &source, &output)?;
     if !push_to.is_empty() {
-        args.registry.client_options()?;
+        args.packages.registry.client_options()?;
         // What is pushed is the image `result.json` describes, with its compressed layers and
         // manifest digest: its OCI layout (a docker-archive holds neither).
         output.oci_dir = true;
     }
+    let registry = args.packages.registry.clone();
     let request = ops::BuildRequest {
         source,
-        packages: args.packages.packages(),
+        packages: args.packages.packages(storage_root, storage_driver)?,
         output,
         hook_timeout: args.hooks.timeout(),
         root: args.root,
@@ -279,13 +277,7 @@ pub fn exec(
         load_result(store, outcome.created(), target)?;
     }
     if !push_to.is_empty() {
-        push_result(
-            &push_to,
-            &args.registry,
-            storage_root,
-            outcome.created(),
-            target,
-        )?;
+        push_result(&push_to, &registry, storage_root, outcome.created(), target)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -395,7 +395,6 @@ pub fn system(
                 force: a.force,
                 push: Vec::new(),
                 push_default: None,
-                registry: super::registry_args::RegistryArgs::defaults(),
             };
             super::build::exec(args, settings, storage_root, storage_driver)
         }
@@ -416,7 +415,13 @@ pub fn system(
                 packages: globals.packages(a.packages),
                 hooks: a.hooks,
             };
-            super::prepare::exec_with(args, a.set_container_derived_from.as_deref(), settings)
+            super::prepare::exec_with(
+                args,
+                a.set_container_derived_from.as_deref(),
+                settings,
+                storage_root,
+                storage_driver,
+            )
         }
         SystemCommand::Create(a) => {
             if !a.signing_key.is_empty() {
@@ -586,6 +591,7 @@ fn resolve_packages(
             ..Default::default()
         },
         delete_packages: Vec::new(),
+        bases: ops::BaseAccess::default(),
     };
     let log = StageLog::new(settings);
     let opts = packages.plan_options(image, log.progress());

@@ -157,8 +157,18 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_driver.as_deref(),
         ),
         Command::Create(args) => build::exec_create(args, settings),
-        Command::Prepare(args) => prepare::exec(args, settings),
-        Command::Lock(args) => prepare::exec_lock(args, settings),
+        Command::Prepare(args) => prepare::exec(
+            args,
+            settings,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
+        Command::Lock(args) => prepare::exec_lock(
+            args,
+            settings,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        ),
         Command::Validate(args) => Ok(validate::run(&args)),
         Command::Info(args) => info::run(args),
         Command::Push(args) => push::run(

@@ -6,7 +6,7 @@ use clap::Args;
 use imgbuild::description::Selection;
 use imgbuild::ops::{self, Reporter};
 use imgbuild::plan::Overrides;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Which description, and how to resolve it.
@@ -78,12 +78,24 @@ pub struct PackageArgs {
     /// Remove a package at the end, forced, as `<packages type="delete">` (repeatable).
     #[arg(long = "delete-package", value_name = "NAME")]
     pub delete_packages: Vec<String>,
+    /// How to reach the registry of a base (`derived_from="docker://…"`).
+    #[command(flatten)]
+    pub registry: super::registry_args::RegistryArgs,
 }
 
 impl PackageArgs {
-    /// The package options of the operations.
-    pub fn packages(self) -> ops::Packages {
-        ops::Packages {
+    /// The package options of the operations; registry bases are cached in the image store
+    /// the global options name.
+    pub fn packages(
+        self,
+        storage_root: Option<&Path>,
+        storage_driver: Option<&str>,
+    ) -> anyhow::Result<ops::Packages> {
+        let bases = ops::BaseAccess {
+            store: super::store::store_options(storage_root, storage_driver)?,
+            client: self.registry.client_options()?,
+        };
+        Ok(ops::Packages {
             cache_dir: self.cache_dir,
             offline: self.offline,
             lock: self.lock,
@@ -97,7 +109,8 @@ impl PackageArgs {
                 add_bootstrap_packages: self.add_bootstrap_packages,
             },
             delete_packages: self.delete_packages,
-        }
+            bases,
+        })
     }
 }
 
@@ -135,8 +148,13 @@ pub struct PrepareArgs {
 }
 
 /// Run `imgbuild prepare`.
-pub fn exec(args: PrepareArgs, settings: LogSettings) -> anyhow::Result<ExitCode> {
-    exec_with(args, None, settings)
+pub fn exec(
+    args: PrepareArgs,
+    settings: LogSettings,
+    storage_root: Option<&Path>,
+    storage_driver: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    exec_with(args, None, settings, storage_root, storage_driver)
 }
 
 /// Run `prepare`, deriving from `derived_from` instead of the description's base when given
@@ -145,6 +163,8 @@ pub fn exec_with(
     args: PrepareArgs,
     derived_from: Option<&str>,
     settings: LogSettings,
+    storage_root: Option<&Path>,
+    storage_driver: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let mut source = args.description.load()?;
     if let Some(uri) = derived_from {
@@ -154,7 +174,7 @@ pub fn exec_with(
         source,
         root: args.root,
         allow_existing_root: args.allow_existing_root,
-        packages: args.packages.packages(),
+        packages: args.packages.packages(storage_root, storage_driver)?,
         hook_timeout: args.hooks.timeout(),
     };
     let log = StageLog::new(settings);
@@ -178,10 +198,15 @@ pub struct LockArgs {
 }
 
 /// Run `imgbuild lock`: always resolves afresh, then writes the lock file.
-pub fn exec_lock(args: LockArgs, settings: LogSettings) -> anyhow::Result<ExitCode> {
+pub fn exec_lock(
+    args: LockArgs,
+    settings: LogSettings,
+    storage_root: Option<&Path>,
+    storage_driver: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let request = ops::LockRequest {
         source: args.description.load()?,
-        packages: args.packages.packages(),
+        packages: args.packages.packages(storage_root, storage_driver)?,
     };
     let log = StageLog::new(settings);
     let locked = ops::lock(&request, &log)?;

@@ -33,20 +33,7 @@ pub struct RegistryArgs {
     pub authfile: Option<PathBuf>,
 }
 
-/// Parses nothing but [`RegistryArgs`], for [`RegistryArgs::defaults`].
-#[derive(clap::Parser)]
-struct Only {
-    #[command(flatten)]
-    registry: RegistryArgs,
-}
-
 impl RegistryArgs {
-    /// The options as if none were given (for commands that push nowhere, such as the KIWI
-    /// `system build`); from clap, so that every default is the flags' own.
-    pub fn defaults() -> Self {
-        <Only as clap::Parser>::parse_from(["imgbuild"]).registry
-    }
-
     /// The client options these arguments ask for. A malformed `--creds` is refused here,
     /// before any request (and without repeating its value).
     pub fn client_options(&self) -> anyhow::Result<ClientOptions> {

@@ -115,13 +115,18 @@ pub fn load_into(store: &Store, archive: &Path, tags: &[String]) -> anyhow::Resu
 
 /// Open the store the global options name.
 pub fn open_store(root: Option<&Path>, driver: Option<&str>) -> anyhow::Result<Store> {
-    let root = root.map_or_else(|| PathBuf::from(DEFAULT_ROOT), Path::to_path_buf);
-    let driver = driver.map(str::parse).transpose()?;
-    Store::open(&StoreOptions {
-        root: root.clone(),
-        driver,
+    let opts = store_options(root, driver)?;
+    Store::open(&opts)
+        .with_context(|| format!("opening the image store at {}", opts.root.display()))
+}
+
+/// The store the global options name (the default root; the store's own driver unless one is
+/// asked for), not opened yet.
+pub fn store_options(root: Option<&Path>, driver: Option<&str>) -> anyhow::Result<StoreOptions> {
+    Ok(StoreOptions {
+        root: root.map_or_else(|| PathBuf::from(DEFAULT_ROOT), Path::to_path_buf),
+        driver: driver.map(str::parse).transpose()?,
     })
-    .with_context(|| format!("opening the image store at {}", root.display()))
 }
 
 /// The template fields of an `images` row, as podman's.

@@ -92,7 +92,7 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
         verbose: reporter.verbose(),
         ..req.output.clone()
     };
-    let bases = ImageBases::default();
+    let bases = super::bases::resolve(image, &req.packages, &req.packages.bases, reporter)?;
     match reuse_or_key(req, &plan, &output, &bases, reporter) {
         Reuse::Result(created) => return Ok(Outcome::Reused(created)),
         Reuse::Rebuild(key) => output.inputs = key,
@@ -250,6 +250,7 @@ mod tests {
                 apt_dir: apt_dir.to_path_buf(),
                 overrides: crate::plan::Overrides::default(),
                 delete_packages: Vec::new(),
+                bases: super::super::BaseAccess::default(),
             },
             output: CreateOptions {
                 target_dir: dir.join("out"),

@@ -35,10 +35,37 @@ pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsErr
     let mut opts = req.packages.plan_options(image, reporter.progress());
     opts.ignore_lock = true;
     let (cache, fetcher) = plan::open_cache(&opts)?;
-    let p = plan::plan(image, &req.packages.overrides, &opts, &cache, &fetcher)?;
-    p.lock_file()
-        .write(&opts.lock_path)
-        .map_err(PlanError::from)?;
+    let mut lock_file;
+    let p = if image.build_type.derived_from.is_empty() {
+        let p = plan::plan(image, &req.packages.overrides, &opts, &cache, &fetcher)?;
+        lock_file = p.lock_file();
+        p
+    } else {
+        // A derived image is planned on its bases' packages: the bases are resolved afresh
+        // (registry ones pulled), pinned, and their dpkg status read from their layers.
+        let fresh = Packages {
+            no_lock: true,
+            ..req.packages.clone()
+        };
+        let bases = super::bases::resolve(image, &fresh, &req.packages.bases, reporter)?;
+        let (pins, status) = super::bases::lock_bases(image, &bases)?;
+        let installed = match status {
+            Some(text) => plan::installed_packages(&text).map_err(OpsError::BaseStatus)?,
+            None => Vec::new(),
+        };
+        let p = plan::plan_on_base(
+            image,
+            &req.packages.overrides,
+            &opts,
+            &cache,
+            &fetcher,
+            &installed,
+        )?;
+        lock_file = p.lock_file();
+        lock_file.bases = pins;
+        p
+    };
+    lock_file.write(&opts.lock_path).map_err(PlanError::from)?;
     for w in &p.warnings {
         reporter.warn(w);
     }

@@ -41,14 +41,14 @@ pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared
             reporter,
         )
     };
-    let mut stages = Stages::new(reporter);
-    let prepared = prepare_root(
-        &req.source,
-        &opts,
-        &crate::build::base::ImageBases::default(),
-        true,
-        &mut stages,
+    let bases = super::bases::resolve(
+        &req.source.image,
+        &req.packages,
+        &req.packages.bases,
+        reporter,
     )?;
+    let mut stages = Stages::new(reporter);
+    let prepared = prepare_root(&req.source, &opts, &bases, true, &mut stages)?;
     stages.finish();
     for w in &prepared.plan.warnings {
         reporter.warn(w);

@@ -572,8 +572,35 @@ pub fn resolve(
 /// Pulls `reference` into `store` through `client` (connected to its host) and tags it
 /// `HOST/REPO:TAG` when the reference has a tag (a pull by digest stays untagged, found by
 /// `HOST/REPO@DIGEST` or the digest). An image the store has already (same manifest digest)
-/// is only tagged: nothing is downloaded. On failure the store is unchanged.
+/// is only tagged: nothing is downloaded. On failure the store is unchanged. The repository is
+/// recorded as holding the image's blobs (`blobinfo`), so that a later push of an image built on
+/// it to another repository of the registry mounts them.
 pub fn pull(
+    client: &Client,
+    reference: &Reference,
+    opts: &PullOptions,
+    store: &Store,
+    progress: &dyn TransferProgress,
+) -> Result<PullReport, PullError> {
+    let report = pull_into(client, reference, opts, store, progress)?;
+    let mut digests: Vec<String> = report
+        .record
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect();
+    digests.push(report.record.id.clone());
+    // A hint only: a record that cannot be written costs a mount later, not the pull.
+    let _ = super::blobinfo::record(
+        store.root(),
+        &reference.host,
+        &reference.repository,
+        &digests,
+    );
+    Ok(report)
+}
+
+fn pull_into(
     client: &Client,
     reference: &Reference,
     opts: &PullOptions,

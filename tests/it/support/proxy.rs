@@ -151,8 +151,10 @@ fn pump(
                     }
                     close();
                 } else {
-                    close();
+                    // Said before the close, so that whoever sees the connection end also
+                    // finds the signal.
                     let _ = rule.fired.send(());
+                    close();
                 }
                 return;
             }
