@@ -2,6 +2,7 @@
 //! `run` and `inspect` (`--pull missing|always|never`).
 
 use anyhow::Context;
+use imgbuild::registry::registries_conf::RegistriesConf;
 use imgbuild::registry::{self, Client, Platform, PullOptions, PullReport, Reference};
 use imgbuild::storage::{StorageError, Store};
 use std::path::Path;
@@ -38,7 +39,10 @@ pub enum PullPolicy {
     Never,
 }
 
-/// Pulls `reference` into `store`, printing podman's lines on stderr (nothing when `quiet`).
+/// Pulls `text` into `store`, printing podman's lines on stderr (nothing when `quiet`). A short
+/// name goes through the registries configuration (aliases, search registries), and each full
+/// name through its mirrors first; the first place that serves the image wins, and the image is
+/// stored under the name asked for, not the mirror's.
 fn pull_into(
     store: &Store,
     text: &str,
@@ -46,19 +50,61 @@ fn pull_into(
     registry: &super::registry_args::RegistryArgs,
     quiet: bool,
 ) -> anyhow::Result<PullReport> {
-    let reference = Reference::parse(text)?;
-    let name = store_name(&reference);
+    let conf = RegistriesConf::load()?;
+    let candidates = conf.qualify(text)?;
+    let client_opts = registry.client_options()?;
+    let mut failures: Vec<anyhow::Error> = Vec::new();
+    for candidate in &candidates {
+        for source in conf.sources(candidate)? {
+            let opts_here = imgbuild::registry::ClientOptions {
+                insecure: client_opts.insecure || source.insecure,
+                ..client_opts.clone()
+            };
+            match pull_from(store, &source.reference, &opts_here, opts, quiet) {
+                Ok(report) => {
+                    if source.reference != *candidate && candidate.digest.is_none() {
+                        store.tag(&report.image_id, &store_name(candidate))?;
+                    }
+                    return Ok(report);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    match failures.len() {
+        1 => Err(failures.remove(0)),
+        _ => Err(anyhow::anyhow!(
+            "{}",
+            failures
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+        .context(format!("pulling {text}: every place failed")),
+    }
+}
+
+/// Pulls `reference` from its own registry.
+fn pull_from(
+    store: &Store,
+    reference: &Reference,
+    client_opts: &imgbuild::registry::ClientOptions,
+    opts: &PullOptions,
+    quiet: bool,
+) -> anyhow::Result<PullReport> {
+    let name = store_name(reference);
     if !quiet {
         eprintln!("Trying to pull {name}...");
     }
-    let client = Client::connect(&reference, &registry.client_options()?)
+    let client = Client::connect(reference, client_opts)
         .with_context(|| format!("connecting to the registry of {name}"))?;
     let log = super::transfer::TransferLog::new(quiet);
     if !quiet {
         eprintln!("Getting image source signatures");
     }
     // Every error of a pull names the reference or the URL and digest involved.
-    let report = registry::pull(&client, &reference, opts, store, &log)?;
+    let report = registry::pull(&client, reference, opts, store, &log)?;
     if !quiet {
         if let (Some(wanted), Some(got)) = (&opts.platform, &report.platform)
             && !wanted.matches(got)
@@ -99,8 +145,9 @@ pub fn run(
         platform,
         all_platforms: args.all_platforms,
     };
-    // The reference is checked before the store is opened or the registry asked.
-    Reference::parse(&args.reference)?;
+    // The reference is checked (a short name resolved) before the store is opened or the
+    // registry asked.
+    RegistriesConf::load()?.qualify(&args.reference)?;
     let store = super::store::open_store(root, driver)?;
     let report = pull_into(&store, &args.reference, &opts, &args.registry, quiet)?;
     println!("{}", report.image_id.trim_start_matches("sha256:"));
@@ -136,6 +183,10 @@ pub fn ensure_image(
             "--pull always: {image} is not a registry reference; use a full name \
              (HOST[:PORT]/REPOSITORY[:TAG]) or --pull missing"
         ),
+        // A short name the store lacks: pulled as the registries configuration resolves it.
+        (_, None, None) if RegistriesConf::load()?.qualify(image).is_ok() => {
+            Ok(pull_into(store, image, &PullOptions::default(), registry, false)?.image_id)
+        }
         (_, None, None) => anyhow::bail!(
             "{} (to pull it, use a full name: HOST[:PORT]/REPOSITORY[:TAG])",
             StorageError::ImageNotFound(image.to_string())

@@ -892,3 +892,82 @@ fn a_pull_with_bearer_tokens_asks_for_pull_scope_only() {
         "{scopes:?}"
     );
 }
+
+/// Short names and mirrors as `registries.conf` says (`CONTAINERS_REGISTRIES_CONF`): an alias,
+/// the one search registry, a `[[registry]]` whose location is down but whose mirror serves the
+/// image (stored under the name asked for), and an ambiguous short name refused with its
+/// candidates before any request.
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn short_names_and_mirrors_follow_registries_conf() {
+    if !tools("short_names_and_mirrors_follow_registries_conf") {
+        return;
+    }
+    let t = scratch("registry-shortnames");
+    let registry = Registry::start(t.path(), None, None);
+    let host = registry.host();
+    let image = TestImage::new(&[base_layer()], "registry-shortnames");
+    for repo in ["aliased/tool:1", "plain:1", "mirror/app:1"] {
+        push(&image, t.path(), &format!("{host}/{repo}"));
+    }
+    // A port nothing listens on: the "primary" of the mirrored prefix is down.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = t.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"unqualified-search-registries = ["{host}"]
+[aliases]
+"tool" = "{host}/aliased/tool"
+
+[[registry]]
+prefix = "mirrored.example/team"
+location = "127.0.0.1:{down}/never"
+[[registry.mirror]]
+location = "{host}/mirror"
+"#
+        ),
+    )
+    .unwrap();
+    let store = t.path().join("store");
+    let with_conf = |args: &[&str]| {
+        let mut c = imgbuild(&store, args);
+        c.env("CONTAINERS_REGISTRIES_CONF", &conf);
+        c.output().unwrap()
+    };
+    let id = image.id().trim_start_matches("sha256:").to_string();
+    let (out, _) = ok(with_conf(&["pull", "tool:1"]));
+    assert_eq!(out, id);
+    let (out, _) = ok(with_conf(&["pull", "plain:1"]));
+    assert_eq!(out, id);
+    let (out, err) = ok(with_conf(&["pull", "mirrored.example/team/app:1"]));
+    assert_eq!(out, id);
+    assert!(err.contains(&format!("{host}/mirror/app:1")), "{err}");
+    let s = open(&store);
+    let tags = s.image(&image.id()).unwrap().tags;
+    for name in [
+        format!("{host}/aliased/tool:1"),
+        format!("{host}/plain:1"),
+        "mirrored.example/team/app:1".to_string(),
+    ] {
+        assert!(tags.contains(&name), "{name} not in {tags:?}");
+    }
+
+    std::fs::write(
+        &conf,
+        format!("unqualified-search-registries = [\"{host}\", \"other.example\"]\n"),
+    )
+    .unwrap();
+    let before = registry.requests("GET", "/manifests/");
+    let err = failed(with_conf(&["pull", "plain:1"]));
+    assert!(err.contains("ambiguous"), "{err}");
+    assert!(
+        err.contains(&format!("{host}/plain:1, other.example/plain:1")),
+        "{err}"
+    );
+    assert_eq!(registry.requests("GET", "/manifests/"), before);
+}
