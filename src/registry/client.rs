@@ -76,6 +76,16 @@ fn root_certs(cert_dir: Option<&Path>) -> Result<Vec<ureq::tls::Certificate<'sta
     Ok(certs)
 }
 
+/// Where a registry's API is served: Docker Hub's names (`docker.io`, `index.docker.io`) serve
+/// no `/v2/` themselves; its API is at `registry-1.docker.io`, as the Docker and containers
+/// tools know.
+fn api_host(host: &str) -> &str {
+    match host {
+        "docker.io" | "index.docker.io" => "registry-1.docker.io",
+        other => other,
+    }
+}
+
 /// What a request needs to be allowed: the scopes of the token-auth flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Access<'a> {
@@ -202,7 +212,7 @@ impl Client {
         };
         let mut client = Client {
             agent,
-            base: format!("https://{}", reference.host),
+            base: format!("https://{}", api_host(&reference.host)),
             credentials,
             insecure: opts.insecure,
             auth: AuthState::default(),
@@ -212,7 +222,7 @@ impl Client {
             Err(RegistryError::Transport { url, message })
                 if opts.insecure || reference.is_loopback() =>
             {
-                client.base = format!("http://{}", reference.host);
+                client.base = format!("http://{}", api_host(&reference.host));
                 // A registry answering plain HTTP with 401 speaks HTTP: its answer is the
                 // error. Anything else keeps the HTTPS failure first (a TLS registry answers
                 // plain HTTP with 400, which would hide a certificate problem).

@@ -209,7 +209,9 @@ fn run(m: &Mistake) -> String {
     let mut cmd = imgbuild(dir);
     cmd.current_dir(dir)
         .args(&m.args)
-        .env("IMGBUILD_CACHE_DIR", dir.join("cache"));
+        .env("IMGBUILD_CACHE_DIR", dir.join("cache"))
+        // No short-name configuration: the host's could send a short name to a registry.
+        .env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
     for (k, v) in &m.env {
         cmd.env(k, v);
     }

@@ -470,6 +470,9 @@ fn a_multi_platform_index_pulls_the_platform_asked_for() {
 fn bad_references_and_platforms_are_refused_before_any_request() {
     let t = scratch("registry-pull-bad");
     let store = t.path().join("store");
+    // No short-name configuration (the host's may alias `debian` to Docker Hub).
+    let conf = t.path().join("registries.conf");
+    std::fs::write(&conf, "").unwrap();
     for (args, expected) in [
         (&["pull", "debian:12"][..], "use a full name"),
         (&["pull", "127.0.0.1:1/x@sha256:12"][..], "64 lowercase hex"),
@@ -483,7 +486,12 @@ fn bad_references_and_platforms_are_refused_before_any_request() {
             "--pull never",
         ),
     ] {
-        let err = failed(imgbuild(&store, args).output().unwrap());
+        let err = failed(
+            imgbuild(&store, args)
+                .env("CONTAINERS_REGISTRIES_CONF", &conf)
+                .output()
+                .unwrap(),
+        );
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
