@@ -825,9 +825,9 @@ impl Job<'_> {
                 wanted.push(d);
             }
         }
-        // Downloaded into tmp/, then copied into blobs/: twice the declared sizes, refused
-        // before any byte moves when the filesystem cannot hold them (a manifest may declare
-        // any size).
+        // Downloaded into tmp/ and moved into blobs/, then unpacked, which takes at least as
+        // much again: twice the declared sizes, refused before any byte moves when the
+        // filesystem cannot hold them (a manifest may declare any size).
         let bytes = wanted
             .iter()
             .fold(0u64, |sum, d| sum.saturating_add(d.size.saturating_mul(2)));
@@ -843,16 +843,31 @@ impl Job<'_> {
         let blob_path = |d: &str| dir.path().join(d.trim_start_matches("sha256:"));
         let config_path = blob_path(&config.digest);
         let config_bytes = std::fs::read(&config_path).map_err(|e| io_err(&config_path, e))?;
+        // The verified layer files become the store's blobs by rename, not by a second copy;
+        // `load` then finds them there. What a failed load leaves of them is discarded.
+        let mut adopted = Vec::new();
+        for d in wanted.iter().filter(|w| w.digest != config.digest) {
+            let p = blob_path(&d.digest);
+            let moved = self
+                .store
+                .adopt_blob(&d.digest, &p)
+                .map_err(|source| PullError::Store {
+                    reference: self.name.to_string(),
+                    source,
+                });
+            match moved {
+                Ok(true) => adopted.push(d.digest.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = self.store.discard_blobs(&adopted);
+                    return Err(e);
+                }
+            }
+        }
         let mut blobs = Vec::with_capacity(layers.len());
         for l in layers {
-            let fetched = wanted.iter().any(|w| w.digest == l.digest);
-            let data: Box<dyn Read + Send> = if fetched {
-                let p = blob_path(&l.digest);
-                Box::new(File::open(&p).map_err(|e| io_err(&p, e))?)
-            } else {
-                // The store has the blob and does not read it again.
-                Box::new(std::io::empty())
-            };
+            // The store has every layer blob now and does not read this stream.
+            let data: Box<dyn Read + Send> = Box::new(std::io::empty());
             blobs.push(LayerBlob {
                 digest: l.digest.clone(),
                 media_type: l
@@ -867,14 +882,21 @@ impl Job<'_> {
             config: config_bytes,
             layers: blobs,
         };
-        interrupt::check()?;
-        let record = self
-            .store
-            .load(input, tags, &ConfinedApplier)
-            .map_err(|source| PullError::Store {
-                reference: self.name.to_string(),
-                source,
-            })?;
+        let loaded = interrupt::check().map_err(PullError::from).and_then(|()| {
+            self.store
+                .load(input, tags, &ConfinedApplier)
+                .map_err(|source| PullError::Store {
+                    reference: self.name.to_string(),
+                    source,
+                })
+        });
+        let record = match loaded {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.store.discard_blobs(&adopted);
+                return Err(e);
+            }
+        };
         let downloaded = wanted.iter().map(|d| d.digest.clone()).collect();
         Ok((record, downloaded, false))
     }

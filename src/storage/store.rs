@@ -872,6 +872,58 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the file `file` (in the store's `tmp/`, so on the store's filesystem) into the
+    /// store as the blob `digest`, without copying it: hashed again here (a read, which the
+    /// page cache usually serves), synced, and renamed into place. Returns whether it was
+    /// adopted (`false`: the store had the blob; the file is left). A downloader that verified
+    /// its files while writing them hands them over this way instead of as streams
+    /// [`Store::load`] would copy.
+    pub fn adopt_blob(&self, digest: &str, file: &Path) -> Result<bool> {
+        digest_hex(digest, "blob")?;
+        if !file.starts_with(&self.tmp) {
+            return Err(StorageError::invalid(
+                "blob file",
+                format!("{} is not in the store's tmp directory", file.display()),
+            ));
+        }
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            return Ok(false);
+        }
+        let f = File::open(file).map_err(|e| StorageError::io(file, e))?;
+        let mut reader = HashingReader::new(BufReader::new(&f));
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| StorageError::io(file, e))?;
+        let (actual, _) = reader.finish().map_err(|e| StorageError::io(file, e))?;
+        if actual != digest {
+            return Err(StorageError::BlobDigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        f.sync_all().map_err(|e| StorageError::io(file, e))?;
+        std::fs::rename(file, &dest).map_err(|e| StorageError::io(&dest, e))?;
+        Ok(true)
+    }
+
+    /// Removes the blobs `digests` that no image refers to: what a failed load leaves of the
+    /// blobs adopted for it.
+    pub fn discard_blobs(&self, digests: &[String]) -> Result<()> {
+        let _lock = self.lock(true)?;
+        let images = self.read_images()?;
+        for d in digests {
+            let used = images.iter().any(|i| {
+                i.id == *d || i.manifest_digest == *d || i.layers.iter().any(|l| l.digest == *d)
+            });
+            if !used {
+                let p = self.blob_path(d);
+                if p.exists() {
+                    remove_any(&p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The file of the blob `digest` in the store (which may not exist): a push reads a
     /// layer again from it to resume an upload.
     pub fn blob_file(&self, digest: &str) -> PathBuf {

@@ -979,3 +979,25 @@ location = "{host}/mirror"
     );
     assert_eq!(registry.requests("GET", "/manifests/"), before);
 }
+
+/// A layer whose content does not match the config's diff_id downloads fine (its blob digest is
+/// right) and is refused when the store loads it: the blobs the pull moved into the store are
+/// taken out again, so the store is as it was.
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn a_layer_refused_at_load_leaves_no_blob_behind() {
+    if !tools("a_layer_refused_at_load_leaves_no_blob_behind") {
+        return;
+    }
+    let t = scratch("registry-pull-diffid");
+    let registry = Registry::start(t.path(), None, None);
+    let good = TestImage::new(&[base_layer()], "registry-pull-diffid");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let bad = TestImage::assemble(vec![wrong], good.blobs.clone(), "registry-pull-diffid");
+    let dest = format!("{}/diffid/bad:1", registry.host());
+    push(&bad, t.path(), &dest);
+    let store = t.path().join("store");
+    let err = failed(imgbuild(&store, &["pull", &dest]).output().unwrap());
+    assert!(err.contains("diff"), "{err}");
+    assert_store_empty(&store);
+}
