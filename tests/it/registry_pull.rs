@@ -980,7 +980,7 @@ location = "{host}/mirror"
     assert_eq!(registry.requests("GET", "/manifests/"), before);
 }
 
-/// A layer whose content does not match the config's diff_id downloads fine (its blob digest is
+/// A layer whose content does not match the config's `diff_id` downloads fine (its blob digest is
 /// right) and is refused when the store loads it: the blobs the pull moved into the store are
 /// taken out again, so the store is as it was.
 #[test]
