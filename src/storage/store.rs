@@ -3,7 +3,9 @@
 //!
 //! Layout under the root: `storage.json` (the driver the store was made with), `storage.lock`,
 //! `blobs/sha256/<hex>`, `layers/<chain hex>.json`, `images/<id hex>.json`,
-//! `containers/<id>.json`, `tmp/` (atomic writes) and one directory per driver.
+//! `containers/<id>.json`, `tmp/` (atomic writes), `layouts/<manifest hex>/` (OCI layouts of
+//! stored images that derived builds read their registry bases from, removed with the image),
+//! and one directory per driver. The registry client keeps `registry-blobs.json` beside them.
 
 use super::digest::{HashingReader, chain_ids, digest_hex, sha256_digest};
 use super::driver::{Driver, DriverKind, default_driver, open_driver};
@@ -864,6 +866,16 @@ impl Store {
         for entry in list_dir(&blob_dir)? {
             if !blobs.contains(&*entry.to_string_lossy()) {
                 remove_any(&blob_dir.join(entry))?;
+            }
+        }
+        // The OCI layouts of registry bases (`Store::oci_layout`) go with their image: their
+        // hard links would keep its blobs' data on disk.
+        let layouts = self.root.join("layouts");
+        if layouts.is_dir() {
+            for entry in list_dir(&layouts)? {
+                if !blobs.contains(&*entry.to_string_lossy()) {
+                    remove_any(&layouts.join(entry))?;
+                }
             }
         }
         for entry in list_dir(&self.tmp)? {

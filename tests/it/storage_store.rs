@@ -630,3 +630,36 @@ fn concurrent_tag_commands_lose_nothing() {
     let tags = open(dir.path()).image("t:0").unwrap().tags;
     assert_eq!(tags.len(), 9, "{tags:?}");
 }
+
+/// A stored image as an OCI layout (what a derived build reads a registry base from): its blobs
+/// are hard links to the store's, it reads back as a verified base with the image's manifest
+/// digest, and removing the image removes the layout.
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn oci_layout_of_an_image_is_linked_and_removed_with_it() {
+    use std::os::unix::fs::MetadataExt;
+    if !root_or_skip("oci_layout_of_an_image_is_linked_and_removed_with_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let img = two_layer("layout");
+    let record = store
+        .load(img.input(), &["layout/test:1".into()], &ConfinedApplier)
+        .unwrap();
+    let layout = store.oci_layout("layout/test:1").unwrap();
+    assert_eq!(layout, store.oci_layout(&record.manifest_digest).unwrap());
+    for (digest, _) in &img.blobs {
+        let hex = digest.trim_start_matches("sha256:");
+        let linked = std::fs::metadata(layout.join("blobs/sha256").join(hex)).unwrap();
+        let stored = std::fs::metadata(dir.path().join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(linked.ino(), stored.ino(), "{digest} is a hard link");
+    }
+    let base =
+        imgbuild::image::base::BaseImage::open(&format!("oci:{}", layout.display())).unwrap();
+    assert_eq!(base.manifest_digest, record.manifest_digest);
+    assert_eq!(base.layers.len(), 2);
+    store.remove_image("layout/test:1").unwrap();
+    assert!(!layout.exists(), "the layout went with its image");
+    assert_empty(dir.path());
+}
