@@ -3,7 +3,7 @@
 //! `derived_image_adds_one_layer_on_the_unchanged_base` needs root, the host's Debian mirror
 //! (bookworm) and podman; the bad-input tests need root only (they fail before any download).
 
-use crate::support::build::{bookworm_build, package_cache};
+use crate::support::build::{bookworm_build, only_file_with_suffix, package_cache};
 use crate::support::image::{PodmanStore, podman};
 use crate::support::{have, host_quirks, imgbuild_bin, root_or_skip, run, skip, storage};
 
@@ -79,17 +79,6 @@ fn relative_to(path: &Path, from: &Path) -> PathBuf {
     }
     rel.extend(path.components().skip(common));
     rel
-}
-
-fn only_file_with_suffix(dir: &Path, suffix: &str) -> PathBuf {
-    let found: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    assert_eq!(found.len(), 1, "{suffix} in {}: {found:?}", dir.display());
-    found[0].clone()
 }
 
 #[test]

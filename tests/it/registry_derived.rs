@@ -4,33 +4,13 @@
 //! bytes, and run in podman. Needs root, the host's Debian mirror (bookworm), docker-registry,
 //! skopeo and podman.
 
-use crate::support::build::{bookworm_build, package_cache};
+use crate::support::build::{bookworm_build, only_file_with_suffix, package_cache};
 use crate::support::image::{PodmanStore, podman};
-use crate::support::registry::{Registry, tools};
-use crate::support::{have, host_quirks, imgbuild_bin, run, scratch, skip};
+use crate::support::registry::{Registry, imgbuild_at as imgbuild, succeeded as ok, tools};
+use crate::support::{have, host_quirks, run, scratch, skip};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// `imgbuild` with the image store at `store` and no inherited registry credentials.
-fn imgbuild(store: &Path) -> Command {
-    let mut c = Command::new(imgbuild_bin());
-    c.arg("--storage-root")
-        .arg(store)
-        .env_remove("IMGBUILD_REGISTRY_CREDS")
-        .stdin(Stdio::null());
-    c
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use std::path::Path;
+use std::process::Output;
 
 fn description(dir: &Path, uri: &str) {
     fs::create_dir_all(dir).unwrap();
@@ -61,17 +41,6 @@ fn description(dir: &Path, uri: &str) {
 "#
     );
     fs::write(dir.join("config.xml"), xml).unwrap();
-}
-
-fn only_file_with_suffix(dir: &Path, suffix: &str) -> PathBuf {
-    let found: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    assert_eq!(found.len(), 1, "{suffix} in {}: {found:?}", dir.display());
-    found[0].clone()
 }
 
 fn build(store: &Path, desc: &Path, target: &Path, extra: &[&str]) -> Output {

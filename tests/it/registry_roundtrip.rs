@@ -4,43 +4,20 @@
 //! Needs root, the host's Debian mirror (the shared build), docker-registry, skopeo, openssl and
 //! podman.
 
-use crate::support::build::minimal_build;
+use crate::support::build::{minimal_build, only_file_with_suffix};
 use crate::support::image::{PodmanStore, podman};
-use crate::support::registry::{PASSWORD, Registry, USER, htpasswd, test_ca, tools};
-use crate::support::{have, imgbuild_bin, run, scratch, skip};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn imgbuild(store: &Path) -> Command {
-    let mut c = Command::new(imgbuild_bin());
-    c.arg("--storage-root")
-        .arg(store)
-        .env_remove("IMGBUILD_REGISTRY_CREDS")
-        .stdin(Stdio::null());
-    c
-}
+use crate::support::registry::{
+    PASSWORD, Registry, USER, htpasswd, imgbuild_at as imgbuild, succeeded, test_ca, tools,
+};
+use crate::support::{have, run, scratch, skip};
+use std::process::{Command, Output};
 
 fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains(PASSWORD),
         "{what} showed the password"
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn docker_archive(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".docker.tar"))
-        .unwrap_or_else(|| panic!("no docker archive in {}", dir.display()))
+    succeeded(out, what)
 }
 
 #[test]
@@ -65,7 +42,7 @@ fn debian_minimal_round_trips_through_a_tls_registry_with_auth() {
     let creds = format!("{USER}:{PASSWORD}");
     let cert_dir = certs.to_str().unwrap();
     let dest = format!("{}/debian/minimal:13", registry.host());
-    let archive = docker_archive(&built.target);
+    let archive = only_file_with_suffix(&built.target, ".docker.tar");
 
     let store = t.path().join("push-store");
     let digest = ok(

@@ -349,3 +349,16 @@ pub fn bookworm_minbase(test: &str) -> Option<&'static Path> {
             .unwrap_or_else(|e| panic!("the shared bookworm root: {e}")),
     )
 }
+
+/// The one file in `dir` whose name ends with `suffix` (an output of a build); panics unless
+/// there is exactly one.
+pub fn only_file_with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    assert_eq!(found.len(), 1, "{suffix} in {}: {found:?}", dir.display());
+    found[0].clone()
+}

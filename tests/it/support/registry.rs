@@ -283,3 +283,24 @@ pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .arg(&cert));
     (certs, cert, key)
 }
+
+/// `imgbuild` with the image store at `store`, no inherited registry credentials and no stdin.
+pub fn imgbuild_at(store: &Path) -> Command {
+    let mut c = Command::new(super::imgbuild_bin());
+    c.arg("--storage-root")
+        .arg(store)
+        .env_remove("IMGBUILD_REGISTRY_CREDS")
+        .stdin(Stdio::null());
+    c
+}
+
+/// The trimmed stdout of `out`, which must have succeeded (`what` names it in the panic).
+pub fn succeeded(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
