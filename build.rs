@@ -7,15 +7,21 @@
 //! - `cfg(imgbuild_has_cgroup2)`: a cgroup2 hierarchy is mounted.
 //! - `cfg(imgbuild_has_archive_keyring)`: Debian's archive keyring (`debian-archive-keyring`)
 //!   is installed. Rebuilt when `/usr/share/keyrings` changes.
+//! - `cfg(imgbuild_has_registry_tools)`: the registry tests' tools are installed
+//!   (`docker-registry`, `skopeo`, `openssl`, `podman`). Rebuilt when `/usr/bin` changes.
 
 /// The bookworm archive key the keyring test reads.
 const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-automatic.gpg";
+
+/// What the registry tests run (all from Debian packages, in `/usr/bin`).
+const REGISTRY_TOOLS: [&str; 4] = ["docker-registry", "skopeo", "openssl", "podman"];
 
 fn main() {
     for cfg in [
         "imgbuild_tests_as_root",
         "imgbuild_has_cgroup2",
         "imgbuild_has_archive_keyring",
+        "imgbuild_has_registry_tools",
     ] {
         println!("cargo:rustc-check-cfg=cfg({cfg})");
     }
@@ -44,5 +50,12 @@ fn main() {
     }
     if std::path::Path::new(ARCHIVE_KEYRING).is_file() {
         println!("cargo:rustc-cfg=imgbuild_has_archive_keyring");
+    }
+    println!("cargo:rerun-if-changed=/usr/bin");
+    if REGISTRY_TOOLS
+        .iter()
+        .all(|t| std::path::Path::new("/usr/bin").join(t).is_file())
+    {
+        println!("cargo:rustc-cfg=imgbuild_has_registry_tools");
     }
 }

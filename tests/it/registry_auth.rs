@@ -3,25 +3,14 @@
 //! refused, stale and expired tokens, a missing scope, `login`/`logout` and the auth file, and
 //! credential helpers. No output may carry a password or a token.
 
-use crate::support::registry::{PASSWORD, Registry, RegistryConfig, USER, tools, write_layout};
+use crate::support::registry::{PASSWORD, Registry, RegistryConfig, USER, write_layout};
 use crate::support::storage::{TestImage, base_layer, other_top_layer, top_layer};
 use crate::support::token_server::{Policy, REFRESH_TOKEN, REGISTRY_LEEWAY, TokenServer};
-use crate::support::{have, imgbuild_bin, run, scratch, skip};
+use crate::support::{imgbuild_bin, run, scratch};
 use base64::Engine as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn ready(test: &str) -> bool {
-    if !tools(test) {
-        return false;
-    }
-    if !have("openssl") {
-        skip(format_args!("{test}: openssl is not installed"));
-        return false;
-    }
-    true
-}
 
 /// A token server with `policy` and a registry that trusts it, both under `dir`.
 fn bearer_registry(dir: &Path, policy: Policy) -> (TokenServer, Registry) {
@@ -167,10 +156,11 @@ fn manifest_exists(dest: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn bearer_push_reads_and_refused_credentials() {
-    if !ready("bearer_push_reads_and_refused_credentials") {
-        return;
-    }
     let t = scratch("auth-bearer");
     let (tokens, registry) = bearer_registry(t.path(), Policy::default());
     let env = Env::new(t.path());
@@ -233,10 +223,11 @@ fn bearer_push_reads_and_refused_credentials() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn refused_token_is_replaced_and_stale_tokens_fail_clearly() {
-    if !ready("refused_token_is_replaced_and_stale_tokens_fail_clearly") {
-        return;
-    }
     let t = scratch("auth-stale");
     // The second token (the first pull token) is already expired at the registry although
     // the answer says it lives 300 s: the registry refuses it and imgbuild gets another.
@@ -285,10 +276,11 @@ fn refused_token_is_replaced_and_stale_tokens_fail_clearly() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn cached_token_that_expires_is_refreshed() {
-    if !ready("cached_token_that_expires_is_refreshed") {
-        return;
-    }
     let t = scratch("auth-expire");
     // Tokens the registry takes for 2 s while the answer says 300 s: the client keeps them.
     let (tokens, registry) = bearer_registry(
@@ -354,10 +346,11 @@ fn cached_token_that_expires_is_refreshed() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn missing_push_scope_fails_clearly() {
-    if !ready("missing_push_scope_fails_clearly") {
-        return;
-    }
     let t = scratch("auth-scope");
     let (tokens, registry) = bearer_registry(
         t.path(),
@@ -395,10 +388,11 @@ fn missing_push_scope_fails_clearly() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn login_push_with_the_auth_file_and_logout() {
-    if !ready("login_push_with_the_auth_file_and_logout") {
-        return;
-    }
     let t = scratch("auth-login");
     let (tokens, registry) = bearer_registry(t.path(), Policy::default());
     let env = Env::new(t.path());
@@ -483,10 +477,11 @@ fn login_push_with_the_auth_file_and_logout() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn credential_helpers_get_store_and_erase() {
-    if !ready("credential_helpers_get_store_and_erase") {
-        return;
-    }
     let t = scratch("auth-helper");
     let (tokens, registry) = bearer_registry(t.path(), Policy::default());
     let mut env = Env::new(t.path());
@@ -581,10 +576,11 @@ esac
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn identity_token_from_the_auth_file() {
-    if !ready("identity_token_from_the_auth_file") {
-        return;
-    }
     let t = scratch("auth-identity");
     let (tokens, registry) = bearer_registry(t.path(), Policy::default());
     let env = Env::new(t.path());

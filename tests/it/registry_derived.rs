@@ -6,8 +6,8 @@
 
 use crate::support::build::{bookworm_build, only_file_with_suffix, package_cache};
 use crate::support::image::{PodmanStore, podman};
-use crate::support::registry::{Registry, imgbuild_at as imgbuild, succeeded as ok, tools};
-use crate::support::{have, host_quirks, run, scratch, skip};
+use crate::support::registry::{Registry, imgbuild_at as imgbuild, succeeded as ok};
+use crate::support::{host_quirks, run, scratch};
 use std::fs;
 use std::path::Path;
 use std::process::Output;
@@ -57,16 +57,12 @@ fn build(store: &Path, desc: &Path, target: &Path, extra: &[&str]) -> Output {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn a_registry_base_builds_locks_and_rebuilds_offline_to_the_same_digest() {
     let test = "a_registry_base_builds_locks_and_rebuilds_offline_to_the_same_digest";
-    if !tools(test) {
-        return;
-    }
-    if !have("podman") {
-        skip(format_args!("{test} needs podman"));
-        return;
-    }
     let Some(base) = bookworm_build(test) else {
         return;
     };

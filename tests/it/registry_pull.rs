@@ -3,7 +3,7 @@
 //! pull goes into an empty store and loads layers, which needs root.
 
 use crate::support::proxy::{Action, Flow, Proxy};
-use crate::support::registry::{Registry, tools, write_layout};
+use crate::support::registry::{Registry, write_layout};
 use crate::support::storage::{E, TestImage, base_layer, top_layer};
 use crate::support::{imgbuild_bin, run, scratch};
 use imgbuild::storage::{DriverKind, Store, StoreOptions, sha256_digest};
@@ -109,11 +109,11 @@ fn blob_gets(registry: &Registry) -> usize {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn pull_into_an_empty_store_then_again_downloads_nothing() {
-    if !tools("pull_into_an_empty_store_then_again_downloads_nothing") {
-        return;
-    }
     let t = scratch("registry-pull");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull");
@@ -172,11 +172,11 @@ fn pull_into_an_empty_store_then_again_downloads_nothing() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn a_pull_cut_mid_blob_resumes_with_a_range_request() {
-    if !tools("a_pull_cut_mid_blob_resumes_with_a_range_request") {
-        return;
-    }
     let t = scratch("registry-pull-cut");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(
@@ -220,11 +220,11 @@ fn a_pull_cut_mid_blob_resumes_with_a_range_request() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn the_registry_killed_mid_pull_leaves_the_store_unchanged() {
-    if !tools("the_registry_killed_mid_pull_leaves_the_store_unchanged") {
-        return;
-    }
     let t = scratch("registry-pull-kill");
     let mut registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(
@@ -270,11 +270,11 @@ fn registry_blob(dir: &Path, digest: &str) -> PathBuf {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn a_corrupt_blob_is_refused_naming_its_digest() {
-    if !tools("a_corrupt_blob_is_refused_naming_its_digest") {
-        return;
-    }
     let t = scratch("registry-pull-corrupt");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull-corrupt");
@@ -362,11 +362,15 @@ fn write_index_layout(dir: &Path, images: &[(&TestImage, &str, Option<&str>)]) {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    ignore = "the test's index has amd64 and arm64 images, one of them the host's"
+)]
 fn a_multi_platform_index_pulls_the_platform_asked_for() {
-    if !tools("a_multi_platform_index_pulls_the_platform_asked_for") {
-        return;
-    }
     let t = scratch("registry-pull-index");
     let registry = Registry::start(t.path(), None, None);
     let base = TestImage::new(&[base_layer()], "registry-pull-index");
@@ -389,12 +393,7 @@ fn a_multi_platform_index_pulls_the_platform_asked_for() {
     let (native, other) = match host.architecture.as_str() {
         "amd64" => (&amd64, &arm64),
         "arm64" => (&arm64, &amd64),
-        arch => {
-            crate::support::skip(format_args!(
-                "a_multi_platform_index_pulls_the_platform_asked_for: host architecture {arch}"
-            ));
-            return;
-        }
+        arch => unreachable!("ignored on {arch} hosts (see the test's cfg_attr)"),
     };
 
     // The library's resolve: the host's entry, from the index alone.
@@ -497,11 +496,11 @@ fn bad_references_and_platforms_are_refused_before_any_request() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn run_and_inspect_pull_a_registry_image_on_demand() {
-    if !tools("run_and_inspect_pull_a_registry_image_on_demand") {
-        return;
-    }
     let Some(fx) = crate::support::runtime::Fixture::new(
         "run_and_inspect_pull_a_registry_image_on_demand",
         DriverKind::Vfs,
@@ -545,11 +544,11 @@ fn run_and_inspect_pull_a_registry_image_on_demand() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn ctrl_c_mid_pull_leaves_the_store_unchanged() {
-    if !tools("ctrl_c_mid_pull_leaves_the_store_unchanged") {
-        return;
-    }
     let t = scratch("registry-pull-int");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(
@@ -587,11 +586,11 @@ fn ctrl_c_mid_pull_leaves_the_store_unchanged() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn a_docker_schema2_image_is_pulled_and_a_tampered_manifest_refused() {
-    if !tools("a_docker_schema2_image_is_pulled_and_a_tampered_manifest_refused") {
-        return;
-    }
     let t = scratch("registry-pull-v2s2");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull-v2s2");
@@ -640,11 +639,11 @@ fn a_docker_schema2_image_is_pulled_and_a_tampered_manifest_refused() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn blob_sizes_the_manifest_declares_are_enforced() {
-    if !tools("blob_sizes_the_manifest_declares_are_enforced") {
-        return;
-    }
     let t = scratch("registry-pull-sizes");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer(), top_layer()], "registry-pull-sizes");
@@ -757,6 +756,10 @@ fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
 /// A registry that redirects blob GETs to storage on another port: the client follows, keeps
 /// the `Range` header, and does not send its `Authorization` there.
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn a_blob_redirect_is_followed_without_the_credentials() {
     let storage = Http::start(|head| {
         if head.contains("range: bytes=2-") || head.contains("Range: bytes=2-") {
@@ -834,18 +837,13 @@ fn a_blob_redirect_is_followed_without_the_credentials() {
 /// A pull from a registry with token auth: every request asks for pull access only, and no
 /// secret reaches the output.
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn a_pull_with_bearer_tokens_asks_for_pull_scope_only() {
     use crate::support::registry::{PASSWORD, RegistryConfig, USER};
     use crate::support::token_server::{Policy, TokenServer};
-    let test = "a_pull_with_bearer_tokens_asks_for_pull_scope_only";
-    if !tools(test) {
-        return;
-    }
-    if !crate::support::have("openssl") {
-        crate::support::skip(format_args!("{test}: openssl is not installed"));
-        return;
-    }
     let t = scratch("registry-pull-bearer");
     let tokens = TokenServer::start(t.path(), Policy::default());
     let registry = Registry::with(
@@ -906,11 +904,11 @@ fn a_pull_with_bearer_tokens_asks_for_pull_scope_only() {
 /// image (stored under the name asked for), and an ambiguous short name refused with its
 /// candidates before any request.
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn short_names_and_mirrors_follow_registries_conf() {
-    if !tools("short_names_and_mirrors_follow_registries_conf") {
-        return;
-    }
     let t = scratch("registry-shortnames");
     let registry = Registry::start(t.path(), None, None);
     let host = registry.host();
@@ -984,11 +982,11 @@ location = "{host}/mirror"
 /// right) and is refused when the store loads it: the blobs the pull moved into the store are
 /// taken out again, so the store is as it was.
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn a_layer_refused_at_load_leaves_no_blob_behind() {
-    if !tools("a_layer_refused_at_load_leaves_no_blob_behind") {
-        return;
-    }
     let t = scratch("registry-pull-diffid");
     let registry = Registry::start(t.path(), None, None);
     let good = TestImage::new(&[base_layer()], "registry-pull-diffid");

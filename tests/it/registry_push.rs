@@ -1,8 +1,8 @@
 //! `imgbuild push` against a real registry (`support::registry`); `skopeo` checks what arrived.
 
-use crate::support::registry::{PASSWORD, Registry, USER, htpasswd, test_ca, tools, write_layout};
+use crate::support::registry::{PASSWORD, Registry, USER, htpasswd, test_ca, write_layout};
 use crate::support::storage::{TestImage, base_layer, top_layer};
-use crate::support::{have, imgbuild_bin, run, scratch, skip};
+use crate::support::{imgbuild_bin, run, scratch};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -40,10 +40,11 @@ fn skopeo(args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn push_layout_then_repush_uploads_nothing() {
-    if !tools("push_layout_then_repush_uploads_nothing") {
-        return;
-    }
     let t = scratch("registry-push");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer(), top_layer()], "registry-push");
@@ -102,10 +103,11 @@ fn push_layout_then_repush_uploads_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn push_with_basic_auth_and_wrong_password() {
-    if !tools("push_with_basic_auth_and_wrong_password") {
-        return;
-    }
     let t = scratch("registry-auth");
     let registry = Registry::start(t.path(), Some(&htpasswd(t.path())), None);
     let image = TestImage::new(&[base_layer()], "registry-auth");
@@ -149,16 +151,11 @@ fn push_with_basic_auth_and_wrong_password() {
 }
 
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn push_over_tls_with_htpasswd() {
-    if !tools("push_over_tls_with_htpasswd") {
-        return;
-    }
-    if !have("openssl") {
-        skip(format_args!(
-            "push_over_tls_with_htpasswd: openssl is not installed"
-        ));
-        return;
-    }
     let t = scratch("registry-tls");
     let (certs, cert, key) = test_ca(t.path());
     let registry = Registry::start(t.path(), Some(&htpasswd(t.path())), Some((&cert, &key)));
@@ -202,11 +199,11 @@ fn push_over_tls_with_htpasswd() {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn push_from_the_store() {
-    if !tools("push_from_the_store") {
-        return;
-    }
     let t = scratch("registry-store");
     let registry = Registry::start(t.path(), None, None);
     let store_root = t.path().join("store");
@@ -323,10 +320,11 @@ impl Drop for Child {
 /// The proxy cuts the connection in the middle of a chunk of a large layer: the push asks the
 /// upload's URL how far it got, resumes there, and completes in the same command.
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn a_chunked_push_cut_midway_resumes_in_one_command() {
-    if !tools("a_chunked_push_cut_midway_resumes_in_one_command") {
-        return;
-    }
     let t = scratch("registry-resume");
     let registry = Registry::start(t.path(), None, None);
     let proxy = crate::support::proxy::Proxy::start(registry.port);
@@ -357,10 +355,11 @@ fn a_chunked_push_cut_midway_resumes_in_one_command() {
 /// The registry dies while a layer is on its way: the push fails clearly, the registry holds no
 /// manifest of it, and once the registry is back a push completes and verifies.
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn the_registry_killed_mid_push_then_the_repush_completes() {
-    if !tools("the_registry_killed_mid_push_then_the_repush_completes") {
-        return;
-    }
     let t = scratch("registry-killed");
     let mut registry = Registry::start(t.path(), None, None);
     let proxy = crate::support::proxy::Proxy::start(registry.port);
@@ -410,10 +409,11 @@ fn the_registry_killed_mid_push_then_the_repush_completes() {
 /// A derived image pushed to another repository of the registry mounts the base's layer from
 /// the repository the base was pushed to, instead of uploading it.
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn a_derived_image_mounts_the_base_layers_from_another_repository() {
-    if !tools("a_derived_image_mounts_the_base_layers_from_another_repository") {
-        return;
-    }
     let t = scratch("registry-mount");
     let registry = Registry::start(t.path(), None, None);
     let base = TestImage::new(&[base_layer()], "registry-mount-base");
@@ -467,10 +467,11 @@ fn a_derived_image_mounts_the_base_layers_from_another_repository() {
 /// `HOST/REPO@DIGEST` puts the manifest by digest; a digest that is not the image's is refused
 /// before any upload.
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn push_by_digest() {
-    if !tools("push_by_digest") {
-        return;
-    }
     let t = scratch("registry-digest");
     let registry = Registry::start(t.path(), None, None);
     let image = TestImage::new(&[base_layer()], "registry-digest");
@@ -513,10 +514,11 @@ fn push_by_digest() {
 /// An OCI layout whose `index.json` names two platform images is pushed as an image index:
 /// each image by digest, then the index under the tag.
 #[test]
+#[cfg_attr(
+    not(imgbuild_has_registry_tools),
+    ignore = "needs docker-registry, skopeo, openssl and podman"
+)]
 fn push_a_two_platform_layout_as_an_index() {
-    if !tools("push_a_two_platform_layout_as_an_index") {
-        return;
-    }
     let t = scratch("registry-index");
     let registry = Registry::start(t.path(), None, None);
     let amd = TestImage::new(&[base_layer()], "registry-index-amd64");
@@ -580,15 +582,12 @@ fn push_a_two_platform_layout_as_an_index() {
 /// rebuilds it with its OCI layout, then reuses it) is pushed; the digest printed is
 /// `result.json`'s manifest digest, and podman pulls that digest.
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn build_push_ends_with_the_image_in_the_registry() {
     let test = "build_push_ends_with_the_image_in_the_registry";
-    if !tools(test) || !have("podman") {
-        if !have("podman") {
-            skip(format_args!("{test}: podman is not installed"));
-        }
-        return;
-    }
     let Some(shared) = crate::support::build::minimal_build(test) else {
         return;
     };

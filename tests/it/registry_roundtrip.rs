@@ -7,9 +7,9 @@
 use crate::support::build::{minimal_build, only_file_with_suffix};
 use crate::support::image::{PodmanStore, podman};
 use crate::support::registry::{
-    PASSWORD, Registry, USER, htpasswd, imgbuild_at as imgbuild, succeeded, test_ca, tools,
+    PASSWORD, Registry, USER, htpasswd, imgbuild_at as imgbuild, succeeded, test_ca,
 };
-use crate::support::{have, run, scratch, skip};
+use crate::support::{run, scratch};
 use std::process::{Command, Output};
 
 fn ok(out: Output, what: &str) -> String {
@@ -21,18 +21,12 @@ fn ok(out: Output, what: &str) -> String {
 }
 
 #[test]
-#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
+    ignore = "needs root, docker-registry, skopeo, openssl and podman"
+)]
 fn debian_minimal_round_trips_through_a_tls_registry_with_auth() {
     let test = "debian_minimal_round_trips_through_a_tls_registry_with_auth";
-    if !tools(test) {
-        return;
-    }
-    for tool in ["openssl", "podman"] {
-        if !have(tool) {
-            skip(format_args!("{test} needs {tool}"));
-            return;
-        }
-    }
     let Some(built) = minimal_build(test) else {
         return;
     };

@@ -4,8 +4,8 @@
 //! line) has returned, so every request a finished command made is already in the log. Also the
 //! credentials, CA and OCI layouts the registry tests share.
 
+use super::run;
 use super::storage::TestImage;
-use super::{have, run, skip};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,20 @@ use std::time::Duration;
 pub const USER: &str = "pusher";
 /// The password of [`USER`].
 pub const PASSWORD: &str = "Pa55-w0rd-s3cret";
+
+/// A free loopback port below the kernel's ephemeral range (32768 and up), where neither the
+/// source port of another test's connection nor another `bind(0)` can take it while a killed
+/// registry is down before its restart on the same port.
+fn free_port() -> u16 {
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    loop {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 /// How to configure a test registry.
 #[derive(Default, Clone)]
@@ -60,14 +74,7 @@ impl Registry {
     /// Starts a registry storing under `dir` as `config` says. Ready when it logs that it
     /// listens (it binds first), within a bound.
     pub fn with(dir: &Path, config: RegistryConfig) -> Registry {
-        // A free port: bound and released; the registry takes it right after.
-        let port = config.port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        let port = config.port.unwrap_or_else(free_port);
         let settings = config.clone();
         let (htpasswd, tls) = (config.htpasswd.as_deref(), config.tls.as_ref());
         let mut config = format!(
@@ -184,17 +191,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The tools the tests need, or a SKIP.
-pub fn tools(test: &str) -> bool {
-    for tool in ["/usr/bin/docker-registry", "skopeo"] {
-        if !Path::new(tool).exists() && !have(tool) {
-            skip(format_args!("{test}: {tool} is not installed"));
-            return false;
-        }
-    }
-    true
 }
 
 /// Writes `image` as an OCI layout directory at `dir`.
