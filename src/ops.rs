@@ -14,7 +14,7 @@ mod lock;
 pub mod preflight;
 mod prepare;
 
-pub use self::bases::{BaseAccess, is_registry_base, platform_of};
+pub use self::bases::{BaseAccess, is_registry_base};
 pub use self::build::{BuildRequest, Outcome, build};
 pub use self::create::{CreateRequest, create};
 pub use self::lock::{LockRequest, Locked, lock};

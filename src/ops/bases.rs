@@ -33,27 +33,6 @@ pub fn is_registry_base(uri: &str) -> bool {
     uri.trim().starts_with(DOCKER)
 }
 
-/// The OCI platform images for the description's architecture have (KIWI's architecture names,
-/// as `uname -m` spells them).
-pub fn platform_of(arch: &str) -> Platform {
-    let (architecture, variant) = match arch {
-        "x86_64" | "amd64" => ("amd64", None),
-        "aarch64" | "arm64" => ("arm64", Some("v8")),
-        "armv7l" | "armv7hl" | "armhf" => ("arm", Some("v7")),
-        "armv6l" | "armv6hl" | "armel" => ("arm", Some("v6")),
-        "i686" | "i586" | "i386" => ("386", None),
-        "ppc64le" | "ppc64el" => ("ppc64le", None),
-        "riscv64" => ("riscv64", None),
-        "s390x" => ("s390x", None),
-        other => (other, None),
-    };
-    Platform {
-        os: "linux".to_string(),
-        architecture: architecture.to_string(),
-        variant: variant.map(str::to_string),
-    }
-}
-
 /// The references a registry base URI may mean, in order (short names through the registries
 /// configuration). Checked before any work, so that a malformed base is refused at its
 /// `<type>` element.
@@ -119,7 +98,7 @@ pub(super) fn resolve(
         root: access.store.root.clone(),
         source: Box::new(source),
     })?;
-    let platform = platform_of(&image.arch);
+    let platform = Platform::for_machine(&image.arch);
     let mut pinned = BTreeMap::new();
     for uri in given {
         let candidates = qualify(&conf, image, uri)?;

@@ -188,14 +188,18 @@ impl std::fmt::Display for Platform {
     }
 }
 
-/// The OCI architecture and default variant of a Rust target architecture
-/// (`std::env::consts::ARCH`); other names pass through.
-fn oci_arch(rust_arch: &str, little_endian: bool) -> (&str, Option<&str>) {
-    match rust_arch {
-        "x86_64" => ("amd64", None),
-        "x86" => ("386", None),
-        "aarch64" => ("arm64", Some("v8")),
-        "arm" => ("arm", Some("v7")),
+/// The OCI architecture and default variant of a machine architecture, named as Rust targets
+/// (`std::env::consts::ARCH`), `uname -m` and KIWI's `--target-arch` name them, or as Debian
+/// and OCI do; other names pass through. `little_endian` decides the names that do not say
+/// (`powerpc64`, `mips64`, `mips`).
+fn oci_arch(machine: &str, little_endian: bool) -> (&str, Option<&str>) {
+    match machine {
+        "x86_64" | "amd64" => ("amd64", None),
+        "x86" | "i386" | "i586" | "i686" => ("386", None),
+        "aarch64" | "arm64" => ("arm64", Some("v8")),
+        "arm" | "armv7l" | "armv7hl" | "armhf" => ("arm", Some("v7")),
+        "armv6l" | "armv6hl" | "armel" => ("arm", Some("v6")),
+        "ppc64le" | "ppc64el" => ("ppc64le", None),
         "powerpc64" if little_endian => ("ppc64le", None),
         "powerpc64" => ("ppc64", None),
         "mips64" if little_endian => ("mips64le", None),
@@ -237,8 +241,18 @@ impl Platform {
 
     /// The platform of the running host: `linux` and the host's architecture in OCI's names.
     pub fn host() -> Platform {
-        let (architecture, variant) =
-            oci_arch(std::env::consts::ARCH, cfg!(target_endian = "little"));
+        Platform::linux(std::env::consts::ARCH, cfg!(target_endian = "little"))
+    }
+
+    /// The Linux platform of images for `machine` (a `--target-arch` such as `x86_64`,
+    /// `aarch64`, `armv7l`; see [`oci_arch`] for the names taken), little-endian unless the
+    /// name says otherwise.
+    pub fn for_machine(machine: &str) -> Platform {
+        Platform::linux(machine, true)
+    }
+
+    fn linux(machine: &str, little_endian: bool) -> Platform {
+        let (architecture, variant) = oci_arch(machine, little_endian);
         Platform {
             os: "linux".to_string(),
             architecture: architecture.to_string(),
@@ -1100,6 +1114,14 @@ mod tests {
         assert_eq!(oci_arch("s390x", false), ("s390x", None));
         assert_eq!(oci_arch("riscv64", true), ("riscv64", None));
         assert_eq!(Platform::host().os, "linux");
+        // KIWI's and Debian's names too.
+        assert_eq!(oci_arch("armv7l", true), ("arm", Some("v7")));
+        assert_eq!(oci_arch("i686", true), ("386", None));
+        assert_eq!(oci_arch("ppc64el", true), ("ppc64le", None));
+        assert_eq!(
+            Platform::for_machine("aarch64").to_string(),
+            "linux/arm64/v8"
+        );
     }
 
     #[test]
