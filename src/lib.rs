@@ -21,6 +21,7 @@ pub mod reference;
 pub mod registry;
 pub mod reuse;
 pub mod rootfs;
+pub mod rpm;
 pub mod runtime;
 pub mod sandbox;
 pub mod sbom;

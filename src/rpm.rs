@@ -1,0 +1,7 @@
+//! The package stage for the RPM world: rpm-md repositories (`repodata/repomd.xml` and the
+//! metadata it lists), RPM versions and dependencies (rich dependencies included), the solver,
+//! and `.rpm` reading. Like [`crate::apt`], it never touches a root tree except through
+//! [`crate::confine`]; downloads go through the same content-addressed cache and fetcher.
+
+pub mod package;
+pub mod version;
