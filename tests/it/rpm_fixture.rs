@@ -359,3 +359,33 @@ fn the_peers_differ_where_documented() {
         "{zypper:?}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+)]
+fn a_conflict_is_refused_by_both_peers() {
+    let Some(repo) = fixture("a_conflict_is_refused_by_both_peers") else {
+        return;
+    };
+    let _heavy = heavy();
+    let request = ["conflicting", "impl-x"];
+    let zypper = rpm_repo::zypper_install(repo, &request, false).unwrap();
+    let dnf = rpm_repo::dnf_install(repo, &request, false).unwrap();
+    // zypper: solver problem (4), dnf: error (1); nothing installed by either.
+    assert_eq!(zypper.status.code(), Some(4), "{}", zypper.output);
+    assert_eq!(dnf.status.code(), Some(1), "{}", dnf.output);
+    for (name, peer) in [("zypper", &zypper), ("dnf", &dnf)] {
+        assert!(peer.output.contains("impl-x"), "{name}:\n{}", peer.output);
+        assert!(peer.installed.is_empty(), "{name}: {:?}", peer.installed);
+    }
+    // Without impl-x in the request, needs-impl beside conflicting takes impl-y.
+    let both = ["conflicting", "needs-impl"];
+    let zypper = rpm_repo::zypper_choice(repo, &both, false).unwrap();
+    assert_eq!(zypper, rpm_repo::dnf_choice(repo, &both, false).unwrap());
+    assert!(
+        zypper.iter().any(|p| p.starts_with("impl-y-")),
+        "{zypper:?}"
+    );
+}
