@@ -181,7 +181,10 @@ fn signing_key() -> Result<(PathBuf, String), String> {
             return Err(format!("rename to {}: {e}", home.display()));
         }
     }
-    let list = run(gpg(&home).args(["--with-colons", "--list-secret-keys"]))?;
+    // Listing secret keys asks (and so starts) the agent too.
+    let list = run(gpg(&home).args(["--with-colons", "--list-secret-keys"]));
+    stop_agent(&home);
+    let list = list?;
     let fpr = list
         .lines()
         .find_map(|l| l.strip_prefix("fpr:"))
