@@ -9,6 +9,8 @@
 //!   is installed. Rebuilt when `/usr/share/keyrings` changes.
 //! - `cfg(imgbuild_has_registry_tools)`: the registry tests' tools are installed
 //!   (`docker-registry`, `skopeo`, `openssl`, `podman`). Rebuilt when `/usr/bin` changes.
+//! - `cfg(imgbuild_has_rpm_tools)`: the RPM fixture's builders and peers are installed
+//!   (`rpmbuild`, `createrepo_c`, `zypper`, `dnf`). Rebuilt when `/usr/bin` changes.
 
 /// The bookworm archive key the keyring test reads.
 const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-automatic.gpg";
@@ -16,12 +18,16 @@ const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-autom
 /// What the registry tests run (all from Debian packages, in `/usr/bin`).
 const REGISTRY_TOOLS: [&str; 4] = ["docker-registry", "skopeo", "openssl", "podman"];
 
+/// What the RPM fixture builds with and compares against (Debian packages, in `/usr/bin`).
+const RPM_TOOLS: [&str; 4] = ["rpmbuild", "createrepo_c", "zypper", "dnf"];
+
 fn main() {
     for cfg in [
         "imgbuild_tests_as_root",
         "imgbuild_has_cgroup2",
         "imgbuild_has_archive_keyring",
         "imgbuild_has_registry_tools",
+        "imgbuild_has_rpm_tools",
     ] {
         println!("cargo:rustc-check-cfg=cfg({cfg})");
     }
@@ -57,5 +63,11 @@ fn main() {
         .all(|t| std::path::Path::new("/usr/bin").join(t).is_file())
     {
         println!("cargo:rustc-cfg=imgbuild_has_registry_tools");
+    }
+    if RPM_TOOLS
+        .iter()
+        .all(|t| std::path::Path::new("/usr/bin").join(t).is_file())
+    {
+        println!("cargo:rustc-cfg=imgbuild_has_rpm_tools");
     }
 }

@@ -55,6 +55,7 @@ mod registry_derived;
 mod registry_pull;
 mod registry_push;
 mod registry_roundtrip;
+mod rpm_fixture;
 mod runtime_run;
 mod sandbox_crun;
 mod sandbox_debian;

@@ -14,6 +14,7 @@ pub mod image;
 pub mod loop_device;
 pub mod proxy;
 pub mod registry;
+pub mod rpm_repo;
 pub mod runtime;
 pub mod storage;
 pub mod token_server;
