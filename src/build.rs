@@ -55,6 +55,9 @@ pub enum BuildError {
     /// The SBOM could not be written.
     #[error(transparent)]
     Sbom(#[from] crate::sbom::SbomError),
+    /// The rpm database could not be read.
+    #[error(transparent)]
+    RpmDb(#[from] crate::rootfs::rpmdb::RpmDbError),
     /// A result directory could not be digested.
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestError),
@@ -852,9 +855,35 @@ fn combined_base_ref(bases: &[BaseImage]) -> Result<BaseRef, BuildError> {
     Ok(combined)
 }
 
-/// `.packages` in KIWI's format for Debian: `name|None|version|None|arch|None|None`, sorted.
+/// `.packages` in KIWI's format: for Debian `name|None|version|None|arch|None|None`, for rpm
+/// `name|epoch|version|release|arch|disturl|license` (rpm's `(none)` where a field is unset),
+/// sorted. A root with dpkg's status file is Debian's; one without, rpm's.
 pub fn packages_list(root: &Path) -> Result<String, BuildError> {
     let status = root.join("var/lib/dpkg/status");
+    if !status.exists() {
+        let mut lines: Vec<String> = crate::rootfs::rpmdb::installed(root)?
+            .into_iter()
+            .map(|p| {
+                let none = |v: Option<String>| v.unwrap_or_else(|| "(none)".into());
+                format!(
+                    "{}|{}|{}|{}|{}|{}|{}",
+                    p.name,
+                    none(p.epoch.map(|e| e.to_string())),
+                    p.version,
+                    p.release,
+                    p.arch,
+                    none(p.disturl),
+                    p.license
+                )
+            })
+            .collect();
+        if !lines.is_empty() {
+            lines.sort();
+            let mut s = lines.join("\n");
+            s.push('\n');
+            return Ok(s);
+        }
+    }
     let text = std::fs::read_to_string(&status).map_err(|e| io(&status, e))?;
     let paragraphs = crate::apt::control::parse(&text).map_err(|e| {
         io(

@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod rpm;
+
 /// Errors while planning.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -66,6 +68,17 @@ pub enum PlanError {
         /// The solver's explanation.
         source: crate::apt::solver::SolveError,
     },
+    /// An rpm-md repository is unusable, or its metadata could not be fetched or verified.
+    #[error(transparent)]
+    RpmRepo(Box<crate::rpm::repo::RpmRepoError>),
+    /// The requested rpm packages cannot be installed together.
+    #[error("{phase} packages: {source}")]
+    RpmSolve {
+        /// `bootstrap` or `image`.
+        phase: &'static str,
+        /// The solver's explanation.
+        source: Box<crate::rpm::solver::SolveError>,
+    },
     /// The lock file is unusable or does not match the description.
     #[error(transparent)]
     Lock(#[from] crate::apt::lock::LockError),
@@ -101,6 +114,12 @@ pub enum PlanError {
         /// The missing field.
         field: &'static str,
     },
+}
+
+impl From<crate::rpm::repo::RpmRepoError> for PlanError {
+    fn from(e: crate::rpm::repo::RpmRepoError) -> Self {
+        PlanError::RpmRepo(Box::new(e))
+    }
 }
 
 /// Which install phase a package belongs to.
@@ -156,6 +175,11 @@ pub struct Overrides {
     pub add_packages: Vec<String>,
     /// `--add-bootstrap-package`: more bootstrap packages.
     pub add_bootstrap_packages: Vec<String>,
+    /// `--ignore-repos`: the description's repositories are not used (only `--add-repo`
+    /// ones), as for descriptions made for the Open Build Service (`obsrepositories:/`).
+    pub ignore_repos: bool,
+    /// `--signing-key`: key files trusted for every repository, besides its own.
+    pub signing_keys: Vec<PathBuf>,
 }
 
 /// A requested package name that no repository has.
@@ -283,10 +307,14 @@ pub fn installed_packages(
 /// The result of planning.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// Debian or rpm packages.
+    pub format: PackageFormat,
     /// Debian architecture of the image.
     pub arch: String,
-    /// Repositories, resolved, in description order.
+    /// apt repositories, resolved, in description order (none for rpm).
     pub repositories: Vec<ResolvedRepo>,
+    /// rpm-md repositories, in description order (none for Debian).
+    pub rpm_repositories: Vec<RepoSpec>,
     /// Packages in install order: bootstrap phase first, Pre-Depends before dependents.
     pub packages: Vec<PlannedPackage>,
     /// True when the packages came from the lock file.
@@ -325,12 +353,7 @@ impl Plan {
 
     /// Download every package into `cache` (verified by sha256), returning the cache paths in
     /// plan order.
-    pub fn download(
-        &self,
-        cache: &Cache,
-        fetcher: &Fetcher,
-        credentials: &[Option<crate::apt::fetch::Credentials>],
-    ) -> Result<Vec<PathBuf>, PlanError> {
+    pub fn download(&self, cache: &Cache, fetcher: &Fetcher) -> Result<Vec<PathBuf>, PlanError> {
         let mut items = Vec::with_capacity(self.packages.len());
         for p in &self.packages {
             let digest: Sha256Digest = p.sha256.parse().map_err(|_| PlanError::Incomplete {
@@ -342,8 +365,10 @@ impl Plan {
             let creds = self
                 .repositories
                 .iter()
-                .position(|r| r.spec.name() == p.repository)
-                .and_then(|i| credentials.get(i).cloned().flatten());
+                .map(|r| &r.spec)
+                .chain(&self.rpm_repositories)
+                .find(|r| r.name() == p.repository)
+                .and_then(|r| r.credentials.clone());
             items.push(Download {
                 url: p.url.clone(),
                 expected: crate::apt::cache::Expected {
@@ -377,21 +402,34 @@ pub fn repository_specs(
     image: &ResolvedImage,
     overrides: &Overrides,
 ) -> Result<Vec<RepoSpec>, PlanError> {
+    let format = package_format(image);
     let mut specs = Vec::new();
-    for r in &image.repositories {
+    let described = if overrides.ignore_repos {
+        &[][..]
+    } else {
+        &image.repositories[..]
+    };
+    for r in described {
         let location = Loc::describe(&r.loc);
-        if r.kind != "apt-deb" {
+        if r.kind != format.repository_type() {
             return Err(PlanError::Unsupported {
                 location,
                 message: format!(
-                    "repository type {:?} is not supported yet (only apt-deb)",
-                    r.kind
+                    "repository type {:?} is not supported with {} (only {})",
+                    r.kind,
+                    format.manager(image),
+                    format.repository_type()
                 ),
             });
         }
-        let mut spec = RepoSpec::new(r.source.clone());
+        let source = match format {
+            PackageFormat::Deb => r.source.clone(),
+            PackageFormat::Rpm => rpm::expand_source(&r.source, image, &location)?,
+        };
+        let mut spec = RepoSpec::new(source);
         spec.alias.clone_from(&r.alias);
         spec.repo_type.clone_from(&r.kind);
+        spec.sourcetype = r.attributes.get("sourcetype").cloned();
         spec.distribution.clone_from(&r.distribution);
         if !r.components.is_empty() {
             spec.components.clone_from(&r.components);
@@ -413,8 +451,15 @@ pub fn repository_specs(
         spec.imageonly = r.imageonly;
         specs.push(spec);
     }
+    let rpm_typed = |t: &str, mut spec: RepoSpec| {
+        // A tuple without a type takes the package manager's kind.
+        if format == PackageFormat::Rpm && t.split(',').nth(1).is_none_or(str::is_empty) {
+            spec.repo_type = "rpm-md".into();
+        }
+        spec
+    };
     if let Some(t) = &overrides.set_repo {
-        let spec = RepoSpec::parse_tuple(t)?;
+        let spec = rpm_typed(t, RepoSpec::parse_tuple(t)?);
         if specs.is_empty() {
             specs.push(spec);
         } else {
@@ -422,12 +467,70 @@ pub fn repository_specs(
         }
     }
     for t in &overrides.add_repos {
-        specs.push(RepoSpec::parse_tuple(t)?);
+        specs.push(rpm_typed(t, RepoSpec::parse_tuple(t)?));
+    }
+    for spec in &mut specs {
+        for k in &overrides.signing_keys {
+            spec.signing_keys.push(format!("file:{}", k.display()));
+        }
     }
     for s in &specs {
-        s.check_supported()?;
+        match format {
+            PackageFormat::Deb => s.check_supported()?,
+            PackageFormat::Rpm => rpm::check_spec(s)?,
+        }
     }
     Ok(specs)
+}
+
+/// Which kind of packages an image is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageFormat {
+    /// Debian packages from apt repositories (`<packagemanager>apt</packagemanager>`).
+    Deb,
+    /// rpm packages from rpm-md repositories (zypper, dnf, dnf4, dnf5, microdnf, yum).
+    Rpm,
+}
+
+impl PackageFormat {
+    /// The KIWI repository type this format reads.
+    pub fn repository_type(self) -> &'static str {
+        match self {
+            PackageFormat::Deb => "apt-deb",
+            PackageFormat::Rpm => "rpm-md",
+        }
+    }
+
+    /// The package manager `image` names (or the one its repositories imply).
+    fn manager(self, image: &ResolvedImage) -> String {
+        image.preferences.packagemanager.as_ref().map_or_else(
+            || match self {
+                PackageFormat::Deb => "apt".into(),
+                PackageFormat::Rpm => "zypper".into(),
+            },
+            |p| p.value.clone(),
+        )
+    }
+}
+
+/// The package managers imgbuild's rpm engine stands in for, as KIWI names them.
+pub const RPM_MANAGERS: &[&str] = &["zypper", "dnf", "dnf4", "dnf5", "microdnf", "yum"];
+
+/// The package format of `image`: its `<packagemanager>`; without one, KIWI's default
+/// (zypper) unless a repository is an apt one.
+pub fn package_format(image: &ResolvedImage) -> PackageFormat {
+    match image
+        .preferences
+        .packagemanager
+        .as_ref()
+        .map(|p| p.value.as_str())
+    {
+        Some(pm) if RPM_MANAGERS.contains(&pm) => PackageFormat::Rpm,
+        Some(_) => PackageFormat::Deb,
+        None if image.repositories.iter().any(|r| r.kind == "apt-deb") => PackageFormat::Deb,
+        None if image.repositories.is_empty() => PackageFormat::Deb,
+        None => PackageFormat::Rpm,
+    }
 }
 
 /// Fail, before any work, with every blocker of `image` and the command-line repositories
@@ -495,37 +598,55 @@ fn check_arch(arch: &str) -> Result<(), PlanError> {
 /// when `--set-repo` replaces it), and no repository at all.
 pub fn blockers(image: &ResolvedImage, overrides: &Overrides) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let format = package_format(image);
     if let Some(pm) = &image.preferences.packagemanager
         && pm.value != "apt"
         && pm.value != "apt-get"
+        && !RPM_MANAGERS.contains(&pm.value.as_str())
     {
         out.push(Diagnostic::new(
             pm.loc.clone().unwrap_or_else(|| image.loc.clone()),
             "packagemanager",
             format!(
-                "{} is not supported yet (imgbuild installs Debian packages with apt)",
-                pm.value
+                "{} is not supported (imgbuild installs Debian packages for apt and rpm packages for {})",
+                pm.value,
+                RPM_MANAGERS.join(", ")
             ),
         ));
     }
-    let replaced = usize::from(overrides.set_repo.is_some());
+    let replaced = if overrides.ignore_repos {
+        image.repositories.len()
+    } else {
+        usize::from(overrides.set_repo.is_some())
+    };
     for r in image.repositories.iter().skip(replaced) {
         let loc = r.loc.clone().unwrap_or_else(|| image.loc.clone());
-        if r.kind != "apt-deb" {
+        if r.kind != format.repository_type() {
             out.push(Diagnostic::new(
                 loc.clone(),
                 "repository@type",
-                format!("{:?} is not supported yet (only apt-deb)", r.kind),
+                format!(
+                    "{:?} is not supported with {} (only {})",
+                    r.kind,
+                    format.manager(image),
+                    format.repository_type()
+                ),
             ));
+            continue;
         }
         let mut spec = RepoSpec::new(r.source.clone());
         spec.alias.clone_from(&r.alias);
-        match spec.check_supported() {
-            Err(crate::apt::repo::RepoError::Source {
+        spec.repo_type.clone_from(&r.kind);
+        let checked = match format {
+            PackageFormat::Deb => spec.check_supported().map_err(PlanError::from),
+            PackageFormat::Rpm => rpm::check_spec(&spec),
+        };
+        match checked {
+            Err(PlanError::Repo(crate::apt::repo::RepoError::Source {
                 source_path,
                 message,
                 ..
-            }) => out.push(Diagnostic::new(
+            })) => out.push(Diagnostic::new(
                 loc,
                 "source@path",
                 format!("{source_path:?}: {message}"),
@@ -534,22 +655,34 @@ pub fn blockers(image: &ResolvedImage, overrides: &Overrides) -> Vec<Diagnostic>
             Ok(()) => {}
         }
     }
+    if format == PackageFormat::Rpm {
+        out.extend(rpm::blockers(image));
+    }
     // A derived image that adds no packages needs no repository; anything else does.
     let (boot, img) = requests(image, overrides);
     let needs_repository =
         image.build_type.derived_from.is_empty() || !boot.is_empty() || !img.is_empty();
     if needs_repository
-        && image.repositories.is_empty()
+        && (image.repositories.is_empty() || overrides.ignore_repos)
         && overrides.set_repo.is_none()
         && overrides.add_repos.is_empty()
     {
         out.push(Diagnostic::new(
             image.loc.clone(),
             "image",
-            "no <repository>: there is nothing to install packages from; add a \
+            match format {
+                PackageFormat::Deb => {
+                    "no <repository>: there is nothing to install packages from; add a \
              <repository type=\"apt-deb\"> element, or pass \
              --add-repo SOURCE,apt-deb,ALIAS,,,,,main,DISTRIBUTION"
-                .into(),
+                        .into()
+                }
+                PackageFormat::Rpm => {
+                    "no <repository>: there is nothing to install packages from; add a \
+             <repository type=\"rpm-md\"> element, or pass --add-repo SOURCE,rpm-md,ALIAS"
+                        .into()
+                }
+            },
         ));
     }
     out
@@ -660,6 +793,9 @@ fn plan_with(
     base: Option<&[InstalledPackage]>,
 ) -> Result<Plan, PlanError> {
     check_supported(image, overrides)?;
+    if package_format(image) == PackageFormat::Rpm {
+        return rpm::plan(image, overrides, opts, cache, fetcher, base);
+    }
     let arch = debian_arch(&image.arch);
     let specs = repository_specs(image, overrides)?;
     let (boot, img) = requests(image, overrides);
@@ -712,8 +848,10 @@ fn plan_with(
             packages.push(planned(p, meta, Phase::Image)?);
         }
         return Ok(Plan {
+            format: PackageFormat::Deb,
             arch,
             repositories,
+            rpm_repositories: Vec::new(),
             packages,
             from_lock: false,
             inputs,
@@ -754,8 +892,10 @@ fn plan_with(
         }
     }
     Ok(Plan {
+        format: PackageFormat::Deb,
         arch,
         repositories,
+        rpm_repositories: Vec::new(),
         packages,
         from_lock: false,
         inputs,
@@ -899,8 +1039,10 @@ fn from_lock(
     // The lock keeps install order; a stable sort only guards the phase boundary.
     packages.sort_by_key(|p| p.phase);
     Ok(Plan {
+        format: PackageFormat::Deb,
         arch,
         repositories,
+        rpm_repositories: Vec::new(),
         packages,
         from_lock: true,
         inputs,

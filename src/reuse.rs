@@ -174,9 +174,13 @@ pub fn inputs_key(inputs: &BuildInputs<'_>) -> Result<InputsKey, ReuseError> {
     w.str("tool", &inputs.tool);
     key_description(&mut w, inputs);
     key_description_files(&mut w, inputs)?;
-    key_options(&mut w, inputs);
-    let repos = key_repositories(&mut w, inputs)?;
-    key_package_set(&mut w, inputs, &repos)?;
+    key_options(&mut w, inputs)?;
+    if plan::package_format(inputs.image) == plan::PackageFormat::Rpm {
+        key_rpm_packages(&mut w, inputs)?;
+    } else {
+        let repos = key_repositories(&mut w, inputs)?;
+        key_package_set(&mut w, inputs, &repos)?;
+    }
     if let Some(reason) = key_bases(&mut w, inputs.image, inputs.bases)? {
         return Ok(InputsKey::Unknown(reason));
     }
@@ -232,9 +236,13 @@ fn top_level_links(dir: &Path) -> Result<Vec<PathBuf>, ReuseError> {
 }
 
 /// Command-line options that shape the image, in the order given (later labels override).
-fn key_options(w: &mut KeyWriter, inputs: &BuildInputs<'_>) {
+fn key_options(w: &mut KeyWriter, inputs: &BuildInputs<'_>) -> Result<(), ReuseError> {
     let o = inputs.overrides;
     w.str("set-repo", o.set_repo.as_deref().unwrap_or("\0none"));
+    w.str("ignore-repos", if o.ignore_repos { "yes" } else { "no" });
+    for k in &o.signing_keys {
+        w.followed("signing-key", k, &[])?;
+    }
     for (tag, list) in [
         ("add-repo", &o.add_repos),
         ("add-package", &o.add_packages),
@@ -256,6 +264,7 @@ fn key_options(w: &mut KeyWriter, inputs: &BuildInputs<'_>) {
         &c.source_date_epoch
             .map_or_else(|| "\0none".to_string(), |e| e.to_string()),
     );
+    Ok(())
 }
 
 /// The repositories as resolved (`apt-host:/` through this host's sources), with their keys;
@@ -300,6 +309,36 @@ fn key_package_set(
         let f = f?;
         w.str("release-url", &f.url);
         w.field("release", &f.raw);
+    }
+    Ok(())
+}
+
+/// The rpm side of the repositories and package set: each repository as specified with its
+/// key files, then the lock, or each repository's signed `repomd.xml` as fetched and verified
+/// now (it names the checksum of every metadata file, so it decides the package set).
+fn key_rpm_packages(w: &mut KeyWriter, inputs: &BuildInputs<'_>) -> Result<(), ReuseError> {
+    let specs = plan::repository_specs(inputs.image, inputs.overrides)?;
+    for s in &specs {
+        w.str("rpm-repo", &format!("{s:?}"));
+        for k in s.signing_key_paths().map_err(PlanError::from)? {
+            w.followed("keyring", &k, &[])?;
+        }
+    }
+    let lock = &inputs.plan.lock_path;
+    if !inputs.plan.ignore_lock && lock.exists() {
+        w.field("lock", &std::fs::read(lock).map_err(|e| io(lock, e))?);
+        return Ok(());
+    }
+    let opts = PlanOptions {
+        progress: Progress::Quiet,
+        ..inputs.plan.clone()
+    };
+    let (cache, fetcher) = plan::open_cache(&opts)?;
+    let ctx = crate::rpm::repo::RpmContext::new(&cache, &fetcher, &inputs.image.dir);
+    for (i, s) in specs.iter().enumerate().filter(|(_, s)| !s.imageonly) {
+        let meta = crate::rpm::repo::fetch_metadata(s, i, &ctx).map_err(PlanError::from)?;
+        w.str("repomd-url", &meta.repomd_url);
+        w.str("repomd", &meta.repomd_digest.to_hex());
     }
     Ok(())
 }

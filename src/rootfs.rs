@@ -13,6 +13,8 @@ pub mod prepare;
 pub mod prepared;
 pub mod profile;
 pub mod remove;
+pub mod rpmdb;
+pub mod rpminstall;
 pub mod sources;
 pub mod users;
 

@@ -3,5 +3,12 @@
 //! and `.rpm` reading. Like [`crate::apt`], it never touches a root tree except through
 //! [`crate::confine`]; downloads go through the same content-addressed cache and fetcher.
 
+pub mod deps;
+pub mod header;
 pub mod package;
+pub mod payload;
+pub mod primary;
+pub mod repo;
+pub mod repomd;
+pub mod solver;
 pub mod version;

@@ -42,6 +42,9 @@ pub enum SbomError {
     /// The kept lock file is unreadable.
     #[error(transparent)]
     Lock(#[from] PreparedError),
+    /// The rpm database could not be read.
+    #[error(transparent)]
+    RpmDb(#[from] crate::rootfs::rpmdb::RpmDbError),
 }
 
 /// One installed package as the SBOM lists it.
@@ -65,6 +68,22 @@ pub struct SbomPackage {
     /// Names of installed packages this one depends on (`Depends`, `Pre-Depends`; virtual
     /// names resolved to their installed providers).
     pub depends: Vec<String>,
+    /// Whose package it is: decides its package URL and supplier.
+    pub ecosystem: Ecosystem,
+}
+
+/// The packaging world a package comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ecosystem {
+    /// A Debian package (`pkg:deb/debian/…`).
+    Debian,
+    /// An rpm package, with its vendor as rpm records it (`openSUSE`, `SUSE LLC <…>`, …).
+    Rpm {
+        /// `VENDOR`, when recorded.
+        vendor: Option<String>,
+        /// `EPOCH`, when it has one.
+        epoch: Option<u32>,
+    },
 }
 
 /// What the document describes.
@@ -213,6 +232,12 @@ pub fn license_expression(short: &str) -> (String, Vec<String>) {
 /// lock file (when present), sorted by name and architecture.
 pub fn collect(root: &Path) -> Result<Vec<SbomPackage>, SbomError> {
     let status = root.join("var/lib/dpkg/status");
+    if !status.exists() {
+        let rpms = collect_rpm(root)?;
+        if !rpms.is_empty() {
+            return Ok(rpms);
+        }
+    }
     let text = std::fs::read_to_string(&status).map_err(|source| SbomError::Io {
         path: status.clone(),
         source,
@@ -290,9 +315,73 @@ pub fn collect(root: &Path) -> Result<Vec<SbomPackage>, SbomError> {
             licenses,
             sha256,
             depends: depends.into_iter().collect(),
+            ecosystem: Ecosystem::Debian,
         });
     }
     out.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+    Ok(out)
+}
+
+/// The installed packages of a root without dpkg, from its rpm database, with their license
+/// tags and the kept lock's sha256 of each `.rpm`.
+fn collect_rpm(root: &Path) -> Result<Vec<SbomPackage>, SbomError> {
+    let installed = crate::rootfs::rpmdb::installed(root)?;
+    let mut sums: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    if let Some(lock) = PreparedRoot::new(root).lock()? {
+        for l in lock.packages {
+            sums.insert((l.name, l.version, l.architecture), l.sha256);
+        }
+    }
+    let mut providers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for p in &installed {
+        providers.entry(&p.name).or_default().insert(&p.name);
+        for v in &p.provides {
+            providers.entry(v).or_default().insert(&p.name);
+        }
+    }
+    let mut out = Vec::with_capacity(installed.len());
+    for p in &installed {
+        let version = p.evr();
+        // `name-version-release.src.rpm`: the source name is what precedes the last two dashes.
+        let (source, source_version) = p
+            .sourcerpm
+            .as_deref()
+            .and_then(|s| s.strip_suffix(".rpm"))
+            .and_then(|s| s.rsplit_once('.'))
+            .and_then(|(nvr, _)| {
+                let (nv, rel) = nvr.rsplit_once('-')?;
+                let (n, v) = nv.rsplit_once('-')?;
+                Some((n.to_string(), format!("{v}-{rel}")))
+            })
+            .unwrap_or_else(|| (p.name.clone(), version.clone()));
+        let mut depends = BTreeSet::new();
+        for r in &p.requires {
+            if let Some(names) = providers.get(r.as_str()) {
+                depends.extend(
+                    names
+                        .iter()
+                        .filter(|n| **n != p.name)
+                        .map(ToString::to_string),
+                );
+            }
+        }
+        out.push(SbomPackage {
+            sha256: sums
+                .get(&(p.name.clone(), version.clone(), p.arch.clone()))
+                .cloned(),
+            name: p.name.clone(),
+            version,
+            architecture: p.arch.clone(),
+            source,
+            source_version,
+            licenses: (!p.license.is_empty()).then(|| vec![p.license.clone()]),
+            depends: depends.into_iter().collect(),
+            ecosystem: Ecosystem::Rpm {
+                vendor: p.vendor.clone(),
+                epoch: p.epoch,
+            },
+        });
+    }
     Ok(out)
 }
 
@@ -323,6 +412,34 @@ fn purl_encode(s: &str) -> String {
     out
 }
 
+/// The package URL of `p`: `pkg:deb/debian/…` or `pkg:rpm/<vendor>/…` (the vendor's first
+/// word, lower-cased, as the purl spec's `opensuse`, `fedora`), with the epoch as a qualifier.
+pub fn package_url(p: &SbomPackage) -> String {
+    match &p.ecosystem {
+        Ecosystem::Debian => purl(&p.name, &p.version, &p.architecture),
+        Ecosystem::Rpm { vendor, epoch } => {
+            let namespace = vendor
+                .as_deref()
+                .and_then(|v| v.split(|c: char| !c.is_ascii_alphanumeric()).next())
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{}/", purl_encode(&v.to_ascii_lowercase())))
+                .unwrap_or_default();
+            // The version qualifier carries no epoch: purl's `epoch` qualifier does.
+            let version = p
+                .version
+                .split_once(':')
+                .map_or(p.version.as_str(), |(_, v)| v);
+            let epoch = epoch.map(|e| format!("&epoch={e}")).unwrap_or_default();
+            format!(
+                "pkg:rpm/{namespace}{}@{}?arch={}{epoch}",
+                purl_encode(&p.name),
+                purl_encode(version),
+                purl_encode(&p.architecture)
+            )
+        }
+    }
+}
+
 /// The package URL of a Debian package.
 pub fn purl(name: &str, version: &str, arch: &str) -> String {
     format!(
@@ -331,6 +448,25 @@ pub fn purl(name: &str, version: &str, arch: &str) -> String {
         purl_encode(version),
         purl_encode(arch)
     )
+}
+
+/// The SPDX supplier of `p`: Debian, or the rpm's vendor (NOASSERTION when it has none).
+fn supplier(p: &SbomPackage) -> String {
+    match &p.ecosystem {
+        Ecosystem::Debian => "Organization: Debian".into(),
+        Ecosystem::Rpm {
+            vendor: Some(v), ..
+        } => {
+            // An SPDX organization is `name (email)`; rpm vendors write `name <email>`.
+            let name = v.split('<').next().unwrap_or(v).trim();
+            if name.is_empty() {
+                "NOASSERTION".into()
+            } else {
+                format!("Organization: {name}")
+            }
+        }
+        Ecosystem::Rpm { .. } => "NOASSERTION".into(),
+    }
 }
 
 /// A valid SPDX id fragment (`[A-Za-z0-9.-]`) for a package name.
@@ -439,13 +575,16 @@ pub fn document(image: &ImageInfo, packages: &[SbomPackage]) -> Value {
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": declared,
             "copyrightText": "NOASSERTION",
-            "supplier": "Organization: Debian",
-            "sourceInfo": format!("built from Debian source package {} version {}", p.source, p.source_version),
+            "supplier": supplier(p),
+            "sourceInfo": match &p.ecosystem {
+                Ecosystem::Debian => format!("built from Debian source package {} version {}", p.source, p.source_version),
+                Ecosystem::Rpm { .. } => format!("built from source rpm {} version {}", p.source, p.source_version),
+            },
             "summary": format!("architecture {}", p.architecture),
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
-                "referenceLocator": purl(&p.name, &p.version, &p.architecture),
+                "referenceLocator": package_url(p),
             }],
         });
         if let Some(sum) = &p.sha256 {

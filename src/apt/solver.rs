@@ -597,7 +597,7 @@ impl Universe {
 }
 
 /// Strongly connected components, dependencies before dependents (Tarjan's order).
-fn tarjan(n: usize, edges: &[Vec<(usize, bool)>]) -> Vec<Vec<usize>> {
+pub(crate) fn tarjan(n: usize, edges: &[Vec<(usize, bool)>]) -> Vec<Vec<usize>> {
     struct St<'a> {
         edges: &'a [Vec<(usize, bool)>],
         index: Vec<Option<usize>>,

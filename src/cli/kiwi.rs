@@ -206,9 +206,6 @@ pub enum SystemCommand {
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "KIWI options imgbuild refuses (with the reason)")]
 pub struct RefusedArgs {
-    /// Refused: the description's repositories are always used (--set-repo replaces the first).
-    #[arg(long)]
-    pub ignore_repos: bool,
     /// Refused: the description's repositories are always used.
     #[arg(long)]
     pub ignore_repos_used_for_build: bool,
@@ -224,9 +221,6 @@ pub struct RefusedArgs {
     /// Refused: set `<release-version>` in the description.
     #[arg(long, value_name = "VERSION")]
     pub set_release_version: Option<String>,
-    /// Refused: name keys in the repository's `<signing key=…>` or the --add-repo tuple.
-    #[arg(long, value_name = "FILE")]
-    pub signing_key: Vec<PathBuf>,
     /// Refused: install certificates from config.sh or an overlay file.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
@@ -238,12 +232,6 @@ pub struct RefusedArgs {
 impl RefusedArgs {
     fn check(&self) {
         let mut refused = Vec::new();
-        if self.ignore_repos {
-            refused.push((
-                "--ignore-repos",
-                "the description's repositories are always used; --set-repo replaces the first",
-            ));
-        }
         if self.ignore_repos_used_for_build {
             refused.push((
                 "--ignore-repos-used-for-build",
@@ -266,12 +254,6 @@ impl RefusedArgs {
             refused.push((
                 "--set-release-version",
                 "set <release-version> in the description",
-            ));
-        }
-        if !self.signing_key.is_empty() {
-            refused.push((
-                "--signing-key",
-                "name the key in the repository's <signing key=…> or in the --add-repo tuple",
             ));
         }
         if !self.ca_cert.is_empty() || self.ca_target_distribution.is_some() {

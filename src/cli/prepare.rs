@@ -66,6 +66,14 @@ pub struct PackageArgs {
     /// Replace the first repository (KIWI's 11-field tuple: source,type,alias,priority,…).
     #[arg(long, value_name = "TUPLE")]
     pub set_repo: Option<String>,
+    /// Trust this OpenPGP key file for every repository's signed metadata, besides the keys
+    /// the description names (KIWI's option; repeatable).
+    #[arg(long = "signing-key", value_name = "FILE")]
+    pub signing_keys: Vec<PathBuf>,
+    /// Use none of the description's repositories, only those given with --add-repo (for
+    /// descriptions written for the Open Build Service, whose `obsrepositories:/` it fills in).
+    #[arg(long)]
+    pub ignore_repos: bool,
     /// Add a repository (KIWI's tuple; repeatable).
     #[arg(long = "add-repo", value_name = "TUPLE")]
     pub add_repos: Vec<String>,
@@ -104,6 +112,8 @@ impl PackageArgs {
             apt_dir: PathBuf::from(imgbuild::apt::hostsources::DEFAULT_APT_DIR),
             overrides: Overrides {
                 set_repo: self.set_repo,
+                ignore_repos: self.ignore_repos,
+                signing_keys: self.signing_keys,
                 add_repos: self.add_repos,
                 add_packages: self.add_packages,
                 add_bootstrap_packages: self.add_bootstrap_packages,

@@ -176,6 +176,15 @@ pub(crate) fn check(image: &Node, out: &mut Vec<Diagnostic>, warnings: &mut Vec<
                             e.map_or(String::new(), |e| format!(" ({e})"))
                         ),
                     };
+                    // `%RELEASE%` and its kin are filled in by the Open Build Service before
+                    // KIWI reads the description; say so, since that is where they come from.
+                    let message = if shown.contains('%') {
+                        format!(
+                            "{message}; %…% variables are substituted by the Open Build Service before KIWI runs: replace them with values"
+                        )
+                    } else {
+                        message
+                    };
                     out.push(Diagnostic::new(
                         a.loc.clone(),
                         &format!("containerconfig@{}", a.written_name()),

@@ -341,6 +341,9 @@ pub struct Packages {
     pub uninstall: PackageSet,
     /// `patternType` of the image sections (default onlyRequired).
     pub pattern_type: String,
+    /// `patternType` of the bootstrap sections (default onlyRequired): KIWI reads it apart
+    /// from the image sections' (`plusRecommended` installs the bootstrap set's recommends).
+    pub bootstrap_pattern_type: String,
     /// `bootstrap_package` of a bootstrap section.
     pub bootstrap_package: Option<String>,
 }
@@ -628,15 +631,21 @@ impl Description {
 
         let mut packages = Packages {
             pattern_type: "onlyRequired".into(),
+            bootstrap_pattern_type: "onlyRequired".into(),
             ..Packages::default()
         };
         let mut pattern_set = false;
+        let mut bootstrap_pattern_set = false;
         for sec in t.children_named("packages").filter(|n| applies(n)) {
             let kind = sec.get("type").unwrap_or_default();
             let set = match kind {
                 "bootstrap" => {
                     if packages.bootstrap_package.is_none() {
                         packages.bootstrap_package = owned(sec.get("bootstrap_package"));
+                    }
+                    if !bootstrap_pattern_set && let Some(p) = sec.get("patternType") {
+                        packages.bootstrap_pattern_type = p.to_string();
+                        bootstrap_pattern_set = true;
                     }
                     &mut packages.bootstrap
                 }

@@ -56,6 +56,14 @@ impl BaseSource {
         if p.is_dir() {
             return Ok(BaseSource::OciLayout(p, None));
         }
+        if uri.starts_with("obs:") || uri.starts_with("obsrepositories:") {
+            return Err(ImageError::Option {
+                option: "derived_from".into(),
+                reason: format!(
+                    "{uri}: images of the Open Build Service are resolved by the build service, which imgbuild does not reach; use docker://, oci-archive:, docker-archive: or oci: with the base image"
+                ),
+            });
+        }
         if uri.contains("://") {
             return Err(ImageError::Option {
                 option: "derived_from".into(),

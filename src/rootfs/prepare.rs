@@ -29,11 +29,11 @@ use super::install::{self, InstallError};
 use super::overlay::{self, OverlayError};
 use super::prepared::{EpochRecord, PreparedError, PreparedRoot};
 use super::remove::{self, RemoveError};
+use super::rpminstall::{self, RpmInstallError, RpmInstallOptions};
 use super::sources::{self, SourcesError};
 use super::{RootfsError, skeleton};
-use crate::apt::fetch::Credentials;
 use crate::description::{Description, PackageSet, ResolvedImage};
-use crate::plan::{self, Overrides, Phase, Plan, PlanError, PlanOptions};
+use crate::plan::{self, Overrides, PackageFormat, Phase, Plan, PlanError, PlanOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,6 +67,9 @@ pub enum PrepareError {
     /// Installing packages failed.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// Installing rpm packages failed.
+    #[error(transparent)]
+    RpmInstall(Box<RpmInstallError>),
     /// The base step of a derived image failed (see [`BaseStep`]).
     #[error(transparent)]
     Base(#[from] BaseError),
@@ -88,6 +91,12 @@ pub enum PrepareError {
     /// The description, selection or lock could not be kept in `/image`.
     #[error(transparent)]
     Kept(#[from] PreparedError),
+}
+
+impl From<RpmInstallError> for PrepareError {
+    fn from(e: RpmInstallError) -> Self {
+        PrepareError::RpmInstall(Box::new(e))
+    }
 }
 
 /// Options of `prepare` (KIWI's `system prepare`).
@@ -195,14 +204,7 @@ pub fn prepare(
         Ok::<_, PlanError>((cache, fetcher, the_plan))
     })?;
 
-    let paths = steps.run("download", || {
-        let creds: Vec<Option<Credentials>> = the_plan
-            .repositories
-            .iter()
-            .map(|r| r.spec.credentials.clone())
-            .collect();
-        the_plan.download(&cache, &fetcher, &creds)
-    })?;
+    let paths = steps.run("download", || the_plan.download(&cache, &fetcher))?;
     let debs = |phase: Phase| -> Vec<PathBuf> {
         the_plan
             .packages
@@ -213,10 +215,29 @@ pub fn prepare(
             .collect()
     };
 
+    let rpm = the_plan.format == PackageFormat::Rpm;
+    let rpm_opts = RpmInstallOptions {
+        exclude_docs: image
+            .preferences
+            .rpm_excludedocs
+            .as_ref()
+            .is_some_and(|d| d.value),
+        verbose: opts.verbose,
+        epoch: if rpm {
+            rpminstall::packages_epoch(&paths).seconds
+        } else {
+            0
+        },
+    };
     if !derived {
         steps.run("bootstrap", || {
-            skeleton(root, &the_plan.arch)?;
-            install::install(root, &debs(Phase::Bootstrap), opts.verbose)?;
+            if rpm {
+                // rpm packages lay out the root themselves (`filesystem`).
+                rpminstall::install(root, &debs(Phase::Bootstrap), &rpm_opts)?;
+            } else {
+                skeleton(root, &the_plan.arch)?;
+                install::install(root, &debs(Phase::Bootstrap), opts.verbose)?;
+            }
             Ok::<_, PrepareError>(())
         })?;
         if let Some(script) = hooks::hook(&image.dir, "post_bootstrap.sh") {
@@ -236,20 +257,37 @@ pub fn prepare(
     let image_debs = debs(Phase::Image);
     if !image_debs.is_empty() {
         steps.run("install", || {
-            install::install(root, &image_debs, opts.verbose)
+            if rpm {
+                rpminstall::install(root, &image_debs, &rpm_opts).map(drop)?;
+            } else {
+                install::install(root, &image_debs, opts.verbose).map(drop)?;
+            }
+            Ok::<_, PrepareError>(())
         })?;
     }
 
     // The packages' date, before a hook can remove what it is read from.
-    let epoch = install::packages_epoch(root, &paths);
+    let epoch = if rpm {
+        rpminstall::packages_epoch(&paths)
+    } else {
+        install::packages_epoch(root, &paths)
+    };
     PreparedRoot::new(root).write_epoch(&epoch)?;
 
-    steps.run("configure", || configure(root, image, &the_plan, opts))?;
+    steps.run("configure", || {
+        configure(root, image, &the_plan, opts, epoch.seconds)
+    })?;
 
     let (uninstall, delete) = removals(image, opts);
     if !uninstall.is_empty() || !delete.is_empty() {
         steps.run("remove", || {
-            remove::remove_packages(root, &uninstall, &delete, opts.verbose)
+            if rpm {
+                rpminstall::remove_packages(root, &uninstall, &delete, &rpm_opts)
+                    .map_err(PrepareError::from)
+            } else {
+                remove::remove_packages(root, &uninstall, &delete, opts.verbose)
+                    .map_err(PrepareError::from)
+            }
         })?;
     }
 
@@ -310,13 +348,19 @@ fn configure(
     image: &ResolvedImage,
     the_plan: &Plan,
     opts: &PrepareOptions,
+    epoch: u64,
 ) -> Result<(), PrepareError> {
     overlay::overlay(root, image)?;
     files::users(root, image, opts.verbose)?;
     let vars = files::profile(root, image)?;
     files::locale_and_timezone(root, image)?;
     files::description_files(root, image, opts.verbose)?;
-    sources::image_sources(root, the_plan)?;
+    let manager = image
+        .preferences
+        .packagemanager
+        .as_ref()
+        .map_or("zypper", |p| p.value.as_str());
+    sources::image_sources(root, the_plan, manager, epoch)?;
     if let Some(script) = hooks::hook(&image.dir, "config.sh") {
         hooks::run_hook(
             root,

@@ -1,5 +1,7 @@
-//! The image's own apt sources: `imageinclude` repositories written into the root as deb822
-//! `.sources` files, so that `apt-get` in the finished image uses them.
+//! The image's own package sources: `imageinclude` repositories written into the root as deb822
+//! `.sources` files, so that `apt-get` in the finished image uses them; for rpm images as
+//! `.repo` files for the image's zypper (`/etc/zypp/repos.d`) or dnf (`/etc/yum.repos.d`), with
+//! every repository's signing keys imported into the image's rpm database, as KIWI does.
 
 use crate::confine::{ConfineError, Root};
 use crate::plan::Plan;
@@ -24,6 +26,9 @@ pub enum SourcesError {
         /// What went wrong (the error names the file).
         source: ConfineError,
     },
+    /// A signing key could not be imported into the image's rpm database.
+    #[error(transparent)]
+    RpmDb(#[from] super::rpmdb::RpmDbError),
     /// A repository's signing key could not be read, or a file not written.
     #[error("{path}: {source}")]
     Io {
@@ -43,11 +48,19 @@ fn io(path: &Path, source: std::io::Error) -> SourcesError {
 
 /// `imageinclude` repositories written into the image as deb822 sources. A signing key the
 /// image does not already have at the same path is copied to `/etc/apt/keyrings/`.
-pub fn image_sources(root: &Path, plan: &Plan) -> Result<(), SourcesError> {
+pub fn image_sources(
+    root: &Path,
+    plan: &Plan,
+    manager: &str,
+    epoch: u64,
+) -> Result<(), SourcesError> {
     let r = Root::open(root).map_err(|source| SourcesError::Root {
         path: root.to_path_buf(),
         source,
     })?;
+    if plan.format == crate::plan::PackageFormat::Rpm {
+        return rpm_sources(root, &r, plan, manager, epoch);
+    }
     let write = |source| SourcesError::Write {
         path: root.join("etc/apt"),
         source,
@@ -86,6 +99,86 @@ pub fn image_sources(root: &Path, plan: &Plan) -> Result<(), SourcesError> {
         let target = format!("etc/apt/sources.list.d/{name}.sources");
         let mut f = r.create_file(&target, 0o644).map_err(write)?;
         std::io::Write::write_all(&mut f, repo.sources_entry(signed_by.as_deref()).as_bytes())
+            .map_err(|source| io(&root.join(&target), source))?;
+    }
+    Ok(())
+}
+
+/// A repository name usable as a file name and `.repo` section.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The rpm side of [`image_sources`]: the signing keys of every repository imported into the
+/// image's rpm database (so the image's zypper or dnf trusts what it was built from), and a
+/// `.repo` file for each `imageinclude` repository in the place the image's package manager reads.
+fn rpm_sources(
+    root: &Path,
+    r: &Root,
+    plan: &Plan,
+    manager: &str,
+    epoch: u64,
+) -> Result<(), SourcesError> {
+    let mut keys = Vec::new();
+    for spec in &plan.rpm_repositories {
+        for k in spec.signing_key_paths().unwrap_or_default() {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    super::rpmdb::import_keys(root, &keys, epoch)?;
+    let zypper = manager == "zypper";
+    let dir = if zypper {
+        "etc/zypp/repos.d"
+    } else {
+        "etc/yum.repos.d"
+    };
+    let write = |source| SourcesError::Write {
+        path: root.join(dir),
+        source,
+    };
+    for spec in plan.rpm_repositories.iter().filter(|s| s.imageinclude) {
+        let name = file_name(&spec.name());
+        let baseurl = spec
+            .source
+            .strip_prefix("dir://")
+            .map_or_else(|| spec.source.clone(), |p| format!("file://{p}"));
+        let check = |v: Option<bool>| u8::from(v.unwrap_or(true));
+        let mut text = format!(
+            "[{name}]\nname={}\nenabled=1\nbaseurl={baseurl}\n",
+            spec.name()
+        );
+        if zypper {
+            text.push_str("autorefresh=0\ntype=rpm-md\nkeeppackages=0\n");
+            text.push_str(&format!(
+                "gpgcheck={}\nrepo_gpgcheck={}\npkg_gpgcheck={}\n",
+                check(spec.repository_gpgcheck.or(spec.package_gpgcheck)),
+                check(spec.repository_gpgcheck),
+                check(spec.package_gpgcheck)
+            ));
+        } else {
+            text.push_str(&format!(
+                "gpgcheck={}\nrepo_gpgcheck={}\n",
+                check(spec.package_gpgcheck),
+                check(spec.repository_gpgcheck)
+            ));
+        }
+        if let Some(p) = spec.priority {
+            text.push_str(&format!("priority={p}\n"));
+        }
+        r.create_dir_all(dir, 0o755).map_err(write)?;
+        let target = format!("{dir}/{name}.repo");
+        let mut f = r.create_file(&target, 0o644).map_err(write)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
             .map_err(|source| io(&root.join(&target), source))?;
     }
     Ok(())

@@ -68,9 +68,11 @@ impl Evr {
     }
 }
 
+/// `[epoch:]version[-release]` as zypper and rpm print it: an epoch of 0 is not shown, since
+/// rpm-md metadata writes `epoch="0"` for packages that have none.
 impl fmt::Display for Evr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(e) = self.epoch {
+        if let Some(e) = self.epoch.filter(|e| *e != 0) {
             write!(f, "{e}:")?;
         }
         f.write_str(&self.version)?;
@@ -246,6 +248,7 @@ mod tests {
         );
         assert_eq!(e.to_string(), "2:1.0-3.fc40");
         assert_eq!(Evr::parse("1.0").release, None);
+        assert_eq!(Evr::parse("0:1.0-1").to_string(), "1.0-1");
         assert_eq!(Evr::parse("1:9").cmp_pkg(&Evr::parse("10")), Greater);
         assert_eq!(Evr::parse("0:1.0-1").cmp_pkg(&Evr::parse("1.0-1")), Equal);
         assert_eq!(Evr::parse("1.0").cmp_dep(&Evr::parse("1.0-7")), Equal);

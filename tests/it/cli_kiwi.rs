@@ -103,8 +103,11 @@ fn unsupported_kiwi_options_are_refused_by_name_before_any_work() {
     let build = ["system", "build", "--description", &d, "--target-dir", out];
     for (extra, before, flag) in [
         (&["--set-type-attr", "a=b"][..], false, "--set-type-attr"),
-        (&["--ignore-repos"], false, "--ignore-repos"),
-        (&["--signing-key", "/k.gpg"], false, "--signing-key"),
+        (
+            &["--ignore-repos-used-for-build"],
+            false,
+            "--ignore-repos-used-for-build",
+        ),
         (&["--set-repo-credentials", "u:p"], false, "credentials"),
         (&["--ca-cert", "/c.pem"], false, "--ca-cert"),
         (
@@ -132,10 +135,10 @@ fn unsupported_kiwi_options_are_refused_by_name_before_any_work() {
     }
     // Several at once: every one named in the one error.
     let mut args = build.to_vec();
-    args.extend(["--ignore-repos", "--set-type-attr", "a=b"]);
+    args.extend(["--ignore-repos-used-for-build", "--set-type-attr", "a=b"]);
     let e = stderr(&kiwi(&args));
     assert!(
-        e.contains("--ignore-repos") && e.contains("--set-type-attr"),
+        e.contains("--ignore-repos-used-for-build") && e.contains("--set-type-attr"),
         "{e}"
     );
     for (args, flag) in [

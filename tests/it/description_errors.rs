@@ -225,6 +225,9 @@ fn every_blocker_of_a_build_is_reported_once_with_its_position() {
             "",
             r#"<repository type="rpm-md" alias="oss">
         <source path="obs://Debian:13/standard"/>
+    </repository>
+    <repository type="apt-deb" alias="deb">
+        <source path="https://deb.example/debian"/>
     </repository>"#,
         ),
     );
@@ -241,9 +244,8 @@ fn every_blocker_of_a_build_is_reported_once_with_its_position() {
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     for expected in [
-        "config.xml:10:9: packagemanager: zypper is not supported yet",
-        "config.xml:15:5: repository@type: \"rpm-md\" is not supported yet (only apt-deb)",
-        "config.xml:15:5: source@path: \"obs://Debian:13/standard\": unsupported scheme",
+        "config.xml:15:5: repository: repository oss: source \"obs://Debian:13/standard\": this source is resolved through the Open Build Service",
+        "config.xml:18:5: repository@type: \"apt-deb\" is not supported with zypper (only rpm-md)",
     ] {
         assert_eq!(err.matches(expected).count(), 1, "{expected}: {err}");
     }
