@@ -82,7 +82,9 @@ impl Client {
         }
     }
 
-    /// `HEAD /v2/REPO/blobs/DIGEST`: whether the registry has the blob.
+    /// `HEAD /v2/REPO/blobs/DIGEST`: whether the registry has the blob. A server error (5xx)
+    /// counts as absent: the check only saves an upload, and a registry restarted after a crash
+    /// answers 500 for a blob whose upload it lost half-way, which uploading again repairs.
     pub fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool> {
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base());
         let mut resp = self.send(
@@ -94,7 +96,7 @@ impl Client {
         )?;
         match resp.status().as_u16() {
             200 => Ok(true),
-            404 => Ok(false),
+            404 | 500..=599 => Ok(false),
             _ => Err(self.failed(&url, &mut resp, format!("checking blob {digest}"))),
         }
     }

@@ -184,6 +184,10 @@ fn a_zypper_description_installs_what_zypper_chooses_and_runs_in_podman() {
         zypper.join("\n  ")
     );
 
+    // dnf chooses the same for this request (where they differ, zypper is the reference).
+    let dnf = rpm_repo::dnf_choice(repo, &request, false).unwrap();
+    assert_eq!(ours, dnf, "dnf installs:\n  {}", dnf.join("\n  "));
+
     // rpm's own database: every file as the headers say, but the account files %pre edits
     // (config files, as after zypper).
     let verify = rpm_q(&root).arg("-Va").output().unwrap();
@@ -337,6 +341,24 @@ fn the_lock_rebuilds_the_same_bytes_offline() {
     let digest = |r: &serde_json::Value| r["manifest_digest"].clone();
     assert!(!digest(&first).is_null(), "{first}");
     assert_eq!(digest(&first), digest(&second));
+    // A third build of the same inputs into the first result is a no-op.
+    let again = imgbuild(t.path())
+        .arg("build")
+        .arg(&desc)
+        .arg("--target-dir")
+        .arg(&a)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--lock")
+        .arg(&lock)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("imgbuild: up to date (inputs sha256:"),
+        "{}",
+        text(&again)
+    );
     let tar = |d: &Path| {
         fs::read(crate::support::build::only_file_with_suffix(
             d,
@@ -398,4 +420,62 @@ fn a_package_that_is_not_what_the_signed_metadata_says_is_refused_with_nothing_l
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains(&bad));
     assert!(!found, "the cache kept the substituted package");
+}
+
+#[test]
+#[cfg_attr(
+    not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+)]
+fn delete_and_uninstall_sections_remove_packages_as_kiwi_does() {
+    let Some(repo) = fixture("delete_and_uninstall_sections_remove_packages_as_kiwi_does") else {
+        return;
+    };
+    let t = scratch("rpm-remove");
+    let desc = description(
+        &t.path().join("desc"),
+        repo,
+        &BOOTSTRAP,
+        &["new-tool", "config-pkg", "rich-a"],
+    );
+    // delete: forced, no scriptlets; uninstall: refused while needed, so only a leaf.
+    let config = desc.join("config.kiwi");
+    let xml = fs::read_to_string(&config).unwrap().replace(
+        "</image>",
+        "    <packages type=\"delete\">\n        <package name=\"new-tool\"/>\n        <package name=\"not-installed\"/>\n    </packages>\n    <packages type=\"uninstall\">\n        <package name=\"config-pkg\"/>\n    </packages>\n</image>",
+    );
+    fs::write(&config, xml).unwrap();
+    let root = t.path().join("root");
+    let o = prepare(
+        t.path(),
+        &desc,
+        &root,
+        &t.path().join("cache"),
+        &["--no-lock"],
+    );
+    assert!(o.status.success(), "prepare failed:\n{}", text(&o));
+    let left = installed(&root);
+    assert!(
+        !left
+            .iter()
+            .any(|p| p.starts_with("new-tool-") || p.starts_with("config-pkg-")),
+        "{left:?}"
+    );
+    assert!(left.iter().any(|p| p.starts_with("rich-a-")), "{left:?}");
+    assert!(!root.join("etc/config-pkg.conf").exists());
+    assert!(
+        text(&o).contains("not-installed is not installed"),
+        "{}",
+        text(&o)
+    );
+    // What is left verifies.
+    let verify = rpm_q(&root).arg("-Va").output().unwrap();
+    let changed: Vec<String> = String::from_utf8_lossy(&verify.stdout)
+        .lines()
+        .filter(|l| {
+            !l.ends_with("/etc/passwd") && !l.ends_with("/etc/group") && !l.ends_with("/etc/shadow")
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(changed.is_empty(), "rpm -Va: {changed:?}");
 }
