@@ -75,7 +75,7 @@ PEER
 "$BIN" build "$W/desc" --no-lock --cache-dir "$W/cache" --target-dir "$W/warm" >/dev/null 2>"$W/warm.log" ||
   { tail -n 20 "$W/warm.log" >&2; exit 1; }
 bash "$W/peer.sh" || { echo "the peer failed:"; tail -n 20 "$W/zypper.log" 2>/dev/null; exit 1; }
-echo "imgbuild: $(ls "$W/warm" | grep docker.tar) $(stat -c %s "$W"/warm/*.docker.tar) bytes;" \
+echo "imgbuild: $(ls "$W/warm" | grep 'docker.tar$') $(stat -c %s "$W"/warm/*.docker.tar) bytes;" \
   "peer: image.tar $(stat -c %s "$W/peer-out/image.tar") bytes"
 
 echo
