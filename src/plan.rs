@@ -1010,22 +1010,44 @@ fn from_lock(
     repositories: Vec<ResolvedRepo>,
     inputs: String,
 ) -> Result<Plan, PlanError> {
-    let mut packages = Vec::with_capacity(lock.packages.len());
-    for l in &lock.packages {
-        let repo = repositories
+    let packages = locked_packages(lock, path, |l| {
+        Ok(repositories
             .iter()
             .find(|r| r.spec.name() == l.repository)
-            .ok_or_else(|| PlanError::LockRepo {
-                path: path.to_path_buf(),
-                package: l.name.clone(),
-                alias: l.repository.clone(),
-            })?;
+            .map(|r| r.file_url(&l.filename)))
+    })?;
+    Ok(Plan {
+        format: PackageFormat::Deb,
+        arch,
+        repositories,
+        rpm_repositories: Vec::new(),
+        packages,
+        from_lock: true,
+        inputs,
+        warnings: Vec::new(),
+    })
+}
+
+/// The packages a lock file pins, in its order (phases kept apart), each downloaded from the URL
+/// `url` gives for it: `None` when the description no longer has its repository.
+fn locked_packages(
+    lock: &LockFile,
+    path: &Path,
+    url: impl Fn(&LockedPackage) -> Result<Option<String>, PlanError>,
+) -> Result<Vec<PlannedPackage>, PlanError> {
+    let mut packages = Vec::with_capacity(lock.packages.len());
+    for l in &lock.packages {
+        let url = url(l)?.ok_or_else(|| PlanError::LockRepo {
+            path: path.to_path_buf(),
+            package: l.name.clone(),
+            alias: l.repository.clone(),
+        })?;
         packages.push(PlannedPackage {
             name: l.name.clone(),
             version: l.version.clone(),
             architecture: l.architecture.clone(),
             repository: l.repository.clone(),
-            url: repo.file_url(&l.filename),
+            url,
             filename: l.filename.clone(),
             sha256: l.sha256.clone(),
             size: l.size,
@@ -1038,16 +1060,7 @@ fn from_lock(
     }
     // The lock keeps install order; a stable sort only guards the phase boundary.
     packages.sort_by_key(|p| p.phase);
-    Ok(Plan {
-        format: PackageFormat::Deb,
-        arch,
-        repositories,
-        rpm_repositories: Vec::new(),
-        packages,
-        from_lock: true,
-        inputs,
-        warnings: Vec::new(),
-    })
+    Ok(packages)
 }
 
 /// A fetcher and cache for `opts`.

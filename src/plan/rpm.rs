@@ -13,7 +13,7 @@
 
 use super::{
     InstalledPackage, Overrides, Phase, Plan, PlanError, PlanOptions, PlannedPackage,
-    UnknownPackage, debian_arch, inputs_digest, repository_specs,
+    UnknownPackage, debian_arch, inputs_digest, locked_packages, repository_specs,
 };
 use crate::apt::cache::Cache;
 use crate::apt::fetch::Fetcher;
@@ -392,33 +392,13 @@ fn from_lock(
     inputs: String,
     ctx: &RpmContext<'_>,
 ) -> Result<Plan, PlanError> {
-    let mut packages = Vec::with_capacity(lock.packages.len());
-    for l in &lock.packages {
-        let spec = specs
+    let packages = locked_packages(lock, path, |l| {
+        specs
             .iter()
             .find(|s| s.name() == l.repository)
-            .ok_or_else(|| PlanError::LockRepo {
-                path: path.to_path_buf(),
-                package: l.name.clone(),
-                alias: l.repository.clone(),
-            })?;
-        packages.push(PlannedPackage {
-            name: l.name.clone(),
-            version: l.version.clone(),
-            architecture: l.architecture.clone(),
-            repository: l.repository.clone(),
-            url: format!("{}/{}", repo::base_url(spec, ctx)?, l.filename),
-            filename: l.filename.clone(),
-            sha256: l.sha256.clone(),
-            size: l.size,
-            phase: if l.phase == "bootstrap" {
-                Phase::Bootstrap
-            } else {
-                Phase::Image
-            },
-        });
-    }
-    packages.sort_by_key(|p| p.phase);
+            .map(|spec| Ok(format!("{}/{}", repo::base_url(spec, ctx)?, l.filename)))
+            .transpose()
+    })?;
     Ok(Plan {
         format: super::PackageFormat::Rpm,
         arch,

@@ -119,14 +119,7 @@ pub fn packages_epoch(root: &Path, debs: &[PathBuf]) -> EpochRecord {
         .filter_map(|d| crate::apt::deb::built(d).ok())
         .max()
         .unwrap_or(0);
-    EpochRecord {
-        seconds: built,
-        source: if built > 0 {
-            EpochSource::PackageBuilds
-        } else {
-            EpochSource::Unknown
-        },
-    }
+    EpochRecord::from_builds(built)
 }
 
 /// What an install did.

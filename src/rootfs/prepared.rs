@@ -117,6 +117,20 @@ pub struct EpochRecord {
     pub source: EpochSource,
 }
 
+impl EpochRecord {
+    /// The newest build time of a package set (0 when none was known) and its source.
+    pub fn from_builds(built: u64) -> EpochRecord {
+        EpochRecord {
+            seconds: built,
+            source: if built > 0 {
+                EpochSource::PackageBuilds
+            } else {
+                EpochSource::Unknown
+            },
+        }
+    }
+}
+
 /// The selection a prepared root's description was resolved for, kept in `selection.json`.
 ///
 /// The fields are declared in the order the file has always listed them (sorted by name), since

@@ -16,7 +16,7 @@
 //! with root for a name that does not exist — rpm's rule.
 
 use super::install::{SCRIPT_ENV, output_tail};
-use super::prepared::{EpochRecord, EpochSource};
+use super::prepared::EpochRecord;
 use crate::confine::Root;
 use crate::rpm::header::{RpmFile, RpmFileError, Scriptlet, Scriptlets};
 use crate::rpm::payload::{self, PayloadError, PayloadOptions};
@@ -447,14 +447,7 @@ pub fn packages_epoch(rpms: &[PathBuf]) -> EpochRecord {
         .filter_map(|t| t.first().copied())
         .max()
         .unwrap_or(0);
-    EpochRecord {
-        seconds: built,
-        source: if built > 0 {
-            EpochSource::PackageBuilds
-        } else {
-            EpochSource::Unknown
-        },
-    }
+    EpochRecord::from_builds(built)
 }
 
 /// Removes `uninstall` and `delete` packages from the root, as KIWI does for rpm: `delete` ones
