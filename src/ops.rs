@@ -88,6 +88,17 @@ pub enum OpsError {
     /// The dpkg status of a derived lock's base cannot be parsed.
     #[error("the base image's var/lib/dpkg/status")]
     BaseStatus(#[source] crate::apt::control::ParseError),
+    /// The rpm database of a derived lock's base cannot be read.
+    #[error("the base image's rpm database: {0}")]
+    BaseRpmDb(Box<crate::rootfs::rpmdb::RpmDbError>),
+    /// A scratch directory (to read a base's rpm database in) could not be made or written.
+    #[error("{path}: {source}")]
+    Scratch {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The registries configuration (short names, mirrors) is unreadable or invalid.
     #[error(transparent)]
     RegistryConf(Box<crate::registry::RegistryError>),

@@ -238,9 +238,10 @@ fn pull_first(
 pub(super) fn lock_bases(
     image: &ResolvedImage,
     bases: &ImageBases,
-) -> Result<(Vec<LockedBase>, Option<String>), OpsError> {
+) -> Result<(Vec<LockedBase>, BaseDatabase), OpsError> {
     let mut locked = Vec::new();
     let mut status = None;
+    let mut rpmdb = None;
     for given in &image.build_type.derived_from {
         let given = given.trim();
         let uri = crate::rootfs::prepare::resolve_base_uri(given, &image.dir);
@@ -264,13 +265,43 @@ pub(super) fn lock_bases(
         {
             status = Some(String::from_utf8_lossy(&text).into_owned());
         }
+        for dbpath in crate::rootfs::rpmdb::DBPATHS {
+            let file = format!("{}/rpmdb.sqlite", dbpath.trim_start_matches('/'));
+            if let Some(bytes) =
+                base.read_file(&file, RPMDB_LIMIT)
+                    .map_err(|source| OpsError::DerivedFrom {
+                        uri: given.to_string(),
+                        source,
+                    })?
+            {
+                rpmdb = Some((dbpath.to_string(), bytes));
+                break;
+            }
+        }
         locked.push(LockedBase {
             uri: given.to_string(),
             digest: base.manifest_digest.clone(),
         });
     }
-    Ok((locked, status))
+    Ok((
+        locked,
+        BaseDatabase {
+            dpkg_status: status,
+            rpmdb,
+        },
+    ))
 }
+
+/// The package database of the last base that has one, as read from its layers.
+pub(super) struct BaseDatabase {
+    /// dpkg's status file.
+    pub dpkg_status: Option<String>,
+    /// The rpm database: where it was in the image, and the sqlite file.
+    pub rpmdb: Option<(String, Vec<u8>)>,
+}
+
+/// The largest rpm database read into memory (a full distribution install is a few hundred MB).
+const RPMDB_LIMIT: u64 = 1 << 30;
 
 /// The largest dpkg status file read into memory (Debian's biggest installs have a few MB).
 const STATUS_LIMIT: u64 = 256 << 20;

@@ -48,10 +48,11 @@ pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsErr
             ..req.packages.clone()
         };
         let bases = super::bases::resolve(image, &fresh, &req.packages.bases, reporter)?;
-        let (pins, status) = super::bases::lock_bases(image, &bases)?;
-        let installed = match status {
-            Some(text) => plan::installed_packages(&text).map_err(OpsError::BaseStatus)?,
-            None => Vec::new(),
+        let (pins, db) = super::bases::lock_bases(image, &bases)?;
+        let installed = match (db.dpkg_status, db.rpmdb) {
+            (Some(text), _) => plan::installed_packages(&text).map_err(OpsError::BaseStatus)?,
+            (None, Some((dbpath, bytes))) => base_rpms(&dbpath, &bytes)?,
+            (None, None) => Vec::new(),
         };
         let p = plan::plan_on_base(
             image,
@@ -73,4 +74,25 @@ pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsErr
         plan: p,
         path: opts.lock_path,
     })
+}
+
+/// The installed set of a base's rpm database (the sqlite file from its layers): written into a
+/// scratch tree at its place and read with rpm there.
+fn base_rpms(dbpath: &str, bytes: &[u8]) -> Result<Vec<plan::InstalledPackage>, OpsError> {
+    let scratch = tempfile::tempdir().map_err(|source| OpsError::Scratch {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let dir = scratch.path().join(dbpath.trim_start_matches('/'));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("rpmdb.sqlite"), bytes)
+    };
+    write().map_err(|source| OpsError::Scratch {
+        path: dir.clone(),
+        source,
+    })?;
+    let pkgs = crate::rootfs::rpmdb::installed_at(scratch.path(), dbpath)
+        .map_err(|e| OpsError::BaseRpmDb(Box::new(e)))?;
+    Ok(crate::rootfs::base::installed_rpms(&pkgs))
 }

@@ -178,12 +178,6 @@ pub(super) fn plan(
     fetcher: &Fetcher,
     base: Option<&[InstalledPackage]>,
 ) -> Result<Plan, PlanError> {
-    if base.is_some() {
-        return Err(PlanError::Unsupported {
-            location: Loc::describe(&image.build_type.loc),
-            message: "a derived image of rpm packages is not supported yet (build it from rpm-md repositories, without derived_from)".into(),
-        });
-    }
     let arch = debian_arch(&image.arch);
     let specs = repository_specs(image, overrides)?;
     let (boot, img) = requests(image, overrides);
@@ -197,7 +191,7 @@ pub(super) fn plan(
     boot_texts.push("\0format rpm".into());
     boot_texts.push(format!("\0bootstrap recommends {boot_weak}"));
     boot_texts.push(format!("\0arch {}", image.arch));
-    let inputs = inputs_digest(&arch, &specs, &boot_texts, &texts(&img), weak, None);
+    let inputs = inputs_digest(&arch, &specs, &boot_texts, &texts(&img), weak, base);
     let ctx = RpmContext::new(cache, fetcher, &image.dir);
 
     if !opts.ignore_lock && opts.lock_path.exists() {
@@ -283,6 +277,58 @@ pub(super) fn plan(
     };
     if !unknown.is_empty() {
         return Err(PlanError::UnknownPackages(unknown));
+    }
+
+    if let Some(base) = base {
+        // A derived image: the base's packages that the repositories hold are installed; only
+        // what the image packages add to them is planned. A base package the repositories do
+        // not hold stays as it is.
+        let installed: Vec<PackageId> = base
+            .iter()
+            .filter_map(|p| universe.find(&p.name, &p.architecture, &p.version))
+            .collect();
+        let have: BTreeSet<PackageId> = installed.iter().copied().collect();
+        let ids: Vec<PackageId> = if img.is_empty() {
+            Vec::new()
+        } else {
+            universe
+                .solve(&Request {
+                    install: parse(&img)?,
+                    installed,
+                    weak,
+                    excluded: excluded.clone(),
+                })
+                .map_err(|source| PlanError::RpmSolve {
+                    phase: "image",
+                    source: Box::new(source),
+                })?
+                .packages
+                .into_iter()
+                .filter(|id| !have.contains(id))
+                .collect()
+        };
+        let mut planned = Vec::with_capacity(ids.len());
+        for id in universe.install_order(&ids) {
+            let p = universe.package(id);
+            let meta = metas
+                .iter()
+                .find(|m| m.repo_index == p.repo)
+                .ok_or_else(|| PlanError::Unsupported {
+                    location: "repositories".into(),
+                    message: format!("package {} has no repository", p.nevra()),
+                })?;
+            planned.push(planned_package(p, meta, &specs[p.repo], Phase::Image)?);
+        }
+        return Ok(Plan {
+            format: super::PackageFormat::Rpm,
+            arch,
+            repositories: Vec::new(),
+            rpm_repositories: specs,
+            packages: planned,
+            from_lock: false,
+            inputs,
+            warnings: Vec::new(),
+        });
     }
 
     // KIWI installs the image packages with the image's own package manager, so it adds that

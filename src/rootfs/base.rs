@@ -24,6 +24,9 @@ pub enum BaseError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The base's rpm database could not be read.
+    #[error(transparent)]
+    RpmDb(#[from] super::rpmdb::RpmDbError),
     /// The base's dpkg database is malformed.
     #[error("{path}: {source}")]
     StatusParse {
@@ -65,13 +68,45 @@ pub fn unpack_bases(
             path: status.clone(),
             source,
         }),
-        // A base without dpkg (busybox, distroless) has nothing installed as far as apt knows.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        // A base without dpkg: an rpm one has its rpm database; without either (busybox,
+        // distroless) nothing is installed as far as a package manager knows.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => rpm_installed(root),
         Err(source) => Err(BaseError::Status {
             path: status,
             source,
         }),
     }
+}
+
+/// The packages of the rpm database in `root` (where the image's rpm keeps it, or where
+/// openSUSE and Fedora do), as the plan takes an installed set; none without a database.
+fn rpm_installed(root: &Path) -> Result<Vec<plan::InstalledPackage>, BaseError> {
+    let own = super::rpmdb::image_dbpath(root);
+    for dbpath in std::iter::once(own.as_str()).chain(super::rpmdb::DBPATHS) {
+        let db = root
+            .join(dbpath.trim_start_matches('/'))
+            .join("rpmdb.sqlite");
+        if db.is_file() {
+            return Ok(installed_rpms(&super::rpmdb::installed_at(root, dbpath)?));
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The installed set of an rpm database as the plan takes it (gpg-pubkey entries are keys).
+pub fn installed_rpms(pkgs: &[super::rpmdb::InstalledRpm]) -> Vec<plan::InstalledPackage> {
+    let mut out: Vec<plan::InstalledPackage> = pkgs
+        .iter()
+        .filter(|p| p.name != "gpg-pubkey")
+        .map(|p| plan::InstalledPackage {
+            name: p.name.clone(),
+            version: p.evr(),
+            architecture: p.arch.clone(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A `derived_from` URI with a relative path made absolute against `dir` (the description

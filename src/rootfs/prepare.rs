@@ -224,7 +224,7 @@ pub fn prepare(
             .is_some_and(|d| d.value),
         verbose: opts.verbose,
         epoch: if rpm {
-            rpminstall::packages_epoch(&paths).seconds
+            rpminstall::root_epoch(root, &paths).seconds
         } else {
             0
         },
@@ -268,7 +268,7 @@ pub fn prepare(
 
     // The packages' date, before a hook can remove what it is read from.
     let epoch = if rpm {
-        rpminstall::packages_epoch(&paths)
+        rpminstall::root_epoch(root, &paths)
     } else {
         install::packages_epoch(root, &paths)
     };

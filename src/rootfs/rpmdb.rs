@@ -233,6 +233,8 @@ pub struct InstalledRpm {
     pub requires: Vec<String>,
     /// Names of what it provides.
     pub provides: Vec<String>,
+    /// When it was built (`BUILDTIME`, seconds since the epoch; 0 when unrecorded).
+    pub buildtime: u64,
 }
 
 impl InstalledRpm {
@@ -246,7 +248,15 @@ impl InstalledRpm {
 /// Every package in `root`'s rpm database, sorted by name, architecture and version; empty when
 /// the root has no database.
 pub fn installed(root: &Path) -> Result<Vec<InstalledRpm>, RpmDbError> {
-    let dbpath = image_dbpath(root);
+    installed_at(root, &image_dbpath(root))
+}
+
+/// Where an rpm database may be in an image: openSUSE's and Fedora's place, then rpm's default.
+pub const DBPATHS: [&str; 2] = ["/usr/lib/sysimage/rpm", DEFAULT_DBPATH];
+
+/// The packages of the database at `dbpath` in `root` ([`installed`] with the path given).
+pub fn installed_at(root: &Path, dbpath: &str) -> Result<Vec<InstalledRpm>, RpmDbError> {
+    let dbpath = dbpath.to_string();
     if !root
         .join(dbpath.trim_start_matches('/'))
         .join("rpmdb.sqlite")
@@ -259,7 +269,7 @@ pub fn installed(root: &Path) -> Result<Vec<InstalledRpm>, RpmDbError> {
     cmd.args([
         "-qa",
         "--qf",
-        "%{NAME}\x1f%{EPOCH}\x1f%{VERSION}\x1f%{RELEASE}\x1f%{ARCH}\x1f%{DISTURL}\x1f%{LICENSE}\x1f%{VENDOR}\x1f%{SOURCERPM}\x1f[%{REQUIRENAME}\x1e]\x1f[%{PROVIDENAME}\x1e]\n",
+        "%{NAME}\x1f%{EPOCH}\x1f%{VERSION}\x1f%{RELEASE}\x1f%{ARCH}\x1f%{DISTURL}\x1f%{LICENSE}\x1f%{VENDOR}\x1f%{SOURCERPM}\x1f[%{REQUIRENAME}\x1e]\x1f[%{PROVIDENAME}\x1e]\x1f%{BUILDTIME}\n",
     ]);
     let out = run(cmd, root, &dbpath)?;
     remove_transient(root, &dbpath);
@@ -278,7 +288,7 @@ pub fn installed(root: &Path) -> Result<Vec<InstalledRpm>, RpmDbError> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\x1f').collect();
-            (f.len() == 11).then(|| InstalledRpm {
+            (f.len() == 12).then(|| InstalledRpm {
                 name: f[0].to_string(),
                 epoch: f[1].parse().ok(),
                 version: f[2].to_string(),
@@ -290,6 +300,7 @@ pub fn installed(root: &Path) -> Result<Vec<InstalledRpm>, RpmDbError> {
                 sourcerpm: none(f[8]),
                 requires: list(f[9]),
                 provides: list(f[10]),
+                buildtime: f[11].parse().unwrap_or(0),
             })
         })
         .collect();

@@ -450,6 +450,18 @@ pub fn packages_epoch(rpms: &[PathBuf]) -> EpochRecord {
     EpochRecord::from_builds(built)
 }
 
+/// The date of an rpm root's packages: the newest build time of `rpms` (the ones installed now)
+/// and of what the root's database already holds (a derived image's base).
+pub fn root_epoch(root: &Path, rpms: &[PathBuf]) -> EpochRecord {
+    let base = super::rpmdb::installed(root)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.buildtime)
+        .max()
+        .unwrap_or(0);
+    EpochRecord::from_builds(packages_epoch(rpms).seconds.max(base))
+}
+
 /// Removes `uninstall` and `delete` packages from the root, as KIWI does for rpm: `delete` ones
 /// forced (no dependency check, no scriptlet), `uninstall` ones with their `%preun`/`%postun`
 /// scriptlets run in the build sandbox, refused while another package still requires them. A

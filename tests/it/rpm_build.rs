@@ -479,3 +479,115 @@ fn delete_and_uninstall_sections_remove_packages_as_kiwi_does() {
         .collect();
     assert!(changed.is_empty(), "rpm -Va: {changed:?}");
 }
+
+#[test]
+#[cfg_attr(
+    not(all(
+        imgbuild_tests_as_root,
+        imgbuild_has_rpm_tools,
+        imgbuild_has_registry_tools
+    )),
+    ignore = "needs root, rpmbuild, createrepo_c, zypper, dnf and podman"
+)]
+fn a_derived_image_adds_packages_to_its_rpm_base_in_one_layer() {
+    let Some(repo) = fixture("a_derived_image_adds_packages_to_its_rpm_base_in_one_layer") else {
+        return;
+    };
+    let t = scratch("rpm-derived");
+    let cache = t.path().join("cache");
+    let base_desc = description(&t.path().join("base"), repo, &BOOTSTRAP, &[]);
+    let base_out = t.path().join("base-out");
+    run(imgbuild(t.path())
+        .arg("build")
+        .arg(&base_desc)
+        .arg("--no-lock")
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--target-dir")
+        .arg(&base_out));
+    let base_archive = crate::support::build::only_file_with_suffix(&base_out, ".docker.tar");
+
+    // The derived description: image packages only, on the base image.
+    let desc = description(
+        &t.path().join("derived"),
+        repo,
+        &[],
+        &["with-scripts", "rich-a"],
+    );
+    let config = desc.join("config.kiwi");
+    let xml = fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "<type image=\"docker\">",
+            &format!(
+                "<type image=\"docker\" derived_from=\"docker-archive:{}\">",
+                base_archive.display()
+            ),
+        )
+        .replace("    <packages type=\"bootstrap\">\n    </packages>\n", "");
+    fs::write(&config, xml).unwrap();
+    // `imgbuild lock` reads the base's rpm database from its layers.
+    let lock = t.path().join("derived.lock");
+    run(imgbuild(t.path())
+        .arg("lock")
+        .arg(&desc)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--lock")
+        .arg(&lock));
+    let locked = fs::read_to_string(&lock).unwrap();
+    assert!(
+        locked.contains("\"name\": \"with-scripts\"") && !locked.contains("\"name\": \"busybox\""),
+        "the lock must hold only what the base lacks:\n{locked}"
+    );
+
+    let root = t.path().join("root");
+    let o = prepare(
+        t.path(),
+        &desc,
+        &root,
+        &cache,
+        &["--lock", lock.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "prepare failed:\n{}", text(&o));
+    // One database: the base's packages and the new ones.
+    let ours = installed(&root);
+    for p in [
+        "busybox-",
+        "filesystem-",
+        "with-scripts-",
+        "rich-a-",
+        "helper-",
+    ] {
+        assert!(
+            ours.iter().any(|x| x.starts_with(p)),
+            "{p} missing: {ours:?}"
+        );
+    }
+    let target = t.path().join("out");
+    run(imgbuild(t.path())
+        .arg("create")
+        .arg("--root")
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(&target));
+    let result = crate::support::build::result_json(&target);
+    assert_eq!(
+        result["layers"].as_array().map(Vec::len),
+        Some(2),
+        "the base's layer and one diff layer: {result}"
+    );
+    let archive = crate::support::build::only_file_with_suffix(&target, ".docker.tar");
+    let short = tempfile::tempdir().unwrap();
+    let store = PodmanStore(short.path().join("p"));
+    run(podman(&store.0).arg("load").arg("-i").arg(&archive));
+    let out = run(podman(&store.0)
+        .args(["run", "--rm", "--network=none"])
+        .args(host_quirks())
+        .args([
+            "rpm-test:latest",
+            "-c",
+            "cat /var/lib/with-scripts/post-ran",
+        ]));
+    assert_eq!(out, "1\n");
+}

@@ -52,7 +52,7 @@ const CASES: &[(&str, &[&str], Expect)] = &[
     (
         "08-zypper-derived-local-base",
         &[],
-        Refused(&["derived image of rpm packages"]),
+        Plans(&["extra-tool", "rich-a"]),
     ),
     (
         "09-zypper-bootstrap-plusrecommended",
