@@ -335,10 +335,12 @@ fn key_rpm_packages(w: &mut KeyWriter, inputs: &BuildInputs<'_>) -> Result<(), R
     };
     let (cache, fetcher) = plan::open_cache(&opts)?;
     let ctx = crate::rpm::repo::RpmContext::new(&cache, &fetcher, &inputs.image.dir);
-    for (i, s) in specs.iter().enumerate().filter(|(_, s)| !s.imageonly) {
-        let meta = crate::rpm::repo::fetch_metadata(s, i, &ctx).map_err(PlanError::from)?;
-        w.str("repomd-url", &meta.repomd_url);
-        w.str("repomd", &meta.repomd_digest.to_hex());
+    // repomd.xml alone (signature checked): it pins every metadata file, so the packages the
+    // plan would choose are decided without reading them.
+    for s in specs.iter().filter(|s| !s.imageonly) {
+        let repomd = crate::rpm::repo::fetch_repomd(s, &ctx).map_err(PlanError::from)?;
+        w.str("repomd-url", &repomd.repomd_url);
+        w.str("repomd", &repomd.repomd_digest.to_hex());
     }
     Ok(())
 }

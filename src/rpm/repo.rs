@@ -359,6 +359,57 @@ pub fn fetch_metadata(
     repo_index: usize,
     ctx: &RpmContext<'_>,
 ) -> Result<RpmMetadata, RpmRepoError> {
+    let VerifiedRepomd {
+        base_url: base,
+        repomd_url,
+        repomd_digest,
+        repomd,
+        verified,
+    } = fetch_repomd(spec, ctx)?;
+    let entry = repomd
+        .get("primary")
+        .ok_or_else(|| RpmRepoError::MissingMetadata {
+            url: repomd_url.clone(),
+            kind: "primary".into(),
+        })?;
+    let url = format!("{base}/{}", entry.location);
+    let path = fetch_metadata_file(ctx, spec, &url, entry)?;
+    let reader = open_decompressed(&path, &url)?;
+    let limit = entry
+        .open_size
+        .map_or(PRIMARY_LIMIT, |s| s.min(PRIMARY_LIMIT));
+    let packages = parse_primary(reader, &url, repo_index, limit)?;
+    Ok(RpmMetadata {
+        spec: spec.clone(),
+        repo_index,
+        base_url: base,
+        repomd_digest,
+        repomd_url,
+        verified,
+        revision: repomd.revision.clone(),
+        repomd,
+        packages,
+    })
+}
+
+/// A repository's `repomd.xml`, fetched (offline: from the cache) and verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedRepomd {
+    /// The repository root URL, without trailing slash.
+    pub base_url: String,
+    /// The URL of `repodata/repomd.xml`.
+    pub repomd_url: String,
+    /// sha256 of repomd.xml as fetched: it pins every metadata file, so it decides the packages.
+    pub repomd_digest: Sha256Digest,
+    /// The parsed repomd.xml.
+    pub repomd: RepoMd,
+    /// Whether its signature was checked (false only with `repository_gpgcheck="false"`).
+    pub verified: bool,
+}
+
+/// Fetches (offline: reads from the cache) `spec`'s `repodata/repomd.xml` and checks its
+/// detached signature against the repository's keys; the metadata it lists is not read.
+pub fn fetch_repomd(spec: &RepoSpec, ctx: &RpmContext<'_>) -> Result<VerifiedRepomd, RpmRepoError> {
     let base = base_url(spec, ctx)?;
     let alias = spec.name();
     let repomd_url = format!("{base}/repodata/repomd.xml");
@@ -439,29 +490,12 @@ pub fn fetch_metadata(
             remember(ctx.cache, &asc_url, sig)?;
         }
     }
-    let entry = repomd
-        .get("primary")
-        .ok_or_else(|| RpmRepoError::MissingMetadata {
-            url: repomd_url.clone(),
-            kind: "primary".into(),
-        })?;
-    let url = format!("{base}/{}", entry.location);
-    let path = fetch_metadata_file(ctx, spec, &url, entry)?;
-    let reader = open_decompressed(&path, &url)?;
-    let limit = entry
-        .open_size
-        .map_or(PRIMARY_LIMIT, |s| s.min(PRIMARY_LIMIT));
-    let packages = parse_primary(reader, &url, repo_index, limit)?;
-    Ok(RpmMetadata {
-        spec: spec.clone(),
-        repo_index,
+    Ok(VerifiedRepomd {
         base_url: base,
         repomd_digest: Sha256Digest::of(&raw),
         repomd_url,
-        verified: gpgcheck,
-        revision: repomd.revision.clone(),
         repomd,
-        packages,
+        verified: gpgcheck,
     })
 }
 

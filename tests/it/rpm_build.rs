@@ -359,6 +359,28 @@ fn the_lock_rebuilds_the_same_bytes_offline() {
         "{}",
         text(&again)
     );
+    // Without a lock, the signed repomd.xml decides: unchanged, the rebuild is a no-op too.
+    let c = t.path().join("c");
+    let unlocked = || {
+        imgbuild(t.path())
+            .arg("build")
+            .arg(&desc)
+            .arg("--target-dir")
+            .arg(&c)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--no-lock")
+            .output()
+            .unwrap()
+    };
+    let first_unlocked = unlocked();
+    assert!(first_unlocked.status.success(), "{}", text(&first_unlocked));
+    let second_unlocked = unlocked();
+    assert!(
+        text(&second_unlocked).contains("imgbuild: up to date (inputs sha256:"),
+        "{}",
+        text(&second_unlocked)
+    );
     let tar = |d: &Path| {
         fs::read(crate::support::build::only_file_with_suffix(
             d,
