@@ -10,7 +10,8 @@
 //! - `cfg(imgbuild_has_registry_tools)`: the registry tests' tools are installed
 //!   (`docker-registry`, `skopeo`, `openssl`, `podman`). Rebuilt when `/usr/bin` changes.
 //! - `cfg(imgbuild_has_rpm_tools)`: the RPM fixture's builders and peers are installed
-//!   (`rpmbuild`, `createrepo_c`, `zypper`, `dnf`). Rebuilt when `/usr/bin` changes.
+//!   (`rpmbuild`, `createrepo_c`, `zypper`, `dnf`), and busybox-static's `/bin/busybox`, which
+//!   the fixture repackages. Rebuilt when `/usr/bin` or that file changes.
 
 /// The bookworm archive key the keyring test reads.
 const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-automatic.gpg";
@@ -20,6 +21,9 @@ const REGISTRY_TOOLS: [&str; 4] = ["docker-registry", "skopeo", "openssl", "podm
 
 /// What the RPM fixture builds with and compares against (Debian packages, in `/usr/bin`).
 const RPM_TOOLS: [&str; 4] = ["rpmbuild", "createrepo_c", "zypper", "dnf"];
+
+/// The static busybox the RPM fixture repackages (Debian's `busybox-static`).
+const RPM_BUSYBOX: &str = "/bin/busybox";
 
 fn main() {
     for cfg in [
@@ -64,9 +68,11 @@ fn main() {
     {
         println!("cargo:rustc-cfg=imgbuild_has_registry_tools");
     }
+    println!("cargo:rerun-if-changed={RPM_BUSYBOX}");
     if RPM_TOOLS
         .iter()
         .all(|t| std::path::Path::new("/usr/bin").join(t).is_file())
+        && std::path::Path::new(RPM_BUSYBOX).is_file()
     {
         println!("cargo:rustc-cfg=imgbuild_has_rpm_tools");
     }

@@ -7,24 +7,12 @@
 use crate::support::build::imgbuild;
 use crate::support::image::{PodmanStore, podman};
 use crate::support::rpm_repo::{self, RpmRepo};
-use crate::support::{heavy, host_quirks, run, scratch, skip};
+use crate::support::{host_quirks, run, scratch};
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// The fixture repository, or `None` after [`skip`]ping `test`.
-fn fixture(test: &str) -> Option<&'static RpmRepo> {
-    let _heavy = heavy();
-    match rpm_repo::repo() {
-        Ok(r) => Some(r),
-        Err(e) => {
-            skip(format_args!("{test} needs the rpm fixture: {e}"));
-            None
-        }
-    }
-}
 
 const BOOTSTRAP: [&str; 2] = ["filesystem", "busybox"];
 const IMAGE: [&str; 5] = [
@@ -157,14 +145,10 @@ fn text(o: &Output) -> String {
         imgbuild_has_rpm_tools,
         imgbuild_has_registry_tools
     )),
-    ignore = "needs root, rpmbuild, createrepo_c, zypper, dnf and podman"
+    ignore = "needs root, rpmbuild, createrepo_c, zypper, dnf, busybox-static and podman"
 )]
 fn a_zypper_description_installs_what_zypper_chooses_and_runs_in_podman() {
-    let Some(repo) =
-        fixture("a_zypper_description_installs_what_zypper_chooses_and_runs_in_podman")
-    else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-build");
     let desc = description(&t.path().join("desc"), repo, &BOOTSTRAP, &IMAGE);
     let root = t.path().join("root");
@@ -274,14 +258,10 @@ fn a_zypper_description_installs_what_zypper_chooses_and_runs_in_podman() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn a_failing_post_fails_the_build_naming_the_package_and_leaves_no_root() {
-    let Some(repo) =
-        fixture("a_failing_post_fails_the_build_naming_the_package_and_leaves_no_root")
-    else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-fails-post");
     let desc = description(&t.path().join("desc"), repo, &BOOTSTRAP, &["fails-post"]);
     let root = t.path().join("root");
@@ -304,12 +284,10 @@ fn a_failing_post_fails_the_build_naming_the_package_and_leaves_no_root() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn the_lock_rebuilds_the_same_bytes_offline() {
-    let Some(repo) = fixture("the_lock_rebuilds_the_same_bytes_offline") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-lock");
     let desc = description(&t.path().join("desc"), repo, &BOOTSTRAP, &IMAGE);
     let cache = t.path().join("cache");
@@ -394,14 +372,10 @@ fn the_lock_rebuilds_the_same_bytes_offline() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn a_package_that_is_not_what_the_signed_metadata_says_is_refused_with_nothing_left() {
-    let Some(repo) =
-        fixture("a_package_that_is_not_what_the_signed_metadata_says_is_refused_with_nothing_left")
-    else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-tampered");
     // A copy of the repository whose metadata (and its signature) is untouched, but one
     // package's bytes differ: a mirror serving a substituted file.
@@ -447,12 +421,10 @@ fn a_package_that_is_not_what_the_signed_metadata_says_is_refused_with_nothing_l
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn delete_and_uninstall_sections_remove_packages_as_kiwi_does() {
-    let Some(repo) = fixture("delete_and_uninstall_sections_remove_packages_as_kiwi_does") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-remove");
     let desc = description(
         &t.path().join("desc"),
@@ -509,12 +481,10 @@ fn delete_and_uninstall_sections_remove_packages_as_kiwi_does() {
         imgbuild_has_rpm_tools,
         imgbuild_has_registry_tools
     )),
-    ignore = "needs root, rpmbuild, createrepo_c, zypper, dnf and podman"
+    ignore = "needs root, rpmbuild, createrepo_c, zypper, dnf, busybox-static and podman"
 )]
 fn a_derived_image_adds_packages_to_its_rpm_base_in_one_layer() {
-    let Some(repo) = fixture("a_derived_image_adds_packages_to_its_rpm_base_in_one_layer") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-derived");
     let cache = t.path().join("cache");
     let base_desc = description(&t.path().join("base"), repo, &BOOTSTRAP, &[]);

@@ -5,7 +5,7 @@
 
 use crate::support::build::imgbuild;
 use crate::support::rpm_repo::{self, RpmRepo};
-use crate::support::{heavy, repo_dir, run, scratch, skip};
+use crate::support::{repo_dir, run, scratch};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -195,20 +195,10 @@ fn lock(scratch_dir: &Path, desc: &Path, profiles: &[&str], key: &Path, out: &Pa
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn every_surveyed_description_shape_resolves_or_is_refused_clearly() {
-    let test = "every_surveyed_description_shape_resolves_or_is_refused_clearly";
-    let repo = {
-        let _heavy = heavy();
-        match rpm_repo::repo() {
-            Ok(r) => r,
-            Err(e) => {
-                skip(format_args!("{test} needs the rpm fixture: {e}"));
-                return;
-            }
-        }
-    };
+    let repo = rpm_repo::shared();
     let t = scratch("rpm-descriptions");
     let tree = repository_tree(t.path(), repo);
     // Fixture 08 derives from a local base: an image of fixture 01.

@@ -164,7 +164,7 @@ fn trigger_query(path: &Path, dir: &Path) -> String {
 #[test]
 #[cfg_attr(
     not(imgbuild_has_rpm_tools),
-    ignore = "needs rpmbuild, createrepo_c, zypper and dnf in /usr/bin"
+    ignore = "needs rpmbuild, createrepo_c, zypper, dnf and busybox-static"
 )]
 fn headers_read_as_rpm_reads_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -276,7 +276,7 @@ fn headers_read_as_rpm_reads_them() {
 #[test]
 #[cfg_attr(
     not(imgbuild_has_rpm_tools),
-    ignore = "needs rpmbuild, createrepo_c, zypper and dnf in /usr/bin"
+    ignore = "needs rpmbuild, createrepo_c, zypper, dnf and busybox-static"
 )]
 fn tampered_packages_fail_verification() {
     let tmp = tempfile::tempdir().unwrap();
@@ -404,7 +404,7 @@ fn unpack_into(rpm: &RpmFile, dir: &Path, exclude_docs: bool) -> payload::Unpack
 #[test]
 #[cfg_attr(
     not(imgbuild_has_rpm_tools),
-    ignore = "needs rpmbuild, createrepo_c, zypper and dnf in /usr/bin"
+    ignore = "needs rpmbuild, createrepo_c, zypper, dnf and busybox-static"
 )]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn unpacks_what_rpm_installs() {
@@ -507,7 +507,7 @@ fn newc(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
 #[test]
 #[cfg_attr(
     not(imgbuild_has_rpm_tools),
-    ignore = "needs rpmbuild, createrepo_c, zypper and dnf in /usr/bin"
+    ignore = "needs rpmbuild, createrepo_c, zypper, dnf and busybox-static"
 )]
 fn crafted_escape_is_refused_with_nothing_written() {
     let tmp = tempfile::tempdir().unwrap();

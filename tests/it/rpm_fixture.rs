@@ -1,27 +1,14 @@
 //! The RPM fixture (`support::rpm_repo`) is what it claims, checked with the peers only: the
 //! repository's signatures verify, zypper and dnf install from it and agree, scriptlets run,
 //! a failing `%post` is reported, and the installed root runs. Needs root (the peers chroot to
-//! run scriptlets) and rpmbuild, `createrepo_c`, zypper and dnf; skips without the host's mirror
-//! (the busybox `.deb`).
+//! run scriptlets), rpmbuild, `createrepo_c`, zypper, dnf and busybox-static's `/bin/busybox`.
 
 use crate::support::rpm_repo::{self, PeerRun, RpmRepo};
-use crate::support::{heavy, run, scratch, skip};
+use crate::support::{heavy, run, scratch};
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
-
-/// The fixture, or `None` after [`skip`]ping `test` when it cannot be had.
-fn fixture(test: &str) -> Option<&'static RpmRepo> {
-    let _heavy = heavy();
-    match rpm_repo::repo() {
-        Ok(r) => Some(r),
-        Err(e) => {
-            skip(format_args!("{test} needs the rpm fixture: {e}"));
-            None
-        }
-    }
-}
 
 /// The request both peers are compared on.
 const REQUEST: [&str; 5] = ["busybox", "with-scripts", "rich-a", "new-tool", "epoch-pkg"];
@@ -33,12 +20,10 @@ fn listing(list: &[String]) -> String {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn repomd_signature_verifies_with_the_fixture_key() {
-    let Some(repo) = fixture("repomd_signature_verifies_with_the_fixture_key") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let home = scratch("rpm-gpg");
     let gpg = || {
         let mut cmd = Command::new("gpg");
@@ -95,12 +80,10 @@ fn repomd_signature_verifies_with_the_fixture_key() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn every_rpm_is_signed_and_its_digests_check() {
-    let Some(repo) = fixture("every_rpm_is_signed_and_its_digests_check") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let db = scratch("rpm-keys");
     let rpm = || {
         let mut cmd = Command::new("rpm");
@@ -159,12 +142,10 @@ fn agreeing(repo: &RpmRepo, request: &[&str], with_recommends: bool) -> (PeerRun
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn zypper_and_dnf_install_the_same_set() {
-    let Some(repo) = fixture("zypper_and_dnf_install_the_same_set") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let _heavy = heavy();
     let arch = &repo.arch;
     let required: Vec<String> = [
@@ -230,12 +211,10 @@ fn zypper_and_dnf_install_the_same_set() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn a_failing_post_is_reported_by_both_peers() {
-    let Some(repo) = fixture("a_failing_post_is_reported_by_both_peers") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let _heavy = heavy();
     let zypper = rpm_repo::zypper_install(repo, &["fails-post"], false).unwrap();
     let dnf = rpm_repo::dnf_install(repo, &["fails-post"], false).unwrap();
@@ -259,12 +238,10 @@ fn a_failing_post_is_reported_by_both_peers() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn the_installed_root_runs_busybox() {
-    let Some(repo) = fixture("the_installed_root_runs_busybox") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let _heavy = heavy();
     let zypper = rpm_repo::zypper_install(repo, &["busybox"], false).unwrap();
     zypper.check("zypper").unwrap();
@@ -287,12 +264,10 @@ fn the_installed_root_runs_busybox() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn the_file_kinds_install_as_rpm_says() {
-    let Some(repo) = fixture("the_file_kinds_install_as_rpm_says") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let _heavy = heavy();
     let (zypper, dnf) = agreeing(repo, &["caps-pkg", "config-pkg"], false);
     for peer in [&zypper, &dnf] {
@@ -328,12 +303,10 @@ fn the_file_kinds_install_as_rpm_says() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn the_peers_differ_where_documented() {
-    let Some(repo) = fixture("the_peers_differ_where_documented") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let _heavy = heavy();
     // libzypp reads no filelists.xml: a file only listed there provides nothing to zypper.
     let zypper = rpm_repo::zypper_install(repo, &["needs-file"], false).unwrap();
@@ -363,12 +336,10 @@ fn the_peers_differ_where_documented() {
 #[test]
 #[cfg_attr(
     not(all(imgbuild_tests_as_root, imgbuild_has_rpm_tools)),
-    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf"
+    ignore = "needs root and rpmbuild, createrepo_c, zypper, dnf, busybox-static"
 )]
 fn a_conflict_is_refused_by_both_peers() {
-    let Some(repo) = fixture("a_conflict_is_refused_by_both_peers") else {
-        return;
-    };
+    let repo = rpm_repo::shared();
     let _heavy = heavy();
     let request = ["conflicting", "impl-x"];
     let zypper = rpm_repo::zypper_install(repo, &request, false).unwrap();

@@ -286,7 +286,7 @@ fn check_packages(meta: &mut RpmMetadata, ctx: &RpmContext<'_>) {
 #[test]
 #[cfg_attr(
     not(imgbuild_has_rpm_tools),
-    ignore = "needs rpmbuild, createrepo_c, zypper and dnf"
+    ignore = "needs rpmbuild, createrepo_c, zypper, dnf and busybox-static"
 )]
 fn real_repositories_signed_and_compressed() {
     let t = scratch("rpm-repo");

@@ -284,7 +284,7 @@ fn dnf(dir: &Path, case: usize, want: &[&str], weak: bool) -> BTreeSet<String> {
 #[test]
 #[cfg_attr(
     not(imgbuild_has_rpm_tools),
-    ignore = "needs rpmbuild, createrepo_c, zypper and dnf in /usr/bin"
+    ignore = "needs rpmbuild, createrepo_c, zypper, dnf and busybox-static"
 )]
 fn solver_agrees_with_zypper_and_dnf() {
     let dir = tempfile::tempdir().unwrap();

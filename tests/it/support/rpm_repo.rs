@@ -3,7 +3,7 @@
 //! reference the RPM tests compare imgbuild with.
 //!
 //! The repository is built once per test run and kept in the target dir, keyed by a hash of its
-//! inputs (the specs, the busybox-static `.deb`, this file, the arch and the signing key), so an
+//! inputs (the specs, the host's busybox-static binary, this file, the arch and the signing key), so an
 //! unchanged fixture is reused across runs. A rebuild is byte-identical (rpms, signatures and
 //! metadata): `SOURCE_DATE_EPOCH` clamps build times and file mtimes, the build host is fixed,
 //! the signing key (kept beside in the target dir, made once) signs at a fixed time with RSA
@@ -40,7 +40,7 @@
 //!   zypper shows as "Additional rpm output".
 
 use super::apt_fixture::Server;
-use super::{busybox, repo_dir, scratch, target_tmp};
+use super::{repo_dir, scratch, target_tmp};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,12 +97,23 @@ impl RpmRepo {
     }
 }
 
+/// Debian's static busybox (the `busybox-static` package), repackaged as the fixture's shell.
+const BUSYBOX: &str = "/bin/busybox";
+
 /// The fixture repository, built on the first call of the run (or found from an earlier run
-/// with the same inputs). An error says why it cannot be had: the busybox `.deb` needs the
-/// host's mirror (callers [`skip`](super::skip) then), a failing tool prints its output.
+/// with the same inputs). Its needs (rpmbuild, `createrepo_c`, busybox-static's `/bin/busybox`)
+/// are what the tests' `imgbuild_has_rpm_tools` cfg checks, so an error is a failure: a failing
+/// tool prints its output.
 pub fn repo() -> Result<&'static RpmRepo, String> {
     static REPO: OnceLock<Result<RpmRepo, String>> = OnceLock::new();
     REPO.get_or_init(build).as_ref().map_err(Clone::clone)
+}
+
+/// [`repo`] for a test: the tests that call it carry the `imgbuild_has_rpm_tools` cfg (its
+/// needs are there), so a fixture that cannot be built fails the test with the reason.
+pub fn shared() -> &'static RpmRepo {
+    let _heavy = super::heavy();
+    repo().unwrap_or_else(|e| panic!("the rpm fixture repository: {e}"))
 }
 
 /// The spec files, by name without `.spec`.
@@ -197,7 +208,7 @@ fn signing_key() -> Result<(PathBuf, String), String> {
 /// Builds the repository (or finds it from an earlier run).
 fn build() -> Result<RpmRepo, String> {
     let specs = specs()?;
-    let deb = busybox::deb()?;
+    let busybox = Path::new(BUSYBOX);
     let arch = run(Command::new("rpm").args(["--eval", "%{_arch}"]))?
         .trim()
         .to_string();
@@ -208,7 +219,7 @@ fn build() -> Result<RpmRepo, String> {
         hash.update(format!("spec {name} ").as_bytes());
         hash.update(read(path)?);
     }
-    hash.update(read(deb)?);
+    hash.update(read(busybox)?);
     hash.update(include_str!("rpm_repo.rs").as_bytes());
     hash.update(format!("{arch} {fingerprint}").as_bytes());
     let id = hex::encode(&hash.finalize()[..8]);
@@ -220,7 +231,15 @@ fn build() -> Result<RpmRepo, String> {
             .tempdir_in(target_tmp())
             .map_err(|e| e.to_string())?;
         let out = work.path().join("out");
-        make(&specs, deb, &arch, &gnupg, &fingerprint, work.path(), &out)?;
+        make(
+            &specs,
+            busybox,
+            &arch,
+            &gnupg,
+            &fingerprint,
+            work.path(),
+            &out,
+        )?;
         std::fs::write(out.join("done"), "").map_err(|e| format!("{}: {e}", out.display()))?;
         if let Err(e) = std::fs::rename(&out, &dest)
             && !dest.join("done").exists()
@@ -274,7 +293,7 @@ fn build() -> Result<RpmRepo, String> {
 /// the repository in `out/repo`, the public key in `out/key.asc`. `work` holds the rest.
 fn make(
     specs: &BTreeMap<String, PathBuf>,
-    deb: &Path,
+    busybox: &Path,
     arch: &str,
     gnupg: &Path,
     fingerprint: &str,
@@ -289,12 +308,9 @@ fn make(
     for d in [&sources, &home, &repo] {
         mkdir(d)?;
     }
-    // The busybox spec's Source0: the binary out of Debian's package.
-    let deb_root = work.join("deb");
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&deb_root))?;
-    let bin = deb_root.join("bin/busybox");
-    std::fs::copy(&bin, sources.join("busybox"))
-        .map_err(|e| format!("{} to {}: {e}", bin.display(), sources.display()))?;
+    // The busybox spec's Source0: Debian's static binary.
+    std::fs::copy(busybox, sources.join("busybox"))
+        .map_err(|e| format!("{} to {}: {e}", busybox.display(), sources.display()))?;
     // rpmbuild reads ~/.rpmmacros and, on Debian, would make ~/.rpmdb: a private HOME.
     let db = work.join("db");
     std::fs::write(
