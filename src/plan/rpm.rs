@@ -279,73 +279,6 @@ pub(super) fn plan(
         return Err(PlanError::UnknownPackages(unknown));
     }
 
-    if let Some(base) = base {
-        // A derived image: the base's packages that the repositories hold are installed; only
-        // what the image packages add to them is planned. A base package the repositories do
-        // not hold stays as it is.
-        let installed: Vec<PackageId> = base
-            .iter()
-            .filter_map(|p| universe.find(&p.name, &p.architecture, &p.version))
-            .collect();
-        let have: BTreeSet<PackageId> = installed.iter().copied().collect();
-        let ids: Vec<PackageId> = if img.is_empty() {
-            Vec::new()
-        } else {
-            universe
-                .solve(&Request {
-                    install: parse(&img)?,
-                    installed,
-                    weak,
-                    excluded: excluded.clone(),
-                })
-                .map_err(|source| PlanError::RpmSolve {
-                    phase: "image",
-                    source: Box::new(source),
-                })?
-                .packages
-                .into_iter()
-                .filter(|id| !have.contains(id))
-                .collect()
-        };
-        let mut planned = Vec::with_capacity(ids.len());
-        for id in universe.install_order(&ids) {
-            let p = universe.package(id);
-            let meta = metas
-                .iter()
-                .find(|m| m.repo_index == p.repo)
-                .ok_or_else(|| PlanError::Unsupported {
-                    location: "repositories".into(),
-                    message: format!("package {} has no repository", p.nevra()),
-                })?;
-            planned.push(planned_package(p, meta, &specs[p.repo], Phase::Image)?);
-        }
-        return Ok(Plan {
-            format: super::PackageFormat::Rpm,
-            arch,
-            repositories: Vec::new(),
-            rpm_repositories: specs,
-            packages: planned,
-            from_lock: false,
-            inputs,
-            warnings: Vec::new(),
-        });
-    }
-
-    // KIWI installs the image packages with the image's own package manager, so it adds that
-    // to the bootstrap set of a description with image packages; so does imgbuild, for the same
-    // image, where the repositories have it.
-    let mut boot_req = boot_req;
-    if !img.is_empty()
-        && universe.knows(manager_package)
-        && !excluded.iter().any(|e| e == manager_package)
-        && !boot.iter().any(|a| a.text == manager_package)
-    {
-        boot.push(Asked {
-            location: "packagemanager".into(),
-            text: manager_package.to_string(),
-        });
-        boot_req.extend(parse(&boot[boot.len() - 1..])?);
-    }
     let solve =
         |phase: &'static str, install: Vec<Requirement>, installed: Vec<PackageId>, weak: bool| {
             universe
@@ -360,23 +293,55 @@ pub(super) fn plan(
                     source: Box::new(source),
                 })
         };
-    let boot_ids = if boot_req.is_empty() {
-        Vec::new()
-    } else {
-        solve("bootstrap", boot_req, Vec::new(), boot_weak)?.packages
+    // What the image packages add on top of `installed`.
+    let added = |img_req: Vec<Requirement>, installed: Vec<PackageId>| {
+        if img_req.is_empty() {
+            return Ok(Vec::new());
+        }
+        let have: BTreeSet<PackageId> = installed.iter().copied().collect();
+        Ok::<_, PlanError>(
+            solve("image", img_req, installed, weak)?
+                .packages
+                .into_iter()
+                .filter(|id| !have.contains(id))
+                .collect::<Vec<_>>(),
+        )
     };
-    let image_ids: Vec<PackageId> = if img_req.is_empty() {
-        Vec::new()
+    let phases: Vec<(Phase, Vec<PackageId>)> = if let Some(base) = base {
+        // A derived image: the base's packages that the repositories hold are installed; only
+        // what the image packages add to them is planned (no bootstrap phase). A base package
+        // the repositories do not hold stays as it is.
+        let installed: Vec<PackageId> = base
+            .iter()
+            .filter_map(|p| universe.find(&p.name, &p.architecture, &p.version))
+            .collect();
+        vec![(Phase::Image, added(img_req, installed)?)]
     } else {
-        let have: BTreeSet<PackageId> = boot_ids.iter().copied().collect();
-        solve("image", img_req, boot_ids.clone(), weak)?
-            .packages
-            .into_iter()
-            .filter(|id| !have.contains(id))
-            .collect()
+        // KIWI installs the image packages with the image's own package manager, so it adds
+        // that to the bootstrap set of a description with image packages; so does imgbuild,
+        // for the same image, where the repositories have it.
+        let mut boot_req = boot_req;
+        if !img.is_empty()
+            && universe.knows(manager_package)
+            && !excluded.iter().any(|e| e == manager_package)
+            && !boot.iter().any(|a| a.text == manager_package)
+        {
+            boot.push(Asked {
+                location: "packagemanager".into(),
+                text: manager_package.to_string(),
+            });
+            boot_req.extend(parse(&boot[boot.len() - 1..])?);
+        }
+        let boot_ids = if boot_req.is_empty() {
+            Vec::new()
+        } else {
+            solve("bootstrap", boot_req, Vec::new(), boot_weak)?.packages
+        };
+        let image_ids = added(img_req, boot_ids.clone())?;
+        vec![(Phase::Bootstrap, boot_ids), (Phase::Image, image_ids)]
     };
-    let mut planned = Vec::with_capacity(boot_ids.len() + image_ids.len());
-    for (phase, ids) in [(Phase::Bootstrap, &boot_ids), (Phase::Image, &image_ids)] {
+    let mut planned = Vec::new();
+    for (phase, ids) in &phases {
         for id in universe.install_order(ids) {
             let p = universe.package(id);
             let meta = metas
@@ -386,7 +351,7 @@ pub(super) fn plan(
                     location: "repositories".into(),
                     message: format!("package {} has no repository", p.nevra()),
                 })?;
-            planned.push(planned_package(p, meta, &specs[p.repo], phase)?);
+            planned.push(planned_package(p, meta, &specs[p.repo], *phase)?);
         }
     }
     Ok(Plan {
