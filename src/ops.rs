@@ -27,7 +27,9 @@ use crate::description::{self, Description, DescriptionError, ResolvedImage, Sel
 use crate::image::ImageError;
 use crate::image::base::BaseSource;
 use crate::plan::{Overrides, PlanError, PlanOptions};
-use crate::rootfs::prepare::{PrepareError, PrepareOptions, Prepared};
+use crate::rootfs::prepare::{
+    PrepareError, PrepareOptions, Prepared, SnapshotOptions, SnapshotUse,
+};
 use crate::rootfs::prepared::{EpochRecord, EpochSource, PreparedError, PreparedRoot};
 use crate::workdir::{self, WorkDirError};
 use std::path::{Path, PathBuf};
@@ -277,6 +279,8 @@ pub struct Packages {
     pub delete_packages: Vec<String>,
     /// Where registry bases (`derived_from="docker://…"`) are pulled from and cached.
     pub bases: BaseAccess,
+    /// The size cap of the package-stage snapshot cache in `cache_dir`; none: `--no-snapshot`.
+    pub snapshots: Option<u64>,
 }
 
 impl Packages {
@@ -313,6 +317,11 @@ impl Packages {
             delete_packages: self.delete_packages.clone(),
             hook_timeout,
             verbose: reporter.verbose(),
+            snapshot: self.snapshots.map(|max_bytes| SnapshotOptions {
+                cache_dir: self.cache_dir.clone(),
+                tool: crate::reuse::tool_identity(),
+                max_bytes,
+            }),
         }
     }
 }
@@ -333,9 +342,15 @@ fn prepare_root(
             .reporter
             .info(&format!("using lock file {}", plan.lock_path.display()));
     }
-    crate::rootfs::prepare::prepare(&source.description, &source.image, opts, bases, &mut |s| {
-        stages.start(s);
-    })
+    let prepared = crate::rootfs::prepare::prepare(
+        &source.description,
+        &source.image,
+        opts,
+        bases,
+        &mut |s| {
+            stages.start(s);
+        },
+    )
     .map_err(|source| {
         if named {
             OpsError::Prepare {
@@ -345,7 +360,29 @@ fn prepare_root(
         } else {
             OpsError::Build(Box::new(source))
         }
-    })
+    })?;
+    for used in &prepared.snapshot {
+        let short = |key: &str| key.chars().take(12).collect::<String>();
+        match used {
+            SnapshotUse::Restored { key } => stages.reporter.info(&format!(
+                "package stage restored from snapshot {} (--no-snapshot installs afresh)",
+                short(key)
+            )),
+            SnapshotUse::Saved { key, evicted } => stages.reporter.info(&format!(
+                "package stage kept as snapshot {}{}",
+                short(key),
+                if *evicted > 0 {
+                    format!(
+                        " ({evicted} least recently used removed to stay within the cache size)"
+                    )
+                } else {
+                    String::new()
+                }
+            )),
+            SnapshotUse::Note { reason } => stages.reporter.warn(reason),
+        }
+    }
+    Ok(prepared)
 }
 
 /// The warning for an image dated from something weaker than its packages' changelogs (none

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod remove;
 pub mod rpmdb;
 pub mod rpminstall;
+pub mod snapshot_cache;
 pub mod sources;
 pub mod users;
 

@@ -1,7 +1,7 @@
 //! `imgbuild build` (KIWI's `system build`) and `imgbuild create` (`system create`).
 
 use super::log::{LogSettings, StageLog};
-use super::prepare::{DescriptionArgs, HookArgs, PackageArgs};
+use super::prepare::{DescriptionArgs, HookArgs, PackageArgs, SnapshotArgs};
 use anyhow::{Context, bail};
 use clap::Args;
 use imgbuild::build::{CreateOptions, Created, ResultKind};
@@ -101,6 +101,8 @@ pub struct BuildArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub hooks: HookArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
     /// Keep the prepared root tree in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -255,7 +257,10 @@ pub fn exec(
     let registry = args.packages.registry.clone();
     let request = ops::BuildRequest {
         source,
-        packages: args.packages.packages(storage_root, storage_driver)?,
+        packages: ops::Packages {
+            snapshots: args.snapshot.snapshots(),
+            ..args.packages.packages(storage_root, storage_driver)?
+        },
         output,
         hook_timeout: args.hooks.timeout(),
         root: args.root,

@@ -6,7 +6,7 @@
 
 use super::build::{BuildArgs, CreateArgs, OutputArgs};
 use super::log::{LogSettings, StageLog};
-use super::prepare::{DescriptionArgs, HookArgs, PackageArgs, PrepareArgs};
+use super::prepare::{DescriptionArgs, HookArgs, PackageArgs, PrepareArgs, SnapshotArgs};
 use super::{Cli, Command};
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Subcommand};
@@ -301,6 +301,8 @@ pub struct SystemBuildArgs {
     #[command(flatten)]
     pub hooks: HookArgs,
     #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
     pub refused: RefusedArgs,
 }
 
@@ -332,6 +334,8 @@ pub struct SystemPrepareArgs {
     pub packages: PackageArgs,
     #[command(flatten)]
     pub hooks: HookArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub refused: RefusedArgs,
 }
@@ -371,6 +375,7 @@ pub fn system(
                 packages: globals.packages(a.packages),
                 output: a.output,
                 hooks: a.hooks,
+                snapshot: a.snapshot,
                 root: None,
                 set_container_derived_from: a.set_container_derived_from,
                 load: false,
@@ -396,6 +401,7 @@ pub fn system(
                 allow_existing_root: a.allow_existing_root,
                 packages: globals.packages(a.packages),
                 hooks: a.hooks,
+                snapshot: a.snapshot,
             };
             super::prepare::exec_with(
                 args,
@@ -574,6 +580,7 @@ fn resolve_packages(
         },
         delete_packages: Vec::new(),
         bases: ops::BaseAccess::default(),
+        snapshots: None,
     };
     let log = StageLog::new(settings);
     let opts = packages.plan_options(image, log.progress());

@@ -5,6 +5,7 @@
 pub(crate) mod out;
 
 pub mod build;
+pub mod cache;
 pub mod error;
 pub mod info;
 pub mod kiwi;
@@ -83,6 +84,9 @@ pub enum Command {
     Store(store::StoreCommand),
     /// Build an image from a description (KIWI's `system build`).
     Build(build::BuildArgs),
+    /// The package-stage snapshots in the cache directory: ls, prune.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Write the image files of a prepared root (KIWI's `system create`).
     Create(build::CreateArgs),
     /// Build the root tree of a description (KIWI's `system prepare`).
@@ -157,6 +161,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_driver.as_deref(),
         ),
         Command::Create(args) => build::exec_create(args, settings),
+        Command::Cache(cmd) => cache::run(cmd),
         Command::Prepare(args) => prepare::exec(
             args,
             settings,

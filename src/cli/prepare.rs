@@ -120,7 +120,28 @@ impl PackageArgs {
             },
             delete_packages: self.delete_packages,
             bases,
+            snapshots: None,
         })
+    }
+}
+
+/// The package-stage snapshot cache of `build` and `prepare`.
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    /// Install the packages even when the snapshot cache holds the same package stage, and
+    /// keep no snapshot of this one.
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// The most the package-stage snapshots in the cache directory may take; least recently
+    /// used ones are removed after a build adds one (bytes, or with k, m, g, t).
+    #[arg(long, value_name = "SIZE", default_value = "4g", env = "IMGBUILD_SNAPSHOT_CACHE_SIZE", value_parser = super::run::parse_memory)]
+    pub snapshot_cache_size: u64,
+}
+
+impl SnapshotArgs {
+    /// The cap for `ops::Packages::snapshots`: none when snapshots are off.
+    pub fn snapshots(&self) -> Option<u64> {
+        (!self.no_snapshot).then_some(self.snapshot_cache_size)
     }
 }
 
@@ -155,6 +176,8 @@ pub struct PrepareArgs {
     pub packages: PackageArgs,
     #[command(flatten)]
     pub hooks: HookArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
 }
 
 /// Run `imgbuild prepare`.
@@ -184,7 +207,10 @@ pub fn exec_with(
         source,
         root: args.root,
         allow_existing_root: args.allow_existing_root,
-        packages: args.packages.packages(storage_root, storage_driver)?,
+        packages: ops::Packages {
+            snapshots: args.snapshot.snapshots(),
+            ..args.packages.packages(storage_root, storage_driver)?
+        },
         hook_timeout: args.hooks.timeout(),
     };
     let log = StageLog::new(settings);

@@ -89,7 +89,8 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
     s.parse().map_err(|e: RuntimeError| e.to_string())
 }
 
-fn parse_memory(s: &str) -> Result<u64, String> {
+/// A size as Docker reads `--memory` (`512m`, `4g`, `1073741824`), for clap.
+pub(super) fn parse_memory(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 

@@ -251,6 +251,7 @@ mod tests {
                 overrides: crate::plan::Overrides::default(),
                 delete_packages: Vec::new(),
                 bases: super::super::BaseAccess::default(),
+                snapshots: None,
             },
             output: CreateOptions {
                 target_dir: dir.join("out"),

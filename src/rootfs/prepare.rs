@@ -30,6 +30,7 @@ use super::overlay::{self, OverlayError};
 use super::prepared::{EpochRecord, PreparedError, PreparedRoot};
 use super::remove::{self, RemoveError};
 use super::rpminstall::{self, RpmInstallError, RpmInstallOptions};
+use super::snapshot_cache::{self, SnapshotCache, SnapshotError, StageInputs};
 use super::sources::{self, SourcesError};
 use super::{RootfsError, skeleton};
 use crate::description::{Description, PackageSet, ResolvedImage};
@@ -91,6 +92,9 @@ pub enum PrepareError {
     /// The description, selection or lock could not be kept in `/image`.
     #[error(transparent)]
     Kept(#[from] PreparedError),
+    /// A root holding part of a corrupt snapshot could not be emptied again.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 impl From<RpmInstallError> for PrepareError {
@@ -116,6 +120,42 @@ pub struct PrepareOptions {
     pub hook_timeout: Option<Duration>,
     /// Show the output of successful maintainer scripts and hooks on stderr too.
     pub verbose: bool,
+    /// The package-stage snapshot cache; none: `--no-snapshot`.
+    pub snapshot: Option<SnapshotOptions>,
+}
+
+/// How `prepare` uses the package-stage snapshot cache ([`snapshot_cache`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// The package cache directory holding `snapshots/`.
+    pub cache_dir: PathBuf,
+    /// The identity of the imgbuild doing the install (part of the key).
+    pub tool: String,
+    /// After a save, least recently used snapshots are removed down to this many bytes.
+    pub max_bytes: u64,
+}
+
+/// What `prepare` did with the snapshot cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotUse {
+    /// The package stage was restored from snapshot `key`.
+    Restored {
+        /// The snapshot's key.
+        key: String,
+    },
+    /// The package stage ran and was kept as `key`; `evicted` older snapshots made room.
+    Saved {
+        /// The snapshot's key.
+        key: String,
+        /// Snapshots removed to keep the cache within its size.
+        evicted: usize,
+    },
+    /// The package stage ran; it could not be kept (or a corrupt snapshot was replaced), for
+    /// `reason`.
+    Note {
+        /// What happened, for the user.
+        reason: String,
+    },
 }
 
 /// The default of `--hook-timeout`: generous, since hooks may build software, yet finite, so a
@@ -140,6 +180,9 @@ pub struct Prepared {
     pub steps: Vec<StepTime>,
     /// The installed packages' date (also kept in the root for `create`).
     pub epoch: EpochRecord,
+    /// What the package-stage snapshot cache did, in order (a corrupt snapshot replaced gives
+    /// a note and then the save).
+    pub snapshot: Vec<SnapshotUse>,
 }
 
 /// Removes a root this run created unless disarmed.
@@ -167,6 +210,10 @@ pub fn prepare(
 ) -> Result<Prepared, PrepareError> {
     let root = opts.root.as_path();
     let existed = make_root(root, opts.allow_existing_root)?;
+    let empty_root = std::fs::read_dir(root)
+        .map_err(|source| io(root, source))?
+        .next()
+        .is_none();
     let mut guard = RootGuard {
         path: root.to_path_buf(),
         armed: !existed,
@@ -204,75 +251,74 @@ pub fn prepare(
         Ok::<_, PlanError>((cache, fetcher, the_plan))
     })?;
 
-    let paths = steps.run("download", || the_plan.download(&cache, &fetcher))?;
-    let debs = |phase: Phase| -> Vec<PathBuf> {
-        the_plan
-            .packages
-            .iter()
-            .zip(&paths)
-            .filter(|(p, _)| p.phase == phase)
-            .map(|(_, path)| path.clone())
-            .collect()
-    };
-
     let rpm = the_plan.format == PackageFormat::Rpm;
-    let rpm_opts = RpmInstallOptions {
-        exclude_docs: image
-            .preferences
-            .rpm_excludedocs
-            .as_ref()
-            .is_some_and(|d| d.value),
-        verbose: opts.verbose,
-        epoch: if rpm {
-            rpminstall::root_epoch(root, &paths).seconds
-        } else {
-            0
-        },
-    };
-    if !derived {
-        steps.run("bootstrap", || {
-            if rpm {
-                // rpm packages lay out the root themselves (`filesystem`).
-                rpminstall::install(root, &debs(Phase::Bootstrap), &rpm_opts)?;
-            } else {
-                skeleton(root, &the_plan.arch)?;
-                install::install(root, &debs(Phase::Bootstrap), opts.verbose)?;
+    let exclude_docs = image
+        .preferences
+        .rpm_excludedocs
+        .as_ref()
+        .is_some_and(|d| d.value);
+    let mut snapshot_log = Vec::new();
+    // The package stage of a fresh root can come from, and go to, the snapshot cache.
+    let stage = match &opts.snapshot {
+        Some(s) if !derived && empty_root => {
+            let post_bootstrap = hooks::hook(&image.dir, "post_bootstrap.sh");
+            let inputs = StageInputs {
+                tool: &s.tool,
+                plan: &the_plan,
+                post_bootstrap: post_bootstrap.as_deref(),
+                exclude_docs,
+            };
+            match snapshot_cache::stage_key(&inputs) {
+                Ok(key) => Some((SnapshotCache::new(&s.cache_dir), key, s.max_bytes)),
+                Err(e) => {
+                    snapshot_log.push(SnapshotUse::Note {
+                        reason: e.to_string(),
+                    });
+                    None
+                }
             }
-            Ok::<_, PrepareError>(())
-        })?;
-        if let Some(script) = hooks::hook(&image.dir, "post_bootstrap.sh") {
-            steps.run("post_bootstrap.sh", || {
-                hooks::run_hook(
-                    root,
-                    &script,
-                    "post_bootstrap.sh",
-                    &BTreeMap::new(),
-                    opts.hook_timeout,
-                    opts.verbose,
-                )
-            })?;
         }
-    }
-
-    let image_debs = debs(Phase::Image);
-    if !image_debs.is_empty() {
-        steps.run("install", || {
-            if rpm {
-                rpminstall::install(root, &image_debs, &rpm_opts).map(drop)?;
-            } else {
-                install::install(root, &image_debs, opts.verbose).map(drop)?;
-            }
-            Ok::<_, PrepareError>(())
-        })?;
-    }
-
-    // The packages' date, before a hook can remove what it is read from.
-    let epoch = if rpm {
-        rpminstall::root_epoch(root, &paths)
-    } else {
-        install::packages_epoch(root, &paths)
+        _ => None,
     };
-    PreparedRoot::new(root).write_epoch(&epoch)?;
+    let restored = match &stage {
+        Some((cache, key, _)) if cache.contains(key) => {
+            restore_stage(cache, key, root, &mut steps, &mut snapshot_log)?
+        }
+        _ => None,
+    };
+    let mut rpm_opts = RpmInstallOptions {
+        exclude_docs,
+        verbose: opts.verbose,
+        epoch: 0,
+    };
+    let epoch = if let Some(epoch) = restored {
+        rpm_opts.epoch = epoch.seconds;
+        epoch
+    } else {
+        let epoch = install_packages(
+            root,
+            image,
+            opts,
+            &the_plan,
+            (&cache, &fetcher),
+            derived,
+            &mut rpm_opts,
+            &mut steps,
+        )?;
+        if let Some((cache, key, max_bytes)) = &stage {
+            save_stage(
+                cache,
+                key,
+                root,
+                image,
+                &the_plan,
+                *max_bytes,
+                &mut steps,
+                &mut snapshot_log,
+            );
+        }
+        epoch
+    };
 
     steps.run("configure", || {
         configure(root, image, &the_plan, opts, epoch.seconds)
@@ -297,7 +343,174 @@ pub fn prepare(
         plan: the_plan,
         steps: steps.times,
         epoch,
+        snapshot: snapshot_log,
     })
+}
+
+/// Downloads and installs the plan's packages: the bootstrap phase and `post_bootstrap.sh` (for
+/// a fresh root), then the image phase; keeps and returns the packages' date.
+#[allow(clippy::too_many_arguments)]
+fn install_packages(
+    root: &Path,
+    image: &ResolvedImage,
+    opts: &PrepareOptions,
+    the_plan: &Plan,
+    (cache, fetcher): (&crate::apt::cache::Cache, &crate::apt::fetch::Fetcher),
+    derived: bool,
+    rpm_opts: &mut RpmInstallOptions,
+    steps: &mut Steps<'_>,
+) -> Result<EpochRecord, PrepareError> {
+    let paths = steps.run("download", || the_plan.download(cache, fetcher))?;
+    let debs = |phase: Phase| -> Vec<PathBuf> {
+        the_plan
+            .packages
+            .iter()
+            .zip(&paths)
+            .filter(|(p, _)| p.phase == phase)
+            .map(|(_, path)| path.clone())
+            .collect()
+    };
+    let rpm = the_plan.format == PackageFormat::Rpm;
+    if rpm {
+        rpm_opts.epoch = rpminstall::root_epoch(root, &paths).seconds;
+    }
+    let rpm_opts = &*rpm_opts;
+    if !derived {
+        steps.run("bootstrap", || {
+            if rpm {
+                // rpm packages lay out the root themselves (`filesystem`).
+                rpminstall::install(root, &debs(Phase::Bootstrap), rpm_opts)?;
+            } else {
+                skeleton(root, &the_plan.arch)?;
+                install::install(root, &debs(Phase::Bootstrap), opts.verbose)?;
+            }
+            Ok::<_, PrepareError>(())
+        })?;
+        if let Some(script) = hooks::hook(&image.dir, "post_bootstrap.sh") {
+            steps.run("post_bootstrap.sh", || {
+                hooks::run_hook(
+                    root,
+                    &script,
+                    "post_bootstrap.sh",
+                    &BTreeMap::new(),
+                    opts.hook_timeout,
+                    opts.verbose,
+                )
+            })?;
+        }
+    }
+
+    let image_debs = debs(Phase::Image);
+    if !image_debs.is_empty() {
+        steps.run("install", || {
+            if rpm {
+                rpminstall::install(root, &image_debs, rpm_opts).map(drop)?;
+            } else {
+                install::install(root, &image_debs, opts.verbose).map(drop)?;
+            }
+            Ok::<_, PrepareError>(())
+        })?;
+    }
+
+    // The packages' date, before a hook can remove what it is read from.
+    let epoch = if rpm {
+        rpminstall::root_epoch(root, &paths)
+    } else {
+        install::packages_epoch(root, &paths)
+    };
+    PreparedRoot::new(root).write_epoch(&epoch)?;
+    Ok(epoch)
+}
+
+/// Restores the package stage from snapshot `key` into the empty `root`: its date when it
+/// could, none (with a note, the root emptied again, a corrupt snapshot removed) when not.
+fn restore_stage(
+    cache: &SnapshotCache,
+    key: &str,
+    root: &Path,
+    steps: &mut Steps<'_>,
+    log: &mut Vec<SnapshotUse>,
+) -> Result<Option<EpochRecord>, PrepareError> {
+    let outcome = steps.run("restore snapshot", || {
+        let Some(_) = cache.restore(key, root)? else {
+            return Ok(None);
+        };
+        // The date was kept in the root before the snapshot was taken.
+        match PreparedRoot::new(root).epoch() {
+            Ok(Some(epoch)) => Ok(Some(epoch)),
+            _ => Err(SnapshotError::Corrupt {
+                key: key.to_string(),
+                reason: "the packages' date is not in it".into(),
+            }),
+        }
+    });
+    match outcome {
+        Ok(Some(epoch)) => {
+            log.push(SnapshotUse::Restored {
+                key: key.to_string(),
+            });
+            Ok(Some(epoch))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => {
+            let corrupt = matches!(e, SnapshotError::Corrupt { .. });
+            let removed = corrupt && cache.remove(key).unwrap_or(false);
+            log.push(SnapshotUse::Note {
+                reason: format!(
+                    "{e}{}; installing the packages afresh",
+                    if removed { " (removed)" } else { "" }
+                ),
+            });
+            snapshot_cache::clear_root(root)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Keeps the freshly installed package stage as snapshot `key` and trims the cache to
+/// `max_bytes`; a snapshot that cannot be kept is a note, not a failed build.
+#[allow(clippy::too_many_arguments)]
+fn save_stage(
+    cache: &SnapshotCache,
+    key: &str,
+    root: &Path,
+    image: &ResolvedImage,
+    the_plan: &Plan,
+    max_bytes: u64,
+    steps: &mut Steps<'_>,
+    log: &mut Vec<SnapshotUse>,
+) {
+    let label = format!(
+        "{} {} {}",
+        image.name,
+        image
+            .preferences
+            .version
+            .as_ref()
+            .map_or("", |v| v.value.as_str()),
+        the_plan.arch
+    );
+    let saved = steps.run("save snapshot", || {
+        cache.save(key, root, &label, the_plan.packages.len())
+    });
+    match saved {
+        Ok(_) => {
+            let policy = snapshot_cache::PrunePolicy {
+                max_bytes: Some(max_bytes),
+                ..Default::default()
+            };
+            let evicted = cache
+                .prune(&policy, Some(key))
+                .map_or(0, |p| p.removed.len());
+            log.push(SnapshotUse::Saved {
+                key: key.to_string(),
+                evicted,
+            });
+        }
+        Err(e) => log.push(SnapshotUse::Note {
+            reason: format!("the package stage was not snapshotted: {e}"),
+        }),
+    }
 }
 
 /// Refuses an existing root that is not empty (unless allowed), and creates the root; returns

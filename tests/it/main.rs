@@ -29,6 +29,7 @@ mod build_interrupt;
 mod build_repro;
 mod build_reuse;
 mod build_sandbox;
+mod build_snapshot;
 mod cli_errors;
 mod cli_kiwi;
 mod cli_logging;

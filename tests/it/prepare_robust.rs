@@ -29,8 +29,15 @@ struct Running {
 }
 
 fn spawn_prepare(root: &Path, cache: &Path) -> Running {
-    // `--verbose`: a line per downloaded file, which the kill mid-download waits for.
-    let mut cmd = prepare_cmd(root, Some("bookworm"), cache, &["--verbose"]);
+    // `--verbose`: a line per downloaded file, which the kill mid-download waits for;
+    // `--no-snapshot`: the install the signals land in runs even when an earlier prepare of the
+    // run kept its package stage.
+    let mut cmd = prepare_cmd(
+        root,
+        Some("bookworm"),
+        cache,
+        &["--verbose", "--no-snapshot"],
+    );
     // Its own process group, so SIGINT can go to the whole group as a terminal's Ctrl-C does.
     cmd.process_group(0)
         .stdout(Stdio::null())
