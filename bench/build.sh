@@ -43,8 +43,9 @@ export IMGBUILD_STORAGE_ROOT=$W/store
   { tail -n 20 "$W/warm.log" >&2; exit 1; }
 echo "imgbuild result: $(ls "$W/warm" | tr '\n' ' ')"
 # Timed builds are fresh builds: the target is removed before each run, and --force would build
-# even if it were not, so no timed run can reuse a result.
-imgbuild_cmd="$BIN build $DESC ${profile_args[*]} --force --cache-dir $CACHE --target-dir $W/t-imgbuild"
+# even if it were not, so no timed run can reuse a result; --no-snapshot installs the packages
+# each time (bench/edit.sh times the rebuild that restores the package-stage snapshot).
+imgbuild_cmd="$BIN build $DESC ${profile_args[*]} --force --no-snapshot --cache-dir $CACHE --target-dir $W/t-imgbuild"
 
 # No-op rebuild: a second build into the warm result with everything cached and nothing changed
 # (hyperfine, RUNS runs).
