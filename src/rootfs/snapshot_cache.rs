@@ -77,8 +77,9 @@ pub enum SnapshotError {
         /// What did not match.
         reason: String,
     },
-    /// The root holds something a snapshot cannot record exactly.
-    #[error("{path}: {reason}; the package stage is not snapshotted")]
+    /// The root holds something a snapshot cannot record exactly, or the snapshot directory
+    /// is not private.
+    #[error("{path}: {reason}; package-stage snapshots are not used")]
     Unsupported {
         /// The entry.
         path: PathBuf,
@@ -272,8 +273,48 @@ impl SnapshotCache {
             && fs::symlink_metadata(self.snapshot(key).join(MANIFEST)).is_ok_and(|m| m.is_file())
     }
 
+    /// Creates the snapshot directory (owner-only) and checks that nobody else can write it: a
+    /// snapshot's manifest is the root tree a build continues from, so a directory another
+    /// user could write is not used at all.
+    fn private_dir(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)
+                    .map_err(io_err(&self.dir))?;
+            }
+            Err(e) => return Err(io_err(&self.dir)(e)),
+        }
+        let meta = fs::symlink_metadata(&self.dir).map_err(io_err(&self.dir))?;
+        let reason = if !meta.is_dir() {
+            Some("not a directory (a symlink?)".to_string())
+        } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+            Some(format!("owned by uid {}, not this user", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "writable by others (mode {:o}; chmod go-w)",
+                meta.mode() & 0o777
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(SnapshotError::Unsupported {
+                path: self.dir.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The lock file of `key`, opened (and created) for locking.
     fn lock_file(&self, key: &str) -> Result<File> {
+        self.private_dir()?;
         let dir = self.dir.join(LOCKS);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(key);
@@ -334,7 +375,7 @@ impl SnapshotCache {
         if self.contains(key) {
             return Ok(Saved::Existing);
         }
-        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        self.private_dir()?;
         let work = WorkDir::create(&self.dir, workdir::ROOT_PREFIX)?;
         let new = work.path().join("snapshot");
         let tree = new.join(TREE);
@@ -728,11 +769,8 @@ fn copy_hashing(src: &Path, dest: &Path) -> Result<(String, u64)> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(dest)
         .map_err(io_err(dest))?;
-    if clone_file(&from, &to) {
-        let (sum, size) = hash_reader(&mut from).map_err(io_err(src))?;
-        return Ok((sum, size));
-    }
-    copy_and_hash(&mut from, &mut to, src, dest)
+    let cloned = clone_file(&from, &to);
+    hash_copy(&mut from, (!cloned).then_some(&mut to), src, dest)
 }
 
 /// Shares `from`'s extents with the empty `to` (`FICLONE`); false where the filesystem cannot.
@@ -741,40 +779,37 @@ fn clone_file(from: &File, to: &File) -> bool {
     unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) == 0 }
 }
 
-fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut n = 0u64;
-    loop {
-        let got = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..got]);
-        n += got as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
+thread_local! {
+    /// One read buffer per thread: a package stage has thousands of mostly small files.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 << 10]);
 }
 
-/// Reads `from` once, hashing what is written to `to`.
-fn copy_and_hash(from: &mut File, to: &mut File, src: &Path, dest: &Path) -> Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut n = 0u64;
-    loop {
-        let got = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(src)(e)),
-        };
-        h.update(&buf[..got]);
-        to.write_all(&buf[..got]).map_err(io_err(dest))?;
-        n += got as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
+/// Reads `from` (`src`) to its end, writing it to `to` (`dest`) when given; returns the sha256
+/// and size of what was read.
+fn hash_copy(
+    from: &mut File,
+    mut to: Option<&mut File>,
+    src: &Path,
+    dest: &Path,
+) -> Result<(String, u64)> {
+    BUFFER.with_borrow_mut(|buf| {
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        loop {
+            let got = match from.read(buf) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(src)(e)),
+            };
+            h.update(&buf[..got]);
+            if let Some(to) = to.as_deref_mut() {
+                to.write_all(&buf[..got]).map_err(io_err(dest))?;
+            }
+            n += got as u64;
+        }
+        Ok((hex::encode(h.finalize()), n))
+    })
 }
 
 /// Recreates `entries` in the empty `root`, contents from `tree`; checks every content digest.
@@ -815,13 +850,9 @@ fn write_tree(entries: &[Entry], tree: &Path, root: &Path, key: &str) -> Result<
             };
             let mut to = confined.create_file(&e.path, 0o600)?;
             let dest = root.join(&e.path);
+            // A clone shares the source's extents: its bytes are what was restored.
             let cloned = clone_file(&from, &to);
-            let (sum, n) = if cloned {
-                // The clone shares the source's extents: its bytes are what was restored.
-                hash_reader(&mut from).map_err(io_err(&src))?
-            } else {
-                copy_and_hash(&mut from, &mut to, &src, &dest)?
-            };
+            let (sum, n) = hash_copy(&mut from, (!cloned).then_some(&mut to), &src, &dest)?;
             if n != *size || sum != *sha256 {
                 return Err(corrupt(&e.path, "content differs from the manifest".into()));
             }
@@ -1175,6 +1206,39 @@ mod tests {
             [&keys[1]]
         );
         assert_eq!(cache.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_directory_others_can_write_or_a_symlink_is_not_used() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), "x").unwrap();
+        let cache = SnapshotCache::new(&t.path().join("cache"));
+        cache.save(KEY, &src, "t", 1).unwrap();
+        assert_eq!(
+            fs::metadata(cache.dir()).unwrap().mode() & 0o777,
+            0o700,
+            "made owner-only"
+        );
+        fs::set_permissions(cache.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+        let dest = t.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let e = cache.restore(KEY, &dest).unwrap_err().to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        let e = cache.save(KEY2, &src, "t", 1).unwrap_err().to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
+
+        let elsewhere = t.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, t.path().join("linked")).unwrap();
+        let linked = SnapshotCache {
+            dir: t.path().join("linked"),
+        };
+        let e = linked.save(KEY, &src, "t", 1).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]
