@@ -59,7 +59,9 @@ pub enum PackedError {
     #[error(transparent)]
     Index(#[from] IndexError),
     /// The `Packages` file is neither packed nor (verified) in the cache.
-    #[error("{name}: the Packages index is not in the cache (looked for {path}); run the build again to fetch it")]
+    #[error(
+        "{name}: the Packages index is not in the cache (looked for {path}); run the build again to fetch it"
+    )]
     Missing {
         /// The index URL.
         name: String,
@@ -222,7 +224,8 @@ impl PackedIndex {
                 idx.head_str(rec[i], rec[i + 1]).ok_or_else(|| bad(what))?;
             }
             if rec[6] != NONE {
-                idx.head_str(rec[6], rec[7]).ok_or_else(|| bad("priority"))?;
+                idx.head_str(rec[6], rec[7])
+                    .ok_or_else(|| bad("priority"))?;
             }
             if rec[8]
                 .checked_add(rec[9])
@@ -268,8 +271,8 @@ impl PackedIndex {
         }
         // SAFETY: cache files are replaced by rename, never rewritten in place, so the mapped
         // inode does not change under us; every read of the map is bounds-checked.
-        let map = unsafe { memmap2::MmapOptions::new().len(layout.fields).map(&file) }
-            .map_err(io)?;
+        let map =
+            unsafe { memmap2::MmapOptions::new().len(layout.fields).map(&file) }.map_err(io)?;
         PackedIndex::validate(Bytes::Map(map, file), &layout).map_err(OpenError::Invalid)
     }
 
@@ -363,7 +366,9 @@ impl PackedIndex {
             .filter(|&e| e <= flen)
             .ok_or_else(out_of_range)?;
         let run: Cow<'_, [u8]> = match &self.bytes {
-            Bytes::Owned(b) => Cow::Borrowed(b.get(start + off..start + end).ok_or_else(out_of_range)?),
+            Bytes::Owned(b) => {
+                Cow::Borrowed(b.get(start + off..start + end).ok_or_else(out_of_range)?)
+            }
             Bytes::Map(_, file) => {
                 use std::os::unix::fs::FileExt as _;
                 let mut buf = vec![0u8; len];
@@ -372,7 +377,8 @@ impl PackedIndex {
                 Cow::Owned(buf)
             }
         };
-        let found = decode_fields(&run).ok_or_else(|| invalid(format!("record {r}: bad fields")))?;
+        let found =
+            decode_fields(&run).ok_or_else(|| invalid(format!("record {r}: bad fields")))?;
         Package::from_fields(&found, rec[12] as usize, repo)
             .map_err(|e| invalid(format!("record {r}: {e}")))
     }
@@ -482,7 +488,8 @@ fn pack_one(part: &mut Part, fields: &PackageFields<'_>, p: &Package, line: usiz
     for (i, v) in fields.iter().enumerate() {
         if let Some(v) = v {
             part.fields.push(i as u8);
-            part.fields.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            part.fields
+                .extend_from_slice(&(v.len() as u32).to_le_bytes());
             part.fields.extend_from_slice(v.as_bytes());
         }
     }
@@ -669,7 +676,6 @@ fn store(path: &Path, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,7 +701,9 @@ Package: mawk\nVersion: 1.3.4\nArchitecture: amd64\nMulti-Arch: foreign\nProvide
 
     /// Every record of `idx`, decoded, as `repo`.
     fn decoded(idx: &PackedIndex, repo: usize) -> Vec<Package> {
-        (0..idx.len()).map(|r| idx.package(r, repo).unwrap()).collect()
+        (0..idx.len())
+            .map(|r| idx.package(r, repo).unwrap())
+            .collect()
     }
 
     #[test]
@@ -737,7 +745,10 @@ Package: mawk\nVersion: 1.3.4\nArchitecture: amd64\nMulti-Arch: foreign\nProvide
         let bad = text.replacen("Version: 1.25000\n", "Version: x\n", 1);
         let e = pack(&bad, &key(&bad), "t").unwrap_err();
         assert!(
-            matches!(e, PackedError::Index(IndexError::BadVersion { line: 175_001, .. })),
+            matches!(
+                e,
+                PackedError::Index(IndexError::BadVersion { line: 175_001, .. })
+            ),
             "{e}"
         );
     }
@@ -748,7 +759,10 @@ Package: mawk\nVersion: 1.3.4\nArchitecture: amd64\nMulti-Arch: foreign\nProvide
         let k = key(TEXT);
         // Every truncation, and one byte more.
         for n in 0..good.len() {
-            assert!(PackedIndex::from_bytes(good[..n].to_vec(), &k).is_err(), "{n}");
+            assert!(
+                PackedIndex::from_bytes(good[..n].to_vec(), &k).is_err(),
+                "{n}"
+            );
         }
         let mut longer = good.clone();
         longer.push(0);
@@ -783,15 +797,15 @@ Package: mawk\nVersion: 1.3.4\nArchitecture: amd64\nMulti-Arch: foreign\nProvide
             b[rec0 + word * 4..rec0 + word * 4 + 4].copy_from_slice(&v.to_le_bytes());
         };
         for (word, value) in [
-            (0, u32::MAX),        // name offset
-            (1, 1 << 30),         // name length
-            (5, u32::MAX - 1),    // version length overflowing offset + length
-            (6, 1 << 20),         // priority offset
-            (8, 1000),            // provides start
-            (9, u32::MAX),        // provides count
-            (10, 1 << 28),        // fields offset
-            (11, u32::MAX),       // fields length
-            (13, 0xff),           // flags
+            (0, u32::MAX),     // name offset
+            (1, 1 << 30),      // name length
+            (5, u32::MAX - 1), // version length overflowing offset + length
+            (6, 1 << 20),      // priority offset
+            (8, 1000),         // provides start
+            (9, u32::MAX),     // provides count
+            (10, 1 << 28),     // fields offset
+            (11, u32::MAX),    // fields length
+            (13, 0xff),        // flags
         ] {
             let mut b = good.clone();
             set(&mut b, word, value);
@@ -849,16 +863,12 @@ Package: mawk\nVersion: 1.3.4\nArchitecture: amd64\nMulti-Arch: foreign\nProvide
 
         // Truncated or corrupted: detected and made again from the Packages file.
         cache.insert_bytes("Packages", TEXT.as_bytes()).unwrap();
-        for damage in [
-            written[..written.len() / 2].to_vec(),
-            Vec::new(),
-            {
-                let mut b = written.clone();
-                let last = b.len() - 1;
-                b[last] ^= 1;
-                b
-            },
-        ] {
+        for damage in [written[..written.len() / 2].to_vec(), Vec::new(), {
+            let mut b = written.clone();
+            let last = b.len() - 1;
+            b[last] ^= 1;
+            b
+        }] {
             fs::write(&path, &damage).unwrap();
             assert!(!is_packed(&cache, &expected.sha256));
             let idx = open_or_pack(&cache, &expected, "u").unwrap();

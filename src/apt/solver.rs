@@ -8,6 +8,10 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+
+/// The universe's name maps: tens of thousands of entries are hashed while a universe is
+/// built, where SipHash was the largest cost of planning. Nothing depends on their order.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt::Display;
 use std::sync::OnceLock;
 
@@ -257,14 +261,14 @@ pub struct Universe {
     native: String,
     /// Solver names: `name` for native and `all` packages, `name:arch` for foreign ones.
     slots: Vec<String>,
-    slot_of: HashMap<String, usize>,
+    slot_of: FastMap<String, usize>,
     /// Members of each slot, best candidate first.
     slot_members: Vec<Vec<PackageId>>,
     package_slot: Vec<usize>,
     /// Package name -> slots holding real packages of that name.
-    real: HashMap<String, Vec<usize>>,
+    real: FastMap<String, Vec<usize>>,
     /// Provided name -> packages providing it.
-    providers: HashMap<String, Vec<PackageId>>,
+    providers: FastMap<String, Vec<PackageId>>,
 }
 
 fn priority_rank(p: &Package) -> u8 {
@@ -334,19 +338,17 @@ impl Universe {
         native: &str,
         foreign: &[&str],
     ) -> Universe {
-        let prio = |store: &Store, id| {
-            repo_priorities
-                .get(store.repo(id))
-                .copied()
-                .unwrap_or(500)
-        };
+        let prio = |store: &Store, id| repo_priorities.get(store.repo(id)).copied().unwrap_or(500);
         // Filtered and deduplicated in place: the indexes are large and a second copy of every
         // record would double the peak memory of planning. For each (name, architecture,
         // version) the best record takes the place of the first one, so the order is that of
         // first appearance.
         let order: Vec<usize> = {
             let mut best: Vec<usize> = Vec::new();
-            let mut seen: HashMap<(&str, &str, &str), usize> = HashMap::new();
+            let mut seen: FastMap<(&str, &str, &str), usize> = FastMap::with_capacity_and_hasher(
+                store.len(),
+                foldhash::fast::RandomState::default(),
+            );
             for i in 0..store.len() {
                 let h = store.head(i);
                 let arch = h.architecture;
@@ -372,11 +374,11 @@ impl Universe {
             priorities,
             native: native.to_string(),
             slots: Vec::new(),
-            slot_of: HashMap::new(),
+            slot_of: FastMap::default(),
             slot_members: Vec::new(),
             package_slot: Vec::new(),
-            real: HashMap::new(),
-            providers: HashMap::new(),
+            real: FastMap::default(),
+            providers: FastMap::default(),
         };
         for id in 0..u.store.len() {
             let p = u.store.head(id);

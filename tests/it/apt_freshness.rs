@@ -481,7 +481,10 @@ fn packed_index_cache_plans_as_the_parsed_index() {
     std::fs::remove_file(&blob).unwrap();
     let second = make_plan(&desc, &opts).unwrap();
     assert_eq!(second.packages, first.packages);
-    assert!(!blob.exists(), "a sound packed index is used without the Packages file");
+    assert!(
+        !blob.exists(),
+        "a sound packed index is used without the Packages file"
+    );
 
     std::fs::write(&packed, &written[..written.len() - 3]).unwrap();
     let third = make_plan(&desc, &opts).unwrap();
