@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 /// The universe's name maps: tens of thousands of entries are hashed while a universe is
-/// built, where SipHash was the largest cost of planning. Nothing depends on their order.
+/// built, where `SipHash` was the largest cost of planning. Nothing depends on their order.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt::Display;
 use std::sync::OnceLock;
