@@ -10,6 +10,7 @@ pub mod hostsources;
 pub mod index;
 pub mod keyring;
 pub mod lock;
+pub mod packed;
 pub mod release;
 pub mod repo;
 pub mod solver;

@@ -15,6 +15,7 @@ use crate::apt::cache::{Cache, CacheMode, Sha256Digest};
 use crate::apt::fetch::{Download, FetchOptions, Fetcher, Progress};
 use crate::apt::index::{self, Package};
 use crate::apt::lock::{LockFile, LockedPackage};
+use crate::apt::packed;
 use crate::apt::release::{self, RepoContext, RepoMetadata, ResolvedRepo};
 use crate::apt::repo::RepoSpec;
 use crate::apt::solver::{PackageId, Request, Universe};
@@ -55,6 +56,18 @@ pub enum PlanError {
         url: String,
         /// What is wrong.
         source: index::IndexError,
+    },
+    /// A Packages index could not be packed, or its packed form could not be read.
+    #[error(transparent)]
+    Packed(crate::apt::packed::PackedError),
+    /// A packed index passed its checks but held a record that does not decode (altered in
+    /// the cache); it has been removed, so the next build packs the index again.
+    #[error("{path}: damaged packed index, removed (run the build again): {message}")]
+    PackedDamaged {
+        /// The packed index file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
     },
     /// Packages the description or the command line asks for that no repository has: every
     /// one, each where it was asked for, with the closest name the repositories do have.
@@ -829,8 +842,65 @@ fn plan_with(
         .iter()
         .filter_map(|m| m.older.as_ref().map(std::string::ToString::to_string))
         .collect();
-    let (universe, meta_of_repo) = universe(&metadata, &arch)?;
-    let unknown = unknown_packages(&universe, image, overrides, base.is_some());
+    let (universe, meta_of_repo) = universe(&metadata, &arch, cache)?;
+    let planned = plan_packages(
+        &universe,
+        &meta_of_repo,
+        &metadata,
+        (&boot, &img, recommends),
+        image,
+        overrides,
+        base,
+    );
+    // A damaged record stands in as an empty one: whatever was planned from it is discarded.
+    if let Some((i, message)) = universe.damage() {
+        let idx = metadata.iter().flat_map(|m| &m.packages).nth(i);
+        let path = idx.map_or_else(PathBuf::new, |idx| cache.packed_path(&idx.expected.sha256));
+        let _ = std::fs::remove_file(&path);
+        return Err(PlanError::PackedDamaged {
+            path,
+            message: message.to_string(),
+        });
+    }
+    let packages = planned?;
+    drop(universe);
+    release_freed_memory();
+    Ok(Plan {
+        format: PackageFormat::Deb,
+        arch,
+        repositories,
+        rpm_repositories: Vec::new(),
+        packages,
+        from_lock: false,
+        inputs,
+        warnings,
+    })
+}
+
+/// Return the heap the universe held (tens of MB of names and maps, freed in many small
+/// pieces) to the system: glibc keeps freed memory for reuse, so without this every later
+/// stage of the build would carry the planning peak along.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only hands free heap pages back to the kernel; no live allocation
+    // is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The packages to install, in order, from `universe`: the image's on top of the base's
+/// packages for a derived image, else the bootstrap then the image phase.
+fn plan_packages(
+    universe: &Universe,
+    meta_of_repo: &[usize],
+    metadata: &[RepoMetadata],
+    (boot, img, recommends): (&[String], &[String], bool),
+    image: &ResolvedImage,
+    overrides: &Overrides,
+    base: Option<&[InstalledPackage]>,
+) -> Result<Vec<PlannedPackage>, PlanError> {
+    let unknown = unknown_packages(universe, image, overrides, base.is_some());
     if !unknown.is_empty() {
         return Err(PlanError::UnknownPackages(unknown));
     }
@@ -840,29 +910,20 @@ fn plan_with(
             .iter()
             .filter_map(|p| universe.find(&p.name, Some(&p.architecture), &p.version))
             .collect();
-        let image_ids = solve_image(&universe, &img, installed, recommends)?;
+        let image_ids = solve_image(universe, img, installed, recommends)?;
         let mut packages = Vec::with_capacity(image_ids.len());
         for id in universe.install_order(&image_ids) {
             let p = universe.package(id);
             let meta = &metadata[meta_of_repo[p.repo]];
             packages.push(planned(p, meta, Phase::Image)?);
         }
-        return Ok(Plan {
-            format: PackageFormat::Deb,
-            arch,
-            repositories,
-            rpm_repositories: Vec::new(),
-            packages,
-            from_lock: false,
-            inputs,
-            warnings,
-        });
+        return Ok(packages);
     }
 
     // The description's own packages mean those real packages; the minbase extras are
     // dependencies: `usr-is-merged` is satisfied by whatever provides it (trixie's base-files,
     // as in debootstrap), and only pulls in the real package where nothing else does (bookworm).
-    let mut boot_req: Vec<String> = pin_real(&universe, &boot);
+    let mut boot_req: Vec<String> = pin_real(universe, boot);
     for extra in ["apt", "usr-is-merged"] {
         if universe.candidate(extra).is_some() {
             boot_req.push(extra.to_string());
@@ -879,7 +940,7 @@ fn plan_with(
             phase: "bootstrap",
             source,
         })?;
-    let image_ids = solve_image(&universe, &img, boot_res.packages.clone(), recommends)?;
+    let image_ids = solve_image(universe, img, boot_res.packages.clone(), recommends)?;
     let mut packages = Vec::with_capacity(boot_res.packages.len() + image_ids.len());
     for (phase, ids) in [
         (Phase::Bootstrap, &boot_res.packages),
@@ -891,16 +952,7 @@ fn plan_with(
             packages.push(planned(p, meta, phase)?);
         }
     }
-    Ok(Plan {
-        format: PackageFormat::Deb,
-        arch,
-        repositories,
-        rpm_repositories: Vec::new(),
-        packages,
-        from_lock: false,
-        inputs,
-        warnings,
-    })
+    Ok(packages)
 }
 
 /// A package asked for by its bare name means that real package, as in `apt-get install NAME`,
@@ -952,8 +1004,14 @@ fn solve_image(
 }
 
 /// Every package of every repository's indexes, with repository priorities as apt pins them.
-fn universe(metadata: &[RepoMetadata], arch: &str) -> Result<(Universe, Vec<usize>), PlanError> {
-    let mut packages: Vec<Package> = Vec::new();
+/// The indexes are read in their packed form (made and kept in the cache on first use): only
+/// the records the solver touches are decoded.
+fn universe(
+    metadata: &[RepoMetadata],
+    arch: &str,
+    cache: &Cache,
+) -> Result<(Universe, Vec<usize>), PlanError> {
+    let mut indexes = Vec::new();
     let mut priorities = Vec::new();
     let mut meta_of_repo = Vec::new();
     for (mi, meta) in metadata.iter().enumerate() {
@@ -961,22 +1019,20 @@ fn universe(metadata: &[RepoMetadata], arch: &str) -> Result<(Universe, Vec<usiz
             let repo = priorities.len();
             priorities.push(meta.repo.spec.priority.unwrap_or(500));
             meta_of_repo.push(mi);
-            let bytes = idx.read()?;
-            let text = String::from_utf8_lossy(&bytes);
-            let parsed = index::parse_packages(&text, repo).map_err(|source| PlanError::Index {
-                url: idx.url.clone(),
-                source,
-            })?;
-            if packages.is_empty() {
-                packages = parsed;
-            } else {
-                packages.reserve_exact(parsed.len());
-                packages.extend(parsed);
-            }
+            let packed =
+                packed::open_or_pack(cache, &idx.expected, &idx.url).map_err(|e| match e {
+                    packed::PackedError::Index(source) => PlanError::Index {
+                        url: idx.url.clone(),
+                        source,
+                    },
+                    packed::PackedError::Cache(e) => PlanError::Cache(e),
+                    e => PlanError::Packed(e),
+                })?;
+            indexes.push((packed, repo));
         }
     }
     Ok((
-        Universe::new(packages, &priorities, arch, &[]),
+        Universe::from_packed(indexes, &priorities, arch, &[]),
         meta_of_repo,
     ))
 }

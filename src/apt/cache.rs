@@ -3,6 +3,8 @@
 //!
 //! Layout of a cache directory:
 //! - `blobs/sha256/<hex>`: content, named by its sha256 (packages, index files, signed Release files);
+//! - `packed/sha256/<hex>`: the packed form of the `Packages` index whose sha256 is `<hex>`
+//!   ([`super::packed`]), made on first use so later builds neither parse nor hold the index;
 //! - `refs/<sha256 of the URL>`: the digest last seen at a URL whose content is not pinned elsewhere
 //!   (`InRelease`, Release, Release.gpg), so an offline build can find it again;
 //! - `locks/<hex>.lock`: one lock per blob while it is being downloaded, so two builds fetching the
@@ -124,6 +126,9 @@ impl fmt::Debug for Sha256Digest {
     }
 }
 
+/// The directory of the packed indexes.
+const PACKED: &str = "packed/sha256";
+
 /// The directory of the remembered Release dates.
 const RELEASE_DATES: &str = "release-dates";
 
@@ -175,7 +180,7 @@ impl Cache {
     /// Open (creating when needed) the cache at `root`.
     pub fn open(root: impl Into<PathBuf>, mode: CacheMode) -> Result<Cache, CacheError> {
         let root = root.into();
-        for sub in ["blobs/sha256", "refs", "locks", RELEASE_DATES] {
+        for sub in ["blobs/sha256", PACKED, "refs", "locks", RELEASE_DATES] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
@@ -184,7 +189,7 @@ impl Cache {
         // When nobody else has the cache open, temporary files are leftovers of a killed build:
         // remove them. Otherwise they may be another build's writes in progress.
         if fs4::FileExt::try_lock(&lock).is_ok() {
-            for sub in ["blobs/sha256", "refs", RELEASE_DATES] {
+            for sub in ["blobs/sha256", PACKED, "refs", RELEASE_DATES] {
                 remove_temp_files(&root.join(sub))?;
             }
             fs4::FileExt::unlock(&lock).map_err(io_err(&lock_path))?;
@@ -210,6 +215,12 @@ impl Cache {
     /// Where the blob with `digest` lives (whether or not it is present).
     pub fn blob_path(&self, digest: &Sha256Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.to_hex())
+    }
+
+    /// Where the packed form of the `Packages` index with sha256 `digest` lives (whether or not
+    /// it is present).
+    pub fn packed_path(&self, digest: &Sha256Digest) -> PathBuf {
+        self.root.join(PACKED).join(digest.to_hex())
     }
 
     /// The verified cached file for `expected`, or `None` when absent. A cached file whose size or
@@ -401,7 +412,7 @@ impl Cache {
         Ok(None)
     }
 
-    /// Remove every blob and ref. The remembered Release dates stay: they are what protects the
+    /// Remove every blob, packed index and ref. The remembered Release dates stay: they are what protects the
     /// next build from older metadata, not cached content. Waits until no other build has the
     /// cache open.
     pub fn clear(self) -> Result<(), CacheError> {
@@ -414,7 +425,7 @@ impl Cache {
         let lock_path = root.join("lock");
         let lock = open_lock_file(&lock_path)?;
         fs4::FileExt::lock(&lock).map_err(io_err(&lock_path))?;
-        for sub in ["blobs", "refs", "locks"] {
+        for sub in ["blobs", "packed", "refs", "locks"] {
             let d = root.join(sub);
             match fs::remove_dir_all(&d) {
                 Ok(()) => {}

@@ -222,8 +222,8 @@ pub struct Package {
     pub repo: usize,
 }
 
-/// The fields [`Package::from_paragraph`] reads.
-const FIELDS: [&str; 18] = [
+/// The fields [`Package::from_paragraph`] reads, in the order [`PackageFields`] holds them.
+pub const FIELDS: [&str; 18] = [
     "Package",
     "Version",
     "Architecture",
@@ -252,8 +252,12 @@ fn field_index(name: &str) -> Option<usize> {
         .or_else(|| FIELDS.iter().position(|f| f.eq_ignore_ascii_case(name)))
 }
 
+/// The values of [`FIELDS`] found in one paragraph, by position in [`FIELDS`]: everything a
+/// [`Package`] is made from (the packed index cache stores exactly these).
+pub type PackageFields<'a> = [Option<Cow<'a, str>>; FIELDS.len()];
+
 /// The values of [`FIELDS`] found in one paragraph.
-struct Found<'a, 'b>(&'b [Option<Cow<'a, str>>; FIELDS.len()]);
+struct Found<'a, 'b>(&'b PackageFields<'a>);
 
 impl Found<'_, '_> {
     fn get(&self, name: &str) -> Option<&str> {
@@ -264,15 +268,17 @@ impl Found<'_, '_> {
 impl Package {
     /// Build a package from one paragraph. `repo` is stored as given.
     pub fn from_paragraph(p: &RawParagraph<'_>, repo: usize) -> Result<Package, IndexError> {
-        let line = p.line;
-        // One pass over the paragraph instead of a scan per field: indexes are large.
-        let mut found: [Option<Cow<'_, str>>; FIELDS.len()] = Default::default();
-        for (k, v) in &p.fields {
-            if let Some(i) = field_index(k) {
-                found[i].get_or_insert_with(|| v.value());
-            }
-        }
-        let p = Found(&found);
+        Package::from_fields(&paragraph_fields(p), p.line, repo)
+    }
+
+    /// Build a package from the values of [`FIELDS`] of the paragraph starting at `line`.
+    /// `repo` is stored as given.
+    pub fn from_fields(
+        found: &PackageFields<'_>,
+        line: usize,
+        repo: usize,
+    ) -> Result<Package, IndexError> {
+        let p = Found(found);
         let req =
             |field: &'static str| p.get(field).ok_or(IndexError::MissingField { line, field });
         let version_of = |field: &'static str, s: &str| {
@@ -390,6 +396,18 @@ impl Package {
     }
 }
 
+/// The values of [`FIELDS`] in paragraph `p` (the first occurrence of each), in one pass over
+/// the paragraph instead of a scan per field: indexes are large.
+pub fn paragraph_fields<'a>(p: &RawParagraph<'a>) -> PackageFields<'a> {
+    let mut found: PackageFields<'a> = Default::default();
+    for (k, v) in &p.fields {
+        if let Some(i) = field_index(k) {
+            found[i].get_or_insert_with(|| v.value());
+        }
+    }
+    found
+}
+
 /// Parse a whole `Packages` index; `repo` is stored in every record. Large indexes are cut at
 /// paragraph boundaries and parsed in parallel; records keep file order and the first error in
 /// file order is the one reported.
@@ -421,7 +439,7 @@ pub fn parse_packages(text: &str, repo: usize) -> Result<Vec<Package>, IndexErro
 
 /// Cut `text` into about `pieces` chunks, each starting right after an empty line (so at a
 /// paragraph start), paired with the 1-based line number it starts on.
-fn split_at_paragraphs(text: &str, pieces: usize) -> Vec<(usize, &str)> {
+pub(crate) fn split_at_paragraphs(text: &str, pieces: usize) -> Vec<(usize, &str)> {
     const MIN_CHUNK: usize = 256 * 1024;
     let target = (text.len() / pieces.max(1)).max(MIN_CHUNK);
     let mut out = Vec::new();

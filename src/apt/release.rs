@@ -584,8 +584,12 @@ pub struct PackagesIndex {
     pub architecture: String,
     /// The URL of the index as listed in Release (uncompressed name).
     pub url: String,
-    /// The decompressed Packages file in the cache.
+    /// The decompressed Packages file in the cache (absent when its packed form was found
+    /// sound: then nothing reads it).
     pub path: PathBuf,
+    /// The sha256 (and size, when known) of the decompressed Packages file: the key of its
+    /// packed form ([`crate::apt::packed`]).
+    pub expected: Expected,
 }
 
 impl PackagesIndex {
@@ -982,6 +986,19 @@ fn fetch_packages(
     let plain_rel = format!("{dir}Packages");
     let url = format!("{dist_url}{plain_rel}");
     let plain = release.sha256.get(&plain_rel).copied();
+    // Warmest path: the index pinned by Release is already packed; the Packages file itself is
+    // not read (hashing it alone takes longer than using the packed form).
+    if let Some(p) = plain
+        && super::packed::is_packed(ctx.cache, &p.sha256)
+    {
+        return Ok(PackagesIndex {
+            component: String::new(),
+            architecture: String::new(),
+            url,
+            path: ctx.cache.blob_path(&p.sha256),
+            expected: p.expected(),
+        });
+    }
     // Warm path: the decompressed index is pinned by Release and already cached.
     if let Some(p) = plain
         && let Some(path) = ctx.cache.get(&p.expected())?
@@ -991,6 +1008,7 @@ fn fetch_packages(
             architecture: String::new(),
             url,
             path,
+            expected: p.expected(),
         });
     }
     let choice = [
@@ -1012,8 +1030,8 @@ fn fetch_packages(
     let creds = repo.spec.credentials.as_ref();
     let file_url = format!("{dist_url}{rel}");
     let compressed = fetch_index_file(ctx, release, dist_url, dir, &file_url, creds, &entry)?;
-    let path = match compression {
-        Compression::None => compressed,
+    let (path, expected) = match compression {
+        Compression::None => (compressed, entry.expected()),
         Compression::Xz | Compression::Gz => {
             let file = File::open(&compressed).map_err(|source| CacheError::Io {
                 path: compressed.clone(),
@@ -1034,11 +1052,13 @@ fn fetch_packages(
             if let Some(p) = plain {
                 let mut w = ctx.cache.writer(&url, p.expected())?;
                 copy_decoded(&mut reader, &mut w).map_err(derr)?;
-                w.commit()?
+                (w.commit()?, p.expected())
             } else {
                 let mut data = Vec::new();
                 reader.read_to_end(&mut data).map_err(derr)?;
-                ctx.cache.insert_bytes(&url, &data)?.1
+                let (sha256, path) = ctx.cache.insert_bytes(&url, &data)?;
+                let size = Some(data.len() as u64);
+                (path, Expected { sha256, size })
             }
         }
     };
@@ -1047,6 +1067,7 @@ fn fetch_packages(
         architecture: String::new(),
         url,
         path,
+        expected,
     })
 }
 

@@ -8,7 +8,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+
+/// The universe's name maps: tens of thousands of entries are hashed while a universe is
+/// built, where `SipHash` was the largest cost of planning. Nothing depends on their order.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt::Display;
+use std::sync::OnceLock;
 
 use resolvo::{
     Candidates, Condition, ConditionId, ConditionalRequirement, DenseIndex, Dependencies,
@@ -17,6 +22,7 @@ use resolvo::{
 };
 
 use super::index::{Alternative, ArchQual, MultiArch, Package, Relation, parse_relations};
+use super::packed::{Head, PackedIndex};
 
 /// Index of a package in a [`Universe`].
 pub type PackageId = usize;
@@ -108,22 +114,161 @@ pub struct Resolution {
     pub packages: Vec<PackageId>,
 }
 
+/// Where a universe's package records are.
+#[derive(Debug)]
+enum Store {
+    /// Parsed records, by [`PackageId`].
+    Parsed(Vec<Package>),
+    /// Packed indexes, read in place.
+    Packed(Packed),
+}
+
+/// Packed indexes: every package's [`Head`] is read from the mapped index, the whole record is
+/// decoded the first time the solver or the plan looks at it.
+#[derive(Debug)]
+struct Packed {
+    /// Each index with the repository number its records get.
+    indexes: Vec<(PackedIndex, usize)>,
+    /// (index, record) of each [`PackageId`].
+    ids: Vec<(u32, u32)>,
+    decoded: Vec<OnceLock<Box<Package>>>,
+    /// The first record that could not be decoded: (index, what was wrong).
+    damage: OnceLock<(usize, String)>,
+}
+
+impl Packed {
+    fn head(&self, id: PackageId) -> Head<'_> {
+        let (i, r) = self.ids[id];
+        self.indexes[i as usize].0.head(r as usize)
+    }
+
+    fn package(&self, id: PackageId) -> &Package {
+        self.decoded[id].get_or_init(|| {
+            let (i, r) = self.ids[id];
+            let (idx, repo) = &self.indexes[i as usize];
+            Box::new(idx.package(r as usize, *repo).unwrap_or_else(|e| {
+                // A sound packed index always decodes; one that does not was altered after its
+                // checksum was written. Record it for `damage` and stand in an empty record.
+                let _ = self.damage.set((i as usize, e.to_string()));
+                let h = idx.head(r as usize);
+                let zero = || super::version::Version::parse("0");
+                Package {
+                    name: h.name.to_string(),
+                    version: super::version::Version::parse(h.version)
+                        .or_else(|_| zero())
+                        .unwrap_or_else(|_| unreachable!("\"0\" is a version")),
+                    architecture: h.architecture.to_string(),
+                    multi_arch: h.multi_arch,
+                    essential: h.essential,
+                    priority: h.priority.map(str::to_string),
+                    source: h.name.to_string(),
+                    source_version: super::version::Version::parse(h.version)
+                        .or_else(|_| zero())
+                        .unwrap_or_else(|_| unreachable!("\"0\" is a version")),
+                    installed_size: None,
+                    depends: Vec::new(),
+                    pre_depends: Vec::new(),
+                    recommends: Vec::new(),
+                    provides: Vec::new(),
+                    conflicts: Vec::new(),
+                    breaks: Vec::new(),
+                    replaces: Vec::new(),
+                    filename: None,
+                    size: None,
+                    sha256: None,
+                    repo: *repo,
+                }
+            }))
+        })
+    }
+}
+
+impl Store {
+    fn len(&self) -> usize {
+        match self {
+            Store::Parsed(v) => v.len(),
+            Store::Packed(p) => p.ids.len(),
+        }
+    }
+
+    fn head(&self, id: PackageId) -> Head<'_> {
+        match self {
+            Store::Parsed(v) => {
+                let p = &v[id];
+                Head {
+                    name: &p.name,
+                    architecture: &p.architecture,
+                    version: p.version.as_str(),
+                    priority: p.priority.as_deref(),
+                    essential: p.essential,
+                    multi_arch: p.multi_arch,
+                }
+            }
+            Store::Packed(p) => p.head(id),
+        }
+    }
+
+    fn repo(&self, id: PackageId) -> usize {
+        match self {
+            Store::Parsed(v) => v[id].repo,
+            Store::Packed(p) => p.indexes[p.ids[id].0 as usize].1,
+        }
+    }
+
+    fn provides(&self, id: PackageId) -> Vec<&str> {
+        match self {
+            Store::Parsed(v) => v[id].provides.iter().map(|a| a.name.as_str()).collect(),
+            Store::Packed(p) => {
+                let (i, r) = p.ids[id];
+                p.indexes[i as usize].0.provides(r as usize).collect()
+            }
+        }
+    }
+
+    fn package(&self, id: PackageId) -> &Package {
+        match self {
+            Store::Parsed(v) => &v[id],
+            Store::Packed(p) => p.package(id),
+        }
+    }
+
+    /// Keep the records at `order` (increasing first positions: `order[k] >= k`), in that order.
+    fn select(&mut self, order: &[usize]) {
+        fn pick<T>(v: &mut Vec<T>, order: &[usize]) {
+            // Each step only moves a record no later step needs: `order[m] >= m > k`.
+            for (k, &from) in order.iter().enumerate() {
+                v.swap(k, from);
+            }
+            v.truncate(order.len());
+        }
+        match self {
+            Store::Parsed(v) => pick(v, order),
+            Store::Packed(p) => {
+                pick(&mut p.ids, order);
+                p.decoded = std::iter::repeat_with(OnceLock::new)
+                    .take(order.len())
+                    .collect();
+            }
+        }
+    }
+}
+
 /// All packages the solver may choose from.
 #[derive(Debug)]
 pub struct Universe {
-    packages: Vec<Package>,
+    store: Store,
     priorities: Vec<i32>,
     native: String,
     /// Solver names: `name` for native and `all` packages, `name:arch` for foreign ones.
     slots: Vec<String>,
-    slot_of: HashMap<String, usize>,
+    slot_of: FastMap<String, usize>,
     /// Members of each slot, best candidate first.
     slot_members: Vec<Vec<PackageId>>,
     package_slot: Vec<usize>,
     /// Package name -> slots holding real packages of that name.
-    real: HashMap<String, Vec<usize>>,
+    real: FastMap<String, Vec<usize>>,
     /// Provided name -> packages providing it.
-    providers: HashMap<String, Vec<PackageId>>,
+    providers: FastMap<String, Vec<PackageId>>,
 }
 
 fn priority_rank(p: &Package) -> u8 {
@@ -149,61 +294,96 @@ impl Universe {
         native: &str,
         foreign: &[&str],
     ) -> Universe {
-        let prio = |p: &Package| repo_priorities.get(p.repo).copied().unwrap_or(500);
+        Universe::build(Store::Parsed(packages), repo_priorities, native, foreign)
+    }
+
+    /// [`Universe::new`] over packed indexes, each with the repository number its records get
+    /// (the index into `repo_priorities`). Records are decoded only when used, so a universe of
+    /// a whole archive costs little more than its names.
+    pub fn from_packed(
+        indexes: Vec<(PackedIndex, usize)>,
+        repo_priorities: &[i32],
+        native: &str,
+        foreign: &[&str],
+    ) -> Universe {
+        // Record numbers are u32 in the packed format, and so are index numbers here.
+        #[allow(clippy::cast_possible_truncation)]
+        let ids = indexes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (idx, _))| (0..idx.len()).map(move |r| (i as u32, r as u32)))
+            .collect();
+        let packed = Packed {
+            indexes,
+            ids,
+            decoded: Vec::new(),
+            damage: OnceLock::new(),
+        };
+        Universe::build(Store::Packed(packed), repo_priorities, native, foreign)
+    }
+
+    /// When a packed index given to [`Universe::from_packed`] held a record that could not be
+    /// decoded: the position of that index and what was wrong. Results computed from such a
+    /// universe are not to be used.
+    pub fn damage(&self) -> Option<(usize, &str)> {
+        match &self.store {
+            Store::Parsed(_) => None,
+            Store::Packed(p) => p.damage.get().map(|(i, m)| (*i, m.as_str())),
+        }
+    }
+
+    fn build(
+        mut store: Store,
+        repo_priorities: &[i32],
+        native: &str,
+        foreign: &[&str],
+    ) -> Universe {
+        let prio = |store: &Store, id| repo_priorities.get(store.repo(id)).copied().unwrap_or(500);
         // Filtered and deduplicated in place: the indexes are large and a second copy of every
-        // record would double the peak memory of planning.
-        let mut kept = packages;
-        kept.retain(|p| {
-            p.architecture == native
-                || p.architecture == "all"
-                || foreign.contains(&p.architecture.as_str())
-        });
-        // For each (name, architecture, version), the first position and the best record so far;
-        // the best moves to the first position, so index order is that of first appearance.
-        let mut first = vec![true; kept.len()];
-        let mut best: Vec<(usize, usize)> = Vec::new();
-        {
-            let mut seen: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(kept.len());
-            for (i, p) in kept.iter().enumerate() {
-                let key = (p.name.as_str(), p.architecture.as_str(), p.version.as_str());
+        // record would double the peak memory of planning. For each (name, architecture,
+        // version) the best record takes the place of the first one, so the order is that of
+        // first appearance.
+        let order: Vec<usize> = {
+            let mut best: Vec<usize> = Vec::new();
+            let mut seen: FastMap<(&str, &str, &str), usize> = FastMap::with_capacity_and_hasher(
+                store.len(),
+                foldhash::fast::RandomState::default(),
+            );
+            for i in 0..store.len() {
+                let h = store.head(i);
+                let arch = h.architecture;
+                if !(arch == native || arch == "all" || foreign.contains(&arch)) {
+                    continue;
+                }
+                let key = (h.name, arch, h.version);
                 if let Some(&b) = seen.get(&key) {
-                    first[i] = false;
-                    let (j, cur) = best[b];
-                    if prio(p) > prio(&kept[cur]) {
-                        best[b] = (j, i);
+                    if prio(&store, i) > prio(&store, best[b]) {
+                        best[b] = i;
                     }
                 } else {
                     seen.insert(key, best.len());
-                    best.push((i, i));
+                    best.push(i);
                 }
             }
-        }
-        for &(j, b) in &best {
-            if j != b {
-                kept.swap(j, b);
-            }
-        }
-        let mut pos = 0;
-        kept.retain(|_| {
-            pos += 1;
-            first[pos - 1]
-        });
-        let priorities: Vec<i32> = kept.iter().map(prio).collect();
+            best
+        };
+        store.select(&order);
+        let priorities: Vec<i32> = (0..store.len()).map(|id| prio(&store, id)).collect();
         let mut u = Universe {
-            packages: kept,
+            store,
             priorities,
             native: native.to_string(),
             slots: Vec::new(),
-            slot_of: HashMap::new(),
+            slot_of: FastMap::default(),
             slot_members: Vec::new(),
             package_slot: Vec::new(),
-            real: HashMap::new(),
-            providers: HashMap::new(),
+            real: FastMap::default(),
+            providers: FastMap::default(),
         };
-        for id in 0..u.packages.len() {
-            let p = &u.packages[id];
+        for id in 0..u.store.len() {
+            let p = u.store.head(id);
             let slot_name = if p.architecture == native || p.architecture == "all" {
-                p.name.clone()
+                p.name.to_string()
             } else {
                 format!("{}:{}", p.name, p.architecture)
             };
@@ -214,14 +394,23 @@ impl Universe {
                 u.slots.push(slot_name.clone());
                 u.slot_of.insert(slot_name, s);
                 u.slot_members.push(Vec::new());
-                let real = u.real.entry(p.name.clone()).or_default();
-                real.push(s);
+                match u.real.get_mut(p.name) {
+                    Some(real) => real.push(s),
+                    None => {
+                        u.real.insert(p.name.to_string(), vec![s]);
+                    }
+                }
                 s
             };
             u.slot_members[slot].push(id);
             u.package_slot.push(slot);
-            for prov in &p.provides {
-                u.providers.entry(prov.name.clone()).or_default().push(id);
+            for prov in u.store.provides(id) {
+                match u.providers.get_mut(prov) {
+                    Some(ids) => ids.push(id),
+                    None => {
+                        u.providers.insert(prov.to_string(), vec![id]);
+                    }
+                }
             }
         }
         let mut members = std::mem::take(&mut u.slot_members);
@@ -244,7 +433,7 @@ impl Universe {
     /// apt's candidate order within one name: repository priority, then version, then the
     /// native architecture, then index order.
     fn preference(&self, a: PackageId, b: PackageId) -> std::cmp::Ordering {
-        let (pa, pb) = (&self.packages[a], &self.packages[b]);
+        let (pa, pb) = (self.pkg(a), self.pkg(b));
         self.priorities[b]
             .cmp(&self.priorities[a])
             .then_with(|| pb.version.cmp(&pa.version))
@@ -254,30 +443,29 @@ impl Universe {
 
     /// The package with index `id`.
     pub fn package(&self, id: PackageId) -> &Package {
-        &self.packages[id]
+        self.store.package(id)
     }
 
-    /// Every package, indexed by [`PackageId`].
-    pub fn packages(&self) -> &[Package] {
-        &self.packages
+    fn pkg(&self, id: PackageId) -> &Package {
+        self.store.package(id)
     }
 
     /// Number of packages.
     pub fn len(&self) -> usize {
-        self.packages.len()
+        self.store.len()
     }
 
     /// True when the universe holds no package.
     pub fn is_empty(&self) -> bool {
-        self.packages.is_empty()
+        self.store.len() == 0
     }
 
     /// The package `name` of `arch` (`None`: native or `all`) with exactly `version`, if present.
     pub fn find(&self, name: &str, arch: Option<&str>, version: &str) -> Option<PackageId> {
         self.real.get(name)?.iter().find_map(|&s| {
             self.slot_members[s].iter().copied().find(|&id| {
-                let p = &self.packages[id];
-                p.version.as_str() == version
+                let p = self.store.head(id);
+                p.version == version
                     && match arch {
                         None => p.architecture == self.native || p.architecture == "all",
                         Some(a) => p.architecture == a,
@@ -322,8 +510,8 @@ impl Universe {
             .iter()
             .filter(|(name, _)| !name.contains(':'))
             .filter_map(|(name, &slot)| {
-                let p = &self.packages[*self.slot_members[slot].first()?];
-                (p.essential || p.priority.as_deref() == Some("required")).then(|| name.clone())
+                let p = self.store.head(*self.slot_members[slot].first()?);
+                (p.essential || p.priority == Some("required")).then(|| name.clone())
             })
             .collect();
         names.sort();
@@ -352,7 +540,7 @@ impl Universe {
     /// Whether package `id` satisfies `alt` (by name or through `Provides`) for a dependent of
     /// architecture `from`.
     pub fn satisfies(&self, id: PackageId, alt: &Alternative, from: &str) -> bool {
-        let p = &self.packages[id];
+        let p = self.pkg(id);
         if p.name == alt.name
             && self.arch_compatible(p, &alt.arch, from, false)
             && alt
@@ -381,7 +569,7 @@ impl Universe {
         if let Some(provs) = self.providers.get(&alt.name) {
             let mut ps: Vec<PackageId> = provs.clone();
             ps.sort_by_key(|&id| {
-                let p = &self.packages[id];
+                let p = self.pkg(id);
                 (
                     !installed.contains(&id),
                     !p.essential,
@@ -454,7 +642,7 @@ impl Universe {
                         .node_weights()
                         .filter_map(|n| match n {
                             resolvo::conflict::ConflictNode::Solvable(s) => {
-                                Some(self.packages[s.to_index()].name.clone())
+                                Some(self.pkg(s.to_index()).name.clone())
                             }
                             _ => None,
                         })
@@ -476,8 +664,8 @@ impl Universe {
             // As apt, only newly installed packages bring their Recommends along.
             let mut added = false;
             for &id in chosen.iter().filter(|id| !installed.contains(id)) {
-                let from = self.packages[id].architecture.clone();
-                for rel in &self.packages[id].recommends {
+                let from = self.pkg(id).architecture.clone();
+                for rel in &self.pkg(id).recommends {
                     if self.relation_met(rel, &from, &chosen) {
                         continue;
                     }
@@ -499,7 +687,7 @@ impl Universe {
     fn resolution(&self, chosen: BTreeSet<PackageId>) -> Resolution {
         let mut packages: Vec<PackageId> = chosen.into_iter().collect();
         packages.sort_by(|&a, &b| {
-            let (pa, pb) = (&self.packages[a], &self.packages[b]);
+            let (pa, pb) = (self.pkg(a), self.pkg(b));
             (&pa.name, &pa.architecture, a).cmp(&(&pb.name, &pb.architecture, b))
         });
         Resolution { packages }
@@ -549,7 +737,7 @@ impl Universe {
     pub fn install_order(&self, packages: &[PackageId]) -> Vec<PackageId> {
         let mut nodes: Vec<PackageId> = packages.to_vec();
         nodes.sort_by(|&a, &b| {
-            let (pa, pb) = (&self.packages[a], &self.packages[b]);
+            let (pa, pb) = (self.pkg(a), self.pkg(b));
             (&pa.name, &pa.architecture, a).cmp(&(&pb.name, &pb.architecture, b))
         });
         nodes.dedup();
@@ -560,7 +748,7 @@ impl Universe {
         // edges[i] = (target, strict) with targets as node indices, self-edges dropped.
         let mut edges: Vec<Vec<(usize, bool)>> = vec![Vec::new(); n];
         for (i, &id) in nodes.iter().enumerate() {
-            let p = &self.packages[id];
+            let p = self.pkg(id);
             for (rels, strict) in [(&p.pre_depends, true), (&p.depends, false)] {
                 for rel in rels {
                     if let Some(t) = self.first_in_set(rel, &p.architecture, &set) {
@@ -832,7 +1020,7 @@ impl Interner for Provider<'_> {
     type SolvableId = SolvableId;
 
     fn display_solvable(&self, solvable: SolvableId) -> impl Display + '_ {
-        let p = &self.u.packages[solvable.to_index()];
+        let p = self.u.pkg(solvable.to_index());
         format!(
             "{} {}",
             self.u.slots[self.u.package_slot[solvable.to_index()]],
@@ -846,7 +1034,7 @@ impl Interner for Provider<'_> {
         };
         let mut versions: Vec<String> = solvables
             .iter()
-            .map(|s| self.u.packages[s.to_index()].version.to_string())
+            .map(|s| self.u.pkg(s.to_index()).version.to_string())
             .collect();
         versions.sort();
         versions.dedup();
@@ -979,7 +1167,7 @@ impl DependencyProvider for Provider<'_> {
 
     async fn get_dependencies(&self, solvable: SolvableId) -> Dependencies {
         let id = solvable.to_index();
-        let p = &self.u.packages[id];
+        let p = self.u.pkg(id);
         let mut deps = KnownDependencies::default();
         for rel in p.pre_depends.iter().chain(&p.depends) {
             deps.requirements
@@ -1018,8 +1206,23 @@ mod tests {
     use super::*;
     use crate::apt::index::parse_packages;
 
-    /// A universe from compact stanzas; `repo` fields come from the `Repo:` pseudo-field index.
+    /// A universe from compact stanzas, one text per repository (its position is the
+    /// repository number), read as planning reads them: packed.
     fn universe(repos: &[&str], prios: &[i32]) -> Universe {
+        let packed = repos
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let key = crate::apt::cache::Sha256Digest::of(text.as_bytes());
+                let bytes = crate::apt::packed::pack(text, &key, "test").unwrap();
+                (PackedIndex::from_bytes(bytes, &key).unwrap(), i)
+            })
+            .collect();
+        Universe::from_packed(packed, prios, "amd64", &["i386"])
+    }
+
+    /// The same universe from the parsed records.
+    fn parsed_universe(repos: &[&str], prios: &[i32]) -> Universe {
         let mut all = Vec::new();
         for (i, text) in repos.iter().enumerate() {
             all.extend(parse_packages(text, i).unwrap());
@@ -1089,17 +1292,18 @@ Package: mawk\nVersion: 1\nArchitecture: amd64\nProvides: awk\n";
 Package: e\nVersion: 1\nArchitecture: amd64\n";
         let second = "Package: d\nVersion: 1\nArchitecture: amd64\nFilename: high/d.deb\n\n\
 Package: f\nVersion: 1\nArchitecture: arm64\n";
-        let u = universe(&[first, second], &[100, 500]);
-        let listed: Vec<(&str, usize)> = u
-            .packages()
-            .iter()
-            .map(|p| (p.name.as_str(), p.repo))
-            .collect();
-        // The better record takes the place of the first one; the foreign architecture is left out.
-        assert_eq!(listed, [("d", 1), ("e", 0)]);
-        assert_eq!(u.packages()[0].filename.as_deref(), Some("high/d.deb"));
-        let u = universe(&[first, second], &[500, 500]);
-        assert_eq!(u.packages()[0].filename.as_deref(), Some("low/d.deb"));
+        for make in [universe, parsed_universe] {
+            let u = make(&[first, second], &[100, 500]);
+            let listed: Vec<(&str, usize)> = (0..u.len())
+                .map(|id| (u.package(id).name.as_str(), u.package(id).repo))
+                .collect();
+            // The better record takes the place of the first one; the foreign architecture is
+            // left out.
+            assert_eq!(listed, [("d", 1), ("e", 0)]);
+            assert_eq!(u.package(0).filename.as_deref(), Some("high/d.deb"));
+            let u = make(&[first, second], &[500, 500]);
+            assert_eq!(u.package(0).filename.as_deref(), Some("low/d.deb"));
+        }
     }
 
     #[test]

@@ -455,3 +455,40 @@ fn future_dated_inrelease_is_refused() {
     };
     fetch_metadata(&spec, &amd64(), &early).unwrap();
 }
+
+/// The packed index cache through planning: the first plan packs the `Packages` index into
+/// `packed/sha256/<its sha256>`; a second plan reads only the packed form (the Packages file
+/// may be gone) and plans the same; a damaged packed index is refused, the index fetched and
+/// packed again, and the plan is still the same.
+#[test]
+fn packed_index_cache_plans_as_the_parsed_index() {
+    let mut repo = empty_repo();
+    offer(&mut repo, "2.0", NOW);
+    let server = Server::start(repo.root());
+    let work = tempfile::tempdir().unwrap();
+    let apt = tempfile::tempdir().unwrap();
+    let desc = description(work.path(), &repo, &server.base);
+    let cache = work.path().join("cache");
+    let opts = plan_options(&cache, &work.path().join("imgbuild.lock"), apt.path());
+    let plain = sha256_hex(repo.packages.as_bytes());
+    let packed = cache.join("packed/sha256").join(&plain);
+    let blob = cache.join("blobs/sha256").join(&plain);
+
+    let first = make_plan(&desc, &opts).unwrap();
+    assert_eq!(hello_version(&first), "2.0");
+    let written = std::fs::read(&packed).expect("the index was packed");
+
+    std::fs::remove_file(&blob).unwrap();
+    let second = make_plan(&desc, &opts).unwrap();
+    assert_eq!(second.packages, first.packages);
+    assert!(
+        !blob.exists(),
+        "a sound packed index is used without the Packages file"
+    );
+
+    std::fs::write(&packed, &written[..written.len() - 3]).unwrap();
+    let third = make_plan(&desc, &opts).unwrap();
+    assert_eq!(third.packages, first.packages);
+    assert_eq!(std::fs::read(&packed).unwrap(), written, "packed again");
+    assert!(blob.exists(), "fetched again to pack it");
+}

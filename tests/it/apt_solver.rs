@@ -311,3 +311,86 @@ fn matches_apt_on_host_indexes() {
         other => panic!("postfix with exim4 should be unsolvable, got {other:?}"),
     }
 }
+
+/// The packed index cache (`apt::packed`) is what planning reads: a universe over the packed
+/// host indexes resolves exactly as one over the parsed indexes, for the minbase set and for
+/// real requests on top of it, in the same install order.
+#[test]
+fn packed_indexes_resolve_as_parsed_ones_on_host_indexes() {
+    use imgbuild::apt::cache::Sha256Digest;
+    use imgbuild::apt::packed::{PackedIndex, pack};
+    let targets = host_targets();
+    if targets.is_empty() {
+        skip(format_args!(
+            "packed_indexes_resolve_as_parsed_ones_on_host_indexes needs the host's amd64 apt \
+             lists (run apt-get update)"
+        ));
+        return;
+    }
+    let mut parsed = Vec::new();
+    let mut packed = Vec::new();
+    let (mut parse_time, mut pack_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for (i, t) in targets.iter().enumerate() {
+        let text = read_index(&t.file);
+        let start = Instant::now();
+        parsed.extend(parse_packages(&text, i).expect("parse index"));
+        parse_time += start.elapsed();
+        let key = Sha256Digest::of(text.as_bytes());
+        let start = Instant::now();
+        let bytes = pack(&text, &key, "host index").expect("pack index");
+        pack_time += start.elapsed();
+        packed.push((PackedIndex::from_bytes(bytes, &key).expect("sound"), i));
+    }
+    eprintln!("parsed in {parse_time:?}, packed in {pack_time:?}");
+    let prios = vec![500; targets.len()];
+    let a = Universe::new(parsed, &prios, "amd64", &[]);
+    let start = Instant::now();
+    let b = Universe::from_packed(packed, &prios, "amd64", &[]);
+    eprintln!("packed universe in {:?}", start.elapsed());
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.bootstrap_names(), b.bootstrap_names());
+    let listed = |u: &Universe, ids: &[PackageId]| -> Vec<String> {
+        u.install_order(ids)
+            .into_iter()
+            .map(|id| {
+                let p = u.package(id);
+                format!("{} {} {} {:?}", p.name, p.version, p.architecture, p.sha256)
+            })
+            .collect()
+    };
+    let minbase = |u: &Universe| {
+        u.solve(&Request {
+            bootstrap: true,
+            install: Request::install(&["apt"]).unwrap().install,
+            ..Request::default()
+        })
+        .expect("minbase resolves")
+    };
+    let (ma, mb) = (minbase(&a), minbase(&b));
+    assert!(ma.packages.len() > 50);
+    assert_eq!(listed(&a, &ma.packages), listed(&b, &mb.packages));
+    for (want, recommends) in [
+        ("python3", false),
+        ("openssh-server", true),
+        ("build-essential", true),
+    ] {
+        let solve = |u: &Universe, installed: &[PackageId]| {
+            let mut req = Request::install(&[want]).unwrap();
+            req.installed = installed.to_vec();
+            req.with_recommends = recommends;
+            let res = u.solve(&req).unwrap_or_else(|e| panic!("{want}: {e}"));
+            listed(u, &res.packages)
+        };
+        assert_eq!(solve(&a, &ma.packages), solve(&b, &mb.packages), "{want}");
+    }
+    for name in ["pyhton3", "coreutils", "awk", "mail-transport-agent"] {
+        assert_eq!(a.closest(name), b.closest(name), "{name}");
+        assert_eq!(a.knows(name), b.knows(name), "{name}");
+        assert_eq!(
+            a.candidate(name).map(|id| a.package(id).clone()),
+            b.candidate(name).map(|id| b.package(id).clone()),
+            "{name}"
+        );
+    }
+    assert!(b.damage().is_none());
+}
