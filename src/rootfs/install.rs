@@ -225,9 +225,8 @@ pub fn install(
 /// `debs`. The packages are taken largest first (by `Installed-Size`) from one shared queue, so the
 /// biggest ones do not start last and leave a core idle at the end (longest-processing-time-first
 /// scheduling); the order does not show in the tree, which parallel unpacking already makes
-/// independent of timing (see [`install`]). On an error no further package starts, and the error
-/// of the first failing package in `debs` order is returned, so the report does not depend on
-/// thread timing.
+/// independent of timing (see [`install`]). On an error no further package starts, and of the
+/// packages that failed the first in `debs` order is reported.
 fn unpack_largest_first(
     debs: &[Deb],
     root: &Path,
