@@ -2,7 +2,9 @@
 # Warm-cache `imgbuild prepare descriptions/debian-minimal --profile bookworm` against
 # `debootstrap --variant=minbase --cache-dir` and `mmdebstrap --variant=minbase` (merged-usr hook)
 # of the same suite from the same mirror (the host's apt sources), alternating runs; then a
-# cold-cache imgbuild run against the same peers. Prints wall-time medians, ratios and peak memory.
+# cold-cache imgbuild run against the same peers. Prints the machine (cores, load before and after
+# each table), then per tool wall-time and CPU-second medians, the ratio imgbuild/peer of each, and
+# peak memory. The binary is built in $CARGO_TARGET_DIR (default target/); IMGBUILD_BIN overrides it.
 #
 # Usage: bench/prepare.sh [ROUNDS]   (as root; default 3 rounds)
 set -euo pipefail
@@ -46,9 +48,14 @@ EOF
 )}
 echo "suite $suite, mirror from the host's apt sources: $mirror"
 
-echo "building the release binary ..."
-(cd "$here" && cargo build --release --quiet --bin imgbuild)
-imgbuild=$here/target/release/imgbuild
+if [ -n "${IMGBUILD_BIN:-}" ]; then
+	imgbuild=$IMGBUILD_BIN
+else
+	echo "building the release binary ..."
+	(cd "$here" && cargo build --release --quiet --bin imgbuild)
+	imgbuild=${CARGO_TARGET_DIR:-$here/target}/release/imgbuild
+fi
+load() { echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) ($1)"; }
 
 work=$(mktemp -d /var/tmp/imgbuild-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -70,13 +77,17 @@ setup='rm -rf '"$work"'/out-imgbuild '"$work"'/out-debootstrap '"$work"'/out-mmd
 
 echo
 echo "== warm cache ($rounds rounds, alternating) =="
+load "before"
 python3 "$here/bench/alternate.py" --rounds "$rounds" --setup "$setup" \
 	"imgbuild=$prep" \
 	"debootstrap=$deboot" \
 	"mmdebstrap=$mmdeb"
+load "after"
 
 echo
 echo "== cold cache: imgbuild with a fresh --cache-dir every run ($rounds rounds, alternating) =="
+load "before"
 python3 "$here/bench/alternate.py" --rounds "$rounds" --setup "$setup" \
 	"imgbuild-cold=$imgbuild prepare $desc --profile $suite --no-lock --root $work/out-imgbuild --cache-dir $work/cold-cache" \
 	"mmdebstrap=$mmdeb"
+load "after"

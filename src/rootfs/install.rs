@@ -4,8 +4,9 @@
 //! (no path can escape the root), each package is recorded in dpkg's database as dpkg
 //! `--unpack` would have left it ([`super::dpkgdb`]), and then one sandboxed shell runs the
 //! `preinst install` scripts (base-passwd's first, since the others need its `/etc/passwd`),
-//! `dpkg --configure -a` (dpkg orders the `postinst` runs by dependencies and installs the
-//! conffiles), and the trigger activations of the new packages. This is the order KIWI and
+//! `dpkg --configure -a` (dpkg orders the `postinst` runs by dependencies, installs the
+//! conffiles, and activates and processes the packages' own triggers), and the file triggers of
+//! packages installed before that the new packages' paths activate. This is the order KIWI and
 //! mmdebstrap use for the essential set, applied to every phase: the result is dpkg's own
 //! database, checked clean by `dpkg --audit` and `dpkg -V`.
 
@@ -152,13 +153,7 @@ pub fn install(
     };
     // dpkg leaves existing directories alone and follows directory symlinks (merged /usr).
     let dpkg_like = UnpackOptions::for_package;
-    let mut reports = opened
-        .par_iter()
-        .map(|deb| {
-            let r = open_root()?;
-            Ok(deb.unpack_data(&r, &dpkg_like())?)
-        })
-        .collect::<Result<Vec<_>, InstallError>>()?;
+    let mut reports = unpack_largest_first(&opened, root, dpkg_like)?;
 
     // Parallel unpacking leaves a path shipped by two packages in a racy state: unpack the
     // packages involved again, in order, so the later one wins as it would under dpkg.
@@ -226,6 +221,74 @@ pub fn install(
     })
 }
 
+/// Unpack every package's data into `root`, in parallel, returning the reports in the order of
+/// `debs`. The packages are taken largest first (by `Installed-Size`) from one shared queue, so the
+/// biggest ones do not start last and leave a core idle at the end (longest-processing-time-first
+/// scheduling); the order does not show in the tree, which parallel unpacking already makes
+/// independent of timing (see [`install`]). On an error no further package starts, and of the
+/// packages that failed the first in `debs` order is reported.
+fn unpack_largest_first(
+    debs: &[Deb],
+    root: &Path,
+    opts: fn() -> UnpackOptions<'static>,
+) -> Result<Vec<crate::confine::UnpackReport>, InstallError> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let size = |d: &Deb| {
+        d.control()
+            .get("Installed-Size")
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut order: Vec<usize> = (0..debs.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(size(&debs[i])), i));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<_, InstallError>>>> =
+        debs.iter().map(|_| Mutex::new(None)).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, debs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        break;
+                    };
+                    let r = Root::open(root)
+                        .map_err(|source| InstallError::Root {
+                            path: root.to_path_buf(),
+                            source,
+                        })
+                        .and_then(|h| Ok(debs[i].unpack_data(&h, &opts())?));
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    *slots[i]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                }
+            });
+        }
+    });
+    let mut reports = Vec::with_capacity(debs.len());
+    let mut skipped = false;
+    for slot in slots {
+        match slot
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(Ok(r)) => reports.push(r),
+            Some(Err(e)) => return Err(e),
+            None => skipped = true,
+        }
+    }
+    // Packages are skipped only after a failure, which returned above.
+    debug_assert!(!skipped);
+    Ok(reports)
+}
+
 /// A directory shipped by several packages ends up with the mtime of whichever parallel unpack
 /// touched it last. Give it the mtime the first package (in install order) gives it, so the tree
 /// does not depend on thread timing.
@@ -266,8 +329,14 @@ fn settle_shared_dirs(
     Ok(())
 }
 
-/// The shell run in the sandbox after unpacking: preinsts, `dpkg --configure -a`, then the
-/// trigger activations dpkg would have recorded while unpacking, processed at once.
+/// The shell run in the sandbox after unpacking: preinsts, `dpkg --configure -a`, then the file
+/// triggers dpkg would have activated while unpacking, processed at once.
+///
+/// The explicit triggers of the packages' `triggers` members (`activate-noawait ldconfig` of every
+/// shared library) are not activated here: dpkg activates a package's explicit triggers itself
+/// when it configures it, and `--configure -a` processes them at its end, after the last package
+/// is configured. Activating them again afterwards (one `dpkg-trigger` per library) only ran the
+/// same trigger a second time on the same tree.
 fn configure_script(root: &Path, pkgs: &[UnpackedPackage]) -> Result<String, InstallError> {
     let mut s = String::from(
         "set -e\n\
@@ -291,9 +360,9 @@ fn configure_script(root: &Path, pkgs: &[UnpackedPackage]) -> Result<String, Ins
         ));
     }
     s.push_str("dpkg --configure -a\n");
-    let activations = trigger_activations(root, pkgs)?;
+    let activations = file_trigger_activations(root, pkgs)?;
     if !activations.is_empty() {
-        for (pkg, trigger) in &activations {
+        for (trigger, pkg) in &activations {
             s.push_str(&format!(
                 "dpkg-trigger --no-await --by-package={} {}\n",
                 shell_quote(pkg),
@@ -305,12 +374,18 @@ fn configure_script(root: &Path, pkgs: &[UnpackedPackage]) -> Result<String, Ins
     Ok(s)
 }
 
-/// Triggers the new packages activate: explicit `activate*` lines of their `triggers` member,
-/// and file triggers (`/var/lib/dpkg/triggers/File`) that one of their paths falls under.
-fn trigger_activations(
+/// The file triggers (`/var/lib/dpkg/triggers/File`, the interests of the packages installed
+/// before) that a path of the new packages falls under, as dpkg would activate them when
+/// unpacking: each trigger once, by the first package (in `pkgs` order) that activates it. The
+/// activating package does not matter beyond that, since the activations do not await.
+///
+/// The new packages' own interests are not in that file yet; dpkg would not need them either,
+/// since a package that is configured after its trigger was activated has its pending triggers
+/// cleared by its `postinst configure`.
+fn file_trigger_activations(
     root: &Path,
     pkgs: &[UnpackedPackage],
-) -> Result<Vec<(String, String)>, InstallError> {
+) -> Result<BTreeMap<String, String>, InstallError> {
     let interests_path = root.join("var/lib/dpkg/triggers/File");
     let interests: Vec<String> = match std::fs::read_to_string(&interests_path) {
         Ok(text) => text
@@ -326,31 +401,22 @@ fn trigger_activations(
             })));
         }
     };
-    let mut out = Vec::new();
+    let mut out = BTreeMap::new();
     for p in pkgs {
-        let name = p.name()?.to_string();
-        if let Some(t) = p.members.get("triggers") {
-            for line in String::from_utf8_lossy(t).lines() {
-                let mut w = line.split_whitespace();
-                if let (Some(kind), Some(trigger)) = (w.next(), w.next())
-                    && kind.starts_with("activate")
-                {
-                    out.push((name.clone(), trigger.to_string()));
-                }
-            }
-        }
         for interest in &interests {
+            if out.contains_key(interest) {
+                continue;
+            }
+            let under = format!("{interest}/");
             let hit = p.files.iter().any(|f| {
                 let f = super::dpkgdb::list_path(f);
-                f == *interest || f.starts_with(&format!("{interest}/"))
+                f == *interest || f.starts_with(&under)
             });
             if hit {
-                out.push((name.clone(), interest.clone()));
+                out.insert(interest.clone(), p.name()?.to_string());
             }
         }
     }
-    out.sort();
-    out.dedup();
     Ok(out)
 }
 
@@ -455,7 +521,8 @@ fn run_in_sandbox_quiet(
 
 #[cfg(test)]
 mod tests {
-    use super::{package_epoch, packages_epoch};
+    use super::{configure_script, package_epoch, packages_epoch};
+    use crate::rootfs::dpkgdb::UnpackedPackage;
     use crate::rootfs::prepared::{EpochRecord, EpochSource};
     use std::fs;
     use std::path::Path;
@@ -528,6 +595,63 @@ mod tests {
                 seconds: 1_000,
                 source: EpochSource::Changelogs
             }
+        );
+    }
+
+    fn unpacked(name: &str, files: &[&str], triggers: Option<&str>) -> UnpackedPackage {
+        let text = format!("Package: {name}\nVersion: 1\nArchitecture: amd64\n");
+        UnpackedPackage {
+            control: crate::apt::control::parse(&text).unwrap().remove(0),
+            members: triggers
+                .map(|t| ("triggers".to_string(), t.as_bytes().to_vec()))
+                .into_iter()
+                .collect(),
+            files: files.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_script_activates_each_hit_file_trigger_once_and_leaves_explicit_ones_to_dpkg() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let pkgs = [
+            unpacked(
+                "liba",
+                &["./usr/lib/liba.so.1"],
+                Some("activate-noawait ldconfig\n"),
+            ),
+            unpacked("b", &["./usr/share/foo/", "./usr/share/foo/b"], None),
+            unpacked("c", &["./usr/share/foo/c", "./usr/share/bar"], None),
+        ];
+        // A fresh root: no interests yet, so nothing to activate after configuring.
+        let script = configure_script(root, &pkgs).unwrap();
+        assert!(script.contains("dpkg --configure -a\n"), "{script}");
+        assert!(!script.contains("dpkg-trigger"), "{script}");
+        assert!(!script.contains("--triggers-only"), "{script}");
+
+        // The interests of the packages installed before: b and c both ship files under the
+        // first, nothing is under the second. The explicit ldconfig trigger is dpkg's to activate
+        // (it does when configuring liba), so the script never names it.
+        let triggers = root.join("var/lib/dpkg/triggers");
+        std::fs::create_dir_all(&triggers).unwrap();
+        std::fs::write(
+            triggers.join("File"),
+            "/usr/share/foo i/noawait\n/usr/lib32 base-files/noawait\n",
+        )
+        .unwrap();
+        let script = configure_script(root, &pkgs).unwrap();
+        let activations: Vec<&str> = script
+            .lines()
+            .filter(|l| l.starts_with("dpkg-trigger"))
+            .collect();
+        assert_eq!(
+            activations,
+            ["dpkg-trigger --no-await --by-package='b' '/usr/share/foo'"]
+        );
+        assert!(!script.contains("ldconfig"), "{script}");
+        assert!(
+            script.ends_with("dpkg --triggers-only --pending\n"),
+            "{script}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `imgbuild prepare descriptions/debian-minimal` (trixie, the default, and `--profile bookworm`)
 //! installs exactly the minbase package set of the same suite from the same mirror, and leaves a
-//! consistent dpkg database: inside the root `dpkg --audit` and `dpkg -V` print nothing and
+//! consistent dpkg database: inside the root `dpkg --audit` and `dpkg -V` print nothing, every
+//! package is `install ok installed` with no trigger pending, the ldconfig cache is current and
 //! `apt-get check` succeeds. Needs root and the mirror of the host's apt sources; skips clearly
 //! otherwise.
 //!
@@ -76,6 +77,32 @@ fn check_suite(test: &str, suite: &str, profile: Option<&str>, tool: Reference) 
         audit.status,
         String::from_utf8_lossy(&audit.stdout),
         String::from_utf8_lossy(&audit.stderr)
+    );
+    // Every package configured and no trigger left pending or awaited: the install ends with
+    // dpkg's trigger processing, not with activations it never got to.
+    let status = in_root(&root, &["dpkg-query", "-W", "-f=${Package} ${Status}\n"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    let unsettled: Vec<&str> = listed
+        .lines()
+        .filter(|l| !l.ends_with(" install ok installed"))
+        .collect();
+    assert!(
+        status.status.success() && listed.lines().count() == ours.len() && unsettled.is_empty(),
+        "{suite}: packages not installed ({}): {unsettled:?}\n{}",
+        status.status,
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let pending =
+        std::fs::read_to_string(root.join("var/lib/dpkg/triggers/Unincorp")).unwrap_or_default();
+    assert_eq!(pending, "", "{suite}: trigger activations not incorporated");
+    // The ldconfig trigger ran after the last library was configured: running it again
+    // changes nothing.
+    let cache = std::fs::read(root.join("etc/ld.so.cache")).expect("read ld.so.cache");
+    let again = in_root(&root, &["ldconfig"]);
+    assert!(again.status.success(), "{suite}: ldconfig: {again:?}");
+    assert!(
+        std::fs::read(root.join("etc/ld.so.cache")).expect("read ld.so.cache") == cache,
+        "{suite}: /etc/ld.so.cache was stale after the install"
     );
     let check = in_root(&root, &["apt-get", "check"]);
     assert!(
