@@ -1,5 +1,5 @@
 #!/bin/bash
-# Peak memory of a warm-cache build: `imgbuild build descriptions/debian-minimal --force` (release
+# Peak memory of a warm-cache build: `imgbuild build descriptions/debian-minimal --force --no-snapshot` (release
 # binary, warm package cache, a temporary target directory) against `mmdebstrap --variant=minbase`
 # of the same suite (trixie, as the description) from the same mirror (the host's apt sources).
 # Peak RSS is the largest resident set of the command or any process it waited for (getrusage
@@ -29,7 +29,7 @@ W=$(mktemp -d /var/tmp/imgbuild-bench-memory.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 export IMGBUILD_STORAGE_ROOT=$W/store
 
-build="$BIN build descriptions/debian-minimal --force --cache-dir $CACHE --target-dir $W/out"
+build="$BIN build descriptions/debian-minimal --force --no-snapshot --cache-dir $CACHE --target-dir $W/out"
 mmdeb="mmdebstrap --variant=minbase --quiet $suite $W/mmdebstrap.tar $mirror </dev/null"
 # Untimed: fills the cache (packages, and the packed index) so every timed build is warm.
 $build >/dev/null 2>"$W/warm.log" || { tail -n 20 "$W/warm.log" >&2; exit 1; }

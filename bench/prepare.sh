@@ -62,7 +62,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/imgbuild-cache" "$work/debootstrap-cache"
 desc=$here/descriptions/debian-minimal
 
-prep="$imgbuild prepare $desc --profile $suite --no-lock --root $work/out-imgbuild --cache-dir $work/imgbuild-cache"
+prep="$imgbuild prepare $desc --profile $suite --no-lock --no-snapshot --root $work/out-imgbuild --cache-dir $work/imgbuild-cache"
 deboot="debootstrap --variant=minbase --cache-dir=$work/debootstrap-cache $suite $work/out-debootstrap $mirror"
 mmdeb="mmdebstrap --variant=minbase --quiet --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr $suite $work/out-mmdebstrap $mirror </dev/null"
 
@@ -88,6 +88,6 @@ echo
 echo "== cold cache: imgbuild with a fresh --cache-dir every run ($rounds rounds, alternating) =="
 load "before"
 python3 "$here/bench/alternate.py" --rounds "$rounds" --setup "$setup" \
-	"imgbuild-cold=$imgbuild prepare $desc --profile $suite --no-lock --root $work/out-imgbuild --cache-dir $work/cold-cache" \
+	"imgbuild-cold=$imgbuild prepare $desc --profile $suite --no-lock --no-snapshot --root $work/out-imgbuild --cache-dir $work/cold-cache" \
 	"mmdebstrap=$mmdeb"
 load "after"
