@@ -949,6 +949,24 @@ pub(crate) fn chmod_at(at: &At, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::chmod(proc.as_ptr(), mode) }).map(drop)
 }
 
+/// The extended attributes of `path` (the final symlink is not followed), sorted by name; none
+/// where the filesystem has none (`ENOTSUP`). Shared by everything that records a tree.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(v) = xattr::get(path, &name)? {
+            out.push((name.as_bytes().to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Set an xattr without following a final symlink: regular files and directories through a real
 /// descriptor, other nodes through `/proc/self/fd/<parent>/<name>` with `lsetxattr` (opening a
 /// device or fifo to get a descriptor could block or have side effects).

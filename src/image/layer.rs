@@ -204,22 +204,8 @@ const SKIPPED_XATTRS: &[&[u8]] = &[b"security.selinux"];
 
 /// Reads the extended attributes of `path` (not following symlinks), sorted by name.
 pub(crate) fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = match xattr::list(path) {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut out = Vec::new();
-    for name in names {
-        let n = name.as_bytes().to_vec();
-        if SKIPPED_XATTRS.contains(&n.as_slice()) {
-            continue;
-        }
-        if let Some(v) = xattr::get(path, &name).map_err(io_err(path))? {
-            out.push((n, v));
-        }
-    }
-    out.sort();
+    let mut out = crate::confine::read_xattrs(path).map_err(io_err(path))?;
+    out.retain(|(name, _)| !SKIPPED_XATTRS.contains(&name.as_slice()));
     Ok(out)
 }
 

@@ -33,7 +33,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -657,7 +656,8 @@ fn read_tree(root: &Path, tree: &Path) -> Result<Vec<Entry>> {
         let abs = item.path();
         let rel = abs.strip_prefix(root).unwrap_or(Path::new(""));
         let rel_str = utf8(rel, abs)?.to_string();
-        let meta = fs::symlink_metadata(abs).map_err(io_err(abs))?;
+        // The walk's own lstat (links are not followed).
+        let meta = item.metadata().map_err(|e| io_err(abs)(e.into()))?;
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             let dir = tree.join(rel);
@@ -700,7 +700,7 @@ fn read_tree(root: &Path, tree: &Path) -> Result<Vec<Entry>> {
             });
         };
         let mut xattrs = Vec::new();
-        for (name, value) in read_xattrs(abs)? {
+        for (name, value) in confine::read_xattrs(abs).map_err(io_err(abs))? {
             let name = String::from_utf8(name).map_err(|_| SnapshotError::Unsupported {
                 path: abs.to_path_buf(),
                 reason: "an extended attribute name that is not UTF-8".into(),
@@ -735,23 +735,6 @@ fn read_tree(root: &Path, tree: &Path) -> Result<Vec<Entry>> {
         }
     }
     Ok(entries)
-}
-
-/// Extended attributes of `path` (not following symlinks), sorted; none where unsupported.
-fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = match xattr::list(path) {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut out = Vec::new();
-    for name in names {
-        if let Some(v) = xattr::get(path, &name).map_err(io_err(path))? {
-            out.push((name.as_bytes().to_vec(), v));
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Copies `src` to the new file `dest` (cloned where the filesystem can), returning the sha256
@@ -1036,7 +1019,7 @@ mod tests {
                 m.uid(),
                 m.gid(),
                 if m.is_dir() { 0 } else { m.nlink() },
-                read_xattrs(e.path()).unwrap(),
+                confine::read_xattrs(e.path()).unwrap(),
             ));
         }
         out

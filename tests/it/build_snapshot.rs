@@ -129,42 +129,12 @@ fn a_config_sh_edit_restores_the_package_stage_with_the_bytes_of_a_cold_build() 
     );
 }
 
-/// A zypper description of the fixture repository with `epoch-pkg` in the image section.
+/// The rpm build test's zypper description of the fixture repository, with `epoch-pkg` the
+/// one image package.
 fn rpm_description(dir: &Path, repo: &RpmRepo) -> PathBuf {
-    fs::create_dir_all(dir).unwrap();
-    let xml = format!(
-        r#"<?xml version="1.0" encoding="utf-8"?>
-<image schemaversion="7.4" name="snap-test">
-    <description type="system">
-        <author>t</author>
-        <contact>t@example.invalid</contact>
-        <specification>snapshot test</specification>
-    </description>
-    <preferences>
-        <version>1.0.0</version>
-        <packagemanager>zypper</packagemanager>
-        <type image="docker"/>
-    </preferences>
-    <repository type="rpm-md" alias="fixture">
-        <source path="{}">
-            <signing key="file://{}"/>
-        </source>
-    </repository>
-    <packages type="bootstrap">
-        <package name="filesystem"/>
-        <package name="busybox"/>
-    </packages>
-    <packages type="image">
-        <package name="epoch-pkg"/>
-    </packages>
-</image>
-"#,
-        repo.url(),
-        repo.key.display(),
-    );
-    fs::write(dir.join("config.kiwi"), xml).unwrap();
-    write_config_sh(dir, "echo one > /etc/marker");
-    dir.to_path_buf()
+    let dir = crate::rpm_build::description(dir, repo, &["filesystem", "busybox"], &["epoch-pkg"]);
+    write_config_sh(&dir, "echo one > /etc/marker");
+    dir
 }
 
 fn sha256_hex(path: &Path) -> String {

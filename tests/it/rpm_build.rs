@@ -25,7 +25,12 @@ const IMAGE: [&str; 5] = [
 
 /// Writes a zypper description for `repo` into `dir` with these package sections, and a
 /// config.sh that leaves a marker; `<users>` when the image packages bring the account tools.
-fn description(dir: &Path, repo: &RpmRepo, bootstrap: &[&str], image: &[&str]) -> PathBuf {
+pub(crate) fn description(
+    dir: &Path,
+    repo: &RpmRepo,
+    bootstrap: &[&str],
+    image: &[&str],
+) -> PathBuf {
     let users = if image.contains(&"account-tools") {
         "    <users>\n        <user name=\"app\" id=\"1200\" groups=\"app\" home=\"/srv/app\" shell=\"/bin/sh\" password=\"!\"/>\n    </users>\n"
     } else {
