@@ -162,9 +162,10 @@ mod tests {
             "{t}"
         );
         assert!(lines[1].contains("debian-minimal 13.0.0 amd64"), "{t}");
-        assert!(lines[1].contains("128"), "{t}");
+        // Sizes and ages as podman's tables show them (decimal units).
+        assert!(lines[1].contains("  134 MB  "), "{t}");
         assert!(
-            lines[1].contains("2 hours ago") && lines[1].contains("1 hour ago"),
+            lines[1].contains("2 hours ago") && lines[1].ends_with("About an hour ago"),
             "{t}"
         );
     }
