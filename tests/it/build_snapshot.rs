@@ -282,3 +282,50 @@ fn a_changed_lock_misses_a_corrupt_snapshot_is_rebuilt_and_concurrent_builds_sha
     assert!(full(&key).is_some());
     let _ = a;
 }
+
+#[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+fn on_btrfs_a_snapshot_shares_its_extents_with_the_root_it_restores() {
+    use imgbuild::rootfs::snapshot_cache::{Saved, SnapshotCache};
+    let fs_ = crate::support::storage::BtrfsLoop::new().unwrap();
+    let src = fs_.mnt.join("src");
+    fs::create_dir_all(src.join("usr/lib")).unwrap();
+    for i in 0..8u8 {
+        // Incompressible-ish, distinct content: 8 MiB in all.
+        let data: Vec<u8> = (0..1u32 << 20)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i)
+            .collect();
+        fs::write(src.join(format!("usr/lib/lib{i}.so")), data).unwrap();
+    }
+    let cache = SnapshotCache::new(&fs_.mnt.join("cache"));
+    let key = "ab".repeat(32);
+    assert!(matches!(
+        cache.save(&key, &src, "btrfs test", 8).unwrap(),
+        Saved::Written(_)
+    ));
+    let dest = fs_.mnt.join("dest");
+    fs::create_dir(&dest).unwrap();
+    let restored = cache.restore(&key, &dest).unwrap().expect("restored");
+    assert!(restored.cloned, "btrfs clones the contents");
+    assert_eq!(restored.bytes, 8 << 20);
+    for i in 0..8 {
+        let rel = format!("usr/lib/lib{i}.so");
+        assert_eq!(
+            fs::read(dest.join(&rel)).unwrap(),
+            fs::read(src.join(&rel)).unwrap()
+        );
+    }
+    // `btrfs filesystem du`: the restored files' extents are shared, not copies.
+    let du = run(std::process::Command::new("btrfs")
+        .args(["filesystem", "du", "-s", "--raw"])
+        .arg(&dest));
+    let line = du.lines().last().unwrap_or_default();
+    let cols: Vec<u64> = line
+        .split_whitespace()
+        .take(3)
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    assert_eq!(cols.len(), 3, "{du}");
+    let (total, exclusive) = (cols[0], cols[1]);
+    assert!(total >= 8 << 20 && exclusive < 1 << 20, "{du}");
+}
