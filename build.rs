@@ -22,6 +22,9 @@ const REGISTRY_TOOLS: [&str; 4] = ["docker-registry", "skopeo", "openssl", "podm
 /// What the RPM fixture builds with and compares against (Debian packages, in `/usr/bin`).
 const RPM_TOOLS: [&str; 4] = ["rpmbuild", "createrepo_c", "zypper", "dnf"];
 
+/// Where apt keeps the indexes `apt-get update` downloaded.
+const APT_LISTS: &str = "/var/lib/apt/lists";
+
 /// The static busybox the RPM fixture repackages (Debian's `busybox-static`).
 const RPM_BUSYBOX: &str = "/bin/busybox";
 
@@ -32,6 +35,7 @@ fn main() {
         "imgbuild_has_archive_keyring",
         "imgbuild_has_registry_tools",
         "imgbuild_has_rpm_tools",
+        "imgbuild_has_bookworm_apt_lists",
     ] {
         println!("cargo:rustc-check-cfg=cfg({cfg})");
     }
@@ -75,5 +79,17 @@ fn main() {
         && std::path::Path::new(RPM_BUSYBOX).is_file()
     {
         println!("cargo:rustc-cfg=imgbuild_has_rpm_tools");
+    }
+    // The host's apt lists the solver tests resolve over (`apt-get update` writes them).
+    println!("cargo:rerun-if-changed={APT_LISTS}");
+    let bookworm_lists = std::fs::read_dir(APT_LISTS).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("_dists_bookworm_main_binary-amd64_Packages")
+        })
+    });
+    if bookworm_lists {
+        println!("cargo:rustc-cfg=imgbuild_has_bookworm_apt_lists");
     }
 }
