@@ -93,49 +93,25 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The `cache ls` table.
+/// The `cache ls` table, aligned as podman's tables are.
 fn table(list: &[SnapshotInfo], now: u64, full: bool) -> String {
-    let rows: Vec<[String; 6]> = list
-        .iter()
-        .map(|i| {
-            [
-                if full {
-                    i.key.clone()
-                } else {
-                    i.key.chars().take(12).collect()
-                },
-                i.label.clone(),
-                i.packages.to_string(),
-                report::human_size(i.bytes),
-                report::ago(i.created, now),
-                report::ago(i.last_used, now),
-            ]
-        })
-        .collect();
-    let head = ["KEY", "IMAGE", "PACKAGES", "SIZE", "CREATED", "LAST USED"];
-    let mut widths = head.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
+    let mut text = String::from("KEY\tIMAGE\tPACKAGES\tSIZE\tCREATED\tLAST USED\n");
+    for i in list {
+        let key: String = if full {
+            i.key.clone()
+        } else {
+            i.key.chars().take(12).collect()
+        };
+        text.push_str(&format!(
+            "{key}\t{}\t{}\t{}\t{}\t{}\n",
+            i.label,
+            i.packages,
+            report::human_size(i.bytes),
+            report::ago(i.created, now),
+            report::ago(i.last_used, now),
+        ));
     }
-    let line = |cells: &[&str]| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(&head);
-    for r in &rows {
-        out.push_str(&line(&r.each_ref().map(String::as_str)));
-    }
-    out
+    report::tabwrite(&text, 12, 2)
 }
 
 #[cfg(test)]

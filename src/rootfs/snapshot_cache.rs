@@ -380,6 +380,14 @@ impl SnapshotCache {
         let tree = new.join(TREE);
         fs::create_dir_all(&tree).map_err(io_err(&tree))?;
         let entries = read_tree(root, &tree)?;
+        let count = entries.len();
+        let content: u64 = entries
+            .iter()
+            .map(|e| match &e.kind {
+                Kind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum();
         let body = serde_json::to_vec(&Manifest { entries })
             .map_err(|e| io_err(new.join(MANIFEST))(io::Error::other(e)))?;
         let manifest = [
@@ -388,19 +396,11 @@ impl SnapshotCache {
         ]
         .concat();
         write_file(&new.join(MANIFEST), &manifest)?;
-        let entries: Vec<Entry> = parse_manifest(&manifest, key)?.entries;
-        let content: u64 = entries
-            .iter()
-            .map(|e| match &e.kind {
-                Kind::File { size, .. } => *size,
-                _ => 0,
-            })
-            .sum();
         let info = SnapshotInfo {
             key: key.to_string(),
             label: label.to_string(),
             packages,
-            entries: entries.len(),
+            entries: count,
             bytes: content + manifest.len() as u64,
             created: now_secs(),
             last_used: 0,
@@ -664,18 +664,13 @@ fn read_tree(root: &Path, tree: &Path) -> Result<Vec<Entry>> {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             Kind::Dir
         } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                if let Some(first) = inodes.get(&(meta.dev(), meta.ino())) {
-                    Kind::Link { to: first.clone() }
-                } else {
-                    inodes.insert((meta.dev(), meta.ino()), rel_str.clone());
-                    files.push((entries.len(), abs.to_path_buf()));
-                    Kind::File {
-                        size: meta.len(),
-                        sha256: String::new(),
-                    }
-                }
+            let inode = (meta.dev(), meta.ino());
+            if let Some(first) = inodes.get(&inode).filter(|_| meta.nlink() > 1) {
+                Kind::Link { to: first.clone() }
             } else {
+                if meta.nlink() > 1 {
+                    inodes.insert(inode, rel_str.clone());
+                }
                 files.push((entries.len(), abs.to_path_buf()));
                 Kind::File {
                     size: meta.len(),
