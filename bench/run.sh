@@ -6,6 +6,9 @@
 #    `podman import` into a temp --root/--runroot), alternating; ratio = imgbuild / peer.
 # 2. Container start against image size: a ~10 MB and a ~1 GB image, with overlay and with vfs
 #    (vfs copies the whole image per container, so its cost grows with size).
+# 3. A web server's life: `run -d -p 127.0.0.1:PORT:80` of busybox httpd until the first HTTP 200
+#    from the host, against `podman run -d -p` of the same image; then `exec CONTAINER /bin/true`
+#    against `podman exec` into the running server.
 #
 # Environment: ROUNDS (default 20) for part 1, SIZE_ROUNDS (default 5) for part 2,
 # BIG_MB (default 1024), SMALL_MB (default 8) of filler on top of busybox.
@@ -56,6 +59,8 @@ for applet in $("$small/bin/busybox" --list); do
 done
 mkdir -p "$small"/{etc,proc,sys,dev,tmp,root}
 chmod 1777 "$small/tmp"
+mkdir -p "$small/www"
+echo "bench page" > "$small/www/index.html"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$small/etc/passwd"
 printf 'root:x:0:\n' > "$small/etc/group"
 touch "$small/etc/hosts" "$small/etc/hostname" "$small/etc/resolv.conf"
@@ -178,3 +183,28 @@ python3 "$here/alternate.py" --rounds "$SIZE_ROUNDS" \
   "overlay-1G=$imgbuild --storage-root $work/store-overlay run --rm bench/big /bin/true" \
   "vfs-10M=$imgbuild --storage-root $work/store-vfs run --rm bench/small /bin/true" \
   "vfs-1G=$imgbuild --storage-root $work/store-vfs run --rm bench/big /bin/true"
+
+echo
+echo "== part 3: a web server: run -d -p to the first HTTP 200, then exec ($ROUNDS rounds; ratio = imgbuild/podman)"
+port=18080
+web() { # how the server runs in both: busybox httpd in the foreground on port 80
+  echo "bench/small httpd -f -p 80 -h /www"
+}
+wait200="until curl -fs -o /dev/null http://127.0.0.1:$port/; do :; done"
+store="$work/store-overlay"
+# shellcheck disable=SC2086
+python3 "$here/alternate.py" --rounds "$ROUNDS" \
+  --setup "$imgbuild --storage-root $store rm -f benchweb >/dev/null 2>&1; ${podman[*]} rm -f -t 0 benchweb >/dev/null 2>&1; true" \
+  "imgbuild=$imgbuild --storage-root $store run -d --name benchweb -p 127.0.0.1:$port:80 $(web) && $wait200" \
+  "podman=${podman[*]} run -d --name benchweb $quirks -p 127.0.0.1:$port:80 localhost/$(web) && $wait200"
+"$imgbuild" --storage-root "$store" rm -f benchweb >/dev/null 2>&1 || true
+"${podman[@]}" rm -f -t 0 benchweb >/dev/null 2>&1 || true
+
+"$imgbuild" --storage-root "$store" run -d --name benchexec bench/small sleep 3600 >/dev/null
+# shellcheck disable=SC2086
+"${podman[@]}" run -d --name benchexec --network=none $quirks localhost/bench/small sleep 3600 >/dev/null
+python3 "$here/alternate.py" --rounds "$ROUNDS" \
+  "imgbuild=$imgbuild --storage-root $store exec benchexec /bin/true" \
+  "podman=${podman[*]} exec benchexec /bin/true"
+"$imgbuild" --storage-root "$store" rm -f benchexec >/dev/null
+"${podman[@]}" rm -f -t 0 benchexec >/dev/null

@@ -6,12 +6,19 @@
 //! `hostname`, `hosts` and `resolv.conf` files bind-mounted into the container. A lock
 //! (`<store>/runtime/lock`) keeps names unique and record updates whole.
 
+mod lifecycle;
+pub mod logs;
+mod platform;
 mod spec;
 mod state;
 mod user;
 
-pub use spec::{UserSpec, Volume, parse_env, parse_env_file, parse_size};
-pub use state::{ContainerRecord, State, generate_name, valid_name};
+pub use lifecycle::{ExecOptions, LogOptions, MonitorCommand, REPORT_FD};
+pub use platform::{binfmt_enabled, check_binfmt};
+pub use spec::{
+    UserSpec, Volume, parse_env, parse_env_file, parse_signal, parse_size, parse_ulimit,
+};
+pub use state::{ContainerRecord, DEFAULT_STOP_TIMEOUT, State, generate_name, valid_name};
 pub use user::{ExecUser, resolve as resolve_user};
 
 use crate::confine::Root;
@@ -138,6 +145,28 @@ pub enum RuntimeError {
         /// How many containers it matches.
         count: usize,
     },
+    /// The command of a detached container could not be started; `code` is what `run` exits
+    /// with (125, or 126/127 as for a command that cannot be executed or is not found).
+    #[error("container {}: {message}", short(id))]
+    Start {
+        /// The container's id.
+        id: String,
+        /// The exit code `docker run` gives for this failure.
+        code: i32,
+        /// What went wrong, as the monitor reported it.
+        message: String,
+    },
+    /// The operation needs a running container.
+    #[error("container {name} ({}) is not running", short(id))]
+    NotRunning {
+        /// The container's name.
+        name: String,
+        /// The container's id.
+        id: String,
+    },
+    /// Detached containers need a monitor program, and none was given.
+    #[error("no container monitor program is set (Runtime::with_monitor)")]
+    NoMonitor,
     /// A running container cannot be removed without force.
     #[error("container {name} ({id}) is running: stop it first, or remove it with -f")]
     Running {
@@ -208,8 +237,10 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
 }
 
 /// What `imgbuild run` asks for. The default network is `None`: a bridge (Docker's default)
-/// is not available, and sharing the host's network must be asked for.
-#[derive(Debug, Clone)]
+/// is not available, and sharing the host's network must be asked for. Kept with the
+/// container (`options.json`), so `start` runs it again as it was made.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunOptions {
     /// The image: `name[:tag]`, id, unique id prefix or manifest digest.
     pub image: String,
@@ -239,6 +270,32 @@ pub struct RunOptions {
     pub tty: bool,
     /// Remove the container when the command ends, however it ends (`--rm`).
     pub remove: bool,
+    /// Start it in the background under a monitor (`-d`); its output goes to its log.
+    pub detach: bool,
+    /// Replaces the image's `Entrypoint` (`--entrypoint`; an empty list clears it).
+    pub entrypoint: Option<Vec<String>>,
+    /// The signal `stop` sends first, over the image's `StopSignal`.
+    pub stop_signal: Option<i32>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    pub stop_timeout: Option<u64>,
+    /// The cap of one log file of a detached container (two are kept).
+    pub log_max: Option<u64>,
+    /// Capabilities added to Docker's default set (`--cap-add`; `ALL` for every one).
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it (`--cap-drop`; `ALL` for every one).
+    pub cap_drop: Vec<String>,
+    /// tmpfs mounts: the container path and `--tmpfs` style options.
+    pub tmpfs: Vec<(String, String)>,
+    /// With `read_only`: tmpfs on `/tmp`, `/var/tmp` and `/run`, as podman's default.
+    pub read_only_tmpfs: bool,
+    /// A minimal init as PID 1 (`--init`).
+    pub init: bool,
+    /// `(RLIMIT_*, soft, hard)` limits (`--ulimit`).
+    pub ulimits: Vec<(u32, u64, u64)>,
+    /// Size of `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
+    /// Labels of the container (`--label`).
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for RunOptions {
@@ -258,6 +315,19 @@ impl Default for RunOptions {
             interactive: false,
             tty: false,
             remove: false,
+            detach: false,
+            entrypoint: None,
+            stop_signal: None,
+            stop_timeout: None,
+            log_max: None,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            tmpfs: Vec::new(),
+            read_only_tmpfs: true,
+            init: false,
+            ulimits: Vec::new(),
+            shm_size: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -286,6 +356,8 @@ struct ExecConfig {
     user: Option<String>,
     #[serde(rename = "WorkingDir", default)]
     working_dir: Option<String>,
+    #[serde(rename = "StopSignal", default)]
+    stop_signal: Option<String>,
 }
 
 /// The PATH a container gets when its image sets none (Docker's default).
@@ -364,6 +436,7 @@ struct Lock {
 pub struct Runtime {
     store: Store,
     dir: PathBuf,
+    monitor: Option<MonitorCommand>,
 }
 
 impl Runtime {
@@ -371,7 +444,18 @@ impl Runtime {
     pub fn new(store: Store) -> Result<Runtime> {
         let dir = store.root().join("runtime");
         std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-        Ok(Runtime { store, dir })
+        Ok(Runtime {
+            store,
+            dir,
+            monitor: None,
+        })
+    }
+
+    /// The program that becomes a detached container's monitor (see [`MonitorCommand`]).
+    #[must_use]
+    pub fn with_monitor(mut self, monitor: MonitorCommand) -> Runtime {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// The store containers are made from.
@@ -483,31 +567,25 @@ impl Runtime {
         Ok(rec)
     }
 
-    /// Remove a container: its root tree (writable layer) and its record. A running one is
-    /// refused unless `force`, which kills it first (through its supervising imgbuild, whose
-    /// death kills the command).
+    /// Remove a container: its root tree (writable layer), its record and log. A running one
+    /// is refused unless `force`, which kills its command first and waits for its supervisor
+    /// to record the end.
     pub fn remove(&self, reference: &str, force: bool) -> Result<ContainerRecord> {
-        let _lock = self.lock(true)?;
-        let rec = Self::find(&self.read_records()?, reference)?;
-        if rec.live_state() == State::Running {
+        let rec = self.container(reference)?;
+        if rec.state == State::Running {
             if !force {
                 return Err(RuntimeError::Running {
                     name: rec.name,
                     id: rec.id,
                 });
             }
-            if let Some(pid) = rec.pid.and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while rec.live_state() == State::Running && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            }
+            Self::kill_and_wait(&rec);
         }
-        self.discard(&rec.id)?;
+        let _lock = self.lock(true)?;
+        // Gone already when it was `--rm` and its supervisor removed it.
+        if Self::find(&self.read_records()?, &rec.id).is_ok() {
+            self.discard(&rec.id)?;
+        }
         Ok(rec)
     }
 
@@ -571,6 +649,20 @@ impl Runtime {
                 reason: format!("'{h}' is not a valid hostname"),
             });
         }
+        crate::sandbox::caps::adjust(0, &opts.cap_add, &opts.cap_drop, 63).map_err(|name| {
+            RuntimeError::InvalidOption {
+                option: "--cap-add/--cap-drop",
+                reason: format!("unknown capability '{name}'"),
+            }
+        })?;
+        for (target, _) in &opts.tmpfs {
+            if !target.starts_with('/') {
+                return Err(RuntimeError::InvalidOption {
+                    option: "--tmpfs",
+                    reason: format!("'{target}' is not an absolute path"),
+                });
+            }
+        }
         for v in &opts.volumes {
             std::fs::metadata(&v.host).map_err(|source| RuntimeError::VolumeSource {
                 path: v.host.clone(),
@@ -596,11 +688,15 @@ impl Runtime {
             }
             _ => ExecConfig::default(),
         };
-        let argv = command_line(
-            exec.entrypoint.as_deref().unwrap_or_default(),
-            exec.cmd.as_deref().unwrap_or_default(),
-            &opts.command,
-        );
+        // As Docker: a new entrypoint also drops the image's `Cmd`.
+        let argv = match &opts.entrypoint {
+            Some(ep) => command_line(ep, &[], &opts.command),
+            None => command_line(
+                exec.entrypoint.as_deref().unwrap_or_default(),
+                exec.cmd.as_deref().unwrap_or_default(),
+                &opts.command,
+            ),
+        };
         if argv.is_empty() {
             return Err(RuntimeError::NoCommand {
                 image: opts.image.clone(),
@@ -612,8 +708,33 @@ impl Runtime {
             _ => None,
         };
 
-        let mut rec = self.create(opts, &image_id, argv)?;
+        let stop_signal = match (opts.stop_signal, exec.stop_signal.as_deref()) {
+            (Some(s), _) => s,
+            (None, Some(s)) if !s.is_empty() => parse_signal(s)?,
+            _ => libc::SIGTERM,
+        };
+
+        let mut rec = self.create(opts, &image_id, argv, stop_signal)?;
         let id = rec.id.clone();
+        if let Err(e) = self.write_options(&id, opts) {
+            let _lock = self.lock(true);
+            let _ = self.discard(&id);
+            return Err(e);
+        }
+        if opts.detach {
+            return match self.start_monitor(&rec) {
+                Ok(()) => Ok(RunOutcome {
+                    id,
+                    name: rec.name,
+                    code: 0,
+                }),
+                Err(e) => {
+                    let _lock = self.lock(true);
+                    let _ = self.discard(&id);
+                    Err(e)
+                }
+            };
+        }
         let prepared = self.prepare(opts, &exec, user_spec.as_ref(), &rec);
         let sandbox = match prepared {
             Ok(sb) => sb,
@@ -626,13 +747,14 @@ impl Runtime {
         };
 
         rec.state = State::Running;
-        rec.pid = Some(std::process::id());
-        rec.pid_start = state::process_start(std::process::id());
+        rec.monitor_pid = Some(std::process::id());
+        rec.monitor_start = state::process_start(std::process::id());
+        rec.started = Some(now());
         {
             let _lock = self.lock(true)?;
             self.write_record(&rec)?;
         }
-        let result = sandbox.run();
+        let result = sandbox.on_start(self.pid_recorder(&rec)).run();
         let code = match &result {
             Ok(o) => o.code,
             // As Docker: 127 when the command is not found, 126 when it cannot be executed.
@@ -649,6 +771,8 @@ impl Runtime {
         rec.finished = Some(now());
         rec.pid = None;
         rec.pid_start = None;
+        rec.monitor_pid = None;
+        rec.monitor_start = None;
         let _lock = self.lock(true)?;
         let recorded = if opts.remove {
             self.discard(&id)
@@ -675,6 +799,7 @@ impl Runtime {
         opts: &RunOptions,
         image_id: &str,
         command: Vec<String>,
+        stop_signal: i32,
     ) -> Result<ContainerRecord> {
         let _lock = self.lock(true)?;
         let existing = self.read_records()?;
@@ -710,6 +835,12 @@ impl Runtime {
             finished: None,
             pid: None,
             pid_start: None,
+            monitor_pid: None,
+            monitor_start: None,
+            started: None,
+            stop_signal,
+            stop_timeout: opts.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            detached: opts.detach,
             driver: container.driver,
             rootfs: container.rootfs,
             auto_remove: opts.remove,
@@ -772,6 +903,27 @@ impl Runtime {
             crate::atomic::write(&path, content.as_bytes()).map_err(file_err("writing", &path))?;
         }
         Ok(())
+    }
+
+    /// The capabilities and rlimits of the container's processes (its command and `exec`s).
+    fn privileges(mut sb: Sandbox, opts: &RunOptions) -> Result<Sandbox> {
+        if !opts.cap_add.is_empty() || !opts.cap_drop.is_empty() {
+            let caps = crate::sandbox::caps::adjust(
+                crate::sandbox::caps::DOCKER_DEFAULT,
+                &opts.cap_add,
+                &opts.cap_drop,
+                crate::sandbox::caps::last_cap(),
+            )
+            .map_err(|name| RuntimeError::InvalidOption {
+                option: "--cap-add/--cap-drop",
+                reason: format!("unknown capability '{name}'"),
+            })?;
+            sb = sb.capabilities(caps);
+        }
+        for &(resource, soft, hard) in &opts.ulimits {
+            sb = sb.rlimit(resource, soft, hard);
+        }
+        Ok(sb)
     }
 
     /// Resolve the user and working directory in the container's root and build the sandbox.
@@ -859,7 +1011,22 @@ impl Runtime {
         for v in &opts.volumes {
             sb = sb.bind(&v.host, &v.container, v.read_only);
         }
-        Ok(sb)
+        sb = Self::privileges(sb, opts)?;
+        if opts.read_only && opts.read_only_tmpfs {
+            // podman's defaults for a read-only root: scratch space stays writable.
+            for (dir, mode) in [("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")] {
+                if !opts.tmpfs.iter().any(|(t, _)| t == dir) {
+                    sb = sb.tmpfs(dir, format!("rw,exec,mode={mode}"));
+                }
+            }
+        }
+        for (target, options) in &opts.tmpfs {
+            sb = sb.tmpfs(target, options);
+        }
+        if let Some(size) = opts.shm_size {
+            sb = sb.shm_size(size);
+        }
+        Ok(sb.init(opts.init))
     }
 }
 

@@ -130,6 +130,14 @@ pub enum SandboxError {
     /// Cgroup setup failed.
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    /// The running sandbox to join (`exec`) cannot be entered.
+    #[error("cannot enter the sandbox of process {pid}: {source}")]
+    Join {
+        /// Its command's pid.
+        pid: libc::pid_t,
+        /// The OS error.
+        source: io::Error,
+    },
     /// Signal forwarding could not be set up.
     #[error(transparent)]
     Signals(#[from] signals::SignalError),
@@ -221,6 +229,21 @@ pub struct Sandbox {
     limits: Limits,
     rlimits: Vec<(u32, u64, u64)>,
     timeout: Option<std::time::Duration>,
+    join: Option<libc::pid_t>,
+    on_start: Option<StartHook>,
+    caps: Option<u64>,
+    tmpfs: Vec<(PathBuf, String)>,
+    shm_size: Option<u64>,
+    init: bool,
+}
+
+/// Called with the command's pid once it has been executed.
+struct StartHook(Box<dyn FnOnce(libc::pid_t) + Send>);
+
+impl std::fmt::Debug for StartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartHook")
+    }
 }
 
 impl Sandbox {
@@ -253,6 +276,12 @@ impl Sandbox {
             limits: Limits::default(),
             rlimits: Vec::new(),
             timeout: None,
+            join: None,
+            on_start: None,
+            caps: None,
+            tmpfs: Vec::new(),
+            shm_size: None,
+            init: false,
         }
     }
 
@@ -394,6 +423,55 @@ impl Sandbox {
     #[must_use]
     pub fn timeout(mut self, after: std::time::Duration) -> Self {
         self.timeout = Some(after);
+        self
+    }
+
+    /// Keep these capabilities (one bit per number) instead of the profile's set.
+    #[must_use]
+    pub fn capabilities(mut self, caps: u64) -> Self {
+        self.caps = Some(caps);
+        self
+    }
+
+    /// Mount a tmpfs at `target` inside the root with `--tmpfs` style options
+    /// (see [`plan::tmpfs_options`]).
+    #[must_use]
+    pub fn tmpfs(mut self, target: impl Into<PathBuf>, options: impl Into<String>) -> Self {
+        self.tmpfs.push((target.into(), options.into()));
+        self
+    }
+
+    /// The size of `/dev/shm` in bytes.
+    #[must_use]
+    pub fn shm_size(mut self, bytes: u64) -> Self {
+        self.shm_size = Some(bytes);
+        self
+    }
+
+    /// Run a minimal init as PID 1 that starts the command as its child, forwards signals
+    /// to it, reaps every orphan, and exits as the command does (`--init`).
+    #[must_use]
+    pub fn init(mut self, on: bool) -> Self {
+        self.init = on;
+        self
+    }
+
+    /// Run the command in the namespaces and cgroups of the running sandbox whose command has
+    /// the host pid `pid`, instead of new ones (`exec`): no mount is made, the root, network,
+    /// hostname and limits are that sandbox's. The command gets this sandbox's identity (user,
+    /// capabilities and seccomp of its profile, rlimits, working directory), in that sandbox's
+    /// pid namespace, so it ends when that sandbox's command does.
+    #[must_use]
+    pub fn join(mut self, pid: libc::pid_t) -> Self {
+        self.join = Some(pid);
+        self
+    }
+
+    /// Call `hook` with the command's pid (as the host sees it) once the command has been
+    /// executed, before waiting for it: a supervisor records it there.
+    #[must_use]
+    pub fn on_start(mut self, hook: impl FnOnce(libc::pid_t) + Send + 'static) -> Self {
+        self.on_start = Some(StartHook(Box::new(hook)));
         self
     }
 
@@ -570,6 +648,11 @@ fn prepare(
     if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
         rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
     }
+    let mut tmpfs = Vec::new();
+    for (target, options) in &sb.tmpfs {
+        let (flags, data) = plan::tmpfs_options(options);
+        tmpfs.push((plan::resolve_in_root(&root, target)?, flags, data));
+    }
     let input = plan::PlanInput {
         root: root.clone(),
         profile: sb.profile,
@@ -587,6 +670,9 @@ fn prepare(
         last_cap: caps::last_cap(),
         root_flags: mount_flags(&root)?,
         cgroup_view: host.view(),
+        caps: sb.caps,
+        tmpfs,
+        shm_size: sb.shm_size,
     };
     let steps = plan::build(&input)?;
     Ok((root, steps))
@@ -777,7 +863,14 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     };
     let pty = if sb.tty { Some(open_pty()?) } else { None };
     let cgroup_host = cgroup::Host::detect()?;
-    let (root, steps) = prepare(&sb, pty.as_ref(), &cgroup_host)?;
+    let target = sb
+        .join
+        .map(|pid| Target::open(pid, &cgroup_host))
+        .transpose()?;
+    let (root, steps) = match &target {
+        Some(t) => (sb.root.clone(), t.steps(&sb)?),
+        None => prepare(&sb, pty.as_ref(), &cgroup_host)?,
+    };
     let exec = exec_args(&sb, &program)?;
     let Sandbox {
         stdin,
@@ -787,6 +880,8 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         network,
         limits,
         timeout,
+        on_start,
+        init,
         ..
     } = sb;
     let wiring = wire_stdio([stdin, stdout, stderr], pty.is_some())?;
@@ -797,11 +892,15 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     }
 
     // Always: the device policy lives in the sandbox's cgroup, and the cgroup namespace shows
-    // the command its own cgroup.
-    let cgroups = cgroup::setup(&limits, &cgroup_host)?;
+    // the command its own cgroup. A joining process goes into the joined sandbox's instead.
+    let cgroups = match &target {
+        Some(_) => None,
+        None => Some(cgroup::setup(&limits, &cgroup_host)?),
+    };
     // Opened before clone: the child is created inside its v2 cgroup.
     let v2_cgroup = cgroups
-        .v2_dir()
+        .as_ref()
+        .and_then(cgroup::Cgroups::v2_dir)
         .map(|d| {
             std::fs::File::open(d).map_err(|source| {
                 SandboxError::Cgroup(cgroup::CgroupError::Io {
@@ -825,10 +924,14 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
             tty_slave: pty.as_ref().map_or(-1, |p| p.slave.as_raw_fd()),
         },
         exec_candidates: &exec.candidates,
+        init: init && target.is_none(),
         argv: &exec.argv,
         envp: &exec.envp,
     };
-    let (pid, born_in_v2) = spawn(plan::clone_flags(network), v2_cgroup.as_ref());
+    let (pid, born_in_v2) = match &target {
+        Some(t) => t.spawn()?,
+        None => spawn(plan::clone_flags(network), v2_cgroup.as_ref()),
+    };
     if pid < 0 {
         return Err(os("clone the sandbox process")(io::Error::last_os_error()));
     }
@@ -859,7 +962,11 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         p.master
     });
 
-    cgroups.attach(pid, born_in_v2)?;
+    match (&cgroups, &target) {
+        (Some(c), _) => c.attach(pid, born_in_v2)?,
+        (None, Some(t)) => t.attach(pid)?,
+        (None, None) => {}
+    }
     // Go. The write end stays open until the command is reaped: its closing tells a child
     // still in setup that we died.
     // SAFETY: writing one byte from the stack.
@@ -870,6 +977,10 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     if let Some((index, errno)) = read_report(&err_r) {
         drop(child);
         return Err(setup_error(index, errno, &steps, program, root));
+    }
+    drop(target);
+    if let Some(hook) = on_start {
+        (hook.0)(pid);
     }
 
     let stop = supervise::Stop {
@@ -889,6 +1000,104 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     drop(cgroups);
     drop(user_fds);
     result
+}
+
+/// A running sandbox a command joins (`exec`): its namespaces, opened before `clone` and kept
+/// open until the child has entered them, and its cgroups.
+struct Target {
+    pid: libc::pid_t,
+    /// cgroup, ipc, uts, net, mnt: entered by the child in this order (the cgroup namespace
+    /// after the parent moved it into the cgroups; the mount namespace last, since it moves the
+    /// root).
+    ns: Vec<(OwnedFd, libc::c_int)>,
+    /// Entered by the parent's thread for the clone: a pid namespace applies to children only.
+    pid_ns: OwnedFd,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Target {
+    fn open(pid: libc::pid_t, host: &cgroup::Host) -> Result<Target, SandboxError> {
+        let open = |name: &str| -> Result<OwnedFd, SandboxError> {
+            let path = format!("/proc/{pid}/ns/{name}");
+            std::fs::File::open(&path)
+                .map(OwnedFd::from)
+                .map_err(|source| SandboxError::Join { pid, source })
+        };
+        let mut ns = Vec::new();
+        for t in [
+            libc::CLONE_NEWCGROUP,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWNS,
+        ] {
+            ns.push((open(plan::ns_name(t))?, t));
+        }
+        Ok(Target {
+            pid,
+            pid_ns: open("pid")?,
+            cgroups: cgroup::dirs_of(pid, host)?,
+            ns,
+        })
+    }
+
+    fn steps(&self, sb: &Sandbox) -> Result<Vec<plan::Step>, SandboxError> {
+        let mut rlimits = sb.rlimits.clone();
+        if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
+            rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
+        }
+        let who = plan::Identity {
+            profile: sb.profile,
+            rlimits: clamp_rlimits(&rlimits, host_hard_limit),
+            last_cap: caps::last_cap(),
+            uid: sb.uid,
+            gid: sb.gid,
+            groups: sb.groups.clone(),
+            caps: sb.caps.unwrap_or_else(|| plan::kept_caps(sb.profile)),
+        };
+        let ns: Vec<(RawFd, libc::c_int)> =
+            self.ns.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
+        Ok(plan::build_join(&ns, &sb.cwd, &who)?)
+    }
+
+    /// Clone the child into the target's pid namespace (this thread enters it for the clone
+    /// and returns to its own right after).
+    fn spawn(&self) -> Result<(libc::c_long, bool), SandboxError> {
+        let own = std::fs::File::open("/proc/thread-self/ns/pid").map_err(|source| {
+            SandboxError::Join {
+                pid: self.pid,
+                source,
+            }
+        })?;
+        // SAFETY: setns on an fd we hold; affects only this thread's future children.
+        if unsafe { libc::setns(self.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+            return Err(SandboxError::Join {
+                pid: self.pid,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let (pid, born) = spawn(0, None);
+        if pid == 0 {
+            return Ok((0, born));
+        }
+        let e = io::Error::last_os_error();
+        // SAFETY: as above, back to our own pid namespace for later children.
+        unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
+        if pid < 0 {
+            return Err(os("clone into the container")(e));
+        }
+        Ok((pid, born))
+    }
+
+    fn attach(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
+        for d in &self.cgroups {
+            let f = d.join("cgroup.procs");
+            std::fs::write(&f, pid.to_string()).map_err(|source| {
+                SandboxError::Cgroup(cgroup::CgroupError::Io { path: f, source })
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// `clone3(2)`'s arguments (the fields up to `cgroup`, kernel 5.7).

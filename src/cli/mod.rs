@@ -6,6 +6,7 @@ pub(crate) mod out;
 
 pub mod build;
 pub mod cache;
+pub mod container;
 pub mod error;
 pub mod info;
 pub mod kiwi;
@@ -105,7 +106,7 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Pull an image from a registry into the local store.
     Pull(pull::PullArgs),
-    /// Containers: run, ps, rm.
+    /// Containers: run, ps, rm, logs, stop, kill, start, restart, wait, exec, container.
     #[command(flatten)]
     Run(run::RunCommand),
     /// KIWI's `system build|prepare|create`, with KIWI's options.

@@ -163,6 +163,17 @@ pub fn ensure_image(
     policy: PullPolicy,
     registry: &super::registry_args::RegistryArgs,
 ) -> anyhow::Result<String> {
+    ensure_image_for(store, image, policy, registry, &PullOptions::default())
+}
+
+/// [`ensure_image`] pulling with `opts` (the platform of `run --platform`).
+pub fn ensure_image_for(
+    store: &Store,
+    image: &str,
+    policy: PullPolicy,
+    registry: &super::registry_args::RegistryArgs,
+    opts: &PullOptions,
+) -> anyhow::Result<String> {
     let reference = Reference::parse(image).ok();
     let local = reference
         .as_ref()
@@ -176,16 +187,14 @@ pub fn ensure_image(
         (PullPolicy::Never | PullPolicy::Missing, Some(id), _) => Ok(id),
         (PullPolicy::Never, None, _) => Err(StorageError::ImageNotFound(image.to_string()))
             .context("--pull never: the image is not in the store"),
-        (_, _, Some(_)) => {
-            Ok(pull_into(store, image, &PullOptions::default(), registry, false)?.image_id)
-        }
+        (_, _, Some(_)) => Ok(pull_into(store, image, opts, registry, false)?.image_id),
         (PullPolicy::Always, Some(_), None) => anyhow::bail!(
             "--pull always: {image} is not a registry reference; use a full name \
              (HOST[:PORT]/REPOSITORY[:TAG]) or --pull missing"
         ),
         // A short name the store lacks: pulled as the registries configuration resolves it.
         (_, None, None) if RegistriesConf::load()?.qualify(image).is_ok() => {
-            Ok(pull_into(store, image, &PullOptions::default(), registry, false)?.image_id)
+            Ok(pull_into(store, image, opts, registry, false)?.image_id)
         }
         (_, None, None) => anyhow::bail!(
             "{} (to pull it, use a full name: HOST[:PORT]/REPOSITORY[:TAG])",

@@ -27,6 +27,49 @@ pub struct RunArgs {
     /// Remove the container when the command ends, however it ends.
     #[arg(long)]
     rm: bool,
+    /// Run the container in the background and print its id; its output goes to its log.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Replace the image's entrypoint (`""` clears it; the image's command is dropped too).
+    #[arg(long, value_name = "COMMAND")]
+    entrypoint: Option<String>,
+    /// The signal `stop` sends first (default: the image's `StopSignal`, else SIGTERM).
+    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = parse_signal_arg)]
+    stop_signal: Option<i32>,
+    /// Seconds `stop` waits for the command before SIGKILL.
+    #[arg(long = "stop-timeout", value_name = "SECONDS", default_value_t = imgbuild::runtime::DEFAULT_STOP_TIMEOUT)]
+    stop_timeout: u64,
+    /// Log options of a detached container: `max-size=SIZE` caps one log file (two are kept).
+    #[arg(long = "log-opt", value_name = "max-size=SIZE", value_parser = parse_log_opt)]
+    log_opt: Vec<u64>,
+    /// Add a capability to Docker's default set (`NET_ADMIN`, `ALL`).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (`MKNOD`, `ALL`).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Mount a tmpfs (`PATH[:OPTIONS]`, options as mount's: `size=64m,mode=1777,exec`).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// With --read-only, mount tmpfs on /tmp, /var/tmp and /run.
+    #[arg(long = "read-only-tmpfs", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    read_only_tmpfs: bool,
+    /// Run a minimal init as PID 1 that forwards signals and reaps orphans.
+    #[arg(long)]
+    init: bool,
+    /// A resource limit (`nofile=1024:2048`, `core=-1`).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit_arg)]
+    ulimit: Vec<(u32, u64, u64)>,
+    /// Size of /dev/shm (`64m`).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = parse_memory)]
+    shm_size: Option<u64>,
+    /// Set a label on the container (`KEY=VALUE`).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// The platform of the image, `OS/ARCH[/VARIANT]`: chosen when pulling, checked against a
+    /// stored image; a foreign one runs through `binfmt_misc` (qemu-user-static).
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
     /// The container's name (default: generated).
     #[arg(long)]
     name: Option<String>,
@@ -85,6 +128,32 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
+/// A signal name or number, for clap.
+pub(super) fn parse_signal_arg(s: &str) -> Result<i32, String> {
+    imgbuild::runtime::parse_signal(s).map_err(|e| e.to_string())
+}
+
+fn parse_ulimit_arg(s: &str) -> Result<(u32, u64, u64), String> {
+    imgbuild::runtime::parse_ulimit(s).map_err(|e| e.to_string())
+}
+
+fn parse_log_opt(s: &str) -> Result<u64, String> {
+    match s.split_once('=') {
+        Some(("max-size", v)) => parse_size(v).map_err(|e| e.to_string()),
+        _ => Err(format!("'{s}': only max-size=SIZE is supported")),
+    }
+}
+
+/// Split `--entrypoint` as Docker does for a string: on whitespace (a JSON array is taken
+/// as the list it is).
+fn entrypoint_list(text: &str) -> anyhow::Result<Vec<String>> {
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(text)
+            .with_context(|| format!("--entrypoint '{text}': not a JSON list of strings"));
+    }
+    Ok(text.split_whitespace().map(str::to_string).collect())
+}
+
 fn parse_volume(s: &str) -> Result<Volume, String> {
     s.parse().map_err(|e: RuntimeError| e.to_string())
 }
@@ -123,9 +192,35 @@ pub enum RunCommand {
         /// Kill a running container first.
         #[arg(short = 'f', long)]
         force: bool,
+        /// Remove all containers (running ones only with -f).
+        #[arg(short = 'a', long, conflicts_with = "containers")]
+        all: bool,
         /// Names, ids or id prefixes.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all")]
         containers: Vec<String>,
+    },
+    /// Print a detached container's output.
+    Logs(super::container::LogsArgs),
+    /// Stop running containers: their stop signal, then SIGKILL after the timeout.
+    Stop(super::container::StopArgs),
+    /// Send a signal to running containers.
+    Kill(super::container::KillArgs),
+    /// Start created or stopped containers again, in the background.
+    Start(super::container::NamesArgs),
+    /// Stop and start containers.
+    Restart(super::container::StopArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(super::container::NamesArgs),
+    /// Run a command in a running container.
+    Exec(super::container::ExecArgs),
+    /// Containers: prune, inspect, ls.
+    #[command(subcommand)]
+    Container(super::container::ContainerCommand),
+    /// The monitor of a detached container (started by run -d and start).
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor {
+        /// The container's full id.
+        id: String,
     },
 }
 
@@ -162,6 +257,37 @@ fn options(args: RunArgs) -> anyhow::Result<RunOptions> {
         interactive: args.interactive,
         tty: args.tty,
         remove: args.rm,
+        detach: args.detach,
+        entrypoint: args
+            .entrypoint
+            .as_deref()
+            .map(entrypoint_list)
+            .transpose()?,
+        stop_signal: args.stop_signal,
+        stop_timeout: Some(args.stop_timeout),
+        log_max: args.log_opt.last().copied(),
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        tmpfs: args
+            .tmpfs
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((p, o)) => (p.to_string(), o.to_string()),
+                None => (t.clone(), String::new()),
+            })
+            .collect(),
+        read_only_tmpfs: args.read_only_tmpfs,
+        init: args.init,
+        ulimits: args.ulimit,
+        shm_size: args.shm_size,
+        labels: args
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect(),
     })
 }
 
@@ -171,7 +297,7 @@ fn status(c: &ContainerRecord, now: u64) -> String {
         State::Created => "Created".to_string(),
         State::Running => format!(
             "Up {}",
-            report::human_duration(now.saturating_sub(c.created))
+            report::human_duration(now.saturating_sub(c.started.unwrap_or(c.created)))
         ),
         State::Exited => format!(
             "Exited ({}) {}",
@@ -277,7 +403,7 @@ fn ps_json(containers: &[ContainerRecord], now: u64) -> serde_json::Value {
                     "State": c.state.to_string(),
                     "Status": status(c, now),
                     "Created": c.created,
-                    "StartedAt": c.created,
+                    "StartedAt": c.started.unwrap_or(c.created),
                     // Not podman's: where the container's root tree lives.
                     "Driver": c.driver.name(),
                 })
@@ -321,6 +447,30 @@ fn archive_path(image: &str) -> Option<PathBuf> {
     ((image.contains('/') || suffix) && p.exists()).then(|| p.to_path_buf())
 }
 
+/// `--platform`: the stored image must be of that platform, and a foreign architecture needs
+/// a `binfmt_misc` handler to execute.
+fn check_platform(
+    store: &imgbuild::storage::Store,
+    image: &str,
+    wanted: &str,
+) -> anyhow::Result<()> {
+    let want = imgbuild::registry::Platform::parse(wanted).context("--platform")?;
+    let config = store.inspect(image)?.config;
+    let arch = config["architecture"].as_str().unwrap_or_default();
+    let os = config["os"].as_str().unwrap_or("linux");
+    if arch != want.architecture || os != want.os {
+        anyhow::bail!(
+            "image {image} is for {os}/{arch}, not {wanted}: pull it with --platform {wanted} \
+             under another name, or build it with that target architecture"
+        );
+    }
+    let host = imgbuild::registry::Platform::host();
+    if want.architecture != host.architecture {
+        imgbuild::runtime::check_binfmt(&want.architecture)?;
+    }
+    Ok(())
+}
+
 /// What `run` can refuse before any work: a container name Docker would refuse.
 fn early_checks(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.name
@@ -362,16 +512,38 @@ pub fn run(
                     if let Some(archive) = archive_path(&args.image) {
                         args.image = load_for_run(&s, &archive)?;
                     } else {
-                        args.image =
-                            super::pull::ensure_image(&s, &args.image, args.pull, &args.registry)?;
+                        let platform = args
+                            .platform
+                            .as_deref()
+                            .map(imgbuild::registry::Platform::parse)
+                            .transpose()
+                            .context("--platform")?;
+                        let opts = imgbuild::registry::PullOptions {
+                            platform,
+                            all_platforms: false,
+                        };
+                        args.image = super::pull::ensure_image_for(
+                            &s,
+                            &args.image,
+                            args.pull,
+                            &args.registry,
+                            &opts,
+                        )?;
+                    }
+                    if let Some(p) = &args.platform {
+                        check_platform(&s, &args.image, p)?;
                     }
                     Ok(s)
                 })
-                .and_then(|s| Ok(Runtime::new(s)?))
+                .and_then(super::container::runtime)
                 .and_then(|rt| Ok((options(*args)?, rt)))
-                .and_then(|(opts, rt)| Ok(rt.run(&opts)?));
+                .and_then(|(opts, rt)| Ok((rt.run(&opts)?, opts.detach)));
             match result {
-                Ok(outcome) => Ok(ExitCode::from(
+                Ok((outcome, true)) => {
+                    println!("{}", outcome.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok((outcome, false)) => Ok(ExitCode::from(
                     u8::try_from(outcome.code.clamp(0, 255)).unwrap_or(u8::MAX),
                 )),
                 Err(e) => {
@@ -385,6 +557,9 @@ pub fn run(
                             source: SandboxError::Exec { .. },
                             ..
                         }) => 126,
+                        Some(RuntimeError::Start { code, .. }) => {
+                            u8::try_from(*code).unwrap_or(125)
+                        }
                         _ => 125,
                     };
                     Ok(ExitCode::from(code))
@@ -419,8 +594,21 @@ pub fn run(
             );
             Ok(ExitCode::SUCCESS)
         }
-        RunCommand::Rm { force, containers } => {
+        RunCommand::Rm {
+            force,
+            all,
+            containers,
+        } => {
             let rt = Runtime::new(open_store(root, driver)?)?;
+            let containers = if all {
+                rt.containers(true)?
+                    .into_iter()
+                    .filter(|c| force || c.state != State::Running)
+                    .map(|c| c.id)
+                    .collect()
+            } else {
+                containers
+            };
             let mut failed = false;
             for c in containers {
                 match rt.remove(&c, force) {
@@ -437,6 +625,7 @@ pub fn run(
                 ExitCode::SUCCESS
             })
         }
+        other => super::container::run(other, root, driver),
     }
 }
 
@@ -459,6 +648,12 @@ mod tests {
             finished: (state == State::Exited).then_some(1000 + 60),
             pid: None,
             pid_start: None,
+            monitor_pid: None,
+            monitor_start: None,
+            started: Some(1000),
+            stop_signal: libc::SIGTERM,
+            stop_timeout: 10,
+            detached: false,
             driver: imgbuild::storage::DriverKind::Vfs,
             rootfs: PathBuf::new(),
             auto_remove: false,

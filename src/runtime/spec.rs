@@ -55,7 +55,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
 }
 
 /// A `-v HOST:CONTAINER[:OPTIONS]` bind mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// The host path (absolute).
     pub host: PathBuf,
@@ -162,7 +162,7 @@ pub fn parse_env_file(
 }
 
 /// A `-u USER[:GROUP]` or image `User`: names or numeric ids.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserSpec {
     /// User name or uid.
     pub user: String,
@@ -281,5 +281,130 @@ mod tests {
         assert!(UserSpec::parse("").is_err());
         assert!(UserSpec::parse("a:").is_err());
         assert!(UserSpec::parse(":g").is_err());
+    }
+}
+
+/// The `RLIMIT_*` resources `--ulimit` names, as Docker spells them.
+const ULIMITS: &[(&str, u32)] = &[
+    ("as", libc::RLIMIT_AS),
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+/// A `--ulimit NAME=SOFT[:HARD]` (`-1` for unlimited; the hard limit defaults to the soft).
+pub fn parse_ulimit(text: &str) -> Result<(u32, u64, u64)> {
+    let bad = |reason: String| RuntimeError::InvalidOption {
+        option: "--ulimit",
+        reason: format!("'{text}': {reason}"),
+    };
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=SOFT[:HARD]".into()))?;
+    let resource = ULIMITS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, r)| r)
+        .ok_or_else(|| bad(format!("unknown limit '{name}'")))?;
+    let value = |v: &str| -> Result<u64> {
+        if v == "-1" || v == "unlimited" {
+            return Ok(libc::RLIM_INFINITY);
+        }
+        v.parse::<u64>()
+            .map_err(|_| bad(format!("'{v}' is not a number")))
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (value(s)?, value(h)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        return Err(bad("the soft limit exceeds the hard limit".into()));
+    }
+    Ok((resource, soft, hard))
+}
+
+/// A signal as podman takes it (`--stop-signal`, `kill -s`, the image's `StopSignal`): a name
+/// with or without `SIG` in any case (`TERM`, `SIGQUIT`, `sigwinch`) or a number (`9`).
+pub fn parse_signal(text: &str) -> Result<i32> {
+    let bad = |reason: &str| RuntimeError::InvalidOption {
+        option: "signal",
+        reason: format!("'{text}': {reason}"),
+    };
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad("not a signal number (1 to 64)"))
+        };
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    if let Some(rt) = name.strip_prefix("SIGRTMIN") {
+        let base = libc::SIGRTMIN();
+        let off = if rt.is_empty() {
+            0
+        } else {
+            rt.strip_prefix('+')
+                .and_then(|n| n.parse::<i32>().ok())
+                .ok_or_else(|| bad("unknown signal"))?
+        };
+        return if base + off <= libc::SIGRTMAX() {
+            Ok(base + off)
+        } else {
+            Err(bad("unknown signal"))
+        };
+    }
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| bad("unknown signal"))
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::parse_signal;
+
+    #[test]
+    fn ulimits_as_docker_spells_them() {
+        use super::parse_ulimit;
+        assert_eq!(
+            parse_ulimit("nofile=1024:2048").unwrap(),
+            (libc::RLIMIT_NOFILE, 1024, 2048)
+        );
+        assert_eq!(
+            parse_ulimit("core=-1").unwrap(),
+            (libc::RLIMIT_CORE, libc::RLIM_INFINITY, libc::RLIM_INFINITY)
+        );
+        assert!(parse_ulimit("nofile=10:5").is_err());
+        assert!(parse_ulimit("bogus=1").is_err());
+        assert!(parse_ulimit("nofile").is_err());
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("sigquit").unwrap(), libc::SIGQUIT);
+        assert_eq!(parse_signal("SIGWINCH").unwrap(), libc::SIGWINCH);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("SIGRTMIN+3").unwrap(), libc::SIGRTMIN() + 3);
+        assert!(parse_signal("SIGNOPE").is_err());
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("65").is_err());
     }
 }

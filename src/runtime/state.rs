@@ -54,12 +54,30 @@ pub struct ContainerRecord {
     pub exit_code: Option<i32>,
     /// When the command ended, seconds since the Unix epoch.
     pub finished: Option<u64>,
-    /// The imgbuild process supervising the running command (the command is its child, in
-    /// its own pid namespace).
+    /// The running command's pid, as the host sees it (PID 1 of the container's namespace).
     pub pid: Option<u32>,
     /// That process's start time in clock ticks since boot (`/proc/PID/stat` field 22), so a
     /// reused pid is not taken for it.
     pub pid_start: Option<u64>,
+    /// The imgbuild process supervising the command (`imgbuild run` in the foreground, the
+    /// container's monitor when detached): the command is its child and dies with it.
+    #[serde(default)]
+    pub monitor_pid: Option<u32>,
+    /// The supervisor's start time, as `pid_start`.
+    #[serde(default)]
+    pub monitor_start: Option<u64>,
+    /// When the command last started, seconds since the Unix epoch.
+    #[serde(default)]
+    pub started: Option<u64>,
+    /// The signal `stop` sends first (the image's `StopSignal` or `--stop-signal`; SIGTERM).
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: i32,
+    /// Seconds `stop` waits after that signal before SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u64,
+    /// Whether it was started detached (`run -d`, `start`): its output is in its log.
+    #[serde(default)]
+    pub detached: bool,
     /// The storage driver holding the root tree.
     pub driver: DriverKind,
     /// The root tree.
@@ -68,22 +86,51 @@ pub struct ContainerRecord {
     pub auto_remove: bool,
 }
 
-/// The start time of process `pid` in clock ticks since boot, if it exists.
+/// The start time of process `pid` in clock ticks since boot, if it exists and has not
+/// ended (a zombie waiting for its parent to reap it counts as ended).
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: fields count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+fn default_stop_signal() -> i32 {
+    libc::SIGTERM
+}
+
+/// The seconds `stop` waits by default, as podman.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
+fn default_stop_timeout() -> u64 {
+    DEFAULT_STOP_TIMEOUT
 }
 
 impl ContainerRecord {
-    /// The state as it is now: a recorded `Running` whose supervisor is gone is `Dead`.
+    /// The state as it is now: a recorded `Running` whose supervisor is gone is `Dead` (the
+    /// command died with it; a reboot leaves every container so).
     pub fn live_state(&self) -> State {
-        match (self.state, self.pid) {
-            (State::Running, Some(pid)) if process_start(pid) == self.pid_start => State::Running,
-            (State::Running, _) => State::Dead,
-            (s, _) => s,
+        match self.state {
+            State::Running if self.supervisor_alive() => State::Running,
+            State::Running => State::Dead,
+            s => s,
         }
+    }
+
+    /// Whether the supervising process recorded is the one alive under its pid.
+    pub fn supervisor_alive(&self) -> bool {
+        self.monitor_pid
+            .is_some_and(|p| self.monitor_start.is_some() && process_start(p) == self.monitor_start)
+    }
+
+    /// The running command's pid, when it is still the process recorded.
+    pub fn command_pid(&self) -> Option<u32> {
+        self.pid
+            .filter(|&p| self.pid_start.is_some() && process_start(p) == self.pid_start)
     }
 }
 
@@ -176,12 +223,22 @@ mod tests {
             finished: None,
             pid: Some(me),
             pid_start: start,
+            monitor_pid: Some(me),
+            monitor_start: start,
+            started: Some(0),
+            stop_signal: libc::SIGTERM,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            detached: false,
             driver: DriverKind::Vfs,
             rootfs: PathBuf::from("/"),
             auto_remove: false,
         };
         assert_eq!(rec.live_state(), State::Running);
+        assert_eq!(rec.command_pid(), Some(me));
         rec.pid_start = start.map(|s| s + 1);
+        assert_eq!(rec.command_pid(), None);
+        assert_eq!(rec.live_state(), State::Running, "the supervisor decides");
+        rec.monitor_start = start.map(|s| s + 1);
         assert_eq!(rec.live_state(), State::Dead);
         rec.state = State::Exited;
         assert_eq!(rec.live_state(), State::Exited);

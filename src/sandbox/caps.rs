@@ -47,6 +47,88 @@ pub const DOCKER_DEFAULT_NAMES: &[&str] = &[
     "CAP_SETFCAP",
 ];
 
+/// Capability names by number (`linux/capability.h`), without the `CAP_` prefix.
+pub const NAMES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The number of a capability named as podman takes it (`NET_ADMIN`, `cap_net_admin`).
+pub fn number(name: &str) -> Option<u32> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .position(|n| *n == bare)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+/// Docker's rule for `--cap-add`/`--cap-drop` over `base`: `ALL` in the drops keeps only the
+/// adds, `ALL` in the adds gives every capability up to `last` but the drops; otherwise drops
+/// are removed and adds added. The unknown name, if any, is the error.
+pub fn adjust(base: u64, add: &[String], drop: &[String], last: u32) -> Result<u64, String> {
+    let all = if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    let is_all = |v: &[String]| v.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    let mask = |v: &[String]| -> Result<u64, String> {
+        let mut m = 0;
+        for c in v.iter().filter(|c| !c.eq_ignore_ascii_case("ALL")) {
+            m |= 1u64 << number(c).ok_or_else(|| c.clone())?;
+        }
+        Ok(m)
+    };
+    let (a, d) = (mask(add)?, mask(drop)?);
+    Ok(if is_all(add) {
+        all & !d
+    } else if is_all(drop) {
+        a & all
+    } else {
+        ((base & !d) | a) & all
+    })
+}
+
 const fn bit(n: u32) -> u64 {
     1 << n
 }
@@ -74,6 +156,28 @@ pub fn last_cap() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_add_and_drop_as_docker() {
+        assert_eq!(number("net_admin"), Some(12));
+        assert_eq!(number("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(number("NOPE"), None);
+        let add = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            adjust(DOCKER_DEFAULT, &add(&["NET_ADMIN"]), &add(&["MKNOD"]), 40).unwrap(),
+            (DOCKER_DEFAULT | bit(12)) & !bit(27)
+        );
+        assert_eq!(
+            adjust(DOCKER_DEFAULT, &add(&["CHOWN"]), &add(&["ALL"]), 40).unwrap(),
+            bit(0)
+        );
+        assert_eq!(
+            adjust(DOCKER_DEFAULT, &add(&["ALL"]), &add(&["SYS_ADMIN"]), 40).unwrap(),
+            ((1u64 << 41) - 1) & !bit(21)
+        );
+        assert_eq!(adjust(0, &add(&["BOGUS"]), &[], 40).unwrap_err(), "BOGUS");
+        assert_eq!(NAMES.len(), 41);
+    }
 
     #[test]
     fn docker_default_matches_dockers_capbnd() {

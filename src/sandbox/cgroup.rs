@@ -37,7 +37,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 }
 
 /// Resource limits for the sandbox.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Memory in bytes (swap included where the kernel accounts it).
     pub memory: Option<u64>,
@@ -233,6 +233,32 @@ impl Host {
         let path = self.v2_path.as_deref().unwrap_or("/");
         Some(join_cgroup(&h.mount, path))
     }
+}
+
+/// The host directories of the cgroups process `pid` is in, one per hierarchy of `host`
+/// (`/proc/PID/cgroup` read from the host's cgroup namespace): where a process joining that
+/// one's sandbox is put.
+pub fn dirs_of(pid: i32, host: &Host) -> Result<Vec<PathBuf>, CgroupError> {
+    let f = PathBuf::from(format!("/proc/{pid}/cgroup"));
+    let (v1, v2) = parse_proc_cgroup(&std::fs::read_to_string(&f).map_err(io(&f))?);
+    let mut out = Vec::new();
+    for h in &host.hierarchies {
+        let path = if h.unified {
+            v2.clone()
+        } else {
+            let named = h.name.as_ref().map(|n| format!("name={n}"));
+            v1.iter()
+                .find(|(c, _)| h.controllers.contains(c) || named.as_ref() == Some(c))
+                .map(|(_, p)| p.clone())
+        };
+        if let Some(path) = path {
+            let dir = join_cgroup(&h.mount, &path);
+            if dir.join("cgroup.procs").exists() && !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn join_cgroup(mount: &Path, path: &str) -> PathBuf {

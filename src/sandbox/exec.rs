@@ -53,6 +53,8 @@ pub trait Sys {
     fn seccomp(&mut self, filter: &[Insn]) -> Result<(), i32>;
     /// `unshare(2)` with these `CLONE_NEW*` flags.
     fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32>;
+    /// `setns(2)`: join the namespace `fd` refers to, of type `nstype`.
+    fn setns(&mut self, fd: RawFd, nstype: libc::c_int) -> Result<(), i32>;
 }
 
 const DOT: &CStr = c".";
@@ -180,6 +182,7 @@ fn apply<S: Sys>(step: &Step, sys: &mut S) -> Result<(), i32> {
             Ok(())
         }
         Step::NewCgroupNamespace => sys.unshare(libc::CLONE_NEWCGROUP),
+        Step::Setns { fd, nstype } => sys.setns(*fd, *nstype),
         Step::MountCgroup {
             target,
             fstype,
@@ -408,6 +411,10 @@ impl Sys for RealSys {
         // SAFETY: integer argument.
         check(unsafe { libc::unshare(flags) })
     }
+    fn setns(&mut self, fd: RawFd, nstype: libc::c_int) -> Result<(), i32> {
+        // SAFETY: integer arguments; the fd is the parent's, inherited and open.
+        check(unsafe { libc::setns(fd, nstype) })
+    }
 }
 
 /// The child's standard stream wiring: for each of fd 0, 1, 2 the fd to `dup2` onto it, or
@@ -433,6 +440,88 @@ pub struct ChildSpec<'a> {
     /// NULL-terminated argv and envp arrays pointing into parent-owned `CString`s.
     pub argv: &'a [*const libc::c_char],
     pub envp: &'a [*const libc::c_char],
+    /// Stay as a minimal init (PID 1) and run the command as its child.
+    pub init: bool,
+}
+
+/// The minimal init of `--init`, after the whole setup (so it has the command's identity,
+/// capabilities and seccomp filter): fork the command, then as PID 1 forward every signal
+/// to it, reap every child, and exit as the command did (128 + signal when it was killed).
+/// Returns in the command's process. Raw system calls only, as the rest of the child.
+///
+/// # Safety
+/// Only in the sandbox child, before `execve`.
+extern "C" fn init_noop(_: libc::c_int) {}
+
+unsafe fn become_init(spec: &ChildSpec<'_>) {
+    // SAFETY: (whole block) signal-mask, fork, wait and kill calls on stack data.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut all);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut none);
+        // Blocked before the fork, so no signal sent from here on is lost.
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const all, std::ptr::null_mut());
+        // A namespace's init only receives the signals it has a handler for; with a handler
+        // installed (never run: everything stays blocked and is taken by sigwaitinfo), the
+        // signals `stop` and `kill` send from outside reach it and are forwarded.
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = init_noop as *const () as libc::sighandler_t;
+                libc::sigfillset(&raw mut act.sa_mask);
+                libc::sigaction(sig, &raw const act, std::ptr::null_mut());
+            }
+        }
+        let child = libc::fork();
+        if child < 0 {
+            fail(spec, STEP_PRELUDE, errno());
+        }
+        if child == 0 {
+            // The command: its own process group, in the terminal's foreground when it has one.
+            libc::setpgid(0, 0);
+            if libc::isatty(0) == 1 {
+                libc::tcsetpgrp(0, libc::getpid());
+            }
+            for sig in 1..65 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            libc::sigprocmask(libc::SIG_SETMASK, &raw const none, std::ptr::null_mut());
+            return;
+        }
+        // The init keeps no fd at all: only the command reports an exec failure, and pipes
+        // others wait on (output, a supervisor's report pipe) close when the command's side
+        // does — the init never execs, so close-on-exec would not close them.
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(&raw const all, &raw mut info);
+            if sig < 0 {
+                continue;
+            }
+            if sig == libc::SIGCHLD {
+                loop {
+                    let mut status = 0;
+                    let pid = libc::waitpid(-1, &raw mut status, libc::WNOHANG);
+                    if pid <= 0 {
+                        break;
+                    }
+                    if pid == child {
+                        let code = if libc::WIFEXITED(status) {
+                            libc::WEXITSTATUS(status)
+                        } else {
+                            128 + libc::WTERMSIG(status)
+                        };
+                        libc::_exit(code);
+                    }
+                }
+            } else {
+                libc::kill(child, sig);
+            }
+        }
+    }
 }
 
 fn report(fd: RawFd, index: usize, err: i32) {
@@ -544,6 +633,10 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
         };
         if libc::poll(&raw mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
             libc::_exit(127);
+        }
+
+        if spec.init {
+            become_init(spec);
         }
 
         let mut err = libc::ENOENT;
@@ -667,6 +760,9 @@ mod tests {
         fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32> {
             self.call(format!("unshare {flags:#x}"))
         }
+        fn setns(&mut self, fd: RawFd, nstype: libc::c_int) -> Result<(), i32> {
+            self.call(format!("setns {fd} {nstype:#x}"))
+        }
     }
 
     fn input(profile: Profile) -> PlanInput {
@@ -687,6 +783,9 @@ mod tests {
             last_cap: 40,
             root_flags: 0,
             cgroup_view: Vec::new(),
+            caps: None,
+            tmpfs: Vec::new(),
+            shm_size: None,
         }
     }
 

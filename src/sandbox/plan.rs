@@ -119,6 +119,14 @@ pub enum Step {
     /// `unshare(CLONE_NEWCGROUP)`: taken after the parent has moved the process into its
     /// cgroups, so the namespace's root is the sandbox's own cgroup.
     NewCgroupNamespace,
+    /// `setns(2)` into a running sandbox's namespace (`exec`): `fd` is the parent's open
+    /// `/proc/PID/ns/*` file, inherited by the child.
+    Setns {
+        /// The namespace file descriptor.
+        fd: std::os::fd::RawFd,
+        /// Its `CLONE_NEW*` type.
+        nstype: libc::c_int,
+    },
     /// Mount a cgroup hierarchy for the sandbox's view of `/sys/fs/cgroup`; a failure leaves
     /// the directory empty rather than failing the sandbox (the view is informational).
     MountCgroup {
@@ -129,6 +137,19 @@ pub enum Step {
         /// The v1 controllers or name option.
         data: Option<CString>,
     },
+}
+
+/// The `/proc/PID/ns/` name of a namespace type.
+pub fn ns_name(nstype: libc::c_int) -> &'static str {
+    match nstype {
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWNET => "net",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWNS => "mnt",
+        _ => "unknown",
+    }
 }
 
 fn lossy(c: &CString) -> String {
@@ -217,6 +238,7 @@ impl fmt::Display for Step {
                     .join("+")
             ),
             Step::NewCgroupNamespace => write!(f, "unshare cgroup namespace"),
+            Step::Setns { nstype, .. } => write!(f, "setns {}", ns_name(*nstype)),
             Step::MountCgroup {
                 target,
                 fstype,
@@ -313,7 +335,8 @@ pub enum Profile {
 }
 
 /// Which network the command sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     /// Share the host's network namespace (builds download and resolve names).
     #[default]
@@ -399,6 +422,12 @@ pub struct PlanInput {
     /// The cgroup hierarchies to show under `/sys/fs/cgroup` (read-only, in the sandbox's
     /// cgroup namespace).
     pub cgroup_view: Vec<CgroupView>,
+    /// The capabilities the command keeps, over the profile's default set.
+    pub caps: Option<u64>,
+    /// tmpfs mounts: the target resolved under `root`, `MS_*` flags, and the data options.
+    pub tmpfs: Vec<(PathBuf, MountFlags, String)>,
+    /// The size of `/dev/shm` in bytes (64 MiB by default, as Docker's).
+    pub shm_size: Option<u64>,
 }
 
 /// One cgroup hierarchy of the sandbox's `/sys/fs/cgroup`.
@@ -411,6 +440,31 @@ pub struct CgroupView {
     pub fstype: &'static str,
     /// Mount options naming the v1 controllers (`memory`, `cpu,cpuacct`, `none,name=systemd`).
     pub options: Option<String>,
+}
+
+/// A tmpfs mount's options as `--tmpfs PATH:OPTIONS` gives them (`rw,size=64m,mode=1777`,
+/// `exec`, `ro`): the `MS_*` flags, starting from `nosuid,nodev,noexec` as Docker's, and the
+/// options the kernel's tmpfs takes as data.
+pub fn tmpfs_options(options: &str) -> (MountFlags, String) {
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let mut data = Vec::new();
+    for o in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => flags &= !libc::MS_RDONLY,
+            "exec" => flags &= !libc::MS_NOEXEC,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "suid" => flags &= !libc::MS_NOSUID,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "dev" => flags &= !libc::MS_NODEV,
+            "nodev" => flags |= libc::MS_NODEV,
+            // Propagation and copy-up words podman accepts; mounts here are private anyway.
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "tmpcopyup"
+            | "notmpcopyup" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, data.join(","))
 }
 
 /// The capabilities the command keeps (bounding, permitted and effective sets, for root).
@@ -529,7 +583,6 @@ fn cgroup_view(b: &mut Builder, sys_dir: &Path, view: &[CgroupView]) -> Result<(
 pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
     let root = &input.root;
     let mut b = Builder { steps: Vec::new() };
-    let container = input.profile == Profile::Container;
     b.steps.push(Step::NewCgroupNamespace);
 
     if let Some(h) = &input.hostname {
@@ -623,7 +676,10 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
         &dev.join("shm"),
         Some("tmpfs"),
         nosuid_nodev_noexec,
-        Some("mode=1777,size=65536k"),
+        Some(&format!(
+            "mode=1777,size={}k",
+            input.shm_size.unwrap_or(64 << 20).div_ceil(1024)
+        )),
     )?;
     b.mkdir(&dev.join("mqueue"), 0o755)?;
     b.mount(
@@ -715,6 +771,24 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
         });
     }
 
+    for (target, flags, data) in &input.tmpfs {
+        if is_under(target, &proc_dir.to_string_lossy())
+            || is_under(target, &sys_dir.to_string_lossy())
+        {
+            return Err(PlanError::ReservedTarget {
+                path: Path::new("/").join(target.strip_prefix(root).unwrap_or(target)),
+            });
+        }
+        b.mkdir_all(root, target)?;
+        b.mount(
+            Some(Path::new("tmpfs")),
+            target,
+            Some("tmpfs"),
+            *flags,
+            Some(data),
+        )?;
+    }
+
     b.steps.push(Step::PivotRoot {
         new_root: cstring(root)?,
     });
@@ -724,7 +798,63 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
         });
     }
     b.steps.push(Step::Chdir(cstring(&input.cwd)?));
+    identity(&mut b, &Identity::of(input))?;
+    Ok(b.steps)
+}
 
+/// Who the command runs as and with which privileges: the steps after the root is in place,
+/// shared by a new sandbox and a process joining one.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The isolation profile (capabilities, seccomp).
+    pub profile: Profile,
+    /// `(resource, soft, hard)`, already clamped.
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// Highest capability number the kernel knows.
+    pub last_cap: u32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// The capabilities kept (the profile's set unless changed).
+    pub caps: u64,
+}
+
+impl Identity {
+    fn of(input: &PlanInput) -> Identity {
+        Identity {
+            caps: input.caps.unwrap_or_else(|| kept_caps(input.profile)),
+            profile: input.profile,
+            rlimits: input.rlimits.clone(),
+            last_cap: input.last_cap,
+            uid: input.uid,
+            gid: input.gid,
+            groups: input.groups.clone(),
+        }
+    }
+}
+
+/// The steps of a process joining a running sandbox (`exec`): the namespaces in `ns` (type and
+/// the parent's open fd; the cgroup namespace first, the mount namespace last, since entering it
+/// moves the root), the working directory, then the same identity a new sandbox's command gets.
+pub fn build_join(
+    ns: &[(std::os::fd::RawFd, libc::c_int)],
+    cwd: &Path,
+    who: &Identity,
+) -> Result<Vec<Step>, PlanError> {
+    let mut b = Builder { steps: Vec::new() };
+    for &(fd, nstype) in ns {
+        b.steps.push(Step::Setns { fd, nstype });
+    }
+    b.steps.push(Step::Chdir(cstring(cwd)?));
+    identity(&mut b, who)?;
+    Ok(b.steps)
+}
+
+fn identity(b: &mut Builder, input: &Identity) -> Result<(), PlanError> {
+    let container = input.profile == Profile::Container;
     for &(resource, soft, hard) in &input.rlimits {
         b.steps.push(Step::SetRlimit {
             resource,
@@ -732,7 +862,7 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
             hard,
         });
     }
-    let keep = kept_caps(input.profile);
+    let keep = input.caps;
     b.steps.push(Step::DropBounding {
         keep,
         last_cap: input.last_cap,
@@ -763,7 +893,7 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
             inheritable: 0,
         });
     }
-    Ok(b.steps)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -788,6 +918,9 @@ mod tests {
             last_cap: 40,
             root_flags: 0,
             cgroup_view: Vec::new(),
+            caps: None,
+            tmpfs: Vec::new(),
+            shm_size: None,
         }
     }
 

@@ -87,6 +87,13 @@ pub trait Driver: Send + Sync {
         Ok(())
     }
 
+    /// Mount container `container`'s root tree again after [`Driver::unmount_rootfs`] (its
+    /// image's top layer is `top`), keeping its writable part; nothing when it is mounted.
+    /// Drivers whose root trees are plain directories do nothing.
+    fn mount_rootfs(&self, _container: &str, _top: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Release container `container`'s root tree (unmounting it if mounted) and delete its
     /// writable part. Releasing a container that is not there is not an error.
     fn release_rootfs(&self, container: &str) -> Result<()>;

@@ -299,6 +299,30 @@ impl Driver for Overlay {
         }
     }
 
+    fn mount_rootfs(&self, container: &str, top: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let rel = format!("containers/{container}");
+        let cdir = self.dir.join(&rel);
+        let merged = cdir.join("merged");
+        let dev = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.dev())
+                .map_err(|e| StorageError::io(p, e))
+        };
+        // A mount point has another device than its parent directory.
+        if dev(&merged)? != dev(&cdir)? {
+            return Ok(());
+        }
+        let lowers = self.lower_chain(top)?;
+        mount_overlay(
+            &self.dir,
+            &merged,
+            &lowers,
+            &format!("{rel}/upper"),
+            &format!("{rel}/work"),
+        )
+    }
+
     fn unmount_rootfs(&self, container: &str) -> Result<()> {
         unmount(&self.dir.join("containers").join(container).join("merged"))
     }

@@ -1020,6 +1020,23 @@ impl Store {
         self.driver.unmount_rootfs(id)
     }
 
+    /// Mount container `id`'s root tree again (full id) for a new start of its command; its
+    /// writable part is kept from before. A mounted one stays as it is.
+    pub fn mount_container(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(true)?;
+        let container = self
+            .read_containers()?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| StorageError::ContainerNotFound(id.to_string()))?;
+        let image = Self::resolve(&self.read_images()?, &container.image)?;
+        let top = image
+            .layers
+            .last()
+            .ok_or_else(|| StorageError::invalid(&image.id, "the image has no layers"))?;
+        self.driver.mount_rootfs(id, hex_of(&top.chain_id))
+    }
+
     /// Release a container's root tree (unmount, delete its writable part). `id` may be a
     /// unique prefix.
     pub fn release_container(&self, id: &str) -> Result<()> {

@@ -24,11 +24,12 @@ fn json(d: &Description, profiles: &[&str]) -> String {
     serde_json::to_string_pretty(&d.resolve(&sel).unwrap()).unwrap()
 }
 
-const ALL: [&str; 4] = [
+const ALL: [&str; 5] = [
     "debian-minimal",
     "debian-minimal-yaml",
     "debian-rich",
     "debian-derived",
+    "debian-httpd",
 ];
 
 #[test]

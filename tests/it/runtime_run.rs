@@ -650,7 +650,6 @@ fn start_long(f: &Fixture, name: &str) -> std::process::Child {
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn running_containers_in_ps_and_rm_force() {
-    use std::os::unix::process::ExitStatusExt;
     let _g = serial();
     let Some(f) = Fixture::new("running_containers_in_ps_and_rm_force", DriverKind::Overlay) else {
         return;
@@ -659,13 +658,20 @@ fn running_containers_in_ps_and_rm_force() {
     let running = ps_json(&f, false);
     assert_eq!(running.len(), 1, "{running:?}");
     assert_eq!(running[0]["State"], "running");
-    assert_eq!(running[0]["Pid"], child.id());
+    // podman's Pid: the container's command, a child of the supervising imgbuild.
+    let pid = running[0]["Pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains(&format!("\nPPid:\t{}\n", child.id())),
+        "{status}"
+    );
     let o = f.imgbuild(&["rm", "long"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
     let o = f.imgbuild(&["rm", "-f", "long"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    // The command was killed; its foreground `run` reports that as podman does.
+    assert_eq!(child.wait().unwrap().code(), Some(137));
     f.assert_clean();
 
     // A supervisor killed outright leaves a dead container, which rm removes.

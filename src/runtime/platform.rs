@@ -1,0 +1,65 @@
+//! Whether this host can execute another architecture's programs: a `binfmt_misc` handler
+//! (qemu-user, registered by Debian's `qemu-user-static`) that is enabled.
+
+use super::{Result, RuntimeError};
+use std::path::Path;
+
+/// The `binfmt_misc` entry names qemu-user registers for an OCI architecture.
+fn qemu_names(architecture: &str) -> &'static [&'static str] {
+    match architecture {
+        "arm64" => &["qemu-aarch64"],
+        "arm" => &["qemu-arm"],
+        "386" => &["qemu-i386"],
+        "amd64" => &["qemu-x86_64"],
+        "ppc64le" => &["qemu-ppc64le"],
+        "s390x" => &["qemu-s390x"],
+        "riscv64" => &["qemu-riscv64"],
+        "mips64le" => &["qemu-mips64el"],
+        "loong64" => &["qemu-loongarch64"],
+        _ => &[],
+    }
+}
+
+/// Whether the `binfmt_misc` mounted at `dir` has an enabled handler for `architecture`.
+pub fn binfmt_enabled(dir: &Path, architecture: &str) -> bool {
+    let on =
+        |p: &Path| std::fs::read_to_string(p).is_ok_and(|t| t.lines().next() == Some("enabled"));
+    on(&dir.join("status")) && qemu_names(architecture).iter().any(|n| on(&dir.join(n)))
+}
+
+/// Refuse a foreign `architecture` this host cannot execute, naming the fix.
+pub fn check_binfmt(architecture: &str) -> Result<()> {
+    let dir = Path::new("/proc/sys/fs/binfmt_misc");
+    if binfmt_enabled(dir, architecture) {
+        return Ok(());
+    }
+    Err(RuntimeError::InvalidOption {
+        option: "--platform",
+        reason: format!(
+            "this host cannot execute {architecture} programs: no enabled binfmt_misc handler \
+             for it in {} (install qemu-user-static, which registers one, or enable it with \
+             update-binfmts --enable qemu-{})",
+            dir.display(),
+            qemu_names(architecture)
+                .first()
+                .map_or(architecture, |n| n.trim_start_matches("qemu-"))
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_must_be_registered_and_enabled() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(!binfmt_enabled(t.path(), "arm64"));
+        std::fs::write(t.path().join("status"), "enabled\n").unwrap();
+        std::fs::write(t.path().join("qemu-aarch64"), "disabled\ninterpreter /x\n").unwrap();
+        assert!(!binfmt_enabled(t.path(), "arm64"));
+        std::fs::write(t.path().join("qemu-aarch64"), "enabled\ninterpreter /x\n").unwrap();
+        assert!(binfmt_enabled(t.path(), "arm64"));
+        assert!(!binfmt_enabled(t.path(), "s390x"));
+    }
+}
