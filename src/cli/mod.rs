@@ -20,6 +20,7 @@ mod report;
 pub mod run;
 mod sandbox_init;
 pub mod store;
+pub mod test;
 pub mod transfer;
 pub mod validate;
 
@@ -108,6 +109,8 @@ pub enum Command {
     /// Containers: run, ps, rm.
     #[command(flatten)]
     Run(run::RunCommand),
+    /// Check an image with container-structure-test configs (commands, files, metadata).
+    Test(test::TestArgs),
     /// KIWI's `system build|prepare|create`, with KIWI's options.
     #[command(subcommand)]
     System(kiwi::SystemCommand),
@@ -194,6 +197,11 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Test(args) => Ok(test::run(
+            &args,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        )),
         Command::System(cmd) => kiwi::system(
             cmd,
             &cli.kiwi,
