@@ -70,3 +70,4 @@ mod sbom_document;
 mod storage_drivers;
 mod storage_store;
 mod store_load;
+mod structure_test;
