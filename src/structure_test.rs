@@ -251,6 +251,7 @@ pub struct Tester<'s> {
     image_id: String,
     config: ImageConfig,
     etc: tempfile::TempDir,
+    hostname: String,
 }
 
 impl<'s> Tester<'s> {
@@ -267,7 +268,8 @@ impl<'s> Tester<'s> {
             }
             _ => ImageConfig::default(),
         };
-        // The containers' /etc/hostname, hosts and resolv.conf, shared by all of them.
+        // The containers' /etc/hostname, hosts and resolv.conf, shared by all of them: every
+        // test container is named after the image.
         let etc = tempfile::Builder::new()
             .prefix("imgbuild-test-")
             .tempdir()
@@ -294,6 +296,7 @@ impl<'s> Tester<'s> {
             image_id,
             config,
             etc,
+            hostname,
         })
     }
 
@@ -494,10 +497,9 @@ impl<'s> Tester<'s> {
         if !rel.is_empty() {
             root.create_dir_all(rel, 0o755).map_err(root_err)?;
         }
-        let hostname = container.id.chars().take(12).collect::<String>();
         let env = crate::runtime::environment(
             self.config.env.as_deref().unwrap_or_default(),
-            &hostname,
+            &self.hostname,
             &user.home,
             false,
             extra,
@@ -512,7 +514,6 @@ impl<'s> Tester<'s> {
             user,
             workdir,
             env,
-            hostname,
             volumes,
         })
     }
@@ -526,7 +527,7 @@ impl<'s> Tester<'s> {
         let mut sb = Sandbox::new(&container.rootfs, argv)
             .profile(Profile::Container)
             .network(Network::None)
-            .hostname(p.hostname.clone())
+            .hostname(self.hostname.clone())
             .user(p.user.uid, p.user.gid, p.user.groups.clone())
             .cwd(&p.workdir)
             .resolv_conf(false)
@@ -563,7 +564,6 @@ struct Prepared {
     user: crate::runtime::ExecUser,
     workdir: String,
     env: Vec<(String, String)>,
-    hostname: String,
     volumes: Vec<Volume>,
 }
 
