@@ -221,6 +221,7 @@ pub struct Sandbox {
     limits: Limits,
     rlimits: Vec<(u32, u64, u64)>,
     timeout: Option<std::time::Duration>,
+    stop_on_interrupt: bool,
 }
 
 impl Sandbox {
@@ -253,6 +254,7 @@ impl Sandbox {
             limits: Limits::default(),
             rlimits: Vec::new(),
             timeout: None,
+            stop_on_interrupt: false,
         }
     }
 
@@ -394,6 +396,16 @@ impl Sandbox {
     #[must_use]
     pub fn timeout(mut self, after: std::time::Duration) -> Self {
         self.timeout = Some(after);
+        self
+    }
+
+    /// Kill the command when imgbuild is told to stop (see [`crate::interrupt`]), as a build
+    /// sandbox does, instead of forwarding the signal to it: for a container whose command is a
+    /// check imgbuild runs (`imgbuild test`), not the user's program. [`Sandbox::run`] then
+    /// fails with [`SandboxError::Interrupted`].
+    #[must_use]
+    pub fn stop_on_interrupt(mut self, on: bool) -> Self {
+        self.stop_on_interrupt = on;
         self
     }
 
@@ -787,6 +799,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         network,
         limits,
         timeout,
+        stop_on_interrupt,
         ..
     } = sb;
     let wiring = wire_stdio([stdin, stdout, stderr], pty.is_some())?;
@@ -814,7 +827,8 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
 
     let (start_r, start_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let forwarding = signals::Forwarding::start(profile == Profile::Container)?;
+    let forwarding =
+        signals::Forwarding::start(profile == Profile::Container && !stop_on_interrupt)?;
     let spec = exec::ChildSpec {
         steps: &steps,
         start_fd: start_r.as_raw_fd(),
@@ -874,7 +888,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
 
     let stop = supervise::Stop {
         timeout,
-        on_interrupt: profile == Profile::Build,
+        on_interrupt: profile == Profile::Build || stop_on_interrupt,
     };
     let result = supervise::wait(
         child,

@@ -9,6 +9,9 @@
 //!   [`crate::confine`]: a symlink in the image resolves inside the image, never on the host.
 //! * **The metadata test** reads the image config from the store.
 //!
+//! SIGINT, SIGTERM and SIGHUP stop the run (when [`crate::interrupt`] is installed): a running
+//! command is killed rather than sent the signal, and every container is released.
+//!
 //! `$VAR` and `${VAR}` in a command, its arguments, `envVars` values and `fileExistenceTests`
 //! paths are expanded from the image's `Env` and the config's `globalEnvVars` (and, for a command
 //! test, its own `envVars`); an unset variable expands to nothing.
@@ -80,6 +83,9 @@ pub enum StructureTestError {
         #[source]
         source: crate::confine::ConfineError,
     },
+    /// imgbuild was told to stop (SIGINT, SIGTERM, SIGHUP) between two tests.
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
     /// The sandbox could not run a container (other than its command failing to start).
     #[error("container {id}: {source}")]
     Sandbox {
@@ -320,16 +326,20 @@ impl<'s> Tester<'s> {
                 path: c.path.clone(),
                 results: Vec::new(),
             };
+            // A stop signal between tests ends the run (the containers made so far are
+            // released as they go out of scope); one during a command goes to the command.
             let mut push = |r: TestResult, file: &mut FileReport| {
                 progress(Progress::Result(&r));
                 file.results.push(r);
+                crate::interrupt::check()
             };
             // The upstream tool's order: commands, file contents, file existence, licenses,
             // metadata.
             let env = self.global_env(c);
             for t in &c.command_tests {
+                crate::interrupt::check()?;
                 let r = self.command_test(c, &env, t)?;
-                push(r, &mut file);
+                push(r, &mut file)?;
             }
             let needs_tree = !(c.file_content_tests.is_empty()
                 && c.file_existence_tests.is_empty()
@@ -342,20 +352,20 @@ impl<'s> Tester<'s> {
                         source,
                     })?;
                 for t in &c.file_content_tests {
-                    push(timed(|| content_test(&root, t)), &mut file);
+                    push(timed(|| content_test(&root, t)), &mut file)?;
                 }
                 for t in &c.file_existence_tests {
-                    push(timed(|| existence_test(&root, &env, t)), &mut file);
+                    push(timed(|| existence_test(&root, &env, t)), &mut file)?;
                 }
                 for t in &c.license_tests {
-                    push(timed(|| license_test(&root, t)), &mut file);
+                    push(timed(|| license_test(&root, t)), &mut file)?;
                 }
             }
             if !c.metadata.is_empty() {
                 push(
                     timed(|| metadata_test(&self.config, &c.metadata)),
                     &mut file,
-                );
+                )?;
             }
             report.files.push(file);
         }
@@ -533,7 +543,8 @@ impl<'s> Tester<'s> {
             .resolv_conf(false)
             .stdin(Stdio::Null)
             .stdout(Stdio::Capture)
-            .stderr(Stdio::Capture);
+            .stderr(Stdio::Capture)
+            .stop_on_interrupt(true);
         for (k, v) in &p.env {
             sb = sb.env(k, v);
         }
@@ -591,6 +602,7 @@ fn run_option_env(o: &config::RunOptions) -> Result<Vec<(String, String)>> {
 fn exec_error(e: SandboxError, c: &Container<'_>) -> Result<String> {
     match e {
         e @ SandboxError::Exec { .. } => Ok(e.to_string()),
+        SandboxError::Interrupted(i) => Err(i.into()),
         source => Err(StructureTestError::Sandbox {
             id: c.id.clone(),
             source,

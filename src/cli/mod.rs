@@ -140,6 +140,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Lock(_)
             | Command::System(_)
             | Command::Pull(_)
+            | Command::Test(_)
     ) {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
         out::stop_on_closed_stderr();

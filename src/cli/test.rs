@@ -86,7 +86,8 @@ pub fn run_tests(
 }
 
 /// `imgbuild test`: exit 0 when every test passed, 1 when one failed, 125 when the tests could
-/// not be run (invalid config, missing image, a container that cannot be made).
+/// not be run (invalid config, missing image, a container that cannot be made), 128 + N when
+/// signal N stopped it between tests.
 pub fn run(args: &TestArgs, root: Option<&Path>, driver: Option<&str>) -> ExitCode {
     let result = (|| -> anyhow::Result<Report> {
         // The configs first: a typo is reported before any image is loaded.
@@ -107,6 +108,8 @@ pub fn run(args: &TestArgs, root: Option<&Path>, driver: Option<&str>) -> ExitCo
     match result {
         Ok(r) if r.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
+        // Stopped by a signal: `main` reports it, with 128 + its number.
+        Err(_) if imgbuild::interrupt::received().is_some() => ExitCode::from(125),
         Err(e) => {
             eprintln!("imgbuild: error: {}", super::error::text(&e));
             ExitCode::from(125)

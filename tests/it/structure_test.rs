@@ -250,6 +250,42 @@ fn debian_configs_give_the_documented_verdicts() {
     let o = run(&["no-such-image", "-c", pass.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o));
 
+    // SIGINT stops the run during a command (which is killed, not sent the signal: a sleeping
+    // PID 1 would ignore it), exits 130 and leaves no container.
+    let slow = s.path().join("slow.yaml");
+    let mut y = String::from("schemaVersion: \"2.0.0\"\ncommandTests:\n");
+    for i in 0..20 {
+        y.push_str(&format!(
+            "  - name: sleep {i}\n    command: sleep\n    args: [\"0.5\"]\n"
+        ));
+    }
+    std::fs::write(&slow, y).unwrap();
+    let start = std::time::Instant::now();
+    let child = imgbuild(s.path())
+        .args(["test", image, "-c", slow.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1800));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(8),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("interrupted by SIGINT"),
+        "{}",
+        text(&o)
+    );
+
     // Every container made for the tests is gone.
     assert_eq!(store_containers(&s.path().join("store")), 0);
 }
