@@ -116,3 +116,27 @@ pub fn run(args: &TestArgs, root: Option<&Path>, driver: Option<&str>) -> ExitCo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn configs_repeat_and_the_image_is_positional() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "imgbuild", "test", "-c", "a.yaml", "img:1", "--config", "b.json", "-o", "junit",
+        ])
+        .unwrap();
+        let crate::cli::Command::Test(args) = cli.command else {
+            panic!("not test");
+        };
+        assert_eq!(args.image, "img:1");
+        assert_eq!(
+            args.config,
+            [std::path::PathBuf::from("a.yaml"), "b.json".into()]
+        );
+        assert_eq!(args.output, super::ReportFormat::Junit);
+        // A config is required.
+        assert!(crate::cli::Cli::try_parse_from(["imgbuild", "test", "img"]).is_err());
+    }
+}
