@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod sbom;
 pub mod storage;
+pub mod structure_test;
 pub mod workdir;
 
 #[cfg(test)]

@@ -374,7 +374,7 @@ pub fn hosts_file(hostname: &str) -> String {
 
 /// The container's environment: Docker's `PATH` and `HOSTNAME`, the image's `Env`, `HOME`
 /// from the user's entry and `TERM` with a tty unless set, then the user's variables.
-fn environment(
+pub fn environment(
     image_env: &[String],
     hostname: &str,
     home: &str,

@@ -229,6 +229,7 @@ pub struct Sandbox {
     limits: Limits,
     rlimits: Vec<(u32, u64, u64)>,
     timeout: Option<std::time::Duration>,
+    stop_on_interrupt: bool,
     join: Option<libc::pid_t>,
     on_start: Option<StartHook>,
     caps: Option<u64>,
@@ -282,6 +283,7 @@ impl Sandbox {
             tmpfs: Vec::new(),
             shm_size: None,
             init: false,
+            stop_on_interrupt: false,
         }
     }
 
@@ -472,6 +474,16 @@ impl Sandbox {
     #[must_use]
     pub fn on_start(mut self, hook: impl FnOnce(libc::pid_t) + Send + 'static) -> Self {
         self.on_start = Some(StartHook(Box::new(hook)));
+        self
+    }
+
+    /// Kill the command when imgbuild is told to stop (see [`crate::interrupt`]), as a build
+    /// sandbox does, instead of forwarding the signal to it: for a container whose command is a
+    /// check imgbuild runs (`imgbuild test`), not the user's program. [`Sandbox::run`] then
+    /// fails with [`SandboxError::Interrupted`].
+    #[must_use]
+    pub fn stop_on_interrupt(mut self, on: bool) -> Self {
+        self.stop_on_interrupt = on;
         self
     }
 
@@ -882,6 +894,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         timeout,
         on_start,
         init,
+        stop_on_interrupt,
         ..
     } = sb;
     let wiring = wire_stdio([stdin, stdout, stderr], pty.is_some())?;
@@ -913,7 +926,8 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
 
     let (start_r, start_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let forwarding = signals::Forwarding::start(profile == Profile::Container)?;
+    let forwarding =
+        signals::Forwarding::start(profile == Profile::Container && !stop_on_interrupt)?;
     let spec = exec::ChildSpec {
         steps: &steps,
         start_fd: start_r.as_raw_fd(),
@@ -985,7 +999,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
 
     let stop = supervise::Stop {
         timeout,
-        on_interrupt: profile == Profile::Build,
+        on_interrupt: profile == Profile::Build || stop_on_interrupt,
     };
     let result = supervise::wait(
         child,

@@ -113,6 +113,10 @@ pub struct BuildArgs {
     /// Also load the built image into the local image store (see `imgbuild images`).
     #[arg(long)]
     pub load: bool,
+    /// After the build (or its reuse), run this container-structure-test config on the image
+    /// (repeatable); a failing test fails the command, before `--load` and `--push`.
+    #[arg(long = "test", value_name = "FILE")]
+    pub test: Vec<PathBuf>,
     /// Build even when the target directory holds an intact result of the same inputs.
     #[arg(long, alias = "no-reuse")]
     pub force: bool,
@@ -218,20 +222,62 @@ fn print_result(c: &Created, target: &Path, log: &StageLog) {
 /// Load what `create` wrote into the store: the OCI layout if one was written, else the
 /// docker- or oci-archive, with every name of the image.
 fn load_result(store: &imgbuild::storage::Store, c: &Created, target: &Path) -> anyhow::Result<()> {
-    let pick = [
+    let Some(file) = image_file(c, target) else {
+        bail!(
+            "--load: the build wrote no container image (only a docker or oci type can be loaded)"
+        );
+    };
+    super::store::load_into(store, &file, &c.tags)?;
+    Ok(())
+}
+
+/// The image `create` wrote that a store can load: the OCI layout if one was written, else the
+/// docker- or oci-archive.
+fn image_file(c: &Created, target: &Path) -> Option<PathBuf> {
+    [
         ResultKind::OciLayout,
         ResultKind::DockerArchive,
         ResultKind::OciArchive,
     ]
     .iter()
-    .find_map(|k| c.files.iter().find(|f| f.kind == *k));
-    let Some(file) = pick else {
+    .find_map(|k| c.files.iter().find(|f| f.kind == *k))
+    .map(|f| target.join(&f.name))
+}
+
+/// `--test`: load the fresh image into a store of its own beside the result (removed
+/// afterwards) and run the configs on it, the report on stdout. `Ok(false)` when a test failed.
+fn test_result(
+    configs: &[imgbuild::structure_test::Config],
+    c: &Created,
+    target: &Path,
+    log: &StageLog,
+) -> anyhow::Result<bool> {
+    let Some(file) = image_file(c, target) else {
         bail!(
-            "--load: the build wrote no container image (only a docker or oci type can be loaded)"
+            "--test: the build wrote no container image (only a docker or oci type can be tested)"
         );
     };
-    super::store::load_into(store, &target.join(&file.name), &c.tags)?;
-    Ok(())
+    log.info(&format!(
+        "testing the image with {} config file(s)",
+        configs.len()
+    ));
+    let dir = tempfile::Builder::new()
+        .prefix(".imgbuild-test-")
+        .tempdir_in(target)
+        .with_context(|| format!("creating a test store in {}", target.display()))?;
+    let store = imgbuild::storage::Store::open(&imgbuild::storage::StoreOptions {
+        root: dir.path().to_path_buf(),
+        driver: None,
+    })?;
+    let id = imgbuild::storage::archive::load_archive(&store, &file, &[])?
+        .record
+        .id;
+    let report =
+        super::test::run_tests(&store, &id, configs, super::test::ReportFormat::Text, None)?;
+    drop(store);
+    dir.close()
+        .with_context(|| format!("removing the test store in {}", target.display()))?;
+    Ok(report.success())
 }
 
 /// Run `imgbuild build`; with `--load` the result goes into the store the global options name.
@@ -274,10 +320,20 @@ pub fn exec(
     } else {
         None
     };
+    // The test configs are read before the build, so a typo costs no build.
+    let tests = super::test::load_configs(&args.test)?;
     let log = StageLog::new(settings);
     let outcome = ops::build(&request, &log)?;
     let target = &request.output.target_dir;
     print_result(outcome.created(), target, &log);
+    if !tests.is_empty() && !test_result(&tests, outcome.created(), target, &log)? {
+        eprintln!(
+            "imgbuild: error: the image's structure tests failed; the result stays in {} but was \
+             not loaded or pushed",
+            target.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
     if let Some(store) = &store {
         load_result(store, outcome.created(), target)?;
     }

@@ -382,6 +382,7 @@ pub fn system(
                 force: a.force,
                 push: Vec::new(),
                 push_default: None,
+                test: Vec::new(),
             };
             super::build::exec(args, settings, storage_root, storage_driver)
         }

@@ -21,6 +21,7 @@ mod report;
 pub mod run;
 mod sandbox_init;
 pub mod store;
+pub mod test;
 pub mod transfer;
 pub mod validate;
 
@@ -109,6 +110,8 @@ pub enum Command {
     /// Containers: run, ps, rm, logs, stop, kill, start, restart, wait, exec, container.
     #[command(flatten)]
     Run(run::RunCommand),
+    /// Check an image with container-structure-test configs (commands, files, metadata).
+    Test(test::TestArgs),
     /// KIWI's `system build|prepare|create`, with KIWI's options.
     #[command(subcommand)]
     System(kiwi::SystemCommand),
@@ -138,6 +141,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Lock(_)
             | Command::System(_)
             | Command::Pull(_)
+            | Command::Test(_)
     ) {
         imgbuild::interrupt::install().context("installing the signal handlers")?;
         out::stop_on_closed_stderr();
@@ -195,6 +199,11 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_root.as_deref(),
             cli.storage_driver.as_deref(),
         ),
+        Command::Test(args) => Ok(test::run(
+            &args,
+            cli.storage_root.as_deref(),
+            cli.storage_driver.as_deref(),
+        )),
         Command::System(cmd) => kiwi::system(
             cmd,
             &cli.kiwi,

@@ -439,7 +439,7 @@ fn defer_termination_signals() {
 /// Whether `run`'s IMAGE names an archive to load rather than an image of the store: an
 /// existing file or directory written as a path (with a `/`) or named with an archive's suffix.
 /// Requiring one of the two keeps a stray file called like an image from being taken for it.
-fn archive_path(image: &str) -> Option<PathBuf> {
+pub(super) fn archive_path(image: &str) -> Option<PathBuf> {
     let p = Path::new(image);
     let suffix = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".oci"]
         .iter()
@@ -482,7 +482,10 @@ fn early_checks(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// Load the archive `run` was given and return the loaded image's id.
-fn load_for_run(store: &imgbuild::storage::Store, archive: &Path) -> anyhow::Result<String> {
+pub(super) fn load_for_run(
+    store: &imgbuild::storage::Store,
+    archive: &Path,
+) -> anyhow::Result<String> {
     let record = imgbuild::storage::archive::load_archive(store, archive, &[])?.record;
     // stderr: the command's own output is stdout.
     eprintln!(

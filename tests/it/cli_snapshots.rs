@@ -321,6 +321,7 @@ fn help_is_stable() {
         ("help_top", &["--help"][..]),
         ("help_build", &["build", "--help"][..]),
         ("help_run", &["run", "--help"][..]),
+        ("help_test", &["test", "--help"][..]),
     ] {
         let t = scratch(name);
         // No environment of the tests' own: clap shows the values of `env` options.

@@ -71,3 +71,4 @@ mod sbom_document;
 mod storage_drivers;
 mod storage_store;
 mod store_load;
+mod structure_test;
