@@ -62,6 +62,7 @@ mod rpm_file;
 mod rpm_fixture;
 mod rpm_repo;
 mod rpm_solver;
+mod runtime_net;
 mod runtime_run;
 mod sandbox_crun;
 mod sandbox_debian;
