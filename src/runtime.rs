@@ -876,7 +876,12 @@ impl Runtime {
         let mut sb = Sandbox::new(&rec.rootfs, rec.command.clone())
             .profile(Profile::Container)
             .network(opts.network)
-            .publish(rec.ports.iter().filter_map(PublishedPort::forward).collect())
+            .publish(
+                rec.ports
+                    .iter()
+                    .filter_map(PublishedPort::forward)
+                    .collect(),
+            )
             .hostname(rec.hostname.clone())
             .user(user.uid, user.gid, user.groups)
             .cwd(&workdir)

@@ -891,10 +891,11 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     // waits for a second byte before it executes the command.
     let helper = match helper_program {
         Some(helper_path) => {
-            let started = net::Helper::start(&helper_path, pid, !publish.is_empty()).and_then(|mut h| {
-                h.wait_ready(&publish)?;
-                Ok(h)
-            });
+            let started =
+                net::Helper::start(&helper_path, pid, !publish.is_empty()).and_then(|mut h| {
+                    h.wait_ready(&publish)?;
+                    Ok(h)
+                });
             match started {
                 Ok(h) => {
                     // A failed write means the child is gone: its report below says why.

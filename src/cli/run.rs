@@ -640,7 +640,10 @@ mod tests {
         assert_eq!(opts.network, Network::Private);
         assert_eq!(opts.publish.len(), 2);
         assert!(opts.publish_all);
-        assert_eq!(opts.dns.servers, ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            opts.dns.servers,
+            ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(opts.add_hosts[0].name, "db");
         for (flag, spec) in [
             ("-p", "8080:80/sctp"),

@@ -204,7 +204,10 @@ mod tests {
         let dns = DnsOptions::default();
         let add = ["db:10.9.8.7".parse().unwrap()];
         let none = hosts(&input(Network::None, &dns, &add));
-        assert!(none.starts_with("10.9.8.7\tdb\n127.0.0.1\tlocalhost\n"), "{none}");
+        assert!(
+            none.starts_with("10.9.8.7\tdb\n127.0.0.1\tlocalhost\n"),
+            "{none}"
+        );
         assert!(none.ends_with("127.0.1.1\tc0ffee123456\n"), "{none}");
         let host = hosts(&input(Network::Host, &dns, &[]));
         assert_eq!(

@@ -45,7 +45,10 @@ fn port_range(spec: &str, s: &str, what: &str) -> Result<(u16, u16), RuntimeErro
         }
     };
     if b < a {
-        return Err(bad_port(spec, format!("{what} port range '{s}' ends before it starts")));
+        return Err(bad_port(
+            spec,
+            format!("{what} port range '{s}' ends before it starts"),
+        ));
     }
     Ok((a, b))
 }
@@ -86,9 +89,10 @@ impl std::str::FromStr for PortSpec {
         let host_ip = if ip.is_empty() {
             None
         } else {
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| {
-                bad_port(spec, format!("'{ip}' is not an IPv4 address"))
-            })?)
+            Some(
+                ip.parse::<Ipv4Addr>()
+                    .map_err(|_| bad_port(spec, format!("'{ip}' is not an IPv4 address")))?,
+            )
         };
         let host_ports = if host.is_empty() {
             None
@@ -323,7 +327,10 @@ mod tests {
         let any = p("127.0.0.1::80").unwrap();
         assert_eq!((any.host_ip, any.host_ports), (lo, None));
         let r = p("8080-8082:80-82/tcp").unwrap();
-        assert_eq!((r.host_ports, r.container_ports), (Some((8080, 8082)), (80, 82)));
+        assert_eq!(
+            (r.host_ports, r.container_ports),
+            (Some((8080, 8082)), (80, 82))
+        );
     }
 
     #[test]
@@ -341,7 +348,10 @@ mod tests {
             ("70000", "container port '70000'"),
         ] {
             let e = p(spec).unwrap_err();
-            assert!(e.contains(&format!("'{spec}'")) && e.contains(why), "{spec}: {e}");
+            assert!(
+                e.contains(&format!("'{spec}'")) && e.contains(why),
+                "{spec}: {e}"
+            );
         }
     }
 
@@ -351,10 +361,17 @@ mod tests {
         let ports = published_ports(&specs, &["80/tcp".into(), "53/udp".into()], true).unwrap();
         assert_eq!(ports.len(), 3, "{ports:?}");
         assert_eq!((ports[1].host_port, ports[1].container_port), (8081, 81));
-        assert_eq!((ports[2].container_port, ports[2].protocol.as_str()), (53, "udp"));
+        assert_eq!(
+            (ports[2].container_port, ports[2].protocol.as_str()),
+            (53, "udp")
+        );
         assert_eq!(ports[2].host_ip, "0.0.0.0");
         assert_ne!(ports[2].host_port, 0);
-        assert!(published_ports(&[], &["80/tcp".into()], false).unwrap().is_empty());
+        assert!(
+            published_ports(&[], &["80/tcp".into()], false)
+                .unwrap()
+                .is_empty()
+        );
         assert!(ports[0].forward().is_some());
     }
 

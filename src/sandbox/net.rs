@@ -108,8 +108,8 @@ pub enum NetError {
 
 /// The helper on `PATH` (imgbuild's own `PATH`, else the default one).
 pub fn find_helper() -> Result<PathBuf, NetError> {
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| OsString::from(crate::sandbox::DEFAULT_PATH));
+    let path =
+        std::env::var_os("PATH").unwrap_or_else(|| OsString::from(crate::sandbox::DEFAULT_PATH));
     std::env::split_paths(&path)
         .filter(|d| d.is_absolute())
         .map(|d| d.join(HELPER))
@@ -154,7 +154,11 @@ fn dup_high(fd: &OwnedFd) -> io::Result<OwnedFd> {
 impl Helper {
     /// Start the helper for the network namespace of process `pid`. Returns at once; call
     /// [`Helper::wait_ready`] before the command runs.
-    pub(crate) fn start(program: &Path, pid: libc::pid_t, publish: bool) -> Result<Helper, NetError> {
+    pub(crate) fn start(
+        program: &Path,
+        pid: libc::pid_t,
+        publish: bool,
+    ) -> Result<Helper, NetError> {
         let err = |reason: String| NetError::Helper {
             program: program.to_path_buf(),
             reason,
@@ -208,7 +212,13 @@ impl Helper {
                 }
                 // Dies with the thread that started it, which is the one waiting in
                 // `Sandbox::run` for the command.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) < 0
                 {
                     return Err(io::Error::last_os_error());
                 }
@@ -278,10 +288,7 @@ impl Helper {
                 continue;
             }
             if n == 0 {
-                return Err(self.failure(&format!(
-                    "not ready after {} s",
-                    READY_TIMEOUT.as_secs()
-                )));
+                return Err(self.failure(&format!("not ready after {} s", READY_TIMEOUT.as_secs())));
             }
             break;
         }
@@ -327,7 +334,8 @@ impl Helper {
             source,
         };
         let mut s = std::os::unix::net::UnixStream::connect(&sock).map_err(io_err)?;
-        s.write_all(request.to_string().as_bytes()).map_err(io_err)?;
+        s.write_all(request.to_string().as_bytes())
+            .map_err(io_err)?;
         s.shutdown(std::net::Shutdown::Write).map_err(io_err)?;
         let mut answer = String::new();
         s.read_to_string(&mut answer).map_err(io_err)?;
@@ -381,7 +389,10 @@ mod tests {
             package: HELPER_PACKAGE,
         }
         .to_string();
-        assert!(e.contains("slirp4netns") && e.contains("Debian package"), "{e}");
+        assert!(
+            e.contains("slirp4netns") && e.contains("Debian package"),
+            "{e}"
+        );
     }
 
     #[test]

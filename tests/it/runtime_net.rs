@@ -129,13 +129,14 @@ fn published_port_serves_the_host_and_no_helper_is_left() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        let attempt = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
-            let mut r = String::new();
-            s.read_to_string(&mut r)?;
-            Ok(r)
-        });
+        let attempt =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+                let mut r = String::new();
+                s.read_to_string(&mut r)?;
+                Ok(r)
+            });
         match attempt {
             Ok(r) if r.starts_with("HTTP/") => break r,
             _ if Instant::now() > deadline => {
@@ -151,7 +152,10 @@ fn published_port_serves_the_host_and_no_helper_is_left() {
             // between attempts keeps the loop from taking a CPU from the run it waits for.
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
-        assert!(child.try_wait().unwrap().is_none(), "imgbuild run ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "imgbuild run ended early"
+        );
     };
     assert!(body.contains("hello from the container"), "{body}");
 
@@ -164,13 +168,21 @@ fn published_port_serves_the_host_and_no_helper_is_left() {
     assert_eq!(helpers.len(), 1, "one helper while it runs");
 
     let rm = f.imgbuild(&["rm", "-f", "web"]);
-    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
     let _ = child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !live_helpers(&helpers).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(live_helpers(&helpers), Vec::<u32>::new(), "helper left behind");
+    assert_eq!(
+        live_helpers(&helpers),
+        Vec::<u32>::new(),
+        "helper left behind"
+    );
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err());
     f.assert_clean();
 }
@@ -203,7 +215,10 @@ fn add_host_and_dns_options_reach_the_container_files() {
         "cat /etc/hosts; echo ---; cat /etc/resolv.conf",
     );
     let (hosts, resolv) = out.split_once("---\n").unwrap();
-    assert!(hosts.starts_with("10.1.2.3\tdb.internal\nfd00::7\tv6\n"), "{hosts}");
+    assert!(
+        hosts.starts_with("10.1.2.3\tdb.internal\nfd00::7\tv6\n"),
+        "{hosts}"
+    );
     assert!(hosts.contains("10.0.2.100\tbox "), "{hosts}");
     assert_eq!(
         resolv,
@@ -248,7 +263,10 @@ fn missing_helper_is_refused() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = f.command(&["run", "-p", "99999", IMAGE, "true"]).output().unwrap();
+    let out = f
+        .command(&["run", "-p", "99999", IMAGE, "true"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("'99999'"), "{err}");
