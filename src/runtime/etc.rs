@@ -118,13 +118,13 @@ pub fn resolv_conf(i: &EtcInput<'_>) -> String {
         servers = i.dns.servers.iter().map(ToString::to_string).collect();
     }
     if !i.dns.search.is_empty() {
-        search = i.dns.search.clone();
+        search.clone_from(&i.dns.search);
     }
     if search == ["."] {
         search.clear();
     }
     if !i.dns.options.is_empty() {
-        options = i.dns.options.clone();
+        options.clone_from(&i.dns.options);
     }
     let mut out = String::new();
     if !search.is_empty() {

@@ -37,12 +37,11 @@ fn port_range(spec: &str, s: &str, what: &str) -> Result<(u16, u16), RuntimeErro
             Ok(n) => Ok(n),
         }
     };
-    let (a, b) = match s.split_once('-') {
-        Some((a, b)) => (one(a)?, one(b)?),
-        None => {
-            let p = one(s)?;
-            (p, p)
-        }
+    let (a, b) = if let Some((a, b)) = s.split_once('-') {
+        (one(a)?, one(b)?)
+    } else {
+        let p = one(s)?;
+        (p, p)
     };
     if b < a {
         return Err(bad_port(
@@ -193,13 +192,12 @@ pub fn published_ports(
     }
     if publish_all {
         for e in exposed {
-            let spec = format!("{e}");
             let (port, proto) = match e.split_once('/') {
                 Some((p, "udp")) => (p, Proto::Udp),
                 Some((p, _)) => (p, Proto::Tcp),
                 None => (e.as_str(), Proto::Tcp),
             };
-            let (a, b) = port_range(&spec, port, "exposed")?;
+            let (a, b) = port_range(e, port, "exposed")?;
             for ctr in a..=b {
                 if !seen.contains(&(ctr, proto)) {
                     push(Ipv4Addr::UNSPECIFIED, None, ctr, proto)?;
