@@ -936,6 +936,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         tty_input,
         tty_output,
     );
+    // Killed now; reaped by a thread of its own (see `net::Helper`'s drop).
     drop(helper);
     drop(start_w);
     drop(cgroups);

@@ -228,6 +228,31 @@ fn add_host_and_dns_options_reach_the_container_files() {
     let resolv = f.sh_ok(&[], "cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver 10.0.2.3\n"), "{resolv}");
     assert!(!resolv.contains("nameserver 127."), "{resolv}");
+
+    // A run that ends by itself takes its helper along.
+    let mut child = f
+        .command(&["run", "--rm", IMAGE, "sleep", "2"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let helpers = loop {
+        let h = helpers_of(child.id());
+        if !h.is_empty() || Instant::now() > deadline {
+            break h;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(helpers.len(), 1, "one helper while it runs");
+    assert!(child.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_helpers(&helpers).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        live_helpers(&helpers),
+        Vec::<u32>::new(),
+        "helper left behind"
+    );
 }
 
 /// Without slirp4netns on PATH the private network is refused with the program and the
