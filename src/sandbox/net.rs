@@ -4,7 +4,8 @@
 //!
 //! The helper is started by [`crate::sandbox::Sandbox::run`] once the command's network
 //! namespace exists and is ready (its `--ready-fd` written) before the command is executed. It
-//! lives exactly as long as the run: it is killed and reaped when `run` returns, and if
+//! lives exactly as long as the run: it is sent SIGKILL when `run` returns (and reaped by a
+//! thread, so that the kernel's teardown of its tap device does not delay `run`), and if
 //! imgbuild itself dies — even by SIGKILL — the helper goes too, twice over: its parent-death
 //! signal is SIGKILL, and its `--exit-fd` pipe, whose write end only imgbuild holds, closes.
 
