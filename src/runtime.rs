@@ -6,14 +6,17 @@
 //! `hostname`, `hosts` and `resolv.conf` files bind-mounted into the container. A lock
 //! (`<store>/runtime/lock`) keeps names unique and record updates whole.
 
+pub mod etc;
 mod lifecycle;
 pub mod logs;
+mod net;
 mod platform;
 mod spec;
 mod state;
 mod user;
 
 pub use lifecycle::{ExecOptions, LogOptions, MonitorCommand, REPORT_FD};
+pub use net::{DnsOptions, HostEntry, PortSpec, PublishedPort, ports_text};
 pub use platform::{binfmt_enabled, check_binfmt};
 pub use spec::{
     UserSpec, Volume, parse_env, parse_env_file, parse_signal, parse_size, parse_ulimit,
@@ -58,6 +61,17 @@ pub enum RuntimeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `--publish` spec is malformed.
+    #[error("invalid port spec '{spec}': {reason}")]
+    InvalidPort {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The private network cannot be had (its helper is missing).
+    #[error(transparent)]
+    Network(#[from] crate::sandbox::net::NetError),
     /// A volume's host path cannot be used.
     #[error("volume source {path}: {source}")]
     VolumeSource {
@@ -236,8 +250,8 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
     }
 }
 
-/// What `imgbuild run` asks for. The default network is `None`: a bridge (Docker's default)
-/// is not available, and sharing the host's network must be asked for. Kept with the
+/// What `imgbuild run` asks for. The default network is `Private`: a namespace of its own
+/// with outbound access and DNS through the user-mode networking helper. Kept with the
 /// container (`options.json`), so `start` runs it again as it was made.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -256,8 +270,17 @@ pub struct RunOptions {
     pub user: Option<UserSpec>,
     /// Bind mounts.
     pub volumes: Vec<Volume>,
-    /// `None` (the default: a network namespace with only loopback) or `Host`.
+    /// `Private` (the default: outbound access, DNS, published ports), `None` (only
+    /// loopback) or `Host`.
     pub network: Network,
+    /// `-p` specs (private network only).
+    pub publish: Vec<PortSpec>,
+    /// `-P`: publish the image's `ExposedPorts` on free host ports.
+    pub publish_all: bool,
+    /// `--add-host` entries for `/etc/hosts`.
+    pub add_hosts: Vec<HostEntry>,
+    /// `--dns`, `--dns-search`, `--dns-option` for `/etc/resolv.conf`.
+    pub dns: DnsOptions,
     /// Hostname (default: the id's first 12 digits; the host's with `Network::Host`).
     pub hostname: Option<String>,
     /// Memory, pids and CPU limits.
@@ -308,7 +331,11 @@ impl Default for RunOptions {
             workdir: None,
             user: None,
             volumes: Vec::new(),
-            network: Network::None,
+            network: Network::Private,
+            publish: Vec::new(),
+            publish_all: false,
+            add_hosts: Vec::new(),
+            dns: DnsOptions::default(),
             hostname: None,
             limits: Limits::default(),
             read_only: false,
@@ -358,6 +385,8 @@ struct ExecConfig {
     working_dir: Option<String>,
     #[serde(rename = "StopSignal", default)]
     stop_signal: Option<String>,
+    #[serde(rename = "ExposedPorts", default)]
+    exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// The PATH a container gets when its image sets none (Docker's default).
@@ -663,6 +692,14 @@ impl Runtime {
                 });
             }
         }
+        if opts.network == Network::Private {
+            crate::sandbox::net::find_helper()?;
+        } else if !opts.publish.is_empty() || opts.publish_all {
+            return Err(RuntimeError::InvalidOption {
+                option: "--publish",
+                reason: "ports can only be published with the private network".into(),
+            });
+        }
         for v in &opts.volumes {
             std::fs::metadata(&v.host).map_err(|source| RuntimeError::VolumeSource {
                 path: v.host.clone(),
@@ -713,10 +750,22 @@ impl Runtime {
             (None, Some(s)) if !s.is_empty() => parse_signal(s)?,
             _ => libc::SIGTERM,
         };
+        let exposed: Vec<String> = exec
+            .exposed_ports
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let ports = net::published_ports(&opts.publish, &exposed, opts.publish_all)?;
 
         let mut rec = self.create(opts, &image_id, argv, stop_signal)?;
+        rec.ports = ports;
         let id = rec.id.clone();
-        if let Err(e) = self.write_options(&id, opts) {
+        let kept = self.write_options(&id, opts).and_then(|()| {
+            // The ports too, for the monitor and later starts to publish the same ones.
+            let _lock = self.lock(true)?;
+            self.write_record(&rec)
+        });
+        if let Err(e) = kept {
             let _lock = self.lock(true);
             let _ = self.discard(&id);
             return Err(e);
@@ -820,7 +869,7 @@ impl Runtime {
         let hostname = match (&opts.hostname, opts.network) {
             (Some(h), _) => h.clone(),
             (None, Network::Host) => host_hostname(),
-            (None, Network::None) => id[..12].to_string(),
+            (None, Network::None | Network::Private) => id[..12].to_string(),
         };
         let rec = ContainerRecord {
             id: id.clone(),
@@ -844,11 +893,12 @@ impl Runtime {
             driver: container.driver,
             rootfs: container.rootfs,
             auto_remove: opts.remove,
+            ports: Vec::new(),
         };
         let dir = self.container_dir(&id);
         let written = std::fs::create_dir_all(&dir)
             .map_err(io_at(&dir))
-            .and_then(|()| self.write_etc_files(&rec, opts.network))
+            .and_then(|()| self.write_etc_files(&rec, opts))
             .and_then(|()| self.write_record(&rec));
         if let Err(e) = written {
             let _ = self.discard(&id);
@@ -858,7 +908,7 @@ impl Runtime {
     }
 
     /// Write the container's `hostname`, `hosts` and `resolv.conf` in its directory.
-    fn write_etc_files(&self, rec: &ContainerRecord, network: Network) -> Result<()> {
+    fn write_etc_files(&self, rec: &ContainerRecord, opts: &RunOptions) -> Result<()> {
         let dir = self.container_dir(&rec.id);
         let file_err = |what: &'static str, path: &Path| {
             let id = rec.id.clone();
@@ -870,34 +920,26 @@ impl Runtime {
                 source,
             }
         };
-        let hosts = match network {
-            // The host's names are the container's: it shares the host's network.
-            Network::Host => match std::fs::read_to_string("/etc/hosts") {
-                Ok(mut h) => {
-                    let named = h.lines().any(|l| {
-                        let l = l.split('#').next().unwrap_or_default();
-                        l.split_whitespace().skip(1).any(|n| n == rec.hostname)
-                    });
-                    if !named {
-                        // A --hostname of its own still resolves.
-                        if !h.is_empty() && !h.ends_with('\n') {
-                            h.push('\n');
-                        }
-                        h.push_str(&format!("127.0.1.1\t{}\n", rec.hostname));
-                    }
-                    h
-                }
-                Err(_) => hosts_file(&rec.hostname),
+        let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let input = etc::EtcInput {
+            network: opts.network,
+            hostname: &rec.hostname,
+            name: &rec.name,
+            add_hosts: &opts.add_hosts,
+            dns: &opts.dns,
+            host_hosts: &host_hosts,
+            host_resolv: &host_resolv,
+            host_ip: if opts.network == Network::Private {
+                etc::host_address()
+            } else {
+                None
             },
-            Network::None => hosts_file(&rec.hostname),
         };
-        // The host's resolvers, as Docker copies them; with no network they cannot be reached,
-        // but programs reading the file still find a well-formed one.
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         for (name, content) in [
             ("hostname", format!("{}\n", rec.hostname)),
-            ("hosts", hosts),
-            ("resolv.conf", resolv),
+            ("hosts", etc::hosts(&input)),
+            ("resolv.conf", etc::resolv_conf(&input)),
         ] {
             let path = dir.join(name);
             crate::atomic::write(&path, content.as_bytes()).map_err(file_err("writing", &path))?;
@@ -990,6 +1032,12 @@ impl Runtime {
         let mut sb = Sandbox::new(&rec.rootfs, rec.command.clone())
             .profile(Profile::Container)
             .network(opts.network)
+            .publish(
+                rec.ports
+                    .iter()
+                    .filter_map(PublishedPort::forward)
+                    .collect(),
+            )
             .hostname(rec.hostname.clone())
             .user(user.uid, user.gid, user.groups)
             .cwd(&workdir)

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! The command becomes PID 1 of a new pid namespace, in new mount, UTS and IPC namespaces
-//! (and a new network namespace with [`Network::None`]). How it is built:
+//! (and a new network namespace with [`Network::None`] and [`Network::Private`], the latter
+//! connected to the host by the helper of [`net`]). How it is built:
 //!
 //! * **No re-exec, no allocation after `clone`.** Everything the child needs (the mount plan
 //!   with its `CString`s, argv, envp, the `PATH` candidates) is prepared before `clone`; the
@@ -37,6 +38,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod devices;
 mod exec;
+pub mod net;
 pub mod plan;
 pub mod seccomp;
 mod signals;
@@ -150,6 +152,9 @@ pub enum SandboxError {
         /// The timeout.
         after: std::time::Duration,
     },
+    /// The private network could not be set up.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     /// A system call in the parent failed.
     #[error("cannot {what}: {source}")]
     Os {
@@ -219,6 +224,7 @@ pub struct Sandbox {
     groups: Vec<u32>,
     binds: Vec<BindMount>,
     network: Network,
+    publish: Vec<net::PortForward>,
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
@@ -236,6 +242,7 @@ pub struct Sandbox {
     tmpfs: Vec<(PathBuf, String)>,
     shm_size: Option<u64>,
     init: bool,
+    settle_network: bool,
 }
 
 /// Called with the command's pid once it has been executed.
@@ -267,6 +274,7 @@ impl Sandbox {
             groups: Vec::new(),
             binds: Vec::new(),
             network: Network::Host,
+            publish: Vec::new(),
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
@@ -283,6 +291,7 @@ impl Sandbox {
             tmpfs: Vec::new(),
             shm_size: None,
             init: false,
+            settle_network: false,
             stop_on_interrupt: false,
         }
     }
@@ -350,6 +359,13 @@ impl Sandbox {
     #[must_use]
     pub fn network(mut self, network: Network) -> Self {
         self.network = network;
+        self
+    }
+
+    /// Ports to publish from the host into a [`Network::Private`] sandbox.
+    #[must_use]
+    pub fn publish(mut self, ports: Vec<net::PortForward>) -> Self {
+        self.publish = ports;
         self
     }
 
@@ -447,6 +463,15 @@ impl Sandbox {
     #[must_use]
     pub fn shm_size(mut self, bytes: u64) -> Self {
         self.shm_size = Some(bytes);
+        self
+    }
+
+    /// Return from [`Sandbox::run`] only once the network helper of [`Network::Private`] has
+    /// ended, not just been killed (for a supervisor that reports the end of a container and
+    /// must leave no process behind by then; a one-shot run leaves the reaping to a thread).
+    #[must_use]
+    pub fn settle_network(mut self, on: bool) -> Self {
+        self.settle_network = on;
         self
     }
 
@@ -873,6 +898,11 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     let Some(program) = sb.argv.first().cloned() else {
         return Err(SandboxError::EmptyCommand);
     };
+    // Refused before anything is made when the helper is missing.
+    let helper_program = match sb.network {
+        Network::Private => Some(net::find_helper()?),
+        Network::Host | Network::None => None,
+    };
     let pty = if sb.tty { Some(open_pty()?) } else { None };
     let cgroup_host = cgroup::Host::detect()?;
     let target = sb
@@ -890,11 +920,13 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         stderr,
         profile,
         network,
+        publish,
         limits,
         timeout,
         on_start,
         init,
         stop_on_interrupt,
+        settle_network,
         ..
     } = sb;
     let wiring = wire_stdio([stdin, stdout, stderr], pty.is_some())?;
@@ -932,6 +964,7 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         steps: &steps,
         start_fd: start_r.as_raw_fd(),
         parent_end: start_w.as_raw_fd(),
+        net_wait: helper_program.is_some(),
         error_fd: err_w.as_raw_fd(),
         io: exec::ChildIo {
             stdio: wiring.stdio,
@@ -987,6 +1020,37 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
     if unsafe { libc::write(start_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
         return Err(os("start the sandbox process")(io::Error::last_os_error()));
     }
+    // The helper configures the namespace while the child sets up its mounts; the child
+    // waits for a second byte before it executes the command.
+    let helper = match helper_program {
+        Some(helper_path) => {
+            let started =
+                net::Helper::start(&helper_path, pid, !publish.is_empty()).and_then(|mut h| {
+                    h.wait_ready(&publish)?;
+                    Ok(h)
+                });
+            match started {
+                Ok(mut h) => {
+                    h.wait_on_drop = settle_network;
+                    // A failed write means the child is gone: its report below says why.
+                    // SAFETY: writing one byte from the stack.
+                    unsafe { libc::write(start_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                    Some(h)
+                }
+                Err(e) => {
+                    // A setup failure of the child (which may be why the helper failed) is
+                    // the better report.
+                    drop(child);
+                    drop(start_w);
+                    return Err(match read_report(&err_r) {
+                        Some((index, errno)) => setup_error(index, errno, &steps, program, root),
+                        None => e.into(),
+                    });
+                }
+            }
+        }
+        None => None,
+    };
     // Setup errors arrive on the error pipe; EOF means execve succeeded.
     if let Some((index, errno)) = read_report(&err_r) {
         drop(child);
@@ -1010,6 +1074,8 @@ fn run(sb: Sandbox) -> Result<Outcome, SandboxError> {
         tty_input,
         tty_output,
     );
+    // Killed now; reaped by a thread of its own (see `net::Helper`'s drop).
+    drop(helper);
     drop(start_w);
     drop(cgroups);
     drop(user_fds);

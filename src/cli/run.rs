@@ -5,8 +5,8 @@ use super::store::open_store;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use imgbuild::runtime::{
-    ContainerRecord, RunOptions, Runtime, RuntimeError, State, UserSpec, Volume, parse_env,
-    parse_env_file, parse_size,
+    ContainerRecord, DnsOptions, HostEntry, PortSpec, RunOptions, Runtime, RuntimeError, State,
+    UserSpec, Volume, parse_env, parse_env_file, parse_size, ports_text,
 };
 use imgbuild::sandbox::{Limits, Network, SandboxError};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,10 @@ use std::process::ExitCode;
 /// `--network` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum NetworkArg {
-    /// A network namespace of its own with only loopback (the default).
+    /// A network namespace of its own with outbound access and DNS through slirp4netns (the
+    /// default).
+    Private,
+    /// A network namespace of its own with only loopback.
     None,
     /// The host's network.
     Host,
@@ -88,9 +91,28 @@ pub struct RunArgs {
     /// Bind-mount a host path (`HOST:CONTAINER[:ro]`).
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]", value_parser = parse_volume)]
     volumes: Vec<Volume>,
-    /// `none` (only loopback; the default) or `host` (the host's network).
-    #[arg(long, value_enum, default_value = "none")]
+    /// `private` (a network of its own with outbound access and DNS; the default), `none`
+    /// (only loopback) or `host` (the host's network).
+    #[arg(long = "network", alias = "net", value_enum, default_value = "private")]
     network: NetworkArg,
+    /// Publish a container's port, or a range of ports, to the host.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]CTR[/PROTO]", value_parser = parse_port)]
+    publish: Vec<PortSpec>,
+    /// Publish all exposed ports to random ports on the host.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Set a custom DNS server (repeatable).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// Set a custom DNS search domain (repeatable; `.` for none).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// Set a custom DNS option (repeatable).
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// Add a custom host-to-IP mapping to /etc/hosts (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
+    add_host: Vec<HostEntry>,
     /// The container's hostname (default: the first 12 digits of its id; the host's with
     /// --network host).
     #[arg(long)]
@@ -152,6 +174,14 @@ fn entrypoint_list(text: &str) -> anyhow::Result<Vec<String>> {
             .with_context(|| format!("--entrypoint '{text}': not a JSON list of strings"));
     }
     Ok(text.split_whitespace().map(str::to_string).collect())
+}
+
+fn parse_port(s: &str) -> Result<PortSpec, String> {
+    s.parse().map_err(|e: RuntimeError| e.to_string())
+}
+
+fn parse_add_host(s: &str) -> Result<HostEntry, String> {
+    s.parse().map_err(|e: RuntimeError| e.to_string())
 }
 
 fn parse_volume(s: &str) -> Result<Volume, String> {
@@ -244,8 +274,17 @@ fn options(args: RunArgs) -> anyhow::Result<RunOptions> {
         user: args.user.as_deref().map(UserSpec::parse).transpose()?,
         volumes: args.volumes,
         network: match args.network {
+            NetworkArg::Private => Network::Private,
             NetworkArg::None => Network::None,
             NetworkArg::Host => Network::Host,
+        },
+        publish: args.publish,
+        publish_all: args.publish_all,
+        add_hosts: args.add_host,
+        dns: DnsOptions {
+            servers: args.dns,
+            search: args.dns_search,
+            options: args.dns_option,
         },
         hostname: args.hostname,
         limits: Limits {
@@ -367,7 +406,7 @@ fn ps_rows(
                 "Status": status(c, now),
                 "State": c.state.to_string(),
                 "Names": c.name,
-                "Ports": "",
+                "Ports": ports_text(&c.ports),
                 "Pid": c.pid.unwrap_or(0),
                 "ExitCode": c.exit_code.unwrap_or(0),
                 "Exited": c.state == State::Exited,
@@ -404,6 +443,13 @@ fn ps_json(containers: &[ContainerRecord], now: u64) -> serde_json::Value {
                     "Status": status(c, now),
                     "Created": c.created,
                     "StartedAt": c.started.unwrap_or(c.created),
+                    "Ports": c.ports.iter().map(|p| serde_json::json!({
+                        "host_ip": p.host_ip,
+                        "container_port": p.container_port,
+                        "host_port": p.host_port,
+                        "range": 1,
+                        "protocol": p.protocol,
+                    })).collect::<Vec<_>>(),
                     // Not podman's: where the container's root tree lives.
                     "Driver": c.driver.name(),
                 })
@@ -660,6 +706,7 @@ mod tests {
             driver: imgbuild::storage::DriverKind::Vfs,
             rootfs: PathBuf::new(),
             auto_remove: false,
+            ports: Vec::new(),
         }
     }
 
@@ -760,5 +807,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rel:/x"), "{err}");
+    }
+
+    #[test]
+    fn network_flags_parse_and_bad_specs_are_refused() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "imgbuild",
+            "run",
+            "-p",
+            "127.0.0.1:8080:80",
+            "-p",
+            "53/udp",
+            "-P",
+            "--dns",
+            "192.0.2.1",
+            "--dns-search",
+            "example.org",
+            "--dns-option",
+            "ndots:2",
+            "--add-host",
+            "db:10.0.0.9",
+            "img",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(RunCommand::Run(args)) = cli.command else {
+            panic!("not run");
+        };
+        assert!(matches!(args.network, NetworkArg::Private));
+        let opts = options(*args).unwrap();
+        assert_eq!(opts.network, Network::Private);
+        assert_eq!(opts.publish.len(), 2);
+        assert!(opts.publish_all);
+        assert_eq!(
+            opts.dns.servers,
+            ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(opts.add_hosts[0].name, "db");
+        for (flag, spec) in [
+            ("-p", "8080:80/sctp"),
+            ("-p", "1.2.3.4.5:1:2"),
+            ("--add-host", "nocolon"),
+            ("--dns", "not-an-ip"),
+        ] {
+            let err = crate::cli::Cli::try_parse_from(["imgbuild", "run", flag, spec, "img"])
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(spec), "{err}");
+        }
     }
 }

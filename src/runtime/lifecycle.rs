@@ -342,6 +342,7 @@ impl Runtime {
         let record_pid = self.pid_recorder(&rec);
         let started_report = Arc::clone(reporter);
         let result = sandbox
+            .settle_network(true)
             .stdin(Stdio::Null)
             .stdout(Stdio::Fd(out_w))
             .stderr(Stdio::Fd(err_w))

@@ -84,6 +84,9 @@ pub struct ContainerRecord {
     pub rootfs: PathBuf,
     /// Removed when the command ends (`--rm`).
     pub auto_remove: bool,
+    /// The ports published from the host (`-p`, `-P`).
+    #[serde(default)]
+    pub ports: Vec<super::net::PublishedPort>,
 }
 
 /// The start time of process `pid` in clock ticks since boot, if it exists and has not
@@ -232,6 +235,7 @@ mod tests {
             driver: DriverKind::Vfs,
             rootfs: PathBuf::from("/"),
             auto_remove: false,
+            ports: Vec::new(),
         };
         assert_eq!(rec.live_state(), State::Running);
         assert_eq!(rec.command_pid(), Some(me));

@@ -432,6 +432,9 @@ pub struct ChildSpec<'a> {
     pub start_fd: RawFd,
     /// The parent's write end of the start pipe, closed first thing in the child.
     pub parent_end: RawFd,
+    /// Wait for a second byte on the start pipe after the setup, before `execve`: the
+    /// parent sends it once the private network is ready (set up meanwhile, in parallel).
+    pub net_wait: bool,
     /// Write end of the error pipe (close-on-exec): `(step index, errno)` on failure.
     pub error_fd: RawFd,
     pub io: ChildIo,
@@ -616,6 +619,19 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         );
+
+        if spec.net_wait {
+            loop {
+                let n = libc::read(spec.start_fd, (&raw mut byte).cast(), 1);
+                if n == 1 {
+                    break;
+                }
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                libc::_exit(127);
+            }
+        }
 
         // setuid clears the parent-death signal; set it again, then make sure the parent did
         // not die before it was set.

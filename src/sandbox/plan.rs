@@ -343,6 +343,9 @@ pub enum Network {
     Host,
     /// A new network namespace with only `lo`, up.
     None,
+    /// A new network namespace connected to the host by the user-mode networking helper
+    /// ([`crate::sandbox::net`]): outbound access, DNS and published ports.
+    Private,
 }
 
 /// A host path made visible inside the root.
@@ -479,7 +482,7 @@ pub fn kept_caps(profile: Profile) -> u64 {
 pub fn clone_flags(network: Network) -> libc::c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if network == Network::None {
+    if network != Network::Host {
         flags |= libc::CLONE_NEWNET;
     }
     flags
@@ -593,7 +596,7 @@ pub fn build(input: &PlanInput) -> Result<Vec<Step>, PlanError> {
                 },
             )?));
     }
-    if input.network == Network::None {
+    if input.network != Network::Host {
         b.steps.push(Step::LoopbackUp);
     }
 
@@ -1020,6 +1023,10 @@ mod tests {
             libc::CLONE_NEWNET
         );
         assert_eq!(clone_flags(Network::Host) & libc::CLONE_NEWNET, 0);
+        assert_eq!(
+            clone_flags(Network::Private) & libc::CLONE_NEWNET,
+            libc::CLONE_NEWNET
+        );
     }
 
     #[test]

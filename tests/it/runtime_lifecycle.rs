@@ -98,7 +98,7 @@ fn processes_mentioning(id: &str) -> Vec<u32> {
 }
 
 const SERVER: &str = "mkdir -p /www && echo hello-from-imgbuild > /www/index.html && \
-    trap 'echo got-TERM; exit 3' TERM; httpd -f -vv -p 127.0.0.1:$PORT -h /www & wait";
+    trap 'echo got-TERM; exit 3' TERM; httpd -f -vv -p $PORT -h /www & wait";
 
 fn web_server_lifecycle(driver: DriverKind) {
     let test = format!("web_server_lifecycle({driver})");
@@ -106,21 +106,11 @@ fn web_server_lifecycle(driver: DriverKind) {
         return;
     };
     let port = free_port().to_string();
-    let env = format!("PORT={port}");
+    let publish = format!("127.0.0.1:{port}:80");
     let out = ok(
         &f,
         &[
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "--network",
-            "host",
-            "-e",
-            &env,
-            IMAGE,
-            "/bin/sh",
-            "-c",
+            "run", "-d", "--name", "web", "-p", &publish, "-e", "PORT=80", IMAGE, "/bin/sh", "-c",
             SERVER,
         ],
     );
@@ -133,8 +123,13 @@ fn web_server_lifecycle(driver: DriverKind) {
     );
 
     // ps shows it running; inspect has its pid and monitor.
-    let ps = ok(&f, &["ps", "--format", "{{.Names}} {{.Status}}"]);
+    let ps = ok(&f, &["ps", "--format", "{{.Names}} {{.Status}} {{.Ports}}"]);
     assert!(ps.starts_with("web Up "), "{ps}");
+    assert!(
+        ps.trim_end()
+            .ends_with(&format!("127.0.0.1:{port}->80/tcp")),
+        "{ps}"
+    );
     let info = inspect(&f, "web");
     assert_eq!(info["State"]["Status"], "running");
     let pid = info["State"]["Pid"].as_u64().unwrap();

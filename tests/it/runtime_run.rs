@@ -548,7 +548,9 @@ fn image_config_and_options_apply() {
     );
     assert_eq!(out, "own-name\n1\n");
     let out = f.sh_ok(&[], "ls /sys/class/net");
-    assert_eq!(out, "lo\n", "--network none by default");
+    assert_eq!(out, "lo\ntap0\n", "the private network by default");
+    let out = f.sh_ok(&["--network", "none"], "ls /sys/class/net");
+    assert_eq!(out, "lo\n", "--network none");
     // -t gives a terminal.
     let out = f.sh_ok(&["-t"], "[ -t 1 ] && echo tty; echo $TERM");
     assert_eq!(out.replace('\r', ""), "tty\nxterm\n");
