@@ -153,7 +153,7 @@ fn running_ids(rt: &Runtime) -> anyhow::Result<Vec<String>> {
 }
 
 /// `container inspect`: podman's field names for what imgbuild records.
-fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> serde_json::Value {
+pub(super) fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> serde_json::Value {
     let time = |t: Option<u64>| {
         t.map_or_else(
             || "0001-01-01T00:00:00Z".to_string(),
@@ -234,7 +234,19 @@ fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> serde_json::Value {
             "Tmpfs": options["tmpfs"],
             "ShmSize": options["shm_size"],
         },
-        "NetworkSettings": options.get("network_settings").cloned().unwrap_or(serde_json::json!({})),
+        "NetworkSettings": {
+            "Ports": c.ports.iter().fold(serde_json::Map::new(), |mut m, p| {
+                let key = format!("{}/{}", p.container_port, p.protocol);
+                let binding = serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()});
+                match m.get_mut(&key).and_then(serde_json::Value::as_array_mut) {
+                    Some(list) => list.push(binding),
+                    None => {
+                        m.insert(key, serde_json::json!([binding]));
+                    }
+                }
+                m
+            }),
+        },
     })
 }
 

@@ -475,6 +475,17 @@ pub fn run(
             let driver = store.driver_kind().name();
             let mut all = Vec::new();
             for image in &images {
+                // As podman's inspect: a name no image has may be a container's.
+                if matches!(
+                    store.image(image),
+                    Err(imgbuild::storage::StorageError::ImageNotFound(_))
+                ) {
+                    let rt = imgbuild::runtime::Runtime::new(open_store(root, Some(driver))?)?;
+                    if let Ok(c) = rt.container(image) {
+                        all.push(super::container::inspect_json(&rt, &c));
+                        continue;
+                    }
+                }
                 let found = super::pull::ensure_image(&store, image, pull, &registry)?;
                 all.push(inspect_json(&store.inspect(&found)?, driver));
             }

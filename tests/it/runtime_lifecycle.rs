@@ -80,6 +80,33 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
 }
 
+/// A pidfd of process `pid`: readable once it has ended.
+fn pidfd(pid: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(fd >= 0, "pidfd_open {pid}");
+    // SAFETY: a fresh fd we own.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(i32::try_from(fd).unwrap()) }
+}
+
+/// Wait (on the event, bounded by `within`) until `fd` is readable.
+fn wait_readable(fd: &std::os::fd::OwnedFd, within: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(within.as_millis()).unwrap();
+    // SAFETY: one pollfd on the stack.
+    assert_eq!(
+        unsafe { libc::poll(&raw mut p, 1, ms) },
+        1,
+        "no event within {within:?}"
+    );
+}
+
 /// Live processes whose command line mentions the container id (its monitor).
 fn processes_mentioning(id: &str) -> Vec<u32> {
     let mut out = Vec::new();
@@ -132,6 +159,11 @@ fn web_server_lifecycle(driver: DriverKind) {
     );
     let info = inspect(&f, "web");
     assert_eq!(info["State"]["Status"], "running");
+    assert_eq!(
+        info["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    assert_eq!(info["HostConfig"]["NetworkMode"], "private");
     let pid = info["State"]["Pid"].as_u64().unwrap();
     assert!(pid > 0 && alive(u32::try_from(pid).unwrap()));
     let monitor = info["State"]["ConmonPid"].as_u64().unwrap();
@@ -171,6 +203,19 @@ fn web_server_lifecycle(driver: DriverKind) {
         ],
     );
     assert_eq!(who, "1000\n/tmp\n");
+    let o = f.imgbuild(&[
+        "exec",
+        "-t",
+        "web",
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && echo on-a-tty",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("on-a-tty"),
+        "{:?}",
+        text(&o)
+    );
     let o = f.imgbuild(&["exec", "web", "no-such-command"]);
     assert_eq!(o.status.code(), Some(127));
     let status = ok(&f, &["exec", "web", "cat", "/proc/self/status"]);
@@ -298,6 +343,26 @@ fn detached_failures_auto_remove_and_follow() {
     assert_eq!(text(&o), ("line3\n".to_string(), "oops\n".to_string()));
     ok(&f, &["rm", "talker"]);
 
+    // A killed monitor takes the command with it; the container is `dead`, and rm cleans it.
+    ok(
+        &f,
+        &["run", "-d", "--name", "orphan", IMAGE, "sleep", "600"],
+    );
+    // podman's top-level inspect finds containers too.
+    let info: serde_json::Value = serde_json::from_str(&ok(&f, &["inspect", "orphan"])).unwrap();
+    let monitor = u32::try_from(info[0]["State"]["ConmonPid"].as_u64().unwrap()).unwrap();
+    let pid = u32::try_from(info[0]["State"]["Pid"].as_u64().unwrap()).unwrap();
+    assert!(alive(pid));
+    let pidfd = pidfd(pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor.cast_signed()),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    wait_readable(&pidfd, Duration::from_secs(20));
+    assert_eq!(inspect(&f, "orphan")["State"]["Status"], "dead");
+    ok(&f, &["rm", "orphan"]);
+    f.assert_clean();
     ok(
         &f,
         &[
