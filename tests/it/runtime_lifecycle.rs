@@ -100,11 +100,8 @@ fn wait_readable(fd: &std::os::fd::OwnedFd, within: Duration) {
     };
     let ms = i32::try_from(within.as_millis()).unwrap();
     // SAFETY: one pollfd on the stack.
-    assert_eq!(
-        unsafe { libc::poll(&raw mut p, 1, ms) },
-        1,
-        "no event within {within:?}"
-    );
+    let n = unsafe { libc::poll(&raw mut p, 1, ms) };
+    assert_eq!(n, 1, "no event within {within:?}");
 }
 
 /// Live processes whose command line mentions the container id (its monitor).
