@@ -28,7 +28,6 @@ use crate::confine::Root;
 use crate::sandbox::{Limits, Network, Profile, Sandbox, SandboxError, Stdio};
 use crate::storage::{StorageError, Store};
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The smallest memory limit accepted, as Docker's (smaller ones leave no room to start).
@@ -981,36 +980,7 @@ impl Runtime {
             source,
         };
         let root = Root::open(&rec.rootfs).map_err(root_err)?;
-        let read_text = |rel: &str| -> Result<String> {
-            match root.open_file(rel) {
-                Ok(mut f) => {
-                    let mut s = String::new();
-                    f.read_to_string(&mut s)
-                        .map_err(|source| RuntimeError::ContainerFile {
-                            id: rec.id.clone(),
-                            what: "reading",
-                            path: PathBuf::from("/").join(rel),
-                            source,
-                        })?;
-                    Ok(s)
-                }
-                Err(e) if e.is_not_found() => Ok(String::new()),
-                Err(e) => Err(root_err(e)),
-            }
-        };
-        let user = if let Some(spec) = user_spec {
-            user::resolve(spec, &read_text("etc/passwd")?, &read_text("etc/group")?)?
-        } else {
-            let passwd = read_text("etc/passwd")?;
-            user::resolve(
-                &UserSpec {
-                    user: "0".into(),
-                    group: None,
-                },
-                &passwd,
-                &read_text("etc/group")?,
-            )?
-        };
+        let user = Self::resolve_user_in(rec, user_spec)?;
         let workdir = opts
             .workdir
             .clone()

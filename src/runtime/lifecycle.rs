@@ -628,7 +628,12 @@ impl Runtime {
         Ok(out)
     }
 
-    fn resolve_user_in(rec: &ContainerRecord, spec: Option<&UserSpec>) -> Result<super::ExecUser> {
+    /// The user `spec` names (root when `None`), looked up in the container's own
+    /// `/etc/passwd` and `/etc/group`, read confined to its root.
+    pub(super) fn resolve_user_in(
+        rec: &ContainerRecord,
+        spec: Option<&UserSpec>,
+    ) -> Result<super::ExecUser> {
         let root =
             crate::confine::Root::open(&rec.rootfs).map_err(|source| RuntimeError::Root {
                 id: rec.id.clone(),

@@ -68,7 +68,9 @@ fn free_port() -> u16 {
 }
 
 /// The default network reaches the outside: the mirror's name resolves through the
-/// container's resolver and a TCP connection to it answers HTTP.
+/// container's resolver and a TCP connection to it answers HTTP. nc's input stays open (a
+/// FIFO held by the shell) until the answer has come: busybox nc may end at the end of its
+/// input, before the server answered.
 #[test]
 fn private_network_resolves_and_connects_to_the_mirror() {
     let Some(f) = Fixture::new(
@@ -87,7 +89,10 @@ fn private_network_resolves_and_connects_to_the_mirror() {
     let script = format!(
         "ip=$(nslookup -type=a {host} | sed -n '/^Name:/,$ s/^Address: *//p' | head -n1); \
          echo \"ip=$ip\"; \
-         printf 'HEAD / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc \"$ip\" {port} | head -n1"
+         mkfifo /tmp/req; nc \"$ip\" {port} < /tmp/req | head -n1 > /tmp/answer & \
+         exec 3>/tmp/req; \
+         printf 'HEAD / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3; \
+         wait; exec 3>&-; cat /tmp/answer"
     );
     let out = f.sh_ok(&[], &script);
     let mut lines = out.lines();
