@@ -6,7 +6,6 @@
 use crate::support::cgroups_of;
 use crate::support::runtime::*;
 use imgbuild::storage::DriverKind;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,35 +19,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GET `/` from 127.0.0.1:`port`, retrying connection refusals until `deadline` (the server
-/// may still be starting); the response body.
-pub fn http_get(port: u16, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                    .unwrap();
-                let mut resp = String::new();
-                s.read_to_string(&mut resp).unwrap();
-                assert!(
-                    resp.starts_with("HTTP/1.") && resp.contains(" 200 "),
-                    "{resp}"
-                );
-                return resp
-                    .split_once("\r\n\r\n")
-                    .map(|x| x.1.to_string())
-                    .unwrap_or_default();
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::yield_now();
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("nothing answers on port {port}: {e}"),
-        }
-    }
+/// The body of `GET /` from 127.0.0.1:`port` (see [`http_get`]).
+fn page(port: u16, within: Duration) -> String {
+    let resp = http_get(port, within);
+    resp.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default()
 }
 
 fn text(o: &std::process::Output) -> (String, String) {
@@ -141,10 +117,7 @@ fn web_server_lifecycle(driver: DriverKind) {
     let id = out.trim().to_string();
     assert_eq!(id.len(), 64, "run -d prints the id: {out}");
     let port: u16 = port.parse().unwrap();
-    assert_eq!(
-        http_get(port, Duration::from_secs(20)),
-        "hello-from-imgbuild\n"
-    );
+    assert_eq!(page(port, Duration::from_secs(20)), "hello-from-imgbuild\n");
 
     // ps shows it running; inspect has its pid and monitor.
     let ps = ok(&f, &["ps", "--format", "{{.Names}} {{.Status}} {{.Ports}}"]);
@@ -233,10 +206,7 @@ fn web_server_lifecycle(driver: DriverKind) {
 
     // start runs it again; the page is served again; its writable layer was kept.
     ok(&f, &["start", "web"]);
-    assert_eq!(
-        http_get(port, Duration::from_secs(20)),
-        "hello-from-imgbuild\n"
-    );
+    assert_eq!(page(port, Duration::from_secs(20)), "hello-from-imgbuild\n");
     assert_eq!(
         ok(&f, &["exec", "web", "cat", "/www/index.html"]),
         "hello-from-imgbuild\n"

@@ -6,8 +6,8 @@
 //! connection to it succeeds from inside.
 
 use crate::support::build::{build, host_mirror, imgbuild, package_cache, preconditions};
+use crate::support::runtime::http_get;
 use crate::support::{description, mounts_under, scratch};
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
@@ -26,30 +26,6 @@ fn ok(scratch: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// GET / from 127.0.0.1:`port`, retrying refused connections until `within` has passed.
-fn http_get(port: u16, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                    .unwrap();
-                let mut resp = String::new();
-                // A forwarder may accept before the server listens: an empty answer is retried.
-                if s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.") {
-                    assert!(resp.contains(" 200 "), "{resp}");
-                    return resp;
-                }
-            }
-            Err(e) if Instant::now() >= deadline => panic!("nothing answers on {port}: {e}"),
-            Err(_) => {}
-        }
-        assert!(Instant::now() < deadline, "no HTTP answer on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Live (not zombie) processes named `comm`.

@@ -271,3 +271,32 @@ impl Drop for Fixture {
         }
     }
 }
+
+/// `GET /` from 127.0.0.1:`port`: the whole response, which must be a 200. Retries until
+/// `within` has passed while nothing answers: a refused connection, or an accepted one that
+/// ends without an answer (a published port's forwarder accepts before the server inside
+/// listens).
+pub fn http_get(port: u16, within: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp)?;
+            Ok(resp)
+        });
+        match answer {
+            Ok(resp) if resp.starts_with("HTTP/1.") => {
+                assert!(resp.contains(" 200 "), "{resp}");
+                return resp;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "no HTTP answer on port {port}: {other:?}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
