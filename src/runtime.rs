@@ -22,7 +22,7 @@ pub use spec::{
     UserSpec, Volume, parse_env, parse_env_file, parse_signal, parse_size, parse_ulimit,
 };
 pub use state::{ContainerRecord, DEFAULT_STOP_TIMEOUT, State, generate_name, valid_name};
-pub use user::{ExecUser, resolve as resolve_user};
+pub use user::{ExecUser, resolve as resolve_user, resolve_in as resolve_user_in};
 
 use crate::confine::Root;
 use crate::sandbox::{Limits, Network, Profile, Sandbox, SandboxError, Stdio};
@@ -400,6 +400,17 @@ pub fn hosts_file(hostname: &str) -> String {
     )
 }
 
+/// A `--workdir` must be absolute.
+fn check_workdir(workdir: Option<&str>) -> Result<()> {
+    match workdir {
+        Some(w) if !w.starts_with('/') => Err(RuntimeError::InvalidOption {
+            option: "--workdir",
+            reason: format!("'{w}' is not an absolute path"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The container's environment: Docker's `PATH` and `HOSTNAME`, the image's `Env`, `HOME`
 /// from the user's entry and `TERM` with a tty unless set, then the user's variables.
 pub fn environment(
@@ -454,6 +465,36 @@ fn host_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// Take the runtime lock of the records under `dir` (`<store>/runtime`).
+fn lock_dir(dir: &Path, exclusive: bool) -> Result<Lock> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    if exclusive {
+        fs4::FileExt::lock(&file)
+    } else {
+        fs4::FileExt::lock_shared(&file)
+    }
+    .map_err(io_at(&path))?;
+    Ok(Lock { _file: file })
+}
+
+/// Write `rec` whole as `<dir>/<id>/state.json` (the caller holds the lock).
+fn write_record_in(dir: &Path, rec: &ContainerRecord) -> Result<()> {
+    let path = dir.join(&rec.id).join("state.json");
+    let mut bytes = serde_json::to_vec_pretty(rec).map_err(|source| RuntimeError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    crate::atomic::write(&path, &bytes).map_err(io_at(&path))
+}
+
 /// A held runtime lock, released on drop.
 struct Lock {
     _file: File,
@@ -492,35 +533,17 @@ impl Runtime {
     }
 
     fn lock(&self, exclusive: bool) -> Result<Lock> {
-        let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
-        if exclusive {
-            fs4::FileExt::lock(&file)
-        } else {
-            fs4::FileExt::lock_shared(&file)
-        }
-        .map_err(io_at(&path))?;
-        Ok(Lock { _file: file })
+        lock_dir(&self.dir, exclusive)
     }
 
-    fn container_dir(&self, id: &str) -> PathBuf {
+    /// The directory of container `id` (full id): its record, options, log and the
+    /// `/etc` files it is given.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
     fn write_record(&self, rec: &ContainerRecord) -> Result<()> {
-        let path = self.container_dir(&rec.id).join("state.json");
-        let mut bytes = serde_json::to_vec_pretty(rec).map_err(|source| RuntimeError::Json {
-            path: path.clone(),
-            source,
-        })?;
-        bytes.push(b'\n');
-        crate::atomic::write(&path, &bytes).map_err(io_at(&path))
+        write_record_in(&self.dir, rec)
     }
 
     fn read_records(&self) -> Result<Vec<ContainerRecord>> {
@@ -656,14 +679,7 @@ impl Runtime {
                 reason: "must be at least 1".into(),
             });
         }
-        if let Some(w) = &opts.workdir
-            && !w.starts_with('/')
-        {
-            return Err(RuntimeError::InvalidOption {
-                option: "--workdir",
-                reason: format!("'{w}' is not an absolute path"),
-            });
-        }
+        check_workdir(opts.workdir.as_deref())?;
         if let Some(name) = &opts.name
             && !valid_name(name)
         {
@@ -713,17 +729,7 @@ impl Runtime {
     /// and with `remove` the container goes however the command ends.
     pub fn run(&self, opts: &RunOptions) -> Result<RunOutcome> {
         Self::check_options(opts)?;
-        let details = self.store.inspect(&opts.image)?;
-        let image_id = details.record.id.clone();
-        let exec: ExecConfig = match details.config.get("config") {
-            Some(c) if !c.is_null() => {
-                serde_json::from_value(c.clone()).map_err(|e| RuntimeError::ImageConfig {
-                    image: image_id.clone(),
-                    reason: e.to_string(),
-                })?
-            }
-            _ => ExecConfig::default(),
-        };
+        let (image_id, exec) = self.image_config(&opts.image)?;
         // As Docker: a new entrypoint also drops the image's `Cmd`.
         let argv = match &opts.entrypoint {
             Some(ep) => command_line(ep, &[], &opts.command),
@@ -738,11 +744,7 @@ impl Runtime {
                 image: opts.image.clone(),
             });
         }
-        let user_spec = match (&opts.user, exec.user.as_deref()) {
-            (Some(u), _) => Some(u.clone()),
-            (None, Some(u)) if !u.is_empty() => Some(UserSpec::parse(u)?),
-            _ => None,
-        };
+        let user_spec = Self::user_spec(opts.user.as_ref(), &exec)?;
 
         let stop_signal = match (opts.stop_signal, exec.stop_signal.as_deref()) {
             (Some(s), _) => s,
@@ -888,7 +890,6 @@ impl Runtime {
             started: None,
             stop_signal,
             stop_timeout: opts.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
-            detached: opts.detach,
             driver: container.driver,
             rootfs: container.rootfs,
             auto_remove: opts.remove,
@@ -980,7 +981,7 @@ impl Runtime {
             source,
         };
         let root = Root::open(&rec.rootfs).map_err(root_err)?;
-        let user = Self::resolve_user_in(rec, user_spec)?;
+        let user = user::resolve_in(&rec.id, &rec.rootfs, user_spec)?;
         let workdir = opts
             .workdir
             .clone()

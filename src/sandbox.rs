@@ -639,6 +639,16 @@ fn open_pty() -> Result<Pty, SandboxError> {
     })
 }
 
+/// The rlimits the command gets: those asked for, a container's `RLIMIT_NOFILE` default, all
+/// clamped to the host's hard limits.
+fn rlimits(sb: &Sandbox) -> Vec<(u32, u64, u64)> {
+    let mut rlimits = sb.rlimits.clone();
+    if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
+        rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
+    }
+    clamp_rlimits(&rlimits, host_hard_limit)
+}
+
 /// The setup plan for `sb`: the inputs checked and resolved inside the root, then the steps.
 fn prepare(
     sb: &Sandbox,
@@ -681,10 +691,6 @@ fn prepare(
         None
     };
 
-    let mut rlimits = sb.rlimits.clone();
-    if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
-        rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
-    }
     let mut tmpfs = Vec::new();
     for (target, options) in &sb.tmpfs {
         let (flags, data) = plan::tmpfs_options(options);
@@ -703,7 +709,7 @@ fn prepare(
         uid: sb.uid,
         gid: sb.gid,
         groups: sb.groups.clone(),
-        rlimits: clamp_rlimits(&rlimits, host_hard_limit),
+        rlimits: rlimits(sb),
         last_cap: caps::last_cap(),
         root_flags: mount_flags(&root)?,
         cgroup_view: host.view(),
@@ -1122,13 +1128,9 @@ impl Target {
     }
 
     fn steps(&self, sb: &Sandbox) -> Result<Vec<plan::Step>, SandboxError> {
-        let mut rlimits = sb.rlimits.clone();
-        if sb.profile == Profile::Container && !rlimits.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
-            rlimits.push((libc::RLIMIT_NOFILE, CONTAINER_NOFILE, CONTAINER_NOFILE));
-        }
         let who = plan::Identity {
             profile: sb.profile,
-            rlimits: clamp_rlimits(&rlimits, host_hard_limit),
+            rlimits: rlimits(sb),
             last_cap: caps::last_cap(),
             uid: sb.uid,
             gid: sb.gid,

@@ -469,34 +469,13 @@ impl<'s> Tester<'s> {
             source,
         };
         let root = Root::open(&container.rootfs).map_err(root_err)?;
-        let read_text = |rel: &str| -> Result<String> {
-            match root.open_file(rel) {
-                Ok(mut f) => {
-                    let mut s = String::new();
-                    f.read_to_string(&mut s)
-                        .map_err(|source| StructureTestError::Io {
-                            path: Path::new("/").join(rel),
-                            source,
-                        })?;
-                    Ok(s)
-                }
-                Err(e) if e.is_not_found() => Ok(String::new()),
-                Err(e) => Err(root_err(e)),
-            }
-        };
         let spec = match (&c.run_options.user, self.config.user.as_deref()) {
-            (Some(u), _) => UserSpec::parse(u)?,
-            (None, Some(u)) if !u.is_empty() => UserSpec::parse(u)?,
-            _ => UserSpec {
-                user: "0".into(),
-                group: None,
-            },
+            (Some(u), _) => Some(UserSpec::parse(u)?),
+            (None, Some(u)) if !u.is_empty() => Some(UserSpec::parse(u)?),
+            _ => None,
         };
-        let user = crate::runtime::resolve_user(
-            &spec,
-            &read_text("etc/passwd")?,
-            &read_text("etc/group")?,
-        )?;
+        let user =
+            crate::runtime::resolve_user_in(&container.id, &container.rootfs, spec.as_ref())?;
         let workdir = self
             .config
             .working_dir

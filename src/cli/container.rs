@@ -165,10 +165,11 @@ pub(super) fn inspect_json(rt: &Runtime, c: &ContainerRecord) -> serde_json::Val
             },
         )
     };
-    let dir = rt.store().root().join("runtime").join(&c.id);
-    let options: serde_json::Value = std::fs::read(dir.join("options.json"))
+    let dir = rt.container_dir(&c.id);
+    let options = rt
+        .options(&c.id)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|o| serde_json::to_value(o).ok())
         .unwrap_or(serde_json::Value::Null);
     let mounts: Vec<serde_json::Value> = options["volumes"]
         .as_array()

@@ -702,7 +702,6 @@ mod tests {
             started: Some(1000),
             stop_signal: libc::SIGTERM,
             stop_timeout: 10,
-            detached: false,
             driver: imgbuild::storage::DriverKind::Vfs,
             rootfs: PathBuf::new(),
             auto_remove: false,

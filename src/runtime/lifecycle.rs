@@ -162,26 +162,34 @@ impl Runtime {
         crate::atomic::write(&path, &bytes).map_err(io_at(&path))
     }
 
-    fn read_options(&self, id: &str) -> Result<RunOptions> {
+    /// The options container `id` (full id) was made with.
+    pub fn options(&self, id: &str) -> Result<RunOptions> {
         let path = self.container_dir(id).join("options.json");
         let bytes = std::fs::read(&path).map_err(io_at(&path))?;
         serde_json::from_slice(&bytes).map_err(|source| RuntimeError::Json { path, source })
     }
 
-    fn exec_config(&self, image: &str) -> Result<ExecConfig> {
+    /// The image `image` names: its id and the config fields the runtime uses.
+    pub(super) fn image_config(&self, image: &str) -> Result<(String, ExecConfig)> {
         let details = self.store.inspect(image)?;
-        match details.config.get("config") {
+        let id = details.record.id.clone();
+        let exec = match details.config.get("config") {
             Some(c) if !c.is_null() => {
                 serde_json::from_value(c.clone()).map_err(|e| RuntimeError::ImageConfig {
-                    image: image.to_string(),
+                    image: id.clone(),
                     reason: e.to_string(),
-                })
+                })?
             }
-            _ => Ok(ExecConfig::default()),
-        }
+            _ => ExecConfig::default(),
+        };
+        Ok((id, exec))
     }
 
-    fn user_spec(opts_user: Option<&UserSpec>, exec: &ExecConfig) -> Result<Option<UserSpec>> {
+    /// The user to run as: the one asked for, else the image's `User`, else none (root).
+    pub(super) fn user_spec(
+        opts_user: Option<&UserSpec>,
+        exec: &ExecConfig,
+    ) -> Result<Option<UserSpec>> {
         Ok(match (opts_user, exec.user.as_deref()) {
             (Some(u), _) => Some(u.clone()),
             (None, Some(u)) if !u.is_empty() => Some(UserSpec::parse(u)?),
@@ -197,8 +205,13 @@ impl Runtime {
             let Ok(pid) = u32::try_from(pid) else { return };
             rec.pid = Some(pid);
             rec.pid_start = process_start(pid);
-            let rt = Recorder { dir };
-            let _ = rt.write(&rec);
+            let Ok(_lock) = super::lock_dir(&dir, true) else {
+                return;
+            };
+            // Removed meanwhile (rm -f): nothing to record.
+            if dir.join(&rec.id).join("state.json").exists() {
+                let _ = super::write_record_in(&dir, &rec);
+            }
         }
     }
 
@@ -282,8 +295,8 @@ impl Runtime {
     fn monitor_inner(&self, id: &str, reporter: &Arc<Mutex<Option<OwnedFd>>>) -> Result<()> {
         let mut rec = self.container(id)?;
         let first_start = rec.started.is_none();
-        let opts = self.read_options(&rec.id)?;
-        let exec = self.exec_config(&rec.image)?;
+        let opts = self.options(&rec.id)?;
+        let (_, exec) = self.image_config(&rec.image)?;
         let user = Self::user_spec(opts.user.as_ref(), &exec)?;
         let dir = self.container_dir(&rec.id);
         let forget = |rt: &Runtime| {
@@ -334,7 +347,6 @@ impl Runtime {
         rec.started = Some(now());
         rec.exit_code = None;
         rec.finished = None;
-        rec.detached = true;
         {
             let _lock = self.lock(true)?;
             self.write_record(&rec)?;
@@ -501,21 +513,14 @@ impl Runtime {
                 reason: "no command given".into(),
             });
         }
-        if let Some(w) = &eo.workdir
-            && !w.starts_with('/')
-        {
-            return Err(RuntimeError::InvalidOption {
-                option: "--workdir",
-                reason: format!("'{w}' is not an absolute path"),
-            });
-        }
-        let opts = self.read_options(&rec.id)?;
-        let exec = self.exec_config(&rec.image)?;
+        super::check_workdir(eo.workdir.as_deref())?;
+        let opts = self.options(&rec.id)?;
+        let (_, exec) = self.image_config(&rec.image)?;
         let spec = match &eo.user {
             Some(u) => Some(u.clone()),
             None => Self::user_spec(opts.user.as_ref(), &exec)?,
         };
-        let user = Self::resolve_user_in(&rec, spec.as_ref())?;
+        let user = super::user::resolve_in(&rec.id, &rec.rootfs, spec.as_ref())?;
         let workdir = eo
             .workdir
             .clone()
@@ -627,48 +632,6 @@ impl Runtime {
         }
         Ok(out)
     }
-
-    /// The user `spec` names (root when `None`), looked up in the container's own
-    /// `/etc/passwd` and `/etc/group`, read confined to its root.
-    pub(super) fn resolve_user_in(
-        rec: &ContainerRecord,
-        spec: Option<&UserSpec>,
-    ) -> Result<super::ExecUser> {
-        let root =
-            crate::confine::Root::open(&rec.rootfs).map_err(|source| RuntimeError::Root {
-                id: rec.id.clone(),
-                source,
-            })?;
-        let read = |rel: &str| -> Result<String> {
-            match root.open_file(rel) {
-                Ok(mut f) => {
-                    let mut s = String::new();
-                    f.read_to_string(&mut s)
-                        .map_err(|source| RuntimeError::ContainerFile {
-                            id: rec.id.clone(),
-                            what: "reading",
-                            path: Path::new("/").join(rel),
-                            source,
-                        })?;
-                    Ok(s)
-                }
-                Err(e) if e.is_not_found() => Ok(String::new()),
-                Err(source) => Err(RuntimeError::Root {
-                    id: rec.id.clone(),
-                    source,
-                }),
-            }
-        };
-        let root_user = UserSpec {
-            user: "0".into(),
-            group: None,
-        };
-        super::user::resolve(
-            spec.unwrap_or(&root_user),
-            &read("etc/passwd")?,
-            &read("etc/group")?,
-        )
-    }
 }
 
 fn inode_of(path: &Path) -> Option<u64> {
@@ -741,36 +704,5 @@ impl Follower {
             unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         }
         !(n > 0 && fds[1].revents != 0)
-    }
-}
-
-/// A recorder of container records usable from the sandbox's start hook.
-struct Recorder {
-    dir: std::path::PathBuf,
-}
-
-impl Recorder {
-    fn write(&self, rec: &ContainerRecord) -> Result<()> {
-        let lock = self.dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock)
-            .map_err(io_at(&lock))?;
-        fs4::FileExt::lock(&file).map_err(io_at(&lock))?;
-        // Removed meanwhile (rm -f): nothing to record.
-        let dir = self.dir.join(&rec.id);
-        if !dir.join("state.json").exists() {
-            return Ok(());
-        }
-        let path = dir.join("state.json");
-        let mut bytes = serde_json::to_vec_pretty(rec).map_err(|source| RuntimeError::Json {
-            path: path.clone(),
-            source,
-        })?;
-        bytes.push(b'\n');
-        crate::atomic::write(&path, &bytes).map_err(io_at(&path))
     }
 }

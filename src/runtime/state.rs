@@ -75,9 +75,6 @@ pub struct ContainerRecord {
     /// Seconds `stop` waits after that signal before SIGKILL.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: u64,
-    /// Whether it was started detached (`run -d`, `start`): its output is in its log.
-    #[serde(default)]
-    pub detached: bool,
     /// The storage driver holding the root tree.
     pub driver: DriverKind,
     /// The root tree.
@@ -231,7 +228,6 @@ mod tests {
             started: Some(0),
             stop_signal: libc::SIGTERM,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
-            detached: false,
             driver: DriverKind::Vfs,
             rootfs: PathBuf::from("/"),
             auto_remove: false,

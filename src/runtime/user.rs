@@ -3,6 +3,9 @@
 
 use super::spec::UserSpec;
 use super::{Result, RuntimeError};
+use crate::confine::Root;
+use std::io::Read;
+use std::path::Path;
 
 /// The identity a container process runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +108,45 @@ pub fn resolve(spec: &UserSpec, passwd: &str, group: &str) -> Result<ExecUser> {
         groups,
         home: if home.is_empty() { "/".into() } else { home },
     })
+}
+
+/// The user `spec` names (root when `None`), looked up in the `/etc/passwd` and `/etc/group`
+/// of container `id`'s root tree `rootfs`, read confined to it (a symlink in the image cannot
+/// make imgbuild read a host file).
+pub fn resolve_in(id: &str, rootfs: &Path, spec: Option<&UserSpec>) -> Result<ExecUser> {
+    let root = Root::open(rootfs).map_err(|source| RuntimeError::Root {
+        id: id.to_string(),
+        source,
+    })?;
+    let read = |rel: &str| -> Result<String> {
+        match root.open_file(rel) {
+            Ok(mut f) => {
+                let mut s = String::new();
+                f.read_to_string(&mut s)
+                    .map_err(|source| RuntimeError::ContainerFile {
+                        id: id.to_string(),
+                        what: "reading",
+                        path: Path::new("/").join(rel),
+                        source,
+                    })?;
+                Ok(s)
+            }
+            Err(e) if e.is_not_found() => Ok(String::new()),
+            Err(source) => Err(RuntimeError::Root {
+                id: id.to_string(),
+                source,
+            }),
+        }
+    };
+    let root_user = UserSpec {
+        user: "0".into(),
+        group: None,
+    };
+    resolve(
+        spec.unwrap_or(&root_user),
+        &read("etc/passwd")?,
+        &read("etc/group")?,
+    )
 }
 
 #[cfg(test)]

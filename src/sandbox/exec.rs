@@ -456,6 +456,40 @@ pub struct ChildSpec<'a> {
 /// Only in the sandbox child, before `execve`.
 extern "C" fn init_noop(_: libc::c_int) {}
 
+/// Every catchable signal back to its default disposition.
+///
+/// # Safety
+/// Only in the sandbox child (raw system calls).
+unsafe fn default_signals() {
+    for sig in 1..65 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: resetting a disposition; no handler runs.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+}
+
+/// Block until the parent writes one byte on `fd` (go on); leave if it closed the pipe
+/// (the parent is gone).
+///
+/// # Safety
+/// Only in the sandbox child (raw system calls).
+unsafe fn wait_for_go(fd: RawFd) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading one byte into a stack variable.
+        let n = unsafe { libc::read(fd, (&raw mut byte).cast(), 1) };
+        if n == 1 {
+            return;
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        // SAFETY: leaving without the parent's exit handlers.
+        unsafe { libc::_exit(127) };
+    }
+}
+
 unsafe fn become_init(spec: &ChildSpec<'_>) {
     // SAFETY: (whole block) signal-mask, fork, wait and kill calls on stack data.
     unsafe {
@@ -486,11 +520,7 @@ unsafe fn become_init(spec: &ChildSpec<'_>) {
             if libc::isatty(0) == 1 {
                 libc::tcsetpgrp(0, libc::getpid());
             }
-            for sig in 1..65 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
+            default_signals();
             libc::sigprocmask(libc::SIG_SETMASK, &raw const none, std::ptr::null_mut());
             return;
         }
@@ -563,11 +593,7 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
 
         // Default dispositions and an empty mask for the command (the parent forwards
         // signals with handlers, and Rust programs ignore SIGPIPE).
-        for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
+        default_signals();
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
@@ -575,17 +601,7 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
         libc::close(spec.parent_end);
 
         // Wait until the parent has put us into our cgroups.
-        let mut byte = 0u8;
-        loop {
-            let n = libc::read(spec.start_fd, (&raw mut byte).cast(), 1);
-            if n == 1 {
-                break;
-            }
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            libc::_exit(127);
-        }
+        wait_for_go(spec.start_fd);
 
         // A session of its own: terminal signals reach the command only through the parent.
         if libc::setsid() < 0 {
@@ -621,16 +637,7 @@ pub unsafe fn child_main(spec: &ChildSpec<'_>) -> ! {
         );
 
         if spec.net_wait {
-            loop {
-                let n = libc::read(spec.start_fd, (&raw mut byte).cast(), 1);
-                if n == 1 {
-                    break;
-                }
-                if n < 0 && errno() == libc::EINTR {
-                    continue;
-                }
-                libc::_exit(127);
-            }
+            wait_for_go(spec.start_fd);
         }
 
         // setuid clears the parent-death signal; set it again, then make sure the parent did

@@ -72,6 +72,7 @@ fn free_port() -> u16 {
 /// FIFO held by the shell) until the answer has come: busybox nc may end at the end of its
 /// input, before the server answered.
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn private_network_resolves_and_connects_to_the_mirror() {
     let Some(f) = Fixture::new(
         "private_network_resolves_and_connects_to_the_mirror",
@@ -110,6 +111,7 @@ fn private_network_resolves_and_connects_to_the_mirror() {
 /// `-p 127.0.0.1:PORT:80`: the host gets the page a server in the container serves; `ps`
 /// shows the port; killing the run (`rm -f` SIGKILLs imgbuild) leaves no helper behind.
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn published_port_serves_the_host_and_no_helper_is_left() {
     let Some(f) = Fixture::new(
         "published_port_serves_the_host_and_no_helper_is_left",
@@ -195,6 +197,7 @@ fn published_port_serves_the_host_and_no_helper_is_left() {
 /// `--add-host`, `--dns`, `--dns-search` and `--dns-option` are in the container's files,
 /// next to podman's entries for the private network; the helper is gone after `--rm`.
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn add_host_and_dns_options_reach_the_container_files() {
     let Some(f) = Fixture::new(
         "add_host_and_dns_options_reach_the_container_files",
@@ -263,6 +266,7 @@ fn add_host_and_dns_options_reach_the_container_files() {
 /// Without slirp4netns on PATH the private network is refused with the program and the
 /// package named, and nothing is left; `none` and `host` need nothing.
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn missing_helper_is_refused() {
     let Some(f) = Fixture::new("missing_helper_is_refused", DriverKind::Vfs) else {
         return;

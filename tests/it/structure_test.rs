@@ -70,6 +70,7 @@ fn store_containers(store: &Path) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn debian_configs_give_the_documented_verdicts() {
     let test = "debian_configs_give_the_documented_verdicts";
     let Some(b) = minimal_build(test) else {
@@ -293,6 +294,7 @@ fn debian_configs_give_the_documented_verdicts() {
 /// `build --test`: a passing config lets the build finish (and load); a failing one fails the
 /// command, keeps the result in the target directory and loads nothing.
 #[test]
+#[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
 fn build_test_gates_the_build() {
     let test = "build_test_gates_the_build";
     let Some(b) = minimal_build(test) else {
