@@ -10,6 +10,7 @@
 pub mod base;
 pub mod compress;
 pub mod config;
+pub mod index;
 pub mod layer;
 pub mod limits;
 pub mod output;
@@ -20,6 +21,7 @@ pub mod walk;
 use std::path::PathBuf;
 
 pub use compress::Compression;
+pub use index::{IndexEntry, IndexPlatform, ManifestList, write_index_archive};
 
 pub use config::{BuiltImage, HistoryEntry, ImageSpec};
 pub use layer::{LayerBlob, LayerOptions, write_layer};

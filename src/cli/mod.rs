@@ -12,6 +12,7 @@ pub mod info;
 pub mod kiwi;
 pub mod log;
 pub mod login;
+pub mod manifest;
 mod meta;
 pub mod prepare;
 pub mod pull;
@@ -107,6 +108,9 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Pull an image from a registry into the local store.
     Pull(pull::PullArgs),
+    /// Multi-platform image indexes: create, add, push, inspect, rm (a list is a directory).
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
     /// Containers: run, ps, rm, logs, stop, kill, start, restart, wait, exec, container.
     #[command(flatten)]
     Run(run::RunCommand),
@@ -187,6 +191,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_driver.as_deref(),
         ),
         Command::Login(args) => login::run_login(&args),
+        Command::Manifest(cmd) => manifest::run(cmd),
         Command::Logout(args) => login::run_logout(&args),
         Command::Pull(args) => pull::run(
             &args,

@@ -130,7 +130,7 @@ pub struct BaseImage {
     _tmp: Option<tempfile::TempDir>,
 }
 
-fn bad(path: &Path, reason: impl Into<String>) -> ImageError {
+pub(super) fn bad(path: &Path, reason: impl Into<String>) -> ImageError {
     ImageError::BadBase {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -146,7 +146,7 @@ fn sha256_of(path: &Path) -> Result<(String, u64)> {
 }
 
 /// `blobs/sha256/<hex>` of a descriptor, once its digest is known to be a sha256 digest.
-fn blob_rel(origin: &Path, d: &Descriptor) -> Result<PathBuf> {
+pub(super) fn blob_rel(origin: &Path, d: &Descriptor) -> Result<PathBuf> {
     let digest = d.digest();
     let hexd = digest.digest();
     let hex_ok = hexd.len() == 64
@@ -161,7 +161,7 @@ fn blob_rel(origin: &Path, d: &Descriptor) -> Result<PathBuf> {
 
 /// Checks a blob of a layout directory against its descriptor and returns its path. The size
 /// is compared first, so a blob larger than its descriptor says is refused without reading it.
-fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
+pub(super) fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
     let path = layout.join(blob_rel(layout, d)?);
     let size = fs::metadata(&path).map_err(io_err(&path))?.len();
     if size != d.size() {
@@ -184,7 +184,7 @@ fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(data).map_err(|source| ImageError::Json {
         what: what.to_string(),
         source,
@@ -206,13 +206,13 @@ fn safe_name(name: &Path) -> Option<PathBuf> {
 
 /// What one reading pass over an archive learned; nothing is written.
 #[derive(Default)]
-struct Members {
+pub(super) struct Members {
     /// Regular members and their sizes.
-    sizes: BTreeMap<PathBuf, u64>,
+    pub(super) sizes: BTreeMap<PathBuf, u64>,
     /// Symbolic and hard links, each to the member it names (resolved inside the archive).
-    links: BTreeMap<PathBuf, PathBuf>,
+    pub(super) links: BTreeMap<PathBuf, PathBuf>,
     /// The contents of the members asked for.
-    read: BTreeMap<PathBuf, Vec<u8>>,
+    pub(super) read: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 impl Members {
@@ -284,7 +284,10 @@ fn link_target<R: Read>(path: &Path, name: &Path, e: &tar::Entry<'_, R>) -> Resu
 /// One reading pass over an archive: every member's name, size and link target, and the
 /// contents of the members `want` names (each with its size limit and what it is; a larger one
 /// is refused without being read).
-fn scan_members(path: &Path, want: &BTreeMap<PathBuf, (u64, String)>) -> Result<Members> {
+pub(super) fn scan_members(
+    path: &Path,
+    want: &BTreeMap<PathBuf, (u64, String)>,
+) -> Result<Members> {
     let mut out = Members::default();
     let mut ar = open_tar(path)?;
     for (i, e) in ar.entries().map_err(io_err(path))?.enumerate() {
@@ -326,7 +329,7 @@ fn scan_members(path: &Path, want: &BTreeMap<PathBuf, (u64, String)>) -> Result<
 
 /// Where the blobs of an OCI layout are read from while the image is located: the files of a
 /// layout directory, or the members of an archive (read in extra passes, never unpacked).
-trait BlobSource {
+pub(super) trait BlobSource {
     /// The path errors name.
     fn origin(&self) -> &Path;
     /// The size of the file `rel` of the layout, if present.
@@ -335,7 +338,7 @@ trait BlobSource {
     fn read(&mut self, rel: &Path, what: &str, max: u64) -> Result<Vec<u8>>;
 }
 
-struct DirSource<'a>(&'a Path);
+pub(super) struct DirSource<'a>(pub(super) &'a Path);
 
 impl BlobSource for DirSource<'_> {
     fn origin(&self) -> &Path {
@@ -409,7 +412,12 @@ fn check_blob_size(
 }
 
 /// Reads the blob a descriptor names, checking its size (before reading it) and its digest.
-fn read_blob(src: &mut dyn BlobSource, d: &Descriptor, what: &str, max: u64) -> Result<Vec<u8>> {
+pub(super) fn read_blob(
+    src: &mut dyn BlobSource,
+    d: &Descriptor,
+    what: &str,
+    max: u64,
+) -> Result<Vec<u8>> {
     let origin = src.origin().to_path_buf();
     let rel = blob_rel(&origin, d)?;
     let shown = format!("{}:{}", origin.display(), rel.display());
@@ -533,10 +541,28 @@ fn unpack_members(
     members: &Members,
     needed: &BTreeSet<PathBuf>,
 ) -> Result<tempfile::TempDir> {
+    unpack_members_in(
+        path,
+        members,
+        needed,
+        &std::env::temp_dir(),
+        "imgbuild-base-",
+    )
+}
+
+/// [`unpack_members`] into a temp dir named `prefix…` made in `parent` (on the filesystem the
+/// members are hard-linked to next).
+pub(super) fn unpack_members_in(
+    path: &Path,
+    members: &Members,
+    needed: &BTreeSet<PathBuf>,
+    parent: &Path,
+    prefix: &str,
+) -> Result<tempfile::TempDir> {
     let tmp = tempfile::Builder::new()
-        .prefix("imgbuild-base-")
-        .tempdir()
-        .map_err(io_err(std::env::temp_dir()))?;
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .map_err(io_err(parent))?;
     let mut budget = limits::SpaceBudget::of(tmp.path()).map_err(io_err(tmp.path()))?;
     let mut take = |name: &Path, size: u64| {
         budget.take(size).map_err(|bound| ImageError::NoSpace {

@@ -27,7 +27,7 @@ pub struct OutputFile {
     pub size: u64,
 }
 
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub(super) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The `index.json` of a layout holding `image`, canonical.
 pub fn index_json(image: &BuiltImage) -> Result<Vec<u8>> {
@@ -236,17 +236,37 @@ pub fn write_oci_archive(
     threads: usize,
     mtime: u64,
 ) -> Result<OutputFile> {
-    let mut a = AtomicArchive::create(dest, compression, threads)?;
     let index = index_json(image)?;
+    let blobs: Vec<(String, PathBuf)> = blob_hexes(image)
+        .into_iter()
+        .map(|h| {
+            let p = image.blobs_dir.join(&h);
+            (h, p)
+        })
+        .collect();
+    write_layout_archive(dest, &blobs, &index, compression, threads, mtime)
+}
+
+/// Writes an oci-archive of `index` (the `index.json`) and `blobs` (sorted hex digest, file),
+/// entries in that order with a fixed owner and `mtime`, so the same blobs give the same bytes.
+pub(super) fn write_layout_archive(
+    dest: &Path,
+    blobs: &[(String, PathBuf)],
+    index: &[u8],
+    compression: Compression,
+    threads: usize,
+    mtime: u64,
+) -> Result<OutputFile> {
+    let mut a = AtomicArchive::create(dest, compression, threads)?;
     let r: Result<()> = (|| {
         let w = &mut a.w;
         dir_entry(w, b"blobs", mtime).map_err(io_err(dest))?;
         dir_entry(w, b"blobs/sha256", mtime).map_err(io_err(dest))?;
-        for h in blob_hexes(image) {
+        for (h, path) in blobs {
             let name = format!("blobs/sha256/{h}");
-            file_entry(w, name.as_bytes(), &image.blobs_dir.join(&h), mtime)?;
+            file_entry(w, name.as_bytes(), path, mtime)?;
         }
-        tarball::append_bytes(w, b"index.json", &index, mtime).map_err(io_err(dest))?;
+        tarball::append_bytes(w, b"index.json", index, mtime).map_err(io_err(dest))?;
         tarball::append_bytes(w, b"oci-layout", OCI_LAYOUT, mtime).map_err(io_err(dest))?;
         Ok(())
     })();

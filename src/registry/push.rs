@@ -54,6 +54,11 @@ pub struct PushOptions<'a> {
     pub chunk_size: u64,
     /// Retries of a blob after a dropped connection.
     pub retries: u32,
+    /// Blobs a pushed layout lacks because they are in a registry (a manifest list's images
+    /// added from a registry): digest → the image holding them. The destination must have
+    /// them already, or get them by a cross-repository mount when it is on the same registry;
+    /// they are never uploaded.
+    pub remote_blobs: Option<&'a BTreeMap<String, Reference>>,
 }
 
 impl std::fmt::Debug for PushOptions<'_> {
@@ -76,6 +81,7 @@ impl<'a> PushOptions<'a> {
             monolithic_limit: 8 << 20,
             chunk_size: 16 << 20,
             retries: 4,
+            remote_blobs: None,
         }
     }
 }
@@ -109,6 +115,8 @@ fn media_type_of(manifest: &[u8], default: &str) -> String {
 
 /// Where a blob's bytes come from.
 enum Source {
+    /// Not here: in this image of a registry (mounted, never uploaded).
+    Remote(Reference),
     /// In memory (configs, small blobs read whole).
     Bytes(Vec<u8>),
     /// A reader at offset 0, and the file to read again from if needed.
@@ -330,6 +338,9 @@ fn push_blob(
         progress.skipped(&job.digest, "already exists");
         return Ok(Fate::Exists);
     }
+    if let Source::Remote(from) = &job.source {
+        return mount_remote(client, repo, &job.digest, from);
+    }
     let mut mount_from = locations.repositories(&job.digest, repo).into_iter().next();
     let mut upload = Upload::new(job, opts)?;
     let mut restarted = false;
@@ -373,6 +384,30 @@ fn push_blob(
                 )));
             }
         }
+    }
+}
+
+/// A blob the layout lacks, held by the image `from`: mounted from its repository when that is
+/// on the destination's registry, else an error naming the blob and where it is.
+fn mount_remote(client: &Client, repo: &str, digest: &str, from: &Reference) -> Result<Fate> {
+    let host = client
+        .base()
+        .split_once("://")
+        .map_or(client.base(), |(_, h)| h);
+    let shown = format!("{}/{}", from.host, from.repository);
+    if from.host != host {
+        return Err(RegistryError::Image(format!(
+            "blob {digest} is not in {host}/{repo} and only in {shown}, another registry: \
+             imgbuild does not copy blobs between registries; push that image to {host} first, \
+             or add it from an OCI layout or oci-archive"
+        )));
+    }
+    match client.start_upload(repo, digest, Some(&from.repository))? {
+        Started::Mounted => Ok(Fate::Mounted(from.repository.clone())),
+        Started::Upload { .. } => Err(RegistryError::Image(format!(
+            "blob {digest} could not be mounted from {shown} into {host}/{repo} (the registry \
+             started an upload instead; is the blob still in {shown}?)"
+        ))),
     }
 }
 
@@ -434,6 +469,12 @@ impl<'o> Upload<'o> {
             retries: 0,
         };
         match job.source {
+            Source::Remote(_) => {
+                return Err(RegistryError::Image(format!(
+                    "blob {} is not in the layout",
+                    up.digest
+                )));
+            }
             Source::Bytes(b) => up.whole = Some(b),
             Source::Stream { mut reader, file } => {
                 if job.size <= opts.monolithic_limit {
@@ -710,7 +751,12 @@ impl Layout<'_> {
     /// The jobs of the image whose manifest is `manifest_json` into `jobs` (a blob shared by
     /// several images once). Layers are streamed from their files; the registry checks their
     /// digests, so they are not read here.
-    fn image_jobs(&self, manifest_json: &[u8], jobs: &mut BTreeMap<String, Job>) -> Result<()> {
+    fn image_jobs(
+        &self,
+        manifest_json: &[u8],
+        jobs: &mut BTreeMap<String, Job>,
+        remote: Option<&BTreeMap<String, Reference>>,
+    ) -> Result<()> {
         let manifest: ImageManifest = serde_json::from_slice(manifest_json).map_err(|e| {
             RegistryError::Image(format!(
                 "{}: manifest {} cannot be read (nested indexes are not pushed): {e}",
@@ -736,6 +782,19 @@ impl Layout<'_> {
                 continue;
             }
             let path = self.blob_path(&d)?;
+            if let Some(from) = remote.and_then(|r| r.get(&d))
+                && !path.exists()
+            {
+                jobs.insert(
+                    d.clone(),
+                    Job {
+                        digest: d,
+                        size: l.size(),
+                        source: Source::Remote(from.clone()),
+                    },
+                );
+                continue;
+            }
             let f = std::fs::File::open(&path).map_err(|e| self.err(&path, &e))?;
             jobs.insert(
                 d.clone(),
@@ -813,12 +872,12 @@ pub fn push_layout(
     let mut jobs = BTreeMap::new();
     let mut manifests = Vec::new();
     if children.is_empty() {
-        layout.image_jobs(&tagged_json, &mut jobs)?;
+        layout.image_jobs(&tagged_json, &mut jobs, opts.remote_blobs)?;
     }
     for child in &children {
         let digest = child.digest().to_string();
         let json = layout.verified(&digest)?;
-        layout.image_jobs(&json, &mut jobs)?;
+        layout.image_jobs(&json, &mut jobs, opts.remote_blobs)?;
         let mt = media_type_of(&json, child.media_type().as_ref());
         manifests.push((digest, mt, json));
     }
