@@ -339,7 +339,9 @@ fn push_blob(
         return Ok(Fate::Exists);
     }
     if let Source::Remote(from) = &job.source {
-        return mount_remote(client, repo, &job.digest, from);
+        let fate = mount_remote(client, repo, &job.digest, from)?;
+        progress.skipped(&job.digest, &format!("mounted from {}", from.repository));
+        return Ok(fate);
     }
     let mut mount_from = locations.repositories(&job.digest, repo).into_iter().next();
     let mut upload = Upload::new(job, opts)?;

@@ -49,6 +49,7 @@ mod description_shipped;
 mod description_wellformed;
 mod image_layers;
 mod image_peers;
+mod manifest;
 mod prepare_parity;
 mod prepare_robust;
 mod registry_auth;
