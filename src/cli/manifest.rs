@@ -312,18 +312,14 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
-fn media_type(json: &[u8]) -> anyhow::Result<String> {
+/// Whether a manifest is an image index or manifest list (by its media type, else by its
+/// `manifests` field).
+fn is_index(json: &[u8]) -> anyhow::Result<bool> {
     let v: serde_json::Value = serde_json::from_slice(json).context("invalid JSON")?;
-    Ok(v.get("mediaType")
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            if v.get("manifests").is_some() {
-                imgbuild::image::index::OCI_INDEX.to_string()
-            } else {
-                String::new()
-            }
-        }))
+    Ok(match v.get("mediaType").and_then(|m| m.as_str()) {
+        Some(mt) => mt.contains("image.index") || mt.contains("manifest.list"),
+        None => v.get("manifests").is_some(),
+    })
 }
 
 /// Adds the image (or every image of the index) at a registry reference: only manifests and
@@ -337,22 +333,22 @@ fn add_registry(
     let client = Client::connect(&r, &registry.client_options()?)
         .with_context(|| format!("connecting to the registry of {text}"))?;
     let top = fetch_manifest(&client, &r, r.manifest_reference())?;
-    let mt = media_type(&top).with_context(|| format!("the manifest of {text}"))?;
-    let children: Vec<String> = if mt.contains("index") || mt.contains("manifest.list") {
-        #[derive(serde::Deserialize)]
-        struct Child {
-            digest: String,
-        }
-        #[derive(serde::Deserialize)]
-        struct Index {
-            manifests: Vec<Child>,
-        }
-        let idx: Index =
-            serde_json::from_slice(&top).with_context(|| format!("the index of {text}"))?;
-        idx.manifests.into_iter().map(|c| c.digest).collect()
-    } else {
-        Vec::new()
-    };
+    let children: Vec<String> =
+        if is_index(&top).with_context(|| format!("the manifest of {text}"))? {
+            #[derive(serde::Deserialize)]
+            struct Child {
+                digest: String,
+            }
+            #[derive(serde::Deserialize)]
+            struct Index {
+                manifests: Vec<Child>,
+            }
+            let idx: Index =
+                serde_json::from_slice(&top).with_context(|| format!("the index of {text}"))?;
+            idx.manifests.into_iter().map(|c| c.digest).collect()
+        } else {
+            Vec::new()
+        };
     let remote = format!("{}/{}", r.host, r.repository);
     let mut add_one = |manifest: &[u8]| -> anyhow::Result<IndexEntry> {
         #[derive(serde::Deserialize)]

@@ -108,7 +108,7 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Pull an image from a registry into the local store.
     Pull(pull::PullArgs),
-    /// Multi-platform image indexes: create, add, push, inspect, rm (a list is a directory).
+    /// Multi-platform image indexes (manifest lists): create, add, push, inspect, rm.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
     /// Containers: run, ps, rm, logs, stop, kill, start, restart, wait, exec, container.

@@ -364,6 +364,7 @@ impl ManifestList {
                 ),
             });
         }
+        let mut platform = platform;
         let mut added = Vec::new();
         for d in &images {
             if is_index(d.media_type().as_ref()) {
@@ -375,7 +376,7 @@ impl ManifestList {
                     ),
                 ));
             }
-            added.push(self.add_layout_image(layout, d, platform.clone())?);
+            added.push(self.add_layout_image(layout, d, platform.take())?);
         }
         Ok(added)
     }
@@ -814,18 +815,18 @@ mod tests {
 
     #[test]
     fn any_add_order_gives_the_same_index() {
-        let t = tempfile::tempdir().unwrap();
-        let (a, b) = layouts(t.path());
-        let mut one = ManifestList::create(&t.path().join("one")).unwrap();
-        one.add_layout(&a, None, None).unwrap();
-        one.add_layout(&b, None, None).unwrap();
-        let d1 = one.save(Some("v1")).unwrap();
-        let mut two = ManifestList::create(&t.path().join("two")).unwrap();
-        two.add_layout(&b, None, None).unwrap();
-        two.add_layout(&a, Some("1.0"), None).unwrap();
-        let d2 = two.save(Some("v1")).unwrap();
-        assert_eq!(d1, d2);
-        let reopened = ManifestList::open(&t.path().join("one")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (amd, arm) = layouts(t);
+        let mut one = ManifestList::create(&t.join("one")).unwrap();
+        one.add_layout(&amd, None, None).unwrap();
+        one.add_layout(&arm, None, None).unwrap();
+        let first = one.save(Some("v1")).unwrap();
+        let mut two = ManifestList::create(&t.join("two")).unwrap();
+        two.add_layout(&arm, None, None).unwrap();
+        two.add_layout(&amd, Some("1.0"), None).unwrap();
+        assert_eq!(two.save(Some("v1")).unwrap(), first);
+        let reopened = ManifestList::open(&t.join("one")).unwrap();
         assert_eq!(reopened.tag(), Some("v1"));
         let archs: Vec<&str> = reopened
             .entries()
@@ -839,30 +840,22 @@ mod tests {
         );
         // The index blob is what index.json names, with the image-spec's field names.
         let (digest, json) = reopened.index_json().unwrap();
-        assert_eq!(digest, d1);
+        assert_eq!(digest, first);
         let text = String::from_utf8(json).unwrap();
         assert!(text.contains(r#""mediaType":"application/vnd.oci.image.index.v1+json""#));
         assert!(
             text.contains(r#""platform":{"architecture":"arm64","os":"linux","variant":"v8"}"#)
         );
         // Archives of either list are the same bytes.
-        let x = write_index_archive(
-            &t.path().join("one"),
-            &t.path().join("x.tar"),
-            Compression::None,
-        )
-        .unwrap();
-        let y = write_index_archive(
-            &t.path().join("two"),
-            &t.path().join("y.tar"),
-            Compression::None,
-        )
-        .unwrap();
-        assert_eq!(x.sha256, y.sha256);
+        let archive = |list: &str, name: &str| {
+            write_index_archive(&t.join(list), &t.join(name), Compression::None).unwrap()
+        };
+        let from_one = archive("one", "one.tar");
+        assert_eq!(from_one.sha256, archive("two", "two.tar").sha256);
         // And the archive adds back as the same list.
-        let mut three = ManifestList::create(&t.path().join("three")).unwrap();
-        three.add_oci_archive(&x.path, None, None).unwrap();
-        assert_eq!(three.save(None).unwrap(), d1);
+        let mut three = ManifestList::create(&t.join("three")).unwrap();
+        three.add_oci_archive(&from_one.path, None, None).unwrap();
+        assert_eq!(three.save(None).unwrap(), first);
     }
 
     #[test]
@@ -927,37 +920,37 @@ mod tests {
 
     #[test]
     fn the_platform_comes_from_the_config_and_registry_layers_are_remote() {
-        let t = tempfile::tempdir().unwrap();
-        let (_, b) = layouts(t.path());
-        let dir = t.path().join("list");
-        let mut l = ManifestList::create(&dir).unwrap();
-        let e = l.add_layout(&b, None, None).unwrap().remove(0);
-        assert_eq!(e.platform.to_string(), "linux/arm64/v8");
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, arm) = layouts(tmp.path());
+        let mut local = ManifestList::create(&tmp.path().join("list")).unwrap();
+        let entry = local.add_layout(&arm, None, None).unwrap().remove(0);
+        assert_eq!(entry.platform.to_string(), "linux/arm64/v8");
         // The same image as a registry would hand it: manifest and config only.
-        let m = fs::read(b.join("blobs/sha256").join(hex_of(&e.digest))).unwrap();
-        let manifest: ImageManifest = serde_json::from_slice(&m).unwrap();
-        let c = fs::read(
-            b.join("blobs/sha256")
-                .join(manifest.config().digest().digest()),
-        )
-        .unwrap();
-        let dir2 = t.path().join("list2");
-        let mut r = ManifestList::create(&dir2).unwrap();
+        let blobs = arm.join("blobs/sha256");
+        let manifest_json = fs::read(blobs.join(hex_of(&entry.digest))).unwrap();
+        let manifest: ImageManifest = serde_json::from_slice(&manifest_json).unwrap();
+        let config = fs::read(blobs.join(manifest.config().digest().digest())).unwrap();
+        let dir = tmp.path().join("remote");
+        let mut remote = ManifestList::create(&dir).unwrap();
         assert!(
-            r.add_manifest(&m, b"{}", "h:5000/r", None).is_err(),
+            remote
+                .add_manifest(&manifest_json, b"{}", "h:5000/r", None)
+                .is_err(),
             "config not checked"
         );
-        let e2 = r.add_manifest(&m, &c, "h:5000/r", None).unwrap();
-        assert_eq!(e2, e);
-        let d = r.save(Some("x")).unwrap();
-        assert_eq!(d, l.save(None).unwrap());
+        let added = remote
+            .add_manifest(&manifest_json, &config, "h:5000/r", None)
+            .unwrap();
+        assert_eq!(added, entry);
+        assert_eq!(remote.save(Some("x")).unwrap(), local.save(None).unwrap());
         let layer = manifest.layers()[0].digest().to_string();
-        let reopened = ManifestList::open(&dir2).unwrap();
+        let reopened = ManifestList::open(&dir).unwrap();
         assert_eq!(
             reopened.remote_blobs().get(&layer).map(String::as_str),
             Some("h:5000/r")
         );
-        assert!(write_index_archive(&dir2, &t.path().join("a.tar"), Compression::None).is_err());
+        let archive = tmp.path().join("a.tar");
+        assert!(write_index_archive(&dir, &archive, Compression::None).is_err());
     }
 
     #[test]
