@@ -1,29 +1,24 @@
 //! `imgbuild manifest`: multi-platform indexes assembled from single-platform OCI layouts or
 //! registry images, pushed to a real registry (`support::registry`); `skopeo` checks them.
 
-use crate::support::registry::Registry;
-use crate::support::{imgbuild_bin, run, scratch};
+use crate::support::image::{PodmanStore, podman};
+use crate::support::registry::{Registry, imgbuild_at, succeeded};
+use crate::support::{run, scratch, target_tmp};
 use imgbuild::image::index::testing::write_layout;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+/// `imgbuild ARGS` (the manifest commands do not use the store; `push` of a single image
+/// records its blobs there).
 fn imgbuild(args: &[&str]) -> Output {
-    Command::new(imgbuild_bin())
+    imgbuild_at(&target_tmp().join("manifest-store"))
         .args(args)
-        .env_remove("IMGBUILD_REGISTRY_CREDS")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }
 
 fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    succeeded(o.clone(), what)
 }
 
 fn skopeo_raw(reference: &str) -> Vec<u8> {
@@ -129,6 +124,29 @@ fn a_list_of_two_layouts_is_an_index_skopeo_reads_and_pushes_whole() {
     ])))
     .unwrap();
     assert_eq!(arm["Architecture"], "arm64");
+    // podman pulls the arm64 image of the index for that platform (no emulation needed to pull).
+    let short = tempfile::tempdir().unwrap();
+    let store = PodmanStore(short.path().join("p"));
+    let r = dest.trim_start_matches("docker://");
+    run(podman(&store.0).args([
+        "pull",
+        "--tls-verify=false",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        &dest,
+    ]));
+    let pulled = run(podman(&store.0).args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}} {{.Digest}}",
+        r,
+    ]));
+    assert_eq!(
+        pulled.trim(),
+        format!("arm64 {}", arm["Digest"].as_str().unwrap())
+    );
 
     let rm = imgbuild(&["manifest", "rm", &l]);
     ok(&rm, "rm");
