@@ -564,8 +564,9 @@ impl ManifestList {
         self.dir.join("blobs/sha256")
     }
 
-    /// Puts the blob `d` of `layout` into the list: hard-linked (or copied) under a temporary
-    /// name, verified there, then renamed to its digest. A blob the list has is not read again.
+    /// Puts the blob `d` of `layout` into the list: verified against its digest, hard-linked
+    /// (or copied) under a temporary name, then renamed to its digest, so a name in the list is
+    /// always a whole, checked blob. A blob the list has is not read again.
     fn import_blob(&self, layout: &Path, d: &Descriptor) -> Result<()> {
         let blobs = self.blobs_dir();
         let dest = blobs.join(hex_of(d.digest().as_ref()));
