@@ -106,8 +106,9 @@ pub struct RmArgs {
     pub lists: Vec<PathBuf>,
 }
 
-/// Runs a `manifest` subcommand.
-pub fn run(cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
+/// Runs a `manifest` subcommand; `storage_root` holds the record of which repositories of a
+/// registry hold which blobs (mount sources for `push`, as `imgbuild push` uses it).
+pub fn run(cmd: ManifestCommand, storage_root: Option<&Path>) -> anyhow::Result<ExitCode> {
     match cmd {
         ManifestCommand::Create(a) => {
             let mut list = ManifestList::create(&a.list)
@@ -131,7 +132,7 @@ pub fn run(cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
             println!("{digest}");
             Ok(ExitCode::SUCCESS)
         }
-        ManifestCommand::Push(a) => push(&a),
+        ManifestCommand::Push(a) => push(&a, storage_root),
         ManifestCommand::Inspect(a) => inspect(&a),
         ManifestCommand::Rm(a) => {
             for l in &a.lists {
@@ -391,7 +392,7 @@ fn add_registry(
 }
 
 /// `manifest push`: the list's images by digest, then the index under the tag.
-fn push(a: &PushArgs) -> anyhow::Result<ExitCode> {
+fn push(a: &PushArgs, storage_root: Option<&Path>) -> anyhow::Result<ExitCode> {
     let list = open(&a.list)?;
     if list.entries().is_empty() {
         bail!(
@@ -412,7 +413,9 @@ fn push(a: &PushArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&dest, &a.registry.client_options()?)
         .with_context(|| format!("connecting to the registry of {}", a.dest))?;
     let log = super::transfer::TransferLog::new(false);
+    let blob_root = super::push::store_root(storage_root);
     let opts = PushOptions {
+        store_root: Some(&blob_root),
         remote_blobs: Some(&remote),
         ..PushOptions::new(&log)
     };

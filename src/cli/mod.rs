@@ -191,7 +191,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cli.storage_driver.as_deref(),
         ),
         Command::Login(args) => login::run_login(&args),
-        Command::Manifest(cmd) => manifest::run(cmd),
+        Command::Manifest(cmd) => manifest::run(cmd, cli.storage_root.as_deref()),
         Command::Logout(args) => login::run_logout(&args),
         Command::Pull(args) => pull::run(
             &args,

@@ -3,18 +3,15 @@
 
 use crate::support::image::{PodmanStore, podman};
 use crate::support::registry::{Registry, imgbuild_at, succeeded};
-use crate::support::{run, scratch, target_tmp};
+use crate::support::{run, scratch};
 use imgbuild::image::index::testing::write_layout;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// `imgbuild ARGS` (the manifest commands do not use the store; `push` of a single image
-/// records its blobs there).
-fn imgbuild(args: &[&str]) -> Output {
-    imgbuild_at(&target_tmp().join("manifest-store"))
-        .args(args)
-        .output()
-        .unwrap()
+/// `imgbuild ARGS` with the store (where pushes record which repositories hold which blobs)
+/// in the test's directory `t`.
+fn imgbuild(t: &Path, args: &[&str]) -> Output {
+    imgbuild_at(&t.join("store")).args(args).output().unwrap()
 }
 
 fn ok(o: &Output, what: &str) -> String {
@@ -79,11 +76,11 @@ fn a_list_of_two_layouts_is_an_index_skopeo_reads_and_pushes_whole() {
     let list = t.path().join("list");
     let l = list.display().to_string();
     let created = ok(
-        &imgbuild(&["manifest", "create", &l, &format!("oci:{b}")]),
+        &imgbuild(t.path(), &["manifest", "create", &l, &format!("oci:{b}")]),
         "create",
     );
     let digest = ok(
-        &imgbuild(&["manifest", "add", &l, &format!("oci:{a}")]),
+        &imgbuild(t.path(), &["manifest", "add", &l, &format!("oci:{a}")]),
         "add",
     );
     assert_ne!(created, digest);
@@ -91,27 +88,84 @@ fn a_list_of_two_layouts_is_an_index_skopeo_reads_and_pushes_whole() {
     let raw = skopeo_raw(&format!("oci:{l}"));
     assert_eq!(sha256(&raw), digest);
     assert_eq!(platforms(&raw), ["linux/amd64", "linux/arm64/v8"]);
-    let inspected = ok(&imgbuild(&["manifest", "inspect", &l]), "inspect");
+    let inspected = ok(&imgbuild(t.path(), &["manifest", "inspect", &l]), "inspect");
     assert_eq!(inspected.as_bytes(), raw.as_slice());
     // The other add order gives the same index.
     let other = t.path().join("other").display().to_string();
     let again = ok(
-        &imgbuild(&["manifest", "create", &other, &format!("oci:{a}"), &b]),
+        &imgbuild(
+            t.path(),
+            &["manifest", "create", &other, &format!("oci:{a}"), &b],
+        ),
         "create with two sources",
     );
     assert_eq!(again, digest);
+    // An imgbuild result directory stands for its OCI layout.
+    let result = t.path().join("result");
+    write_layout(
+        &result.join("image.oci"),
+        "arm64",
+        Some("v8"),
+        b"the arm64 image",
+        Some("1.0"),
+    )
+    .unwrap();
+    std::fs::write(
+        result.join("result.json"),
+        serde_json::json!({
+            "name": "x", "tags": [], "manifest_digest": null, "config_digest": null,
+            "layers": [], "source_date_epoch": 0,
+            "files": [{"kind": "oci-layout", "name": "image.oci", "sha256": null, "size": null}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let third = t.path().join("third").display().to_string();
+    let from_result = ok(
+        &imgbuild(
+            t.path(),
+            &[
+                "manifest",
+                "create",
+                &third,
+                &a,
+                &result.display().to_string(),
+            ],
+        ),
+        "create from a result directory",
+    );
+    assert_eq!(from_result, digest);
+    // The list as a multi-platform oci-archive: skopeo reads the same index and copies every
+    // blob of it (which checks them).
+    let archive = t.path().join("list.oci.tar");
+    imgbuild::image::write_index_archive(&list, &archive, imgbuild::image::Compression::Gzip(6))
+        .unwrap();
+    let archived = format!("oci-archive:{}", archive.display());
+    assert_eq!(skopeo_raw(&archived), raw);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        &archived,
+        &format!("oci:{}", t.path().join("copied").display()),
+    ]));
 
     let registry = Registry::start(t.path(), None, None);
     let dest = format!("docker://{}/imgbuild/multi:1.0", registry.host());
     let pushed = ok(
-        &imgbuild(&["manifest", "push", "--tls-verify=false", &l, &dest]),
+        &imgbuild(
+            t.path(),
+            &["manifest", "push", "--tls-verify=false", &l, &dest],
+        ),
         "push",
     );
     assert_eq!(pushed, digest);
     let remote = skopeo_raw(&dest);
     assert_eq!(remote, raw, "the registry holds the index byte for byte");
     let via_imgbuild = ok(
-        &imgbuild(&["manifest", "inspect", "--tls-verify=false", &dest]),
+        &imgbuild(
+            t.path(),
+            &["manifest", "inspect", "--tls-verify=false", &dest],
+        ),
         "inspect docker://",
     );
     assert_eq!(via_imgbuild.as_bytes(), raw.as_slice());
@@ -148,10 +202,10 @@ fn a_list_of_two_layouts_is_an_index_skopeo_reads_and_pushes_whole() {
         format!("arm64 {}", arm["Digest"].as_str().unwrap())
     );
 
-    let rm = imgbuild(&["manifest", "rm", &l]);
+    let rm = imgbuild(t.path(), &["manifest", "rm", &l]);
     ok(&rm, "rm");
     assert!(!list.exists());
-    let err = imgbuild(&["manifest", "rm", &a]);
+    let err = imgbuild(t.path(), &["manifest", "rm", &a]);
     assert!(
         !err.status.success(),
         "rm of a single image layout must be refused"
@@ -173,31 +227,37 @@ fn registry_images_are_assembled_without_their_layers() {
     let host = registry.host();
     for (layout, tag) in [(&a, "1.0-amd64"), (&b, "1.0-arm64")] {
         ok(
-            &imgbuild(&[
-                "push",
-                "--tls-verify=false",
-                layout,
-                &format!("docker://{host}/imgbuild/base:{tag}"),
-            ]),
+            &imgbuild(
+                t.path(),
+                &[
+                    "push",
+                    "--tls-verify=false",
+                    layout,
+                    &format!("docker://{host}/imgbuild/base:{tag}"),
+                ],
+            ),
             "push of one platform",
         );
     }
     let local = t.path().join("local").display().to_string();
     let expected = ok(
-        &imgbuild(&["manifest", "create", &local, &a, &b]),
+        &imgbuild(t.path(), &["manifest", "create", &local, &a, &b]),
         "local list",
     );
 
     let list = t.path().join("list").display().to_string();
     ok(
-        &imgbuild(&[
-            "manifest",
-            "create",
-            "--tls-verify=false",
-            &list,
-            &format!("docker://{host}/imgbuild/base:1.0-arm64"),
-            &format!("docker://{host}/imgbuild/base:1.0-amd64"),
-        ]),
+        &imgbuild(
+            t.path(),
+            &[
+                "manifest",
+                "create",
+                "--tls-verify=false",
+                &list,
+                &format!("docker://{host}/imgbuild/base:1.0-arm64"),
+                &format!("docker://{host}/imgbuild/base:1.0-amd64"),
+            ],
+        ),
         "create from the registry",
     );
     let layer_gets = registry.requests("GET", "/blobs/");
@@ -205,7 +265,10 @@ fn registry_images_are_assembled_without_their_layers() {
     assert_eq!(layer_gets, 2, "{:#?}", registry.log());
     // Another repository of the same registry: the layers are mounted.
     let dest = format!("docker://{host}/imgbuild/multi:1.0");
-    let out = imgbuild(&["manifest", "push", "--tls-verify=false", &list, &dest]);
+    let out = imgbuild(
+        t.path(),
+        &["manifest", "push", "--tls-verify=false", &list, &dest],
+    );
     let pushed = ok(&out, "push");
     assert_eq!(
         pushed, expected,
@@ -222,7 +285,10 @@ fn registry_images_are_assembled_without_their_layers() {
     // The index added from the registry is added image by image.
     let again = t.path().join("again").display().to_string();
     let d = ok(
-        &imgbuild(&["manifest", "create", "--tls-verify=false", &again, &dest]),
+        &imgbuild(
+            t.path(),
+            &["manifest", "create", "--tls-verify=false", &again, &dest],
+        ),
         "create from an index",
     );
     assert_eq!(d, expected);
@@ -231,13 +297,16 @@ fn registry_images_are_assembled_without_their_layers() {
     let other_dir = t.path().join("other");
     std::fs::create_dir_all(&other_dir).unwrap();
     let other = Registry::start(&other_dir, None, None);
-    let out = imgbuild(&[
-        "manifest",
-        "push",
-        "--tls-verify=false",
-        &list,
-        &format!("docker://{}/imgbuild/multi:1.0", other.host()),
-    ]);
+    let out = imgbuild(
+        t.path(),
+        &[
+            "manifest",
+            "push",
+            "--tls-verify=false",
+            &list,
+            &format!("docker://{}/imgbuild/multi:1.0", other.host()),
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
