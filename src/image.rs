@@ -13,6 +13,7 @@ pub mod config;
 pub mod layer;
 pub mod limits;
 pub mod output;
+pub mod platform;
 pub mod snapshot;
 pub mod tarball;
 pub mod walk;
