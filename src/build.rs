@@ -316,6 +316,7 @@ pub fn result_stem(image: &ResolvedImage) -> String {
 pub fn image_spec(image: &ResolvedImage, opts: &CreateOptions, epoch: u64) -> ImageSpec {
     let cc = image.build_type.containerconfig.clone().unwrap_or_default();
     let derived = !image.build_type.derived_from.is_empty();
+    let platform = crate::image::platform::Platform::for_machine(&image.arch);
     let command = |c: &crate::description::ContainerCommand| {
         c.execute.as_ref().map(|e| {
             std::iter::once(e.clone())
@@ -398,9 +399,10 @@ pub fn image_spec(image: &ResolvedImage, opts: &CreateOptions, epoch: u64) -> Im
         stop_signal: cc.stopsignal.clone(),
         author: author.clone(),
         created: epoch,
-        architecture: crate::plan::debian_arch(&image.arch),
-        os: "linux".to_string(),
-        variant: None,
+        // The OCI names (`arm64`/`v8`, `arm`/`v7`, `386`), which differ from Debian's.
+        architecture: platform.architecture,
+        os: platform.os,
+        variant: platform.variant,
         history: vec![HistoryEntry {
             created_by: Some(
                 history

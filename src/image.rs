@@ -14,6 +14,7 @@ pub mod index;
 pub mod layer;
 pub mod limits;
 pub mod output;
+pub mod platform;
 pub mod snapshot;
 pub mod tarball;
 pub mod walk;

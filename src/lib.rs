@@ -9,6 +9,7 @@
 
 pub mod apt;
 pub mod atomic;
+pub mod binfmt;
 pub mod build;
 pub mod confine;
 pub mod description;

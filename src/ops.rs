@@ -447,8 +447,13 @@ fn check_bases(image: &ResolvedImage) -> Result<(), OpsError> {
 }
 
 /// What an operation writing `work` (the root tree or the image files) and, with packages,
-/// the download cache needs of the host.
-fn needs(work: &Path, what: &'static str, packages: Option<&Packages>) -> preflight::Needs {
+/// the download cache needs of the host, running the programs of `image`'s architecture.
+fn needs(
+    work: &Path,
+    what: &'static str,
+    packages: Option<&Packages>,
+    image: &ResolvedImage,
+) -> preflight::Needs {
     let mut space = vec![preflight::Space {
         path: work.to_path_buf(),
         what,
@@ -458,6 +463,7 @@ fn needs(work: &Path, what: &'static str, packages: Option<&Packages>) -> prefli
     preflight::Needs {
         sandbox: true,
         space,
+        executes: Some(image.arch.clone()),
     }
 }
 

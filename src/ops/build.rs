@@ -70,7 +70,7 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
     let image = &req.source.image;
     let target = &req.output.target_dir;
     preflight::check(
-        &needs(target, "target directory", Some(&req.packages)),
+        &needs(target, "target directory", Some(&req.packages), image),
         reporter,
     )?;
     let parent = target_parent(target, reporter)?;

@@ -29,7 +29,12 @@ pub fn create(req: &CreateRequest, reporter: &dyn Reporter) -> Result<Created, O
     };
     crate::build::check_target(&output.target_dir, output.replace_target_dir)?;
     preflight::check(
-        &needs(&output.target_dir, "target directory", None),
+        &needs(
+            &output.target_dir,
+            "target directory",
+            None,
+            &req.source.image,
+        ),
         reporter,
     )?;
     target_parent(&output.target_dir, reporter)?;

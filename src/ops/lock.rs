@@ -30,6 +30,7 @@ pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsErr
     let needs = preflight::Needs {
         sandbox: false,
         space: vec![cache_space(&req.packages)],
+        executes: None,
     };
     preflight::check(&needs, reporter)?;
     let mut opts = req.packages.plan_options(image, reporter.progress());

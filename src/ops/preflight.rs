@@ -47,6 +47,9 @@ pub struct Needs {
     pub sandbox: bool,
     /// Free space, per place written.
     pub space: Vec<Space>,
+    /// The machine architecture (`--target-arch` name) whose programs the operation runs
+    /// (package scripts): probed, so a foreign build without qemu-user fails at once.
+    pub executes: Option<String>,
 }
 
 /// The least free space `build`/`prepare` want for the root tree and the image files: a
@@ -211,7 +214,12 @@ pub fn problems(host: &Host, needs: &Needs, free: &dyn Fn(&Path) -> Option<u64>)
 /// Checks this host for `needs`: every error found, one line each, in one error; warnings go
 /// to `reporter`.
 pub fn check(needs: &Needs, reporter: &dyn super::Reporter) -> Result<(), super::OpsError> {
-    let findings = problems(&Host::current(), needs, &free_bytes);
+    let mut findings = problems(&Host::current(), needs, &free_bytes);
+    if let Some(arch) = &needs.executes
+        && let Err(e) = probe(arch, needs)
+    {
+        findings.errors.push(e);
+    }
     for w in &findings.warnings {
         reporter.warn(w);
     }
@@ -220,6 +228,33 @@ pub fn check(needs: &Needs, reporter: &dyn super::Reporter) -> Result<(), super:
     } else {
         Err(super::OpsError::Preflight(findings.errors))
     }
+}
+
+/// Runs the probe of [`crate::binfmt`] for `arch` in a temporary directory, else (a `noexec`
+/// temporary filesystem) beside the first place the operation writes.
+fn probe(arch: &str, needs: &Needs) -> Result<(), String> {
+    let places = std::iter::once(std::env::temp_dir()).chain(
+        needs
+            .space
+            .first()
+            .and_then(|s| std::path::absolute(&s.path).ok())
+            .and_then(|p| p.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf)),
+    );
+    let mut last = "no directory could hold a probe program".to_string();
+    for dir in places {
+        let Ok(scratch) = tempfile::Builder::new()
+            .prefix(".imgbuild-probe-")
+            .tempdir_in(&dir)
+        else {
+            continue;
+        };
+        match crate::binfmt::probe(arch, scratch.path()) {
+            Ok(_) => return Ok(()),
+            Err(e @ crate::binfmt::BinfmtError::Io { .. }) => last = e.to_string(),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]
@@ -240,6 +275,7 @@ mod tests {
         Needs {
             sandbox: true,
             space: Vec::new(),
+            executes: None,
         }
     }
 
@@ -309,6 +345,7 @@ mod tests {
                     bytes: MIN_FREE_WORK,
                 },
             ],
+            executes: None,
         };
         let free = |p: &Path| {
             Some(if p.starts_with("/small") {

@@ -29,7 +29,12 @@ pub fn prepare(req: &PrepareRequest, reporter: &dyn Reporter) -> Result<Prepared
     crate::plan::check_supported(&req.source.image, &req.packages.overrides)?;
     check_bases(&req.source.image)?;
     preflight::check(
-        &needs(&req.root, "root tree", Some(&req.packages)),
+        &needs(
+            &req.root,
+            "root tree",
+            Some(&req.packages),
+            &req.source.image,
+        ),
         reporter,
     )?;
     let opts = PrepareOptions {

@@ -27,24 +27,33 @@ pub fn binfmt_enabled(dir: &Path, architecture: &str) -> bool {
     on(&dir.join("status")) && qemu_names(architecture).iter().any(|n| on(&dir.join(n)))
 }
 
-/// Refuse a foreign `architecture` this host cannot execute, naming the fix.
+/// Refuse a foreign `architecture` (OCI name) this host cannot execute, naming the fix: a probe
+/// program of the architecture is run ([`crate::binfmt`]), else, for an architecture without
+/// one, an enabled handler of qemu's name is looked for.
 pub fn check_binfmt(architecture: &str) -> Result<()> {
-    let dir = Path::new("/proc/sys/fs/binfmt_misc");
-    if binfmt_enabled(dir, architecture) {
-        return Ok(());
-    }
-    Err(RuntimeError::InvalidOption {
+    let refuse = |reason: String| RuntimeError::InvalidOption {
         option: "--platform",
-        reason: format!(
+        reason,
+    };
+    let platform = crate::image::platform::Platform {
+        os: "linux".to_string(),
+        architecture: architecture.to_string(),
+        variant: None,
+    };
+    let Some(arch) = platform.kiwi_arch() else {
+        let dir = Path::new(crate::binfmt::BINFMT_DIR);
+        if binfmt_enabled(dir, architecture) {
+            return Ok(());
+        }
+        return Err(refuse(format!(
             "this host cannot execute {architecture} programs: no enabled binfmt_misc handler \
-             for it in {} (install qemu-user-static, which registers one, or enable it with \
-             update-binfmts --enable qemu-{})",
-            dir.display(),
-            qemu_names(architecture)
-                .first()
-                .map_or(architecture, |n| n.trim_start_matches("qemu-"))
-        ),
-    })
+             for it in {} (install qemu-user-static, which registers one)",
+            dir.display()
+        )));
+    };
+    let scratch = tempfile::tempdir().map_err(|e| refuse(format!("a probe directory: {e}")))?;
+    crate::binfmt::probe(arch, scratch.path()).map_err(|e| refuse(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]
