@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use super::base::{self, BlobSource, DirSource, bad, blob_rel, parse_json, read_blob};
 use super::config::{canonical_json, write_blob};
 use super::output::{OCI_LAYOUT, OutputFile, write_layout_archive};
+use super::platform::Platform;
 use super::{Compression, ImageError, Result, io_err, limits};
 
 /// The OCI image index media type.
@@ -65,11 +66,19 @@ pub struct IndexPlatform {
 
 impl std::fmt::Display for IndexPlatform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
+        self.platform().fmt(f)
+    }
+}
+
+impl From<Platform> for IndexPlatform {
+    fn from(p: Platform) -> IndexPlatform {
+        IndexPlatform {
+            os: p.os,
+            architecture: p.architecture,
+            variant: p.variant,
+            os_version: None,
+            os_features: None,
         }
-        Ok(())
     }
 }
 
@@ -85,23 +94,19 @@ impl IndexPlatform {
         }
     }
 
-    /// Whether two platforms are the same for an index (one image each): the same OS, OS
-    /// version and architecture, and the same variant once the architecture's default variant
-    /// is filled in (`arm64` is `arm64/v8`), as the container tools match them.
-    pub fn same_as(&self, other: &IndexPlatform) -> bool {
-        self.os == other.os
-            && self.architecture == other.architecture
-            && self.os_version == other.os_version
-            && self.normalized_variant() == other.normalized_variant()
+    /// The `os/architecture[/variant]` part.
+    pub fn platform(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
     }
 
-    fn normalized_variant(&self) -> Option<&str> {
-        match (self.architecture.as_str(), self.variant.as_deref()) {
-            ("amd64", Some("v1")) => None,
-            ("arm64", None) => Some("v8"),
-            ("arm", None) => Some("v7"),
-            (_, v) => v,
-        }
+    /// Whether two platforms are the same for an index (one image each): the same OS version
+    /// and the same platform as the container tools match them (`arm64` is `arm64/v8`).
+    pub fn same_as(&self, other: &IndexPlatform) -> bool {
+        self.os_version == other.os_version && self.platform().matches(&other.platform())
     }
 
     /// The canonical order of entries: os, architecture, variant (none first), OS version.
