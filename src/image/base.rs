@@ -163,16 +163,22 @@ pub(super) fn blob_rel(origin: &Path, d: &Descriptor) -> Result<PathBuf> {
 /// is compared first, so a blob larger than its descriptor says is refused without reading it.
 pub(super) fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
     let path = layout.join(blob_rel(layout, d)?);
-    let size = fs::metadata(&path).map_err(io_err(&path))?.len();
+    verify_file(&path, d)?;
+    Ok(path)
+}
+
+/// Checks the file `path` against the size (compared first) and digest of `d`.
+pub(super) fn verify_file(path: &Path, d: &Descriptor) -> Result<()> {
+    let size = fs::metadata(path).map_err(io_err(path))?.len();
     if size != d.size() {
         return Err(bad(
-            &path,
+            path,
             format!("size {size} but the descriptor says {}", d.size()),
         ));
     }
-    let (actual, read) = sha256_of(&path)?;
+    let (actual, read) = sha256_of(path)?;
     if read != d.size() {
-        return Err(bad(&path, "blob changed while it was read"));
+        return Err(bad(path, "blob changed while it was read"));
     }
     if actual != d.digest().to_string() {
         return Err(ImageError::DigestMismatch {
@@ -181,7 +187,7 @@ pub(super) fn verified_blob(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
             actual,
         });
     }
-    Ok(path)
+    Ok(())
 }
 
 pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {

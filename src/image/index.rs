@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::base::{self, BlobSource, DirSource, bad, blob_rel, parse_json, read_blob};
-use super::config::{canonical_json, write_blob};
+use super::config::{BuiltImage, canonical_json, write_blob};
 use super::output::{OCI_LAYOUT, OutputFile, write_layout_archive};
 use super::platform::Platform;
 use super::{Compression, ImageError, Result, io_err, limits};
@@ -464,6 +464,37 @@ impl ManifestList {
         })
     }
 
+    /// Adds an image imgbuild built (its blobs in one directory; see [`BuiltImage`]): every blob
+    /// verified and hard-linked into the list, the platform the image's config states unless
+    /// `platform` is given, replacing an image of the same platform.
+    pub fn add_image(
+        &mut self,
+        image: &BuiltImage,
+        platform: Option<IndexPlatform>,
+    ) -> Result<IndexEntry> {
+        let read = |d: &Descriptor, what: &str, max: u64| -> Result<Vec<u8>> {
+            let path = image.blob_path(d.digest());
+            limits::check_size(&path, what, d.size(), max)?;
+            let data = limits::read_bounded(&path, what, max)?;
+            let actual = digest_of(&data);
+            if actual != d.digest().to_string() || data.len() as u64 != d.size() {
+                return Err(ImageError::DigestMismatch {
+                    path: path.display().to_string(),
+                    expected: d.digest().to_string(),
+                    actual,
+                });
+            }
+            Ok(data)
+        };
+        let manifest_json = read(&image.manifest, "manifest", limits::MAX_MANIFEST_SIZE)?;
+        let manifest: ImageManifest = parse_json(&manifest_json, image.manifest.digest().as_ref())?;
+        let config_json = read(manifest.config(), "config", limits::MAX_CONFIG_SIZE)?;
+        for l in manifest.layers() {
+            self.import_file(&image.blob_path(l.digest()), l)?;
+        }
+        self.add_verified(&manifest_json, &manifest, &config_json, platform, None)
+    }
+
     /// Adds an image of a registry by its manifest and config only (`platform` as for
     /// [`ManifestList::add_layout`]): its layers are recorded as held by `remote`
     /// (`HOST/REPOSITORY`), from where a push to that registry mounts them.
@@ -569,20 +600,25 @@ impl ManifestList {
         self.dir.join("blobs/sha256")
     }
 
-    /// Puts the blob `d` of `layout` into the list: verified against its digest, hard-linked
+    /// Puts the blob `d` of `layout` into the list (see [`ManifestList::import_file`]).
+    fn import_blob(&self, layout: &Path, d: &Descriptor) -> Result<()> {
+        self.import_file(&layout.join(blob_rel(layout, d)?), d)
+    }
+
+    /// Puts the file `src`, blob `d`, into the list: verified against its digest, hard-linked
     /// (or copied) under a temporary name, then renamed to its digest, so a name in the list is
     /// always a whole, checked blob. A blob the list has is not read again.
-    fn import_blob(&self, layout: &Path, d: &Descriptor) -> Result<()> {
+    fn import_file(&self, src: &Path, d: &Descriptor) -> Result<()> {
         let blobs = self.blobs_dir();
         let dest = blobs.join(hex_of(d.digest().as_ref()));
         if dest.is_file() {
             return Ok(());
         }
-        let src = base::verified_blob(layout, d)?;
+        base::verify_file(src, d)?;
         let tmp = blobs.join(format!(".tmp-import-{}", hex_of(d.digest().as_ref())));
         let _ = fs::remove_file(&tmp);
-        if fs::hard_link(&src, &tmp).is_err() {
-            fs::copy(&src, &tmp).map_err(io_err(&src))?;
+        if fs::hard_link(src, &tmp).is_err() {
+            fs::copy(src, &tmp).map_err(io_err(src))?;
         }
         fs::rename(&tmp, &dest).map_err(io_err(&dest))
     }
@@ -957,6 +993,30 @@ mod tests {
         );
         let archive = tmp.path().join("a.tar");
         assert!(write_index_archive(&dir, &archive, Compression::None).is_err());
+    }
+
+    #[test]
+    fn a_built_image_adds_as_its_layout_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (amd, _) = layouts(tmp.path());
+        let mut from_layout = ManifestList::create(&tmp.path().join("a")).unwrap();
+        let entry = from_layout.add_layout(&amd, None, None).unwrap().remove(0);
+        let blobs = amd.join("blobs/sha256");
+        let manifest_json = fs::read(blobs.join(hex_of(&entry.digest))).unwrap();
+        let manifest: ImageManifest = serde_json::from_slice(&manifest_json).unwrap();
+        let image = BuiltImage {
+            blobs_dir: blobs,
+            manifest: descriptor(OCI_MANIFEST, &entry.digest, entry.size, &amd).unwrap(),
+            config: manifest.config().clone(),
+            layers: Vec::new(),
+            ref_name: "1.0".into(),
+            repo_tags: Vec::new(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+        };
+        let mut built = ManifestList::create(&tmp.path().join("b")).unwrap();
+        assert_eq!(built.add_image(&image, None).unwrap(), entry);
+        assert_eq!(built.save(None).unwrap(), from_layout.save(None).unwrap());
     }
 
     #[test]
