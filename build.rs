@@ -12,6 +12,8 @@
 //! - `cfg(imgbuild_has_rpm_tools)`: the RPM fixture's builders and peers are installed
 //!   (`rpmbuild`, `createrepo_c`, `zypper`, `dnf`), and busybox-static's `/bin/busybox`, which
 //!   the fixture repackages. Rebuilt when `/usr/bin` or that file changes.
+//! - `cfg(imgbuild_has_qemu_user)`: qemu-user-static's aarch64 emulator and its `binfmt_misc`
+//!   registration line are installed (the multi-architecture tests register it while they run).
 
 /// The bookworm archive key the keyring test reads.
 const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-automatic.gpg";
@@ -21,6 +23,12 @@ const REGISTRY_TOOLS: [&str; 4] = ["docker-registry", "skopeo", "openssl", "podm
 
 /// What the RPM fixture builds with and compares against (Debian packages, in `/usr/bin`).
 const RPM_TOOLS: [&str; 4] = ["rpmbuild", "createrepo_c", "zypper", "dnf"];
+
+/// qemu-user-static's aarch64 emulator and the `binfmt_misc` line that registers it.
+const QEMU_AARCH64: [&str; 2] = [
+    "/usr/bin/qemu-aarch64-static",
+    "/usr/lib/binfmt.d/qemu-aarch64.conf",
+];
 
 /// Where apt keeps the indexes `apt-get update` downloaded.
 const APT_LISTS: &str = "/var/lib/apt/lists";
@@ -36,6 +44,7 @@ fn main() {
         "imgbuild_has_registry_tools",
         "imgbuild_has_rpm_tools",
         "imgbuild_has_bookworm_apt_lists",
+        "imgbuild_has_qemu_user",
     ] {
         println!("cargo:rustc-check-cfg=cfg({cfg})");
     }
@@ -71,6 +80,12 @@ fn main() {
         .all(|t| std::path::Path::new("/usr/bin").join(t).is_file())
     {
         println!("cargo:rustc-cfg=imgbuild_has_registry_tools");
+    }
+    if QEMU_AARCH64
+        .iter()
+        .all(|p| std::path::Path::new(p).is_file())
+    {
+        println!("cargo:rustc-cfg=imgbuild_has_qemu_user");
     }
     println!("cargo:rerun-if-changed={RPM_BUSYBOX}");
     if RPM_TOOLS

@@ -209,6 +209,8 @@ pub enum ResultKind {
     Sbom,
     /// `kiwi-result`: KIWI's result index, `kiwi.result.json` ([`kiwi_result`]).
     KiwiResult,
+    /// `platform`: the directory of one architecture's result in a multi-architecture build.
+    Platform,
 }
 
 /// One file written.
@@ -268,6 +270,23 @@ pub struct Created {
     /// the registry holds; not part of the result's identity (reuse ignores it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pushed: Vec<Pushed>,
+    /// A multi-architecture build's architectures, each in a directory of its own (listed in
+    /// `files` as `platform`); `manifest_digest` is then the image index's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformImage>,
+}
+
+/// One architecture's image in a multi-architecture result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformImage {
+    /// The `--target-arch` name (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// The OCI platform (`linux/arm64/v8`).
+    pub platform: String,
+    /// The directory of its result files, relative to the target.
+    pub dir: String,
+    /// Its image manifest's digest (as a single-architecture build of it gives).
+    pub manifest_digest: String,
 }
 
 /// A push of the built image, as `result.json` records it.
@@ -516,6 +535,7 @@ pub fn create(
         files: Vec::new(),
         inputs: opts.inputs.clone(),
         pushed: Vec::new(),
+        platforms: Vec::new(),
     };
     match image_type {
         ImageType::Tbz => created.files.push(pack.rootfs_tarball()?),
@@ -801,19 +821,24 @@ impl<'a> Pack<'a> {
     /// `result.json`: `created` as pretty JSON; a value that cannot be serialised is an error,
     /// never an empty file.
     fn result_json(&self, created: &Created) -> Result<(), BuildError> {
-        let path = self.out.join("result.json");
-        let json =
-            serde_json::to_string_pretty(created).map_err(|source| BuildError::ResultJson {
-                path: path.clone(),
-                source,
-            })? + "\n";
-        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))
+        write_result_json(&self.out, created)
     }
 
     /// The finished result in place of the target, in one rename.
     fn replace_target(&self) -> Result<(), BuildError> {
         replace_dir(&self.out, &self.opts.target_dir)
     }
+}
+
+/// Writes `created` as `dir/result.json` (pretty JSON, atomically); a value that cannot be
+/// serialised is an error, never an empty file.
+pub fn write_result_json(dir: &Path, created: &Created) -> Result<(), BuildError> {
+    let path = dir.join("result.json");
+    let json = serde_json::to_string_pretty(created).map_err(|source| BuildError::ResultJson {
+        path: path.clone(),
+        source,
+    })? + "\n";
+    crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))
 }
 
 /// Lowercase hex sha256 of `data`.
@@ -913,7 +938,7 @@ pub fn packages_list(root: &Path) -> Result<String, BuildError> {
 
 /// Put the finished directory `new` in place of `target`: an atomic exchange when the target
 /// exists (the old result is then removed), a rename otherwise.
-fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
+pub fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     if target.symlink_metadata().is_ok() {
@@ -1055,6 +1080,7 @@ mod tests {
             ],
             inputs: None,
             pushed: Vec::new(),
+            platforms: Vec::new(),
         };
         std::fs::write(
             dir.join("result.json"),

@@ -11,13 +11,15 @@ mod bases;
 mod build;
 mod create;
 mod lock;
+mod platforms;
 pub mod preflight;
 mod prepare;
 
 pub use self::bases::{BaseAccess, is_registry_base};
 pub use self::build::{BuildRequest, Outcome, build};
 pub use self::create::{CreateRequest, create};
-pub use self::lock::{LockRequest, Locked, lock};
+pub use self::lock::{LockRequest, Locked, lock, lock_all};
+pub use self::platforms::{PlatformsOutcome, PlatformsRequest, build_platforms};
 pub use self::prepare::{PrepareRequest, prepare};
 
 use crate::apt::fetch::Progress;
@@ -169,6 +171,36 @@ pub enum OpsError {
         target: PathBuf,
         /// What went wrong.
         source: Box<BuildError>,
+    },
+    /// One architecture of a multi-architecture build failed.
+    #[error("building for {arch}")]
+    Platform {
+        /// The `--target-arch` name.
+        arch: String,
+        /// What went wrong.
+        source: Box<OpsError>,
+    },
+    /// The build of an architecture ended without a result (its thread panicked).
+    #[error("the build ended without a result")]
+    NoOutcome,
+    /// An architecture's build wrote no OCI layout to make the index of.
+    #[error("the build wrote no OCI layout")]
+    NoLayout,
+    /// The image index over the architectures could not be written.
+    #[error("writing the image index in {path}")]
+    Index {
+        /// The result directory being written.
+        path: PathBuf,
+        /// What went wrong.
+        source: ImageError,
+    },
+    /// A result directory could not be digested.
+    #[error("{path}")]
+    Digest {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: crate::digest::DigestError,
     },
 }
 

@@ -822,7 +822,7 @@ fn plan_with(
     // A lock pins every package by sha256: no repository metadata is read, so neither a replayed
     // nor a rolled-back Release can change what is installed.
     if !opts.ignore_lock && opts.lock_path.exists() {
-        let lock = LockFile::read(&opts.lock_path)?;
+        let lock = LockFile::read_for(&opts.lock_path, &image.arch)?;
         if lock.inputs != inputs {
             return Err(PlanError::StaleLock {
                 path: opts.lock_path.clone(),

@@ -818,6 +818,7 @@ mod tests {
             ],
             inputs: Some(key.into()),
             pushed: Vec::new(),
+            platforms: Vec::new(),
         };
         fs::write(
             dir.join("result.json"),

@@ -60,7 +60,10 @@ impl KiwiResult {
                 ResultKind::DockerArchive | ResultKind::OciArchive => ("container", true),
                 ResultKind::Rootfs => ("root_archive", true),
                 ResultKind::Packages => ("image_packages", false),
-                ResultKind::OciLayout | ResultKind::Sbom | ResultKind::KiwiResult => continue,
+                ResultKind::OciLayout
+                | ResultKind::Sbom
+                | ResultKind::KiwiResult
+                | ResultKind::Platform => continue,
             };
             files.insert(
                 key.to_string(),

@@ -214,7 +214,12 @@ fn print_result(c: &Created, target: &Path, log: &StageLog) {
         println!("{}", target.join(&f.name).display());
     }
     if let Some(d) = &c.manifest_digest {
-        log.info(&format!("manifest {d}"));
+        let what = if c.platforms.is_empty() {
+            "manifest"
+        } else {
+            "index"
+        };
+        log.info(&format!("{what} {d}"));
     }
     log.info(&format!("done in {:.1} s", log.total()));
 }
@@ -287,10 +292,16 @@ pub fn exec(
     storage_root: Option<&Path>,
     storage_driver: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let mut source = args.description.load()?;
-    if let Some(uri) = &args.set_container_derived_from {
-        source.set_derived_from(uri)?;
+    let mut sources = args.description.load_each()?;
+    for source in &mut sources {
+        if let Some(uri) = &args.set_container_derived_from {
+            source.set_derived_from(uri)?;
+        }
     }
+    if sources.len() > 1 {
+        return exec_platforms(args, sources, settings, storage_root, storage_driver);
+    }
+    let source = sources.remove(0);
     let mut output = args.output.options(Path::new(&source.image.name))?;
     // Every destination and the credentials are checked before the build.
     let push_to = push_destinations(&args, &source, &output)?;
@@ -311,6 +322,7 @@ pub fn exec(
         hook_timeout: args.hooks.timeout(),
         root: args.root,
         force: args.force,
+        not_inputs: Vec::new(),
     };
     // Before anything is written or downloaded: a target that is not ours is never replaced.
     request.check()?;
@@ -339,6 +351,103 @@ pub fn exec(
     }
     if !push_to.is_empty() {
         push_result(&push_to, &registry, storage_root, outcome.created(), target)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `imgbuild build` for several architectures: each built into `<target>/<arch>`, concurrently,
+/// then one image index over them; `--load` loads the host's architecture, `--test` tests
+/// every architecture's image, `--push` pushes the index.
+fn exec_platforms(
+    args: BuildArgs,
+    sources: Vec<ops::Source>,
+    settings: LogSettings,
+    storage_root: Option<&Path>,
+    storage_driver: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    if args.root.is_some() {
+        bail!("--root keeps one root tree: give one --target-arch with it");
+    }
+    let output = args.output.options(Path::new(&sources[0].image.name))?;
+    let push_to = push_destinations(&args, &sources[0], &output)?;
+    if !push_to.is_empty() {
+        args.packages.registry.client_options()?;
+    }
+    let host = imgbuild::image::platform::Platform::host();
+    let host_arch = sources.iter().position(|s| {
+        host.matches(&imgbuild::image::platform::Platform::for_machine(
+            &s.image.arch,
+        ))
+    });
+    if args.load && host_arch.is_none() {
+        bail!(
+            "--load loads the image of the host's architecture ({host}), which is not among those \
+             built; load another with `imgbuild load <target>/<arch>/…`"
+        );
+    }
+    let registry = args.packages.registry.clone();
+    let packages = ops::Packages {
+        snapshots: args.snapshot.snapshots(),
+        ..args.packages.packages(storage_root, storage_driver)?
+    };
+    let builds: Vec<ops::BuildRequest> = sources
+        .into_iter()
+        .map(|source| ops::BuildRequest {
+            source,
+            packages: packages.clone(),
+            output: output.clone(),
+            hook_timeout: args.hooks.timeout(),
+            root: None,
+            force: args.force,
+            not_inputs: Vec::new(),
+        })
+        .collect();
+    let request = ops::PlatformsRequest {
+        target_dir: output.target_dir.clone(),
+        replace_target_dir: output.replace_target_dir,
+        builds,
+        jobs: 0,
+    };
+    let store = if args.load {
+        Some(super::store::open_store(storage_root, storage_driver)?)
+    } else {
+        None
+    };
+    let tests = super::test::load_configs(&args.test)?;
+    let log = StageLog::new(settings);
+    let logs: Vec<StageLog> = request
+        .builds
+        .iter()
+        .map(|b| StageLog::for_arch(settings, &b.source.image.arch))
+        .collect();
+    let reporters: Vec<&(dyn Reporter + Sync)> =
+        logs.iter().map(|l| l as &(dyn Reporter + Sync)).collect();
+    let outcome = ops::build_platforms(&request, &reporters, &log)?;
+    let target = &request.target_dir;
+    for (arch, o) in &outcome.builds {
+        for f in &o.created().files {
+            println!("{}", target.join(arch).join(&f.name).display());
+        }
+    }
+    print_result(&outcome.created, target, &log);
+    if !tests.is_empty() {
+        for (arch, o) in &outcome.builds {
+            if !test_result(&tests, o.created(), &target.join(arch), &log)? {
+                eprintln!(
+                    "imgbuild: error: the {arch} image's structure tests failed; the result stays \
+                     in {} but was not loaded or pushed",
+                    target.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    if let (Some(store), Some(i)) = (&store, host_arch) {
+        let (arch, o) = &outcome.builds[i];
+        load_result(store, o.created(), &target.join(arch))?;
+    }
+    if !push_to.is_empty() {
+        push_result(&push_to, &registry, storage_root, &outcome.created, target)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -174,6 +174,7 @@ impl GlobalArgs {
             profiles: self.profiles.clone(),
             build_type: self.build_type.clone(),
             target_arch: self.target_arch.clone(),
+            platform: None,
         }
     }
 

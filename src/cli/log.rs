@@ -41,6 +41,9 @@ pub struct StageLog {
     start: Instant,
     settings: LogSettings,
     downloads: Arc<DownloadLog>,
+    /// The architecture of one build of a multi-architecture build: its lines say it (text:
+    /// `imgbuild: [aarch64] …`; json: an `arch` field).
+    arch: Option<String>,
 }
 
 impl StageLog {
@@ -55,14 +58,55 @@ impl StageLog {
                     && !settings.verbose
                     && std::io::stderr().is_terminal(),
                 state: Mutex::default(),
+                arch: None,
             }),
+            arch: None,
         }
+    }
+
+    /// The log of one architecture's build among several running at once: its lines name the
+    /// architecture, and downloads draw no bar (bars of concurrent builds would overwrite
+    /// each other).
+    pub fn for_arch(settings: LogSettings, arch: &str) -> Self {
+        let mut log = StageLog::new(settings);
+        log.arch = Some(arch.to_string());
+        log.downloads = Arc::new(DownloadLog {
+            settings,
+            bar: false,
+            state: Mutex::default(),
+            arch: Some(arch.to_string()),
+        });
+        log
+    }
+
+    /// `imgbuild: `, with the architecture when the log has one.
+    fn prefix(&self) -> String {
+        text_prefix(self.arch.as_deref())
+    }
+
+    /// A JSON event, with the architecture when the log has one.
+    fn json(&self, v: serde_json::Value) -> serde_json::Value {
+        with_arch(v, self.arch.as_deref())
     }
 
     /// Seconds since the log started.
     pub fn total(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
+}
+
+fn text_prefix(arch: Option<&str>) -> String {
+    match arch {
+        Some(a) => format!("imgbuild: [{a}] "),
+        None => "imgbuild: ".to_string(),
+    }
+}
+
+fn with_arch(mut v: serde_json::Value, arch: Option<&str>) -> serde_json::Value {
+    if let Some(a) = arch {
+        v["arch"] = a.into();
+    }
+    v
 }
 
 /// Rounded to milliseconds, which are plenty and keep the lines short.
@@ -102,9 +146,12 @@ impl Reporter for StageLog {
             return;
         }
         match self.settings.format {
-            LogFormat::Text => eprintln!("imgbuild: {stage} ..."),
+            LogFormat::Text => eprintln!("{}{stage} ...", self.prefix()),
             LogFormat::Json => {
-                eprintln!("{}", serde_json::json!({"stage": stage, "event": "start"}));
+                eprintln!(
+                    "{}",
+                    self.json(serde_json::json!({"stage": stage, "event": "start"}))
+                );
             }
         }
     }
@@ -120,9 +167,13 @@ impl Reporter for StageLog {
                 let s = took.as_secs_f64();
                 match summary {
                     Some(d) => {
-                        eprintln!("imgbuild: {stage} done in {s:.1} s: {}", summary_text(&d));
+                        eprintln!(
+                            "{}{stage} done in {s:.1} s: {}",
+                            self.prefix(),
+                            summary_text(&d)
+                        );
                     }
-                    None => eprintln!("imgbuild: {stage} done in {s:.1} s"),
+                    None => eprintln!("{}{stage} done in {s:.1} s", self.prefix()),
                 }
             }
             LogFormat::Json => {
@@ -137,7 +188,7 @@ impl Reporter for StageLog {
                     v["fetched_files"] = d.fetched.into();
                     v["fetched_bytes"] = d.fetched_bytes.into();
                 }
-                eprintln!("{v}");
+                eprintln!("{}", self.json(v));
             }
         }
     }
@@ -148,11 +199,11 @@ impl Reporter for StageLog {
             return;
         }
         match self.settings.format {
-            LogFormat::Text => eprintln!("imgbuild: {message}"),
+            LogFormat::Text => eprintln!("{}{message}", self.prefix()),
             LogFormat::Json => {
                 eprintln!(
                     "{}",
-                    serde_json::json!({"event": "info", "message": message})
+                    self.json(serde_json::json!({"event": "info", "message": message}))
                 );
             }
         }
@@ -162,11 +213,11 @@ impl Reporter for StageLog {
     /// `{"event":"warning",..}`).
     fn warn(&self, message: &str) {
         match self.settings.format {
-            LogFormat::Text => eprintln!("imgbuild: warning: {message}"),
+            LogFormat::Text => eprintln!("{}warning: {message}", self.prefix()),
             LogFormat::Json => {
                 eprintln!(
                     "{}",
-                    serde_json::json!({"event": "warning", "message": message})
+                    self.json(serde_json::json!({"event": "warning", "message": message}))
                 );
             }
         }
@@ -194,6 +245,8 @@ struct DownloadLog {
     /// Draw a bar (text on a terminal, not verbose).
     bar: bool,
     state: Mutex<DownloadState>,
+    /// As [`StageLog`]'s.
+    arch: Option<String>,
 }
 
 #[derive(Default)]
@@ -248,18 +301,21 @@ impl DownloadObserver for DownloadLog {
         }
         match self.settings.format {
             LogFormat::Text => {
-                eprintln!("imgbuild: {}", file_line(f));
+                eprintln!("{}{}", text_prefix(self.arch.as_deref()), file_line(f));
             }
             LogFormat::Json => eprintln!(
                 "{}",
-                serde_json::json!({
-                    "event": "download",
-                    "url": f.url,
-                    "bytes": f.size,
-                    "cached": f.cached,
-                    "done": f.done,
-                    "files": f.files,
-                })
+                with_arch(
+                    serde_json::json!({
+                        "event": "download",
+                        "url": f.url,
+                        "bytes": f.size,
+                        "cached": f.cached,
+                        "done": f.done,
+                        "files": f.files,
+                    }),
+                    self.arch.as_deref()
+                )
             ),
         }
     }

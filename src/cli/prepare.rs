@@ -2,6 +2,7 @@
 //! package options they share with `build`.
 
 use super::log::{LogSettings, StageLog};
+use anyhow::Context;
 use clap::Args;
 use imgbuild::description::Selection;
 use imgbuild::ops::{self, Reporter};
@@ -20,23 +21,80 @@ pub struct DescriptionArgs {
     /// Build type (`<type image=…>`); default: primary="true", else the first.
     #[arg(long = "type", value_name = "TYPE")]
     pub build_type: Option<String>,
-    /// Target architecture (KIWI names: `x86_64`, aarch64, …); default: the host's.
-    #[arg(long, value_name = "ARCH")]
+    /// Target architecture (KIWI names: `x86_64`, aarch64, armv7l, …); default: the host's.
+    /// `build` and `lock` take several, comma-separated, for a multi-architecture image.
+    #[arg(long, value_name = "ARCH[,ARCH...]", conflicts_with = "platform")]
     pub target_arch: Option<String>,
+    /// The target architectures as OCI platforms (`linux/amd64,linux/arm64`), instead of
+    /// --target-arch.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT][,...]")]
+    pub platform: Option<String>,
 }
 
 impl DescriptionArgs {
-    /// Load and resolve the description.
-    pub fn load(&self) -> anyhow::Result<ops::Source> {
-        let selection = Selection {
-            profiles: self.profiles.clone(),
-            build_type: self.build_type.clone(),
-            target_arch: self
-                .target_arch
-                .clone()
-                .unwrap_or_else(Selection::host_arch),
+    /// The architectures asked for, in the order given, as KIWI names them; the host's by default.
+    pub fn archs(&self) -> anyhow::Result<Vec<String>> {
+        let mut archs: Vec<String> = Vec::new();
+        let mut add = |option: &str, given: &str, arch: String| -> anyhow::Result<()> {
+            if archs.contains(&arch) {
+                anyhow::bail!("{option} {given}: {arch} is named twice");
+            }
+            archs.push(arch);
+            Ok(())
         };
-        Ok(ops::Source::load(&self.path, &selection)?)
+        if let Some(list) = &self.platform {
+            for item in list.split(',') {
+                let p = imgbuild::image::platform::Platform::parse(item.trim())
+                    .with_context(|| format!("--platform {list}"))?;
+                let Some(arch) = p.kiwi_arch() else {
+                    anyhow::bail!(
+                        "--platform {list}: {p} is not a platform imgbuild builds (linux/amd64, \
+                         linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/ppc64le, \
+                         linux/s390x, linux/riscv64)"
+                    );
+                };
+                add("--platform", list, arch.to_string())?;
+            }
+        } else if let Some(list) = &self.target_arch {
+            for item in list.split(',') {
+                let arch = item.trim();
+                if arch.is_empty() || !arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    anyhow::bail!("--target-arch {list}: {arch:?} is not an architecture name");
+                }
+                add("--target-arch", list, arch.to_string())?;
+            }
+        } else {
+            archs.push(Selection::host_arch());
+        }
+        Ok(archs)
+    }
+
+    /// Load and resolve the description for its one architecture.
+    pub fn load(&self) -> anyhow::Result<ops::Source> {
+        let mut all = self.load_each()?;
+        if all.len() > 1 {
+            anyhow::bail!(
+                "--target-arch: several architectures are built by `imgbuild build` and locked by \
+                 `imgbuild lock`; this command takes one"
+            );
+        }
+        Ok(all.remove(0))
+    }
+
+    /// Load and resolve the description once per architecture asked for.
+    pub fn load_each(&self) -> anyhow::Result<Vec<ops::Source>> {
+        self.archs()?
+            .into_iter()
+            .map(|target_arch| {
+                let selection = Selection {
+                    profiles: self.profiles.clone(),
+                    build_type: self.build_type.clone(),
+                    target_arch,
+                };
+                Ok(ops::Source::load(&self.path, &selection)?)
+            })
+            .collect()
     }
 }
 
@@ -240,16 +298,24 @@ pub fn exec_lock(
     storage_root: Option<&Path>,
     storage_driver: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let request = ops::LockRequest {
-        source: args.description.load()?,
-        packages: args.packages.packages(storage_root, storage_driver)?,
-    };
+    let packages = args.packages.packages(storage_root, storage_driver)?;
+    let requests: Vec<ops::LockRequest> = args
+        .description
+        .load_each()?
+        .into_iter()
+        .map(|source| ops::LockRequest {
+            source,
+            packages: packages.clone(),
+        })
+        .collect();
     let log = StageLog::new(settings);
-    let locked = ops::lock(&request, &log)?;
-    log.info(&format!(
-        "locked {} packages in {}",
-        locked.plan.packages.len(),
-        locked.path.display()
-    ));
+    for (req, locked) in requests.iter().zip(ops::lock_all(&requests, &log)?) {
+        log.info(&format!(
+            "locked {} packages for {} in {}",
+            locked.plan.packages.len(),
+            req.source.image.arch,
+            locked.path.display()
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }

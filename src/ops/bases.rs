@@ -70,7 +70,7 @@ fn lock_pins(image: &ResolvedImage, packages: &Packages) -> Result<Vec<LockedBas
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let lock = LockFile::read(&path).map_err(crate::plan::PlanError::from)?;
+    let lock = LockFile::read_for(&path, &image.arch).map_err(crate::plan::PlanError::from)?;
     Ok(lock.bases)
 }
 

@@ -30,6 +30,9 @@ pub struct BuildRequest {
     pub root: Option<PathBuf>,
     /// Build even when the target holds an intact result of the same inputs.
     pub force: bool,
+    /// Absolute paths that are not inputs even inside the description directory, besides the
+    /// target and a kept root (the whole target of a multi-architecture build).
+    pub not_inputs: Vec<PathBuf>,
 }
 
 impl BuildRequest {
@@ -141,6 +144,7 @@ fn build_inputs<'a>(
         skip: std::iter::once(&output.target_dir)
             .chain(req.root.as_ref())
             .map(|p| reuse::absolute(p))
+            .chain(req.not_inputs.iter().cloned())
             .collect(),
         bases,
     }
@@ -270,6 +274,7 @@ mod tests {
             hook_timeout: None,
             root: None,
             force: false,
+            not_inputs: Vec::new(),
         }
     }
 
@@ -335,6 +340,7 @@ mod tests {
             }],
             inputs: Some(key.clone()),
             pushed: Vec::new(),
+            platforms: Vec::new(),
         };
         fs::write(
             out.join("result.json"),

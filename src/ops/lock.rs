@@ -1,7 +1,9 @@
 //! `lock`: a description's packages resolved afresh and written as its lock file.
 
 use super::{OpsError, Packages, Reporter, Source, cache_space, preflight};
+use crate::apt::lock::LockFile;
 use crate::plan::{self, Plan, PlanError};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What `lock` is asked to do.
@@ -25,6 +27,40 @@ pub struct Locked {
 /// Resolve the packages of `req` afresh and write the lock file; the plan's warnings are
 /// reported once it is written.
 pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsError> {
+    let mut locked = lock_all(std::slice::from_ref(req), reporter)?;
+    Ok(locked.remove(0))
+}
+
+/// Resolve the packages of each request (one per architecture, all naming the same lock file)
+/// afresh, then write the lock file once with every architecture's pins (see
+/// [`crate::apt::lock::write_merged`]: the pins of other architectures already in it stay); the
+/// plans' warnings are reported once it is written.
+pub fn lock_all(reqs: &[LockRequest], reporter: &dyn Reporter) -> Result<Vec<Locked>, OpsError> {
+    let mut planned = Vec::new();
+    for req in reqs {
+        planned.push(plan_lock(req, reporter)?);
+    }
+    let mut by_path: BTreeMap<PathBuf, BTreeMap<String, LockFile>> = BTreeMap::new();
+    for (req, (file, locked)) in reqs.iter().zip(&planned) {
+        by_path
+            .entry(locked.path.clone())
+            .or_default()
+            .insert(req.source.image.arch.clone(), file.clone());
+    }
+    for (path, fresh) in by_path {
+        crate::apt::lock::write_merged(&path, fresh).map_err(PlanError::from)?;
+    }
+    let locked: Vec<Locked> = planned.into_iter().map(|(_, l)| l).collect();
+    for l in &locked {
+        for w in &l.plan.warnings {
+            reporter.warn(w);
+        }
+    }
+    Ok(locked)
+}
+
+/// The plan of `req`, resolved afresh, and the lock file body pinning it (not written).
+fn plan_lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<(LockFile, Locked), OpsError> {
     let image = &req.source.image;
     // Resolving needs no sandbox, only room for the indexes.
     let needs = preflight::Needs {
@@ -67,14 +103,13 @@ pub fn lock(req: &LockRequest, reporter: &dyn Reporter) -> Result<Locked, OpsErr
         lock_file.bases = pins;
         p
     };
-    lock_file.write(&opts.lock_path).map_err(PlanError::from)?;
-    for w in &p.warnings {
-        reporter.warn(w);
-    }
-    Ok(Locked {
-        plan: p,
-        path: opts.lock_path,
-    })
+    Ok((
+        lock_file,
+        Locked {
+            plan: p,
+            path: opts.lock_path,
+        },
+    ))
 }
 
 /// The installed set of a base's rpm database (the sqlite file from its layers): written into a

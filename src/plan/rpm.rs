@@ -195,7 +195,7 @@ pub(super) fn plan(
     let ctx = RpmContext::new(cache, fetcher, &image.dir);
 
     if !opts.ignore_lock && opts.lock_path.exists() {
-        let lock = LockFile::read(&opts.lock_path)?;
+        let lock = LockFile::read_for(&opts.lock_path, &image.arch)?;
         if lock.inputs != inputs {
             return Err(PlanError::StaleLock {
                 path: opts.lock_path.clone(),

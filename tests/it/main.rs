@@ -26,6 +26,7 @@ mod apt_version;
 mod build_derived;
 mod build_image;
 mod build_interrupt;
+mod build_multiarch;
 mod build_repro;
 mod build_reuse;
 mod build_sandbox;

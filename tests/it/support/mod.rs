@@ -7,6 +7,7 @@
 //! signal dispositions; child processes get what they need through their `Command`.
 
 pub mod apt_fixture;
+pub mod binfmt;
 pub mod build;
 pub mod busybox;
 pub mod dockerd;
