@@ -19,6 +19,7 @@ pub use self::build::{BuildRequest, Outcome, build};
 pub use self::create::{CreateRequest, create};
 pub use self::lock::{LockRequest, Locked, lock};
 pub use self::prepare::{PrepareRequest, prepare};
+pub use crate::remote_cache::RegistryCache;
 
 use crate::apt::fetch::Progress;
 use crate::build::BuildError;
