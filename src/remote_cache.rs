@@ -15,7 +15,8 @@
 //! and sizes, and then pass [`crate::reuse::check`], the same check a local result passes. Only
 //! then does it replace the target, in one rename; anything else leaves the target untouched.
 
-use crate::build::{Created, ResultFile};
+use crate::build::{Created, ResultFile, ResultKind, kiwi_result};
+use crate::description::ResolvedImage;
 use crate::digest::file_sha256;
 use crate::registry::{
     Client, ClientOptions, NoProgress, PushImage, PushOptions, Reference, RegistryError,
@@ -435,13 +436,16 @@ fn read_result(target: &Path) -> Result<Created, CacheError> {
 
 /// Fetches the result of inputs `key` from the repository `source` and, once it is verified
 /// (see the module documentation), puts it in place of `target` (which `build` has checked is
-/// new, empty or imgbuild's). Returns the result as `result.json` records it. On any error
-/// the target is untouched and the downloaded files are removed.
+/// new, empty or imgbuild's), with `kiwi.result.json` written for this target ([`relocate`]),
+/// so the files are those a build of `image` into `target` writes. Returns the result as its
+/// `result.json` records it. On any error the target is untouched and the downloaded files
+/// are removed.
 pub fn fetch(
     target: &Path,
     key: &str,
     source: &Reference,
     client_opts: &ClientOptions,
+    image: &ResolvedImage,
 ) -> Result<Created, CacheError> {
     let src = tagged(source, key)?;
     let reference = full(&src);
@@ -502,7 +506,53 @@ pub fn fetch(
             return Err(bad(format!("the fetched result fails the check: {reason}")));
         }
     }
+    let created = relocate(&out, target, image, created)?;
     crate::build::replace_dir(&out, target)?;
+    Ok(created)
+}
+
+/// Makes the verified result in `out` the one a build into `target` writes: KIWI's
+/// `kiwi.result.json` names the files by absolute path, so it (with its `.sha256` and its entry
+/// in `result.json`) is written again for `target`, as `create` writes it; the pushes of the
+/// machine that stored the result are not this one's. Everything else is content-addressed
+/// and stays as fetched.
+fn relocate(
+    out: &Path,
+    target: &Path,
+    image: &ResolvedImage,
+    mut created: Created,
+) -> Result<Created, CacheError> {
+    let fail = |reason: String| CacheError::Result {
+        target: target.to_path_buf(),
+        reason,
+    };
+    created.pushed.clear();
+    if let Some(i) = created
+        .files
+        .iter()
+        .position(|f| f.kind == ResultKind::KiwiResult && f.name == kiwi_result::FILE_NAME)
+    {
+        let path = out.join(kiwi_result::FILE_NAME);
+        let json = kiwi_result::KiwiResult::of(&created, image, target)
+            .to_json()
+            .map_err(|e| fail(format!("{}: {e}", kiwi_result::FILE_NAME)))?;
+        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
+        let hexd = hex::encode(Sha256::digest(json.as_bytes()));
+        crate::image::output::write_sha256_line(&path, &hexd)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut side = path.into_os_string();
+        side.push(".sha256");
+        let side = PathBuf::from(side);
+        std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| io(&side, e))?;
+        created.files[i].sha256 = Some(hexd);
+        created.files[i].size = Some(json.len() as u64);
+    }
+    let path = out.join("result.json");
+    let json = serde_json::to_string_pretty(&created)
+        .map_err(|e| fail(format!("result.json: {e}")))?
+        + "\n";
+    crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
     Ok(created)
 }
 

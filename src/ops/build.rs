@@ -148,7 +148,7 @@ fn cache_from(req: &BuildRequest, key: Option<&str>, reporter: &dyn Reporter) ->
     }
     let target = &req.output.target_dir;
     for from in &cache.from {
-        match remote_cache::fetch(target, key, from, &cache.client) {
+        match remote_cache::fetch(target, key, from, &cache.client, &req.source.image) {
             Ok(created) => {
                 reporter.info(&format!(
                     "up to date from the registry cache {} (inputs {key})",

@@ -1,7 +1,9 @@
 //! The shared build cache in a registry: "machine A" builds debian-minimal (bookworm) with
 //! `--cache-to`; "machine B" (its own package cache, store, target, temporary directory, working
-//! directory and copy of the description) builds with `--cache-from` and gets the identical
-//! files without preparing a root; tampered artifacts are refused and B builds normally.
+//! directory and copy of the description) builds with `--cache-from` and gets A's files
+//! without preparing a root (only `kiwi.result.json`, which names its target by absolute path,
+//! written for B's target); tampered artifacts are refused and "machine C" builds normally, into
+//! the same target path as B, byte for byte what B got from the cache.
 //!
 //! Needs root, the Debian mirror of the host's apt sources and the registry tools.
 
@@ -44,14 +46,14 @@ struct Machine {
 }
 
 impl Machine {
-    fn new(dir: PathBuf) -> Machine {
+    fn new(dir: PathBuf, target: &Path) -> Machine {
         let desc = dir.join("elsewhere/descriptions/minimal");
         copy_dir(&description("debian-minimal"), &desc);
         for d in ["work/sub", "tmp", "cache"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
         Machine {
-            target: dir.join("results/out"),
+            target: target.to_path_buf(),
             cache: dir.join("cache"),
             desc,
             dir,
@@ -142,6 +144,7 @@ fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_ref
         return;
     };
     let t = scratch("build-cache");
+    fs::create_dir_all(t.path().join("registry")).unwrap();
     let registry = Registry::start(&t.path().join("registry"), None, None);
     let host = registry.host();
     let cache_ref = format!("docker://{host}/ci/minimal");
@@ -173,7 +176,8 @@ fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_ref
     );
 
     // Machine B: nothing in common with A but the registry and the binary.
-    let b = Machine::new(t.path().join("b"));
+    let target = t.path().join("results/out");
+    let b = Machine::new(t.path().join("b"), &target);
     let start = Instant::now();
     let hit = b.build(&b.cache, &["--cache-from", &cache_ref]);
     let took = start.elapsed();
@@ -195,9 +199,32 @@ fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_ref
         "B's package cache holds {} bytes",
         bytes_under(&b.cache)
     );
-    assert_eq!(tree_bytes(&b.target), a_files, "B's files differ from A's");
+    // A's files, but for KIWI's index of B's target (and its checksum and entry).
+    let b_files = tree_bytes(&b.target);
+    let relocated = ["kiwi.result.json", "kiwi.result.json.sha256", "result.json"];
+    let unmoved = |files: &[(PathBuf, Vec<u8>)]| -> Vec<(PathBuf, Vec<u8>)> {
+        files
+            .iter()
+            .filter(|(p, _)| !relocated.iter().any(|r| p == Path::new(r)))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(unmoved(&b_files), unmoved(&a_files), "B's files differ from A's");
+    assert_eq!(b_files.len(), a_files.len());
+    let kiwi = fs::read_to_string(b.target.join("kiwi.result.json")).unwrap();
+    assert!(kiwi.contains(&*b.target.to_string_lossy()), "{kiwi}");
+    let without_kiwi = |target: &Path| {
+        let mut v = result_json(target);
+        v["files"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["kind"] != "kiwi-result");
+        v
+    };
+    assert_eq!(without_kiwi(&b.target), without_kiwi(&a.join("out")));
     assert!(took < Duration::from_secs(2), "the cache hit took {took:?}");
     assert!(work_dirs(b.target.parent().unwrap()).is_empty());
+    fs::remove_dir_all(&target).unwrap();
 
     // Tampered artifacts under the key's tag: a docker-archive that is not the one result.json
     // records, and a result.json of other inputs. Also a cache without the tag and one that
@@ -220,7 +247,7 @@ fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_ref
     fs::write(&rj, fs::read_to_string(&rj).unwrap().replace(&key, &other)).unwrap();
     push_artifact(&host, "ci/t2", &key, &tampered.join("key"));
 
-    let c = Machine::new(t.path().join("c"));
+    let c = Machine::new(t.path().join("c"), &target);
     let refs = [
         format!("docker://{host}/ci/t1"),
         format!("docker://{host}/ci/t2"),
@@ -258,8 +285,8 @@ fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_ref
     assert!(log.contains("pack ..."), "C did not build:\n{log}");
     assert_eq!(
         tree_bytes(&c.target),
-        a_files,
-        "C's build differs from A's"
+        b_files,
+        "C's build differs from what B got from the cache"
     );
     assert!(work_dirs(c.target.parent().unwrap()).is_empty());
 }
