@@ -133,7 +133,8 @@ fn collect(root: &std::path::Path, rel: &std::path::Path, out: &mut Vec<String>)
         return;
     };
     if meta.is_dir() {
-        let entries = std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let entries =
+            std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for e in entries {
             let e = e.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             collect(root, &rel.join(e.file_name()), out);

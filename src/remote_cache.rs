@@ -13,7 +13,9 @@
 //! titles (no absolute path, no `..`, no duplicates, nothing outside what its `result.json`
 //! lists), a `result.json` whose inputs key equals this build's, blobs matching their digests
 //! and sizes, and then pass [`crate::reuse::check`], the same check a local result passes. Only
-//! then does it replace the target, in one rename; anything else leaves the target untouched.
+//! then does it replace the target, in one rename, with KIWI's `kiwi.result.json` (which names
+//! the files by absolute path) written for this target; anything else leaves the target
+//! untouched.
 
 use crate::build::{Created, ResultFile, ResultKind, kiwi_result};
 use crate::description::ResolvedImage;
@@ -162,8 +164,8 @@ pub fn cache_tag(key: &str) -> Option<String> {
 
 /// `r` with the tag of `key`.
 fn tagged(r: &Reference, key: &str) -> Result<Reference, CacheError> {
-    let tag = cache_tag(key).ok_or_else(|| CacheError::Result {
-        target: PathBuf::new(),
+    let tag = cache_tag(key).ok_or_else(|| CacheError::Reference {
+        reference: shown(r),
         reason: format!("the inputs key {key:?} is not a sha256 digest"),
     })?;
     Ok(Reference {
@@ -271,10 +273,17 @@ pub fn check_titles<'a>(titles: impl IntoIterator<Item = &'a str>) -> Result<(),
     }
     for t in &seen {
         let mut prefix = String::new();
-        for c in t.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |(_, p)| p) {
+        for c in t
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, p)| p)
+        {
             prefix.push_str(c);
             if seen.contains(prefix.as_str()) {
-                return Err(format!("{prefix:?} is both a file and the directory of {t:?}"));
+                return Err(format!(
+                    "{prefix:?} is both a file and the directory of {t:?}"
+                ));
             }
             prefix.push('/');
         }
@@ -292,6 +301,20 @@ fn belongs(title: &str, files: &[ResultFile]) -> bool {
                 .is_some_and(|rest| rest.starts_with('/')),
             None => title == f.name || title.strip_prefix(f.name.as_str()) == Some(".sha256"),
         })
+}
+
+/// The size `result.json` fixes for the file `title`: a listed file's recorded size, or the
+/// length of the `.sha256` line beside it (`<64 hex>  <name>\n`).
+fn expected_size(title: &str, files: &[ResultFile]) -> Option<u64> {
+    files.iter().find_map(|f| {
+        if title == f.name {
+            f.size
+        } else if f.sha256.is_some() && title.strip_prefix(f.name.as_str()) == Some(".sha256") {
+            Some(64 + 2 + f.name.len() as u64 + 1)
+        } else {
+            None
+        }
+    })
 }
 
 /// What [`store`] did.
@@ -497,6 +520,17 @@ pub fn fetch(
     if let Some((t, _)) = layers.iter().find(|(t, _)| !belongs(t, &created.files)) {
         return Err(bad(format!("{t:?} is not a file its result.json lists")));
     }
+    // Sizes result.json fixes are checked before anything large is downloaded.
+    for (t, d) in &layers {
+        if let Some(size) = expected_size(t, &created.files)
+            && size != d.size
+        {
+            return Err(bad(format!(
+                "{t:?} is {} bytes in the manifest, {size} in result.json",
+                d.size
+            )));
+        }
+    }
     let rest: Vec<&(String, Descriptor)> =
         layers.iter().filter(|(t, _)| t != "result.json").collect();
     download_all(&client, &src.repository, &rest, &out).map_err(|e| e.named(&reference))?;
@@ -538,8 +572,7 @@ fn relocate(
             .map_err(|e| fail(format!("{}: {e}", kiwi_result::FILE_NAME)))?;
         crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
         let hexd = hex::encode(Sha256::digest(json.as_bytes()));
-        crate::image::output::write_sha256_line(&path, &hexd)
-            .map_err(|e| fail(e.to_string()))?;
+        crate::image::output::write_sha256_line(&path, &hexd).map_err(|e| fail(e.to_string()))?;
         let mut side = path.into_os_string();
         side.push(".sha256");
         let side = PathBuf::from(side);
@@ -587,7 +620,10 @@ fn check_manifest(m: &ArtifactManifest) -> Result<Vec<(String, Descriptor)>, Str
             .get(TITLE)
             .ok_or_else(|| format!("the blob {} has no {TITLE}", l.digest))?;
         if cache_tag(&l.digest).is_none() {
-            return Err(format!("{title:?}: the digest {:?} is not sha256", l.digest));
+            return Err(format!(
+                "{title:?}: the digest {:?} is not sha256",
+                l.digest
+            ));
         }
         out.push((title.clone(), l.clone()));
     }
@@ -755,7 +791,10 @@ mod tests {
             vec!["x", "x"],
             vec!["a.oci", "a.oci/index.json"],
         ] {
-            assert!(check_titles(bad.iter().copied()).is_err(), "{bad:?} accepted");
+            assert!(
+                check_titles(bad.iter().copied()).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
@@ -783,6 +822,9 @@ mod tests {
         for no in ["i.tarx", "i.oci", "i.ocix/a", "evil.sh", "i.tar.sha256x"] {
             assert!(!belongs(no, &files), "{no}");
         }
+        assert_eq!(expected_size("i.tar", &files), Some(1));
+        assert_eq!(expected_size("i.tar.sha256", &files), Some(72));
+        assert_eq!(expected_size("i.oci/index.json", &files), None);
     }
 
     #[test]
@@ -865,7 +907,10 @@ mod tests {
     #[test]
     fn the_tag_is_the_hex_of_the_key() {
         let key = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(cache_tag(&key).unwrap(), format!("imgbuild-{}", "a".repeat(64)));
+        assert_eq!(
+            cache_tag(&key).unwrap(),
+            format!("imgbuild-{}", "a".repeat(64))
+        );
         assert!(cache_tag("sha256:xyz").is_none());
         assert!(cache_tag(&"a".repeat(64)).is_none());
         assert!(crate::reference::check_tag(&cache_tag(&key).unwrap()).is_ok());

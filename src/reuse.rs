@@ -666,6 +666,42 @@ mod tests {
     }
 
     #[test]
+    fn archives_inside_the_directory_are_named_relative_to_it() {
+        let t = tempfile::tempdir().unwrap();
+        let with_archive = XML.replace(
+            "<package name=\"hello\"/>",
+            "<package name=\"hello\"/>\n        <archive name=\"overlay.tar\"/>",
+        );
+        let keys: Vec<String> = ["a", "elsewhere/deeper/b"]
+            .iter()
+            .map(|d| {
+                let dir = t.path().join(d);
+                description_dir(&dir, false);
+                fs::write(dir.join("config.xml"), &with_archive).unwrap();
+                fs::write(dir.join("overlay.tar"), "tar").unwrap();
+                key_in(&dir)
+            })
+            .collect();
+        assert_eq!(keys[0], keys[1]);
+        // The archive's content is in the key.
+        fs::write(t.path().join("a/overlay.tar"), "TAR").unwrap();
+        assert_ne!(key_in(&t.path().join("a")), keys[0]);
+        // A path outside the directory stays absolute.
+        let dir = t.path().join("a");
+        assert_eq!(key_path(&dir, &dir.join("x/y")), Path::new("x/y"));
+        assert_eq!(key_path(&dir, &dir.join("../o")), t.path().join("o"));
+    }
+
+    #[test]
+    fn the_tool_is_the_version_and_the_source_not_the_executable() {
+        let id = tool_identity();
+        assert!(id.starts_with(&format!("imgbuild {} sha256:", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(id.len(), format!("imgbuild {} ", env!("CARGO_PKG_VERSION")).len() + 71);
+        let exe = std::env::current_exe().unwrap();
+        assert!(!id.contains(&*exe.to_string_lossy()), "{id}");
+    }
+
+    #[test]
     fn every_description_file_is_in_the_key() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("d");

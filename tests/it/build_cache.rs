@@ -209,7 +209,11 @@ fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_ref
             .cloned()
             .collect()
     };
-    assert_eq!(unmoved(&b_files), unmoved(&a_files), "B's files differ from A's");
+    assert_eq!(
+        unmoved(&b_files),
+        unmoved(&a_files),
+        "B's files differ from A's"
+    );
     assert_eq!(b_files.len(), a_files.len());
     let kiwi = fs::read_to_string(b.target.join("kiwi.result.json")).unwrap();
     assert!(kiwi.contains(&*b.target.to_string_lossy()), "{kiwi}");
