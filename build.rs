@@ -122,7 +122,11 @@ fn source_digest() {
             h.update(part);
         }
     }
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = h.finalize().iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     println!("cargo:rustc-env=IMGBUILD_SOURCE_DIGEST=sha256:{hex}");
 }
 

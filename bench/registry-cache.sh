@@ -27,6 +27,7 @@ DESC=$repo/descriptions/debian-minimal
 CACHE=${CACHE:-$repo/target/bench-build-cache}
 profile_args=()
 if [ -n "${PROFILE:-}" ]; then profile_args=(--profile "$PROFILE"); fi
+mkdir -p "$repo/target"
 W=$(mktemp -d "$repo/target/bench-registry-cache.XXXXXX")
 cleanup() {
   [ -s "$W/registry.pid" ] && kill "$(cat "$W/registry.pid")" 2>/dev/null
@@ -68,7 +69,7 @@ hit="rm -rf $W/hit $W/hit-cache $W/hit-store && mkdir $W/hit-cache && \
 IMGBUILD_STORAGE_ROOT=$W/hit-store $BIN build $DESC ${profile_args[*]} --cache-dir $W/hit-cache \
 --target-dir $W/hit --cache-from $REF 2>$W/hit.log && grep -q 'from the registry cache' $W/hit.log"
 local_build="$BIN build $DESC ${profile_args[*]} --force --cache-dir $CACHE --target-dir $W/local 2>/dev/null"
-bash -c "$hit" || { cat "$W/hit.log" >&2; exit 1; }
+bash -c "$hit" >/dev/null || { cat "$W/hit.log" >&2; exit 1; }
 python3 - "$W/hit/result.json" "$W/stored/result.json" <<'PY' || exit 1
 import json, sys
 def files(p):
@@ -86,7 +87,8 @@ python3 - "$json" <<'PY'
 import json, sys
 hit, local = json.load(open(sys.argv[1]))["results"]
 def cpu(r):
-    return sum(u + s for u, s in zip(r["user"], r["system"])) / len(r["user"])
+    # hyperfine's JSON holds the mean user and system times of the runs.
+    return r["user"] + r["system"]
 wall = hit["mean"] / local["mean"]
 c = cpu(hit) / cpu(local)
 print(f"cache hit: {hit['mean']:.3f} s ± {hit['stddev'] or 0:.3f} wall, {cpu(hit):.3f} s CPU")

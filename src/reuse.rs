@@ -696,7 +696,10 @@ mod tests {
     fn the_tool_is_the_version_and_the_source_not_the_executable() {
         let id = tool_identity();
         assert!(id.starts_with(&format!("imgbuild {} sha256:", env!("CARGO_PKG_VERSION"))));
-        assert_eq!(id.len(), format!("imgbuild {} ", env!("CARGO_PKG_VERSION")).len() + 71);
+        assert_eq!(
+            id.len(),
+            format!("imgbuild {} ", env!("CARGO_PKG_VERSION")).len() + 71
+        );
         let exe = std::env::current_exe().unwrap();
         assert!(!id.contains(&*exe.to_string_lossy()), "{id}");
     }
