@@ -14,6 +14,11 @@
 //!   the fixture repackages. Rebuilt when `/usr/bin` or that file changes.
 //! - `cfg(imgbuild_has_qemu_user)`: qemu-user-static's aarch64 emulator and its `binfmt_misc`
 //!   registration line are installed (the multi-architecture tests register it while they run).
+//!
+//! Also `IMGBUILD_SOURCE_DIGEST`: a sha256 over the source imgbuild is compiled from (`src/`,
+//! `Cargo.toml`, `Cargo.lock`, `build.rs`; relative paths and contents, sorted), the identity
+//! of the program in the inputs key (`reuse::tool_identity`). It names no path or time of the
+//! machine, so the same source gives the same key anywhere. Rebuilt when those change.
 
 /// The bookworm archive key the keyring test reads.
 const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-bookworm-automatic.gpg";
@@ -49,6 +54,7 @@ fn main() {
         println!("cargo:rustc-check-cfg=cfg({cfg})");
     }
     println!("cargo:rerun-if-changed=build.rs");
+    source_digest();
     println!("cargo:rerun-if-env-changed=USER");
     println!("cargo:rerun-if-env-changed=HOME");
     if std::path::Path::new("/usr/share/keyrings").is_dir() {
@@ -106,5 +112,53 @@ fn main() {
     });
     if bookworm_lists {
         println!("cargo:rustc-cfg=imgbuild_has_bookworm_apt_lists");
+    }
+}
+
+/// The files whose content makes imgbuild what it is, as paths relative to the package root.
+const SOURCE_ROOTS: [&str; 4] = ["src", "Cargo.toml", "Cargo.lock", "build.rs"];
+
+/// Sets `IMGBUILD_SOURCE_DIGEST` to `sha256:<hex>` over every file of [`SOURCE_ROOTS`]: for
+/// each, sorted by relative path, the path and the content, each length-prefixed.
+fn source_digest() {
+    use sha2::{Digest, Sha256};
+    let root = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let mut files = Vec::new();
+    for r in SOURCE_ROOTS {
+        println!("cargo:rerun-if-changed={r}");
+        collect(&root, std::path::Path::new(r), &mut files);
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for rel in &files {
+        let data = std::fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        for part in [rel.as_bytes(), &data] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    let hex = h.finalize().iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    println!("cargo:rustc-env=IMGBUILD_SOURCE_DIGEST=sha256:{hex}");
+}
+
+/// The regular files at or under `rel` (relative to `root`), as `/`-separated relative paths.
+fn collect(root: &std::path::Path, rel: &std::path::Path, out: &mut Vec<String>) {
+    let path = root.join(rel);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let entries =
+            std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for e in entries {
+            let e = e.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            collect(root, &rel.join(e.file_name()), out);
+        }
+    } else if meta.is_file() {
+        out.push(rel.to_string_lossy().into_owned());
     }
 }

@@ -30,7 +30,7 @@ if [ -n "${PROFILE:-}" ]; then profile_args=(--profile "$PROFILE"); fi
 cmd=("$BIN" build "$DESC" "${profile_args[@]}" --cache-dir "$CACHE" --target-dir "$TARGET")
 
 # The untimed first build: a full one unless the target already holds an up-to-date result (a
-# result of another imgbuild binary is not: the key names the executable).
+# result of an imgbuild built from other source is not: the key names the source digest).
 "${cmd[@]}" >/dev/null 2>"$TARGET.log" || { tail -n 20 "$TARGET.log" >&2; exit 1; }
 log=$("${cmd[@]}" 2>&1 >/dev/null)
 if ! grep -q 'up to date (inputs sha256:' <<<"$log"; then

@@ -937,7 +937,9 @@ pub fn packages_list(root: &Path) -> Result<String, BuildError> {
 }
 
 /// Put the finished directory `new` in place of `target`: an atomic exchange when the target
-/// exists (the old result is then removed), a rename otherwise.
+/// exists (the old result is then removed), a rename otherwise. `new` must be on the target's
+/// file system (a work directory beside it); also how a result fetched from a registry cache
+/// replaces the target.
 pub fn replace_dir(new: &Path, target: &Path) -> Result<(), BuildError> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the serialisation, the first field of every digest; bumped whenever what goes
 /// into the inputs key changes.
-pub const FORMAT: &str = "imgbuild-inputs/1";
+pub const FORMAT: &str = "imgbuild-inputs/2";
 
 /// Errors while reading what is digested.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,19 @@ impl KeyWriter {
         path: &Path,
         skip: &[PathBuf],
     ) -> Result<(), DigestError> {
-        self.field(tag, path.as_os_str().as_bytes());
+        self.followed_as(tag, path, path, skip)
+    }
+
+    /// [`KeyWriter::followed`], with `path` named `name` in the key (a path relative to the
+    /// description directory, so the key does not depend on where that directory is).
+    pub fn followed_as(
+        &mut self,
+        tag: &str,
+        name: &Path,
+        path: &Path,
+        skip: &[PathBuf],
+    ) -> Result<(), DigestError> {
+        self.field(tag, name.as_os_str().as_bytes());
         match fs_err::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.str("missing", "");

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod plan;
 pub mod reference;
 pub mod registry;
+pub mod remote_cache;
 pub mod reuse;
 pub mod rootfs;
 pub mod rpm;

@@ -21,6 +21,7 @@ pub use self::create::{CreateRequest, create};
 pub use self::lock::{LockRequest, Locked, lock, lock_all};
 pub use self::platforms::{PlatformsOutcome, PlatformsRequest, build_platforms};
 pub use self::prepare::{PrepareRequest, prepare};
+pub use crate::remote_cache::RegistryCache;
 
 use crate::apt::fetch::Progress;
 use crate::build::BuildError;

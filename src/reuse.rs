@@ -21,7 +21,6 @@ use crate::image::base::BaseSource;
 use crate::image::{Compression, ImageError};
 use crate::plan::{self, Overrides, PlanError, PlanOptions};
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub use crate::digest::FORMAT;
@@ -130,22 +129,16 @@ pub enum InputsKey {
     Unknown(String),
 }
 
-/// imgbuild's version plus the identity (path, size, modification time) of the running
-/// executable, so that a rebuilt imgbuild of the same version does not reuse older results.
+/// imgbuild's version plus the digest of the source it was compiled from (`build.rs` computes
+/// it over `src/`, `Cargo.toml`, `Cargo.lock` and `build.rs`): a changed imgbuild does not reuse
+/// older results, and the same imgbuild built anywhere gives the same key (no executable path or
+/// time in it), so results can be shared between machines ([`crate::remote_cache`]).
 pub fn tool_identity() -> String {
-    let mut id = format!("imgbuild {}", env!("CARGO_PKG_VERSION"));
-    if let Ok(exe) = std::env::current_exe()
-        && let Ok(m) = exe.metadata()
-    {
-        id.push_str(&format!(
-            " {} {} {}.{}",
-            exe.display(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec()
-        ));
-    }
-    id
+    format!(
+        "imgbuild {} {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("IMGBUILD_SOURCE_DIGEST")
+    )
 }
 
 /// The absolute form of `p` with its existing parent resolved (the path itself may not exist).
@@ -199,24 +192,42 @@ fn key_description(w: &mut KeyWriter, inputs: &BuildInputs<'_>) {
 
 /// Every file of the description directory, what a top-level symlink points to (`root/`,
 /// `config.sh`, … are read through their links), and the `<archive>` and `<file>` sources,
-/// which may lie outside the directory.
+/// which may lie outside the directory. Paths inside the directory enter the key relative to
+/// it, so a copy of the description elsewhere has the same key ([`key_path`]).
 fn key_description_files(w: &mut KeyWriter, inputs: &BuildInputs<'_>) -> Result<(), ReuseError> {
     let image = inputs.image;
     let dir = std::fs::canonicalize(&image.dir).map_err(|e| io(&image.dir, e))?;
     w.field("dir", b"");
     w.tree(&dir, &inputs.skip)?;
     for l in &top_level_links(&dir)? {
-        w.followed("linked", l, &inputs.skip)?;
+        w.followed_as("linked", &key_path(&dir, l), l, &inputs.skip)?;
     }
     for set in [&image.packages.bootstrap, &image.packages.image] {
         for a in &set.archives {
-            w.followed("archive", &image.dir.join(&a.name), &inputs.skip)?;
+            let p = dir.join(&a.name);
+            w.followed_as("archive", &key_path(&dir, &p), &p, &inputs.skip)?;
         }
         for f in &set.files {
-            w.followed("file", &image.dir.join(&f.name), &inputs.skip)?;
+            let p = dir.join(&f.name);
+            w.followed_as("file", &key_path(&dir, &p), &p, &inputs.skip)?;
         }
     }
     Ok(())
+}
+
+/// How `path` is named in the key: relative to the description directory `dir` when it lies
+/// inside it (lexically: only plain components below `dir`), else absolute with its parent
+/// resolved. A path outside the description directory is machine-specific by nature (another
+/// machine may keep other content there), so it stays absolute.
+fn key_path(dir: &Path, path: &Path) -> PathBuf {
+    if let Ok(rel) = path.strip_prefix(dir)
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return rel.to_path_buf();
+    }
+    absolute(path)
 }
 
 /// The symlinks directly in `dir`, sorted.
@@ -240,8 +251,10 @@ fn key_options(w: &mut KeyWriter, inputs: &BuildInputs<'_>) -> Result<(), ReuseE
     let o = inputs.overrides;
     w.str("set-repo", o.set_repo.as_deref().unwrap_or("\0none"));
     w.str("ignore-repos", if o.ignore_repos { "yes" } else { "no" });
+    let dir = absolute(&inputs.image.dir);
     for k in &o.signing_keys {
-        w.followed("signing-key", k, &[])?;
+        let k = absolute(k);
+        w.followed_as("signing-key", &key_path(&dir, &k), &k, &[])?;
     }
     for (tag, list) in [
         ("add-repo", &o.add_repos),
@@ -650,6 +663,45 @@ mod tests {
         fs::write(a.join("out/result.json"), "{}").unwrap();
         fs::create_dir_all(a.join(".imgbuild-root-x/root")).unwrap();
         assert_eq!(ka, key_in(&a));
+    }
+
+    #[test]
+    fn archives_inside_the_directory_are_named_relative_to_it() {
+        let t = tempfile::tempdir().unwrap();
+        let with_archive = XML.replace(
+            "<package name=\"hello\"/>",
+            "<package name=\"hello\"/>\n        <archive name=\"overlay.tar\"/>",
+        );
+        let keys: Vec<String> = ["a", "elsewhere/deeper/b"]
+            .iter()
+            .map(|d| {
+                let dir = t.path().join(d);
+                description_dir(&dir, false);
+                fs::write(dir.join("config.xml"), &with_archive).unwrap();
+                fs::write(dir.join("overlay.tar"), "tar").unwrap();
+                key_in(&dir)
+            })
+            .collect();
+        assert_eq!(keys[0], keys[1]);
+        // The archive's content is in the key.
+        fs::write(t.path().join("a/overlay.tar"), "TAR").unwrap();
+        assert_ne!(key_in(&t.path().join("a")), keys[0]);
+        // A path outside the directory stays absolute.
+        let dir = t.path().join("a");
+        assert_eq!(key_path(&dir, &dir.join("x/y")), Path::new("x/y"));
+        assert_eq!(key_path(&dir, &dir.join("../o")), t.path().join("o"));
+    }
+
+    #[test]
+    fn the_tool_is_the_version_and_the_source_not_the_executable() {
+        let id = tool_identity();
+        assert!(id.starts_with(&format!("imgbuild {} sha256:", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(
+            id.len(),
+            format!("imgbuild {} ", env!("CARGO_PKG_VERSION")).len() + 71
+        );
+        let exe = std::env::current_exe().unwrap();
+        assert!(!id.contains(&*exe.to_string_lossy()), "{id}");
     }
 
     #[test]

@@ -128,6 +128,35 @@ pub struct BuildArgs {
     /// container name with its tag and additional names, as `--load` names it).
     #[arg(long, value_name = "HOST[/PREFIX]")]
     pub push_default: Option<String>,
+    /// Before building, look for the result of the same inputs in this registry cache
+    /// `[docker://]HOST[:PORT]/REPO` (repeatable, tried in order); a verified one replaces the
+    /// target instead of a build, anything else is a warning and the build goes on.
+    #[arg(long = "cache-from", value_name = "REF")]
+    pub cache_from: Vec<String>,
+    /// After the build (or its reuse), store the result in this registry cache
+    /// `[docker://]HOST[:PORT]/REPO`, tagged by its inputs key (repeatable).
+    #[arg(long = "cache-to", value_name = "REF")]
+    pub cache_to: Vec<String>,
+}
+
+/// The registry caches `--cache-from` and `--cache-to` name, parsed (a bad one fails here,
+/// before the build), reached with the registry options `--push` uses.
+fn registry_cache(args: &BuildArgs) -> anyhow::Result<Option<ops::RegistryCache>> {
+    if args.cache_from.is_empty() && args.cache_to.is_empty() {
+        return Ok(None);
+    }
+    let parse = |flag: &str, list: &[String]| {
+        list.iter()
+            .map(|r| {
+                imgbuild::remote_cache::parse_reference(r).with_context(|| format!("{flag} {r}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    Ok(Some(ops::RegistryCache {
+        from: parse("--cache-from", &args.cache_from)?,
+        to: parse("--cache-to", &args.cache_to)?,
+        client: args.packages.registry.client_options()?,
+    }))
 }
 
 /// The references `--push` and `--push-default` name, parsed (a bad one fails here, before
@@ -312,6 +341,7 @@ pub fn exec(
         output.oci_dir = true;
     }
     let registry = args.packages.registry.clone();
+    let cache = registry_cache(&args)?;
     let request = ops::BuildRequest {
         source,
         packages: ops::Packages {
@@ -323,6 +353,7 @@ pub fn exec(
         root: args.root,
         force: args.force,
         not_inputs: Vec::new(),
+        cache,
     };
     // Before anything is written or downloaded: a target that is not ours is never replaced.
     request.check()?;
@@ -386,6 +417,8 @@ fn exec_platforms(
         );
     }
     let registry = args.packages.registry.clone();
+    // Each architecture is looked up in and stored to the registry caches under its own key.
+    let cache = registry_cache(&args)?;
     let packages = ops::Packages {
         snapshots: args.snapshot.snapshots(),
         ..args.packages.packages(storage_root, storage_driver)?
@@ -400,6 +433,7 @@ fn exec_platforms(
             root: None,
             force: args.force,
             not_inputs: Vec::new(),
+            cache: cache.clone(),
         })
         .collect();
     let request = ops::PlatformsRequest {

@@ -384,6 +384,8 @@ pub fn system(
                 push: Vec::new(),
                 push_default: None,
                 test: Vec::new(),
+                cache_from: Vec::new(),
+                cache_to: Vec::new(),
             };
             super::build::exec(args, settings, storage_root, storage_driver)
         }

@@ -7,6 +7,7 @@ use super::{
 use crate::build::base::{ImageBases, PinnedBase};
 use crate::build::{CreateOptions, Created};
 use crate::plan::PlanOptions;
+use crate::remote_cache::{self, RegistryCache};
 use crate::reuse;
 use crate::workdir::{self, WorkDir};
 use std::collections::BTreeMap;
@@ -33,6 +34,9 @@ pub struct BuildRequest {
     /// Absolute paths that are not inputs even inside the description directory, besides the
     /// target and a kept root (the whole target of a multi-architecture build).
     pub not_inputs: Vec<PathBuf>,
+    /// Registry caches: results fetched from (when the target's own cannot be reused) and
+    /// stored to (after the build or reuse); see [`crate::remote_cache`].
+    pub cache: Option<RegistryCache>,
 }
 
 impl BuildRequest {
@@ -97,8 +101,17 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
     };
     let bases = super::bases::resolve(image, &req.packages, &req.packages.bases, reporter)?;
     match reuse_or_key(req, &plan, &output, &bases, reporter) {
-        Reuse::Result(created) => return Ok(Outcome::Reused(created)),
-        Reuse::Rebuild(key) => output.inputs = key,
+        Reuse::Result(created) => {
+            cache_to(req, &created, reporter);
+            return Ok(Outcome::Reused(created));
+        }
+        Reuse::Rebuild(key) => {
+            if let Some(created) = cache_from(req, key.as_deref(), reporter) {
+                cache_to(req, &created, reporter);
+                return Ok(Outcome::Reused(created));
+            }
+            output.inputs = key;
+        }
     }
 
     let opts = req
@@ -122,7 +135,62 @@ pub fn build(req: &BuildRequest, reporter: &dyn Reporter) -> Result<Outcome, Ops
         },
     )?;
     stages.finish();
+    cache_to(req, &created, reporter);
     Ok(Outcome::Built(created))
+}
+
+/// `--cache-from`: the first registry cache that holds a verified result of `key`, put in
+/// place of the target. Not for `--force` or a kept root (those must prepare); a cache that
+/// cannot give the result is a warning, and the build goes on.
+fn cache_from(req: &BuildRequest, key: Option<&str>, reporter: &dyn Reporter) -> Option<Created> {
+    let (Some(cache), Some(key)) = (&req.cache, key) else {
+        return None;
+    };
+    if req.force || req.root.is_some() {
+        return None;
+    }
+    let target = &req.output.target_dir;
+    for from in &cache.from {
+        match remote_cache::fetch(target, key, from, &cache.client, &req.source.image) {
+            Ok(created) => {
+                reporter.info(&format!(
+                    "up to date from the registry cache {} (inputs {key})",
+                    remote_cache::shown(from)
+                ));
+                return Some(created);
+            }
+            Err(remote_cache::CacheError::Missing { .. }) => reporter.info(&format!(
+                "the registry cache {} has no result of inputs {key}",
+                remote_cache::shown(from)
+            )),
+            Err(e) => reporter.warn(&format!(
+                "not using the registry cache {}: {e}",
+                remote_cache::shown(from)
+            )),
+        }
+    }
+    None
+}
+
+/// `--cache-to`: stores the result in the target (built, reused or fetched) in each registry
+/// cache, when it has an inputs key. A cache that cannot take it is a warning: the build
+/// itself succeeded.
+fn cache_to(req: &BuildRequest, created: &Created, reporter: &dyn Reporter) {
+    let (Some(cache), Some(key)) = (&req.cache, &created.inputs) else {
+        return;
+    };
+    for to in &cache.to {
+        match remote_cache::store(&req.output.target_dir, key, to, &cache.client) {
+            Ok(stored) => reporter.info(&format!(
+                "stored in the registry cache as {} ({}; {} blobs uploaded, {} present)",
+                stored.reference, stored.manifest_digest, stored.uploaded, stored.skipped
+            )),
+            Err(e) => reporter.warn(&format!(
+                "not stored in the registry cache {}: {e}",
+                remote_cache::shown(to)
+            )),
+        }
+    }
 }
 
 /// Everything the build of `req` reads, for its inputs key: the target and a kept root are
@@ -275,6 +343,7 @@ mod tests {
             root: None,
             force: false,
             not_inputs: Vec::new(),
+            cache: None,
         }
     }
 

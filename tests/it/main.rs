@@ -23,6 +23,7 @@ mod apt_freshness;
 mod apt_repo;
 mod apt_solver;
 mod apt_version;
+mod build_cache;
 mod build_derived;
 mod build_image;
 mod build_interrupt;
