@@ -830,6 +830,42 @@ impl<'a> Pack<'a> {
     }
 }
 
+/// Makes the finished result in `dir` the one a build into `target` writes, for a result
+/// written or fetched elsewhere and moved there: KIWI's `kiwi.result.json` names the files by
+/// absolute path, so it (with its `.sha256` and its entry in `result.json`) is written again
+/// for `target`, as `create` writes it; then `result.json`. Everything else is
+/// content-addressed and stays.
+pub fn relocate_result(
+    dir: &Path,
+    target: &Path,
+    image: &ResolvedImage,
+    mut created: Created,
+) -> Result<Created, BuildError> {
+    if let Some(i) = created
+        .files
+        .iter()
+        .position(|f| f.kind == ResultKind::KiwiResult && f.name == kiwi_result::FILE_NAME)
+    {
+        let path = dir.join(kiwi_result::FILE_NAME);
+        let json = kiwi_result::KiwiResult::of(&created, image, target)
+            .to_json()
+            .map_err(|source| BuildError::ResultJson {
+                path: path.clone(),
+                source,
+            })?;
+        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
+        let hexd = sha256_hex(json.as_bytes());
+        write_sha256_line(&path, &hexd)?;
+        let side = dir.join(format!("{}.sha256", kiwi_result::FILE_NAME));
+        std::fs::set_permissions(&side, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(|e| io(&side, e))?;
+        created.files[i].sha256 = Some(hexd);
+        created.files[i].size = Some(json.len() as u64);
+    }
+    write_result_json(dir, &created)?;
+    Ok(created)
+}
+
 /// Writes `created` as `dir/result.json` (pretty JSON, atomically); a value that cannot be
 /// serialised is an error, never an empty file.
 pub fn write_result_json(dir: &Path, created: &Created) -> Result<(), BuildError> {

@@ -17,7 +17,7 @@
 //! the files by absolute path) written for this target; anything else leaves the target
 //! untouched.
 
-use crate::build::{Created, ResultFile, ResultKind, kiwi_result};
+use crate::build::{Created, ResultFile};
 use crate::description::ResolvedImage;
 use crate::digest::file_sha256;
 use crate::registry::{
@@ -556,37 +556,11 @@ fn relocate(
     image: &ResolvedImage,
     mut created: Created,
 ) -> Result<Created, CacheError> {
-    let fail = |reason: String| CacheError::Result {
-        target: target.to_path_buf(),
-        reason,
-    };
     created.pushed.clear();
-    if let Some(i) = created
-        .files
-        .iter()
-        .position(|f| f.kind == ResultKind::KiwiResult && f.name == kiwi_result::FILE_NAME)
-    {
-        let path = out.join(kiwi_result::FILE_NAME);
-        let json = kiwi_result::KiwiResult::of(&created, image, target)
-            .to_json()
-            .map_err(|e| fail(format!("{}: {e}", kiwi_result::FILE_NAME)))?;
-        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
-        let hexd = hex::encode(Sha256::digest(json.as_bytes()));
-        crate::image::output::write_sha256_line(&path, &hexd).map_err(|e| fail(e.to_string()))?;
-        let mut side = path.into_os_string();
-        side.push(".sha256");
-        let side = PathBuf::from(side);
-        std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| io(&side, e))?;
-        created.files[i].sha256 = Some(hexd);
-        created.files[i].size = Some(json.len() as u64);
-    }
-    let path = out.join("result.json");
-    let json = serde_json::to_string_pretty(&created)
-        .map_err(|e| fail(format!("result.json: {e}")))?
-        + "\n";
-    crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
-    Ok(created)
+    crate::build::relocate_result(out, target, image, created).map_err(|e| CacheError::Result {
+        target: target.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// The checks of a fetched manifest: type, config, titles; returns the layers with their

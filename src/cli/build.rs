@@ -314,6 +314,25 @@ fn test_result(
     Ok(report.success())
 }
 
+/// The store `--load` loads into and the `--test` configs, opened and read before the build:
+/// a store that cannot be used or a typo in a config costs no build.
+fn store_and_tests(
+    load: bool,
+    test: &[PathBuf],
+    storage_root: Option<&Path>,
+    storage_driver: Option<&str>,
+) -> anyhow::Result<(
+    Option<imgbuild::storage::Store>,
+    Vec<imgbuild::structure_test::Config>,
+)> {
+    let store = if load {
+        Some(super::store::open_store(storage_root, storage_driver)?)
+    } else {
+        None
+    };
+    Ok((store, super::test::load_configs(test)?))
+}
+
 /// Run `imgbuild build`; with `--load` the result goes into the store the global options name.
 pub fn exec(
     args: BuildArgs,
@@ -357,14 +376,7 @@ pub fn exec(
     };
     // Before anything is written or downloaded: a target that is not ours is never replaced.
     request.check()?;
-    // Open the store next, so a store that cannot be used fails before a long build.
-    let store = if args.load {
-        Some(super::store::open_store(storage_root, storage_driver)?)
-    } else {
-        None
-    };
-    // The test configs are read before the build, so a typo costs no build.
-    let tests = super::test::load_configs(&args.test)?;
+    let (store, tests) = store_and_tests(args.load, &args.test, storage_root, storage_driver)?;
     let log = StageLog::new(settings);
     let outcome = ops::build(&request, &log)?;
     let target = &request.output.target_dir;
@@ -442,12 +454,7 @@ fn exec_platforms(
         builds,
         jobs: 0,
     };
-    let store = if args.load {
-        Some(super::store::open_store(storage_root, storage_driver)?)
-    } else {
-        None
-    };
-    let tests = super::test::load_configs(&args.test)?;
+    let (store, tests) = store_and_tests(args.load, &args.test, storage_root, storage_driver)?;
     let log = StageLog::new(settings);
     let logs: Vec<StageLog> = request
         .builds

@@ -101,7 +101,25 @@ pub fn build_platforms(
     let outcomes = run_all(&builds, reporters, req.jobs);
     let mut done = Vec::with_capacity(builds.len());
     for (b, o) in builds.iter().zip(outcomes) {
-        done.push((b.source.image.arch.clone(), o?));
+        let arch = b.source.image.arch.clone();
+        let outcome = o?;
+        // Written in the work directory, each result is moved to `<target>/<arch>`: KIWI's
+        // index of it names its files there.
+        let relocated = crate::build::relocate_result(
+            &b.output.target_dir,
+            &target.join(&arch),
+            &b.source.image,
+            outcome.created().clone(),
+        )
+        .map_err(|source| OpsError::Create {
+            target: target.join(&arch),
+            source: Box::new(source),
+        })?;
+        let outcome = match outcome {
+            Outcome::Built(_) => Outcome::Built(relocated),
+            Outcome::Reused(_) => Outcome::Reused(relocated),
+        };
+        done.push((arch, outcome));
     }
 
     reporter.stage_start("index");

@@ -203,14 +203,41 @@ fn a_two_architecture_image_is_the_index_of_single_architecture_builds() {
             index_digest
         );
     }
-    // Each architecture's own result is a whole single-architecture result.
+    // Each architecture's own result is a whole single-architecture result, KIWI's index of
+    // it naming its files where they are (not where they were written).
     for arch in ["x86_64", "aarch64"] {
-        let r = result_json(&one.join(arch));
+        let dir = one.join(arch);
+        let r = result_json(&dir);
         assert_eq!(r["manifest_digest"].as_str().unwrap(), digest_of(arch));
-        only(&one.join(arch), ".docker.tar");
-        only(&one.join(arch), ".packages");
-        only(&one.join(arch), ".spdx.json");
+        let docker = only(&dir, ".docker.tar");
+        only(&dir, ".packages");
+        only(&dir, ".spdx.json");
+        let kiwi: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("kiwi.result.json")).unwrap()).unwrap();
+        assert_eq!(
+            kiwi["container"]["filename"].as_str().map(PathBuf::from),
+            Some(std::path::absolute(&docker).unwrap()),
+            "{kiwi}"
+        );
     }
+    // Run again: both architectures are reused, and the index is the same.
+    let again = ok(imgbuild(t.path())
+        .current_dir(t.path())
+        .arg("build")
+        .arg(&desc)
+        .args(["--profile", "bookworm", "--target-arch", "x86_64,aarch64"])
+        .arg("--target-dir")
+        .arg(&one)
+        .arg("--cache-dir")
+        .arg(&cache));
+    let log = String::from_utf8_lossy(&again.stderr);
+    for arch in ["x86_64", "aarch64"] {
+        assert!(log.contains(&format!("[{arch}] up to date")), "{log}");
+    }
+    assert_eq!(
+        result_json(&one)["manifest_digest"].as_str().unwrap(),
+        index_digest
+    );
 
     // Two "machines", one architecture each: their own package cache, image store, temporary
     // directory, working directory and copy of the description; then a third assembles.
