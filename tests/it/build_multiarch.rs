@@ -6,6 +6,7 @@
 use crate::support::binfmt::qemu_aarch64;
 use crate::support::build::{imgbuild, package_cache, preconditions, result_json};
 use crate::support::image::{PodmanStore, podman};
+use crate::support::registry::Registry;
 use crate::support::{description, heavy, host_quirks, scratch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -220,7 +221,10 @@ fn a_two_architecture_image_is_the_index_of_single_architecture_builds() {
             "{kiwi}"
         );
     }
-    // Run again: both architectures are reused, and the index is the same.
+    // Run again, pushing: both architectures are reused, the index is the same, and the
+    // registry holds it with both platforms.
+    let registry = Registry::start(&t.path().join("registry"), None, None);
+    let dest = format!("127.0.0.1:{}/multi/debian:12", registry.port);
     let again = ok(imgbuild(t.path())
         .current_dir(t.path())
         .arg("build")
@@ -229,13 +233,27 @@ fn a_two_architecture_image_is_the_index_of_single_architecture_builds() {
         .arg("--target-dir")
         .arg(&one)
         .arg("--cache-dir")
-        .arg(&cache));
+        .arg(&cache)
+        .args(["--push", &dest]));
     let log = String::from_utf8_lossy(&again.stderr);
     for arch in ["x86_64", "aarch64"] {
         assert!(log.contains(&format!("[{arch}] up to date")), "{log}");
     }
     assert_eq!(
         result_json(&one)["manifest_digest"].as_str().unwrap(),
+        index_digest
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&format!("{dest} {index_digest}")),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    let raw = ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{dest}")))
+    .stdout;
+    assert_eq!(
+        format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw))),
         index_digest
     );
 
