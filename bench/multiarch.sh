@@ -81,5 +81,5 @@ load after
 if [ -x bench/registry-cache.sh ]; then
   echo
   echo "== 3. a registry build cache hit against a warm local build =="
-  IMGBUILD_BIN=$bin bench/registry-cache.sh "$rounds"
+  BIN=$bin bench/registry-cache.sh
 fi

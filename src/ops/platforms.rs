@@ -137,7 +137,11 @@ pub fn build_platforms(
     })
 }
 
-/// Runs `builds` on at most `jobs` threads (0: one per core), each with its reporter.
+/// Runs `builds` on at most `jobs` threads (0: one per core), each with its reporter. The
+/// builds of a foreign architecture go first and keep the normal priority, the native ones run
+/// at a lower one beside them: a foreign build's package scripts run one after the other under
+/// qemu, so it is the longest and what the whole waits for, and the native builds fill the
+/// cores it leaves.
 fn run_all(
     builds: &[BuildRequest],
     reporters: &[&(dyn Reporter + Sync)],
@@ -145,15 +149,27 @@ fn run_all(
 ) -> Vec<Result<Outcome, OpsError>> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let jobs = if jobs == 0 { cores } else { jobs }.clamp(1, builds.len().max(1));
+    let host = crate::image::platform::Platform::host();
+    let native: Vec<bool> = builds
+        .iter()
+        .map(|b| {
+            host.matches(&crate::image::platform::Platform::for_machine(
+                &b.source.image.arch,
+            ))
+        })
+        .collect();
+    let any_foreign = native.iter().any(|n| !n);
+    let mut order: Vec<usize> = (0..builds.len()).collect();
+    order.sort_by_key(|&i| native[i]);
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<Outcome, OpsError>>>> =
         builds.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(b) = builds.get(i) else { break };
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let b = &builds[i];
+                    set_thread_nice(if native[i] && any_foreign { 10 } else { 0 });
                     let r = build(b, reporters[i]).map_err(|e| OpsError::Platform {
                         arch: b.source.image.arch.clone(),
                         source: Box::new(e),
@@ -179,6 +195,14 @@ fn run_all(
                 })
         })
         .collect()
+}
+
+/// Sets the calling thread's nice value (Linux keeps one per thread; the processes it starts
+/// inherit it). Best effort: a priority that cannot be set only changes the scheduling.
+fn set_thread_nice(nice: i32) {
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), nice) };
 }
 
 /// The index over the built architectures in `new`: its OCI layout, its oci-archive (compressed

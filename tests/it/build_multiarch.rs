@@ -223,6 +223,7 @@ fn a_two_architecture_image_is_the_index_of_single_architecture_builds() {
     }
     // Run again, pushing: both architectures are reused, the index is the same, and the
     // registry holds it with both platforms.
+    std::fs::create_dir_all(t.path().join("registry")).unwrap();
     let registry = Registry::start(&t.path().join("registry"), None, None);
     let dest = format!("127.0.0.1:{}/multi/debian:12", registry.port);
     let again = ok(imgbuild(t.path())
@@ -253,7 +254,10 @@ fn a_two_architecture_image_is_the_index_of_single_architecture_builds() {
         .arg(format!("docker://{dest}")))
     .stdout;
     assert_eq!(
-        format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw))),
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw))
+        ),
         index_digest
     );
 
