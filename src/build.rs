@@ -801,21 +801,7 @@ impl<'a> Pack<'a> {
 
     /// KIWI's `kiwi.result.json`, indexing the files written so far.
     fn kiwi_result(&self, created: &Created) -> Result<ResultFile, BuildError> {
-        let path = self.out.join(kiwi_result::FILE_NAME);
-        let json = kiwi_result::KiwiResult::of(created, self.image, &self.opts.target_dir)
-            .to_json()
-            .map_err(|source| BuildError::ResultJson {
-                path: path.clone(),
-                source,
-            })?;
-        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
-        Ok(ResultFile {
-            kind: ResultKind::KiwiResult,
-            name: kiwi_result::FILE_NAME.to_string(),
-            sha256: Some(sha256_hex(json.as_bytes())),
-            size: Some(json.len() as u64),
-            tree: None,
-        })
+        write_kiwi_result(&self.out, created, self.image, &self.opts.target_dir)
     }
 
     /// `result.json`: `created` as pretty JSON; a value that cannot be serialised is an error,
@@ -828,6 +814,31 @@ impl<'a> Pack<'a> {
     fn replace_target(&self) -> Result<(), BuildError> {
         replace_dir(&self.out, &self.opts.target_dir)
     }
+}
+
+/// Writes KIWI's `kiwi.result.json` into `dir`, indexing the files of `created` as they are
+/// (or will be) in `target`; returns its entry for `result.json`.
+fn write_kiwi_result(
+    dir: &Path,
+    created: &Created,
+    image: &ResolvedImage,
+    target: &Path,
+) -> Result<ResultFile, BuildError> {
+    let path = dir.join(kiwi_result::FILE_NAME);
+    let json = kiwi_result::KiwiResult::of(created, image, target)
+        .to_json()
+        .map_err(|source| BuildError::ResultJson {
+            path: path.clone(),
+            source,
+        })?;
+    crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
+    Ok(ResultFile {
+        kind: ResultKind::KiwiResult,
+        name: kiwi_result::FILE_NAME.to_string(),
+        sha256: Some(sha256_hex(json.as_bytes())),
+        size: Some(json.len() as u64),
+        tree: None,
+    })
 }
 
 /// Makes the finished result in `dir` the one a build into `target` writes, for a result
@@ -846,21 +857,13 @@ pub fn relocate_result(
         .iter()
         .position(|f| f.kind == ResultKind::KiwiResult && f.name == kiwi_result::FILE_NAME)
     {
-        let path = dir.join(kiwi_result::FILE_NAME);
-        let json = kiwi_result::KiwiResult::of(&created, image, target)
-            .to_json()
-            .map_err(|source| BuildError::ResultJson {
-                path: path.clone(),
-                source,
-            })?;
-        crate::atomic::write(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
-        let hexd = sha256_hex(json.as_bytes());
-        write_sha256_line(&path, &hexd)?;
+        let file = write_kiwi_result(dir, &created, image, target)?;
+        let hexd = file.sha256.clone().unwrap_or_default();
+        write_sha256_line(&dir.join(kiwi_result::FILE_NAME), &hexd)?;
         let side = dir.join(format!("{}.sha256", kiwi_result::FILE_NAME));
         std::fs::set_permissions(&side, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(|e| io(&side, e))?;
-        created.files[i].sha256 = Some(hexd);
-        created.files[i].size = Some(json.len() as u64);
+        created.files[i] = file;
     }
     write_result_json(dir, &created)?;
     Ok(created)
