@@ -12,6 +12,10 @@
 //! - `cfg(imgbuild_has_rpm_tools)`: the RPM fixture's builders and peers are installed
 //!   (`rpmbuild`, `createrepo_c`, `zypper`, `dnf`), and busybox-static's `/bin/busybox`, which
 //!   the fixture repackages. Rebuilt when `/usr/bin` or that file changes.
+//! - `cfg(imgbuild_has_host_mirror)`: the host's apt sources name an archive (a deb822 `URIs:`
+//!   or a one-line `deb` entry), which the tests that build Debian roots download from.
+//!   Rebuilt when the sources change. Whether it answers is only known when a test runs: one
+//!   that cannot reach it prints `SKIP:` outside CI and fails in CI.
 //! - `cfg(imgbuild_has_qemu_user)`: qemu-user-static's aarch64 emulator and its `binfmt_misc`
 //!   registration line are installed (the multi-architecture tests register it while they run).
 //!
@@ -50,6 +54,7 @@ fn main() {
         "imgbuild_has_rpm_tools",
         "imgbuild_has_bookworm_apt_lists",
         "imgbuild_has_qemu_user",
+        "imgbuild_has_host_mirror",
     ] {
         println!("cargo:rustc-check-cfg=cfg({cfg})");
     }
@@ -101,6 +106,14 @@ fn main() {
     {
         println!("cargo:rustc-cfg=imgbuild_has_rpm_tools");
     }
+    for f in ["/etc/apt/sources.list", "/etc/apt/sources.list.d"] {
+        if std::path::Path::new(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
+    if host_sources_name_an_archive() {
+        println!("cargo:rustc-cfg=imgbuild_has_host_mirror");
+    }
     // The host's apt lists the solver tests resolve over (`apt-get update` writes them).
     println!("cargo:rerun-if-changed={APT_LISTS}");
     let bookworm_lists = std::fs::read_dir(APT_LISTS).is_ok_and(|d| {
@@ -113,6 +126,22 @@ fn main() {
     if bookworm_lists {
         println!("cargo:rustc-cfg=imgbuild_has_bookworm_apt_lists");
     }
+}
+
+/// Whether `/etc/apt/sources.list` or a file of `sources.list.d` names an archive.
+fn host_sources_name_an_archive() -> bool {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(d.flatten().map(|e| e.path()));
+    }
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().map(str::trim).any(|l| {
+                l.starts_with("URIs:") && l.len() > "URIs:".len()
+                    || l.split_whitespace().next() == Some("deb")
+            })
+        })
+    })
 }
 
 /// The files whose content makes imgbuild what it is, as paths relative to the package root.

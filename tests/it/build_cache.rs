@@ -137,6 +137,10 @@ fn work_dirs(parent: &Path) -> Vec<String> {
     not(all(imgbuild_tests_as_root, imgbuild_has_registry_tools)),
     ignore = "needs root, docker-registry, skopeo, openssl and podman"
 )]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_refused() {
     let test = "a_result_cached_in_a_registry_is_used_by_another_machine_and_tampering_is_refused";
     // Machine A's result: the run's bookworm build, which A reuses and stores in the cache.

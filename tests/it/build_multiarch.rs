@@ -99,6 +99,10 @@ fn a_foreign_build_without_binfmt_fails_at_once_naming_the_fix() {
     not(imgbuild_has_registry_tools),
     ignore = "needs skopeo and podman (see .ci/run)"
 )]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn a_two_architecture_image_is_the_index_of_single_architecture_builds() {
     let test = "a_two_architecture_image_is_the_index_of_single_architecture_builds";
     if preconditions(test, "bookworm").is_none() {

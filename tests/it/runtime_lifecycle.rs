@@ -271,12 +271,20 @@ fn web_server_lifecycle(driver: DriverKind) {
 
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn web_server_lifecycle_overlay() {
     web_server_lifecycle(DriverKind::Overlay);
 }
 
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn web_server_lifecycle_vfs() {
     web_server_lifecycle(DriverKind::Vfs);
 }
@@ -285,6 +293,10 @@ fn web_server_lifecycle_vfs() {
 /// `--rm -d` removes the container once its command ends; `logs -f` follows to the end.
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn detached_failures_auto_remove_and_follow() {
     let Some(f) = Fixture::new(
         "detached_failures_auto_remove_and_follow",
@@ -368,6 +380,10 @@ fn detached_failures_auto_remove_and_follow() {
 /// The podman flags smoke tests use: each one's effect seen from inside the container.
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn podman_flags_take_effect_inside() {
     let Some(f) = Fixture::new("podman_flags_take_effect_inside", DriverKind::Overlay) else {
         return;

@@ -50,6 +50,10 @@ fn live(comm: &str) -> Vec<u32> {
 
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn web_server_from_a_description_end_to_end() {
     let test = "web_server_from_a_description_end_to_end";
     if preconditions(test, "bookworm").is_none() {

@@ -71,6 +71,10 @@ fn store_containers(store: &Path) -> usize {
 
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn debian_configs_give_the_documented_verdicts() {
     let test = "debian_configs_give_the_documented_verdicts";
     let Some(b) = minimal_build(test) else {
@@ -295,6 +299,10 @@ fn debian_configs_give_the_documented_verdicts() {
 /// command, keeps the result in the target directory and loads nothing.
 #[test]
 #[cfg_attr(not(imgbuild_tests_as_root), ignore = "needs root")]
+#[cfg_attr(
+    not(imgbuild_has_host_mirror),
+    ignore = "needs a Debian archive in the host's apt sources"
+)]
 fn build_test_gates_the_build() {
     let test = "build_test_gates_the_build";
     let Some(b) = minimal_build(test) else {
