@@ -323,12 +323,16 @@ pub fn record_pushed(target: &Path, pushed: &[Pushed]) -> Result<Created, BuildE
 
 /// The KIWI file name stem: `<name>.<arch>-<version>`.
 pub fn result_stem(image: &ResolvedImage) -> String {
-    let version = image
+    format!("{}.{}-{}", image.name, image.arch, image_version(image))
+}
+
+/// The image's `<version>`, KIWI's `1.0.0` when the description has none.
+pub fn image_version(image: &ResolvedImage) -> String {
+    image
         .preferences
         .version
         .as_ref()
-        .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone());
-    format!("{}.{}-{version}", image.name, image.arch)
+        .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone())
 }
 
 /// The OCI config and names for `image`, with KIWI's defaults where the description is silent.
@@ -761,12 +765,7 @@ impl<'a> Pack<'a> {
         let name = format!("{}.spdx.json", self.stem);
         let info = crate::sbom::ImageInfo {
             name: self.image.name.clone(),
-            version: self
-                .image
-                .preferences
-                .version
-                .as_ref()
-                .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone()),
+            version: image_version(self.image),
             source_date_epoch: self.epoch,
             digest: manifest_digest,
         };

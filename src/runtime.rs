@@ -816,13 +816,7 @@ impl Runtime {
             Err(SandboxError::Exec { .. }) => 126,
             Err(_) => 125,
         };
-        rec.state = State::Exited;
-        rec.exit_code = Some(code);
-        rec.finished = Some(now());
-        rec.pid = None;
-        rec.pid_start = None;
-        rec.monitor_pid = None;
-        rec.monitor_start = None;
+        rec.mark_exited(code, now());
         let _lock = self.lock(true)?;
         let recorded = if opts.remove {
             self.discard(&id)

@@ -104,11 +104,7 @@ impl KiwiResult {
 
 /// KIWI's name tags of `image` for a bundle format; the version splits at its first two dots.
 fn name_tags(image: &ResolvedImage) -> BTreeMap<String, String> {
-    let version = image
-        .preferences
-        .version
-        .as_ref()
-        .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone());
+    let version = super::image_version(image);
     let mut parts = version.splitn(3, '.').map(str::to_string);
     let (major, minor, patch) = if version.contains('.') {
         (

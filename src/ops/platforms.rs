@@ -214,12 +214,7 @@ fn write_index(
 ) -> Result<Created, OpsError> {
     let first = &builds[0];
     let image = &first.source.image;
-    let version = image
-        .preferences
-        .version
-        .as_ref()
-        .map_or_else(|| "1.0.0".to_string(), |v| v.value.clone());
-    let stem = format!("{}-{version}", image.name);
+    let stem = format!("{}-{}", image.name, crate::build::image_version(image));
     let spec = crate::build::image_spec(image, &first.output, 0);
     let index_err = |source| OpsError::Index {
         path: new.to_path_buf(),

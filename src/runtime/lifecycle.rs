@@ -383,13 +383,7 @@ impl Runtime {
             });
         }
         let mut rec = self.container(id)?;
-        rec.state = State::Exited;
-        rec.exit_code = Some(code);
-        rec.finished = Some(now());
-        rec.pid = None;
-        rec.pid_start = None;
-        rec.monitor_pid = None;
-        rec.monitor_start = None;
+        rec.mark_exited(code, now());
         let _lock = self.lock(true)?;
         if rec.auto_remove {
             self.discard(id)?;

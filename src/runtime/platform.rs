@@ -4,27 +4,11 @@
 use super::{Result, RuntimeError};
 use std::path::Path;
 
-/// The `binfmt_misc` entry names qemu-user registers for an OCI architecture.
-fn qemu_names(architecture: &str) -> &'static [&'static str] {
-    match architecture {
-        "arm64" => &["qemu-aarch64"],
-        "arm" => &["qemu-arm"],
-        "386" => &["qemu-i386"],
-        "amd64" => &["qemu-x86_64"],
-        "ppc64le" => &["qemu-ppc64le"],
-        "s390x" => &["qemu-s390x"],
-        "riscv64" => &["qemu-riscv64"],
-        "mips64le" => &["qemu-mips64el"],
-        "loong64" => &["qemu-loongarch64"],
-        _ => &[],
-    }
-}
-
 /// Whether the `binfmt_misc` mounted at `dir` has an enabled handler for `architecture`.
 pub fn binfmt_enabled(dir: &Path, architecture: &str) -> bool {
     let on =
         |p: &Path| std::fs::read_to_string(p).is_ok_and(|t| t.lines().next() == Some("enabled"));
-    on(&dir.join("status")) && qemu_names(architecture).iter().any(|n| on(&dir.join(n)))
+    on(&dir.join("status")) && on(&dir.join(crate::binfmt::qemu_name(architecture)))
 }
 
 /// Refuse a foreign `architecture` (OCI name) this host cannot execute, naming the fix: a probe

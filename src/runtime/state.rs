@@ -111,6 +111,18 @@ fn default_stop_timeout() -> u64 {
 }
 
 impl ContainerRecord {
+    /// Records that the command ended with `code` at `finished` (seconds since the epoch):
+    /// no process of the container is left to record.
+    pub fn mark_exited(&mut self, code: i32, finished: u64) {
+        self.state = State::Exited;
+        self.exit_code = Some(code);
+        self.finished = Some(finished);
+        self.pid = None;
+        self.pid_start = None;
+        self.monitor_pid = None;
+        self.monitor_start = None;
+    }
+
     /// The state as it is now: a recorded `Running` whose supervisor is gone is `Dead` (the
     /// command died with it; a reboot leaves every container so).
     pub fn live_state(&self) -> State {
